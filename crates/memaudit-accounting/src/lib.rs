@@ -1,0 +1,1 @@
+//! memaudit-accounting (under construction).

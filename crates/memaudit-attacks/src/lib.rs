@@ -1,0 +1,1 @@
+//! memaudit-attacks (under construction).

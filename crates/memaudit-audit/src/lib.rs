@@ -1,0 +1,1 @@
+//! memaudit-audit (under construction).

@@ -1,0 +1,1 @@
+//! memaudit-data (under construction).

@@ -1,0 +1,17 @@
+//! One module per subcommand.
+
+use crate::Ctx;
+use crate::output::Report;
+
+/// Placeholder for a subcommand whose issue has not landed: it says so and exits with code 2.
+#[derive(clap::Args, Debug)]
+pub struct Stub {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    rest: Vec<String>,
+}
+
+impl Stub {
+    pub fn run(&self, name: &str, _ctx: &Ctx) -> anyhow::Result<Report> {
+        Err(crate::error::user(format!("'memaudit {name}' is not yet implemented")))
+    }
+}

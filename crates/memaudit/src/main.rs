@@ -1,0 +1,155 @@
+//! The `memaudit` command.
+//!
+//! Conventions (every subcommand): errors are one line on stderr naming the flag, file or line,
+//! exit code 2; `--json` prints exactly one JSON object on stdout at the end; progress goes to
+//! stderr; `--quiet` silences progress and notes.
+
+mod cmd;
+mod error;
+mod output;
+
+use std::io::Write;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{EXIT_USAGE, one_line};
+
+#[derive(Parser, Debug)]
+#[command(name = "memaudit", version, about = "What does a model remember of its training data, and what stops it.")]
+struct Cli {
+    /// Print exactly one JSON object on stdout at the end (progress and warnings go to stderr).
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bars or notes on stderr.
+    #[arg(long, global = true)]
+    quiet: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a model (plain or DP-SGD).
+    Train(cmd::Stub),
+    /// Evaluate a saved model.
+    Eval(cmd::Stub),
+    /// Sample text from a saved language model.
+    Sample(cmd::Stub),
+    /// Benchmarks (engine, dp, accounting, exposure).
+    Bench(cmd::Stub),
+    /// Datasets.
+    Data(cmd::Stub),
+    /// The main job on the embedded corpus.
+    Demo(cmd::Stub),
+    /// Epsilon of DP-SGD for given sampling, noise and steps.
+    Epsilon(cmd::Stub),
+    /// Smallest noise multiplier that meets a target epsilon.
+    Noise(cmd::Stub),
+    /// A plain-language privacy statement for a DP-SGD run.
+    Statement(cmd::Stub),
+    /// Train at one fixed epsilon across batch sizes.
+    DpSweep(cmd::Stub),
+    /// The Secret Sharer end to end: canaries, training, exposure, extraction.
+    SecretSharer(cmd::Stub),
+    /// Exposure of the canaries of a saved run.
+    Exposure(cmd::Stub),
+    /// Extract canaries from a saved run by shortest-path search.
+    Extract(cmd::Stub),
+    /// Song et al.'s malicious training algorithms and their decoders.
+    Attack(cmd::Stub),
+    /// Arpit et al.'s memorization dynamics.
+    Dynamics(cmd::Stub),
+}
+
+/// What every subcommand gets besides its own flags.
+pub struct Ctx {
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Ctx {
+    /// A note for the person at the terminal (stderr; silenced by --quiet).
+    pub fn note(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<output::Report> {
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            return Err(error::user("--threads must be at least 1"));
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().ok();
+    }
+    let ctx = Ctx { json: cli.json, quiet: cli.quiet };
+    match cli.command {
+        Command::Train(a) => a.run("train", &ctx),
+        Command::Eval(a) => a.run("eval", &ctx),
+        Command::Sample(a) => a.run("sample", &ctx),
+        Command::Bench(a) => a.run("bench", &ctx),
+        Command::Data(a) => a.run("data", &ctx),
+        Command::Demo(a) => a.run("demo", &ctx),
+        Command::Epsilon(a) => a.run("epsilon", &ctx),
+        Command::Noise(a) => a.run("noise", &ctx),
+        Command::Statement(a) => a.run("statement", &ctx),
+        Command::DpSweep(a) => a.run("dp-sweep", &ctx),
+        Command::SecretSharer(a) => a.run("secret-sharer", &ctx),
+        Command::Exposure(a) => a.run("exposure", &ctx),
+        Command::Extract(a) => a.run("extract", &ctx),
+        Command::Attack(a) => a.run("attack", &ctx),
+        Command::Dynamics(a) => a.run("dynamics", &ctx),
+    }
+}
+
+fn fail(json: bool, msg: &str) -> ! {
+    if json {
+        println!("{}", serde_json::json!({ "error": msg }));
+    } else {
+        eprintln!("error: {msg}");
+    }
+    std::process::exit(EXIT_USAGE);
+}
+
+fn main() {
+    let json_requested = std::env::args().any(|a| a == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
+                    std::process::exit(0);
+                }
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    std::process::exit(EXIT_USAGE);
+                }
+                _ => {
+                    // clap renders several lines (tip, usage); keep the first, point at --help.
+                    let text = e.to_string();
+                    let first = text.lines().next().unwrap_or("invalid arguments");
+                    let first = first.trim_start_matches("error: ");
+                    fail(json_requested, &format!("{first} (see 'memaudit --help')"));
+                }
+            }
+        }
+    };
+    let json = cli.json;
+    match run(cli) {
+        Ok(report) => {
+            let mut out = std::io::stdout().lock();
+            if json {
+                let _ = writeln!(out, "{}", report.json);
+            } else if !report.text.is_empty() {
+                let _ = writeln!(out, "{}", report.text.trim_end());
+            }
+        }
+        Err(err) => fail(json, &one_line(&err)),
+    }
+}

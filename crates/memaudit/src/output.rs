@@ -1,0 +1,76 @@
+//! The output conventions every subcommand follows.
+//!
+//! - `--json`: exactly one JSON object on stdout at the end; progress and warnings go to stderr.
+//! - Non-finite numbers are written as the strings `"inf"`, `"-inf"` and `"nan"` (serde_json
+//!   would silently write `null`, which a script cannot tell from a missing value).
+//! - Errors: one line on stderr (or `{"error": "..."}` on stdout with `--json`), exit code 2.
+
+use serde_json::Value;
+
+/// A finite float as a JSON number; a non-finite one as a string.
+pub fn num(x: f64) -> Value {
+    if x.is_finite() {
+        serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
+    } else if x.is_nan() {
+        Value::String("nan".into())
+    } else if x > 0.0 {
+        Value::String("inf".into())
+    } else {
+        Value::String("-inf".into())
+    }
+}
+
+/// `num` for an optional value (`None` becomes `null`).
+pub fn opt_num(x: Option<f64>) -> Value {
+    x.map_or(Value::Null, num)
+}
+
+/// Serde helper: `#[serde(serialize_with = "crate::output::ser_f64")]`.
+pub fn ser_f64<S: serde::Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    num(*x).serialize(s)
+}
+
+/// Serde helper for `Option<f64>`.
+pub fn ser_opt_f64<S: serde::Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    opt_num(*x).serialize(s)
+}
+
+/// What a subcommand hands back: the human-readable text and the JSON object.
+pub struct Report {
+    pub text: String,
+    pub json: Value,
+}
+
+impl Report {
+    pub fn new(text: impl Into<String>, json: Value) -> Self {
+        Self { text: text.into(), json }
+    }
+}
+
+/// Format a float for people: full precision is in the JSON.
+pub fn fmt_f64(x: f64) -> String {
+    if x.is_nan() {
+        "nan".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "inf".into() } else { "-inf".into() }
+    } else if x != 0.0 && (x.abs() >= 1e6 || x.abs() < 1e-3) {
+        format!("{x:.4e}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_numbers_are_strings() {
+        assert_eq!(num(f64::INFINITY), Value::String("inf".into()));
+        assert_eq!(num(f64::NEG_INFINITY), Value::String("-inf".into()));
+        assert_eq!(num(f64::NAN), Value::String("nan".into()));
+        assert_eq!(num(1.5), serde_json::json!(1.5));
+    }
+}
