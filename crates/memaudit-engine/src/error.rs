@@ -10,8 +10,14 @@ pub enum EngineError {
     Config(String),
     #[error("checkpoint {path}: {msg}")]
     Checkpoint { path: String, msg: String },
-    #[error("non-finite {what} at step {step} in {layer}; training stopped (the last good checkpoint is kept)")]
-    NonFinite { what: String, step: u64, layer: String },
+    #[error(
+        "non-finite {what} at step {step} in {layer}; training stopped (the last good checkpoint is kept)"
+    )]
+    NonFinite {
+        what: String,
+        step: u64,
+        layer: String,
+    },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,

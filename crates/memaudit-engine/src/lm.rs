@@ -17,7 +17,11 @@ pub struct LmState {
 
 impl LmState {
     pub fn zeros(rows: usize, width: usize) -> Self {
-        Self { rows, width, data: vec![0.0; rows * width] }
+        Self {
+            rows,
+            width,
+            data: vec![0.0; rows * width],
+        }
     }
 
     pub fn row(&self, r: usize) -> &[f32] {
@@ -30,7 +34,11 @@ impl LmState {
         for &r in idx {
             data.extend_from_slice(self.row(r));
         }
-        LmState { rows: idx.len(), width: self.width, data }
+        LmState {
+            rows: idx.len(),
+            width: self.width,
+            data,
+        }
     }
 
     /// Each row repeated `times` times in place order: rows `0,0,..,1,1,..`.
@@ -41,7 +49,11 @@ impl LmState {
                 data.extend_from_slice(self.row(r));
             }
         }
-        LmState { rows: self.rows * times, width: self.width, data }
+        LmState {
+            rows: self.rows * times,
+            width: self.width,
+            data,
+        }
     }
 
     /// Rows `start..end` as a new batch.
