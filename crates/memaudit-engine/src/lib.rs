@@ -12,7 +12,9 @@
 //! (configs and checkpoint sidecars), `thiserror` (typed errors), `memaudit-accounting` (epsilon
 //! during private training).
 
+pub mod checkpoint;
 pub mod compute;
+pub mod dp;
 pub mod error;
 pub mod layer;
 pub mod layers;
@@ -23,8 +25,11 @@ pub mod models;
 pub mod optim;
 pub mod params;
 pub mod penalty;
+pub mod privacy;
+pub mod sampler;
 pub mod tensor;
 pub mod testing;
+pub mod train;
 
 pub use error::{EngineError, Result};
 pub use layer::{Layer, SparseInput, TokenInput, Value};

@@ -7,6 +7,9 @@
 mod cmd;
 mod error;
 mod output;
+mod progress;
+mod report;
+mod rundir;
 
 use std::io::Write;
 

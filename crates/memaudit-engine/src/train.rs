@@ -1,0 +1,570 @@
+//! The training loop, plain or DP-SGD, with checkpoints and resume.
+//!
+//! One step: draw a batch (Poisson by default under DP), run it as physical chunks of at most
+//! `physical_batch` examples whose (clipped) gradient sums accumulate, then, for DP, add the noise
+//! once to the logical batch's sum and divide by the *expected* batch size; add the parameter
+//! penalty's gradient (post-processing); take the optimizer step. Non-finite losses, gradients or
+//! parameters stop training with an error naming the step and layer; the last good checkpoint is
+//! kept because nothing is written after a bad step.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, CheckpointState};
+use crate::dp::{AdaptiveClip, NoiseSource, privatize};
+use crate::error::{EngineError, Result};
+use crate::model::{Batch, Clipping, GradRequest, Model};
+use crate::models::ModelConfig;
+use crate::optim::{Optimizer, OptimizerConfig, Schedule};
+use crate::penalty::ParamPenalty;
+use crate::privacy::{self, AccountantKind};
+use crate::sampler::{BatchSampler, SamplingMode};
+
+/// A set of examples the trainer can draw batches from.
+pub trait Dataset: Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The examples `idx` as one batch.
+    fn batch(&self, idx: &[usize]) -> Batch;
+}
+
+/// Per-example clipping for DP-SGD.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClipConfig {
+    /// One bound over all parameters.
+    Flat { bound: f64 },
+    /// One bound per layer group; `group_of_layer[l]` is layer l's group.
+    PerLayer { bounds: Vec<f64>, group_of_layer: Vec<usize> },
+    /// Quantile-based adaptive clipping (Andrew et al.).
+    Adaptive {
+        initial: f64,
+        target_quantile: f64,
+        learning_rate: f64,
+        /// Noise on the unclipped count; default expected batch / 20.
+        count_stddev: Option<f64>,
+        geometric: bool,
+    },
+}
+
+/// Privacy parameters of a DP-SGD run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyConfig {
+    /// Total noise multiplier z (std of the noise on the sum / sensitivity).
+    pub noise_multiplier: f64,
+    pub clipping: ClipConfig,
+    pub delta: f64,
+    pub accountant: AccountantKind,
+    /// Stop before epsilon would exceed this.
+    pub max_epsilon: Option<f64>,
+}
+
+/// Everything that defines a training run (stored with every checkpoint).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub optimizer: OptimizerConfig,
+    #[serde(default)]
+    pub schedule: Schedule,
+    pub epochs: usize,
+    /// Expected (logical) batch size; q = batch / n under Poisson sampling.
+    pub batch_size: usize,
+    /// Largest chunk run through the model at once (memory bound); defaults to the batch size.
+    pub physical_batch: Option<usize>,
+    pub sampling: SamplingMode,
+    pub seed: u64,
+    pub privacy: Option<PrivacyConfig>,
+    /// Seed the DP noise and the sampler from `seed` (reproducible research; reports say so).
+    #[serde(default)]
+    pub seeded_noise: bool,
+}
+
+impl TrainConfig {
+    pub fn validate(&self, n: usize) -> Result<()> {
+        self.optimizer.validate()?;
+        if self.epochs == 0 {
+            return Err(EngineError::Config("epochs must be at least 1".into()));
+        }
+        if self.batch_size == 0 || self.batch_size > n {
+            return Err(EngineError::Config(format!("batch size {} must be between 1 and the training set size {n}", self.batch_size)));
+        }
+        if self.physical_batch == Some(0) {
+            return Err(EngineError::Config("the physical batch size must be at least 1".into()));
+        }
+        if let Some(p) = &self.privacy {
+            if !(p.noise_multiplier >= 0.0 && p.noise_multiplier.is_finite()) {
+                return Err(EngineError::Config(format!("the noise multiplier must be >= 0 and finite, got {}", p.noise_multiplier)));
+            }
+            if !(p.delta > 0.0 && p.delta < 1.0) {
+                return Err(EngineError::Config(format!("delta must be in (0, 1), got {}", p.delta)));
+            }
+            match &p.clipping {
+                ClipConfig::Flat { bound } if !(*bound > 0.0 && bound.is_finite()) => {
+                    return Err(EngineError::Config(format!("the clip bound must be > 0, got {bound}")));
+                }
+                ClipConfig::PerLayer { bounds, .. } if bounds.is_empty() || bounds.iter().any(|b| !(*b > 0.0 && b.is_finite())) => {
+                    return Err(EngineError::Config("every per-layer clip bound must be > 0".into()));
+                }
+                ClipConfig::Adaptive { initial, target_quantile, learning_rate, count_stddev, geometric } => {
+                    AdaptiveClip::new(*initial, *target_quantile, *learning_rate, count_stddev.unwrap_or(1.0), *geometric)?;
+                }
+                _ => {}
+            }
+            if let Some(m) = p.max_epsilon
+                && !(m > 0.0)
+            {
+                return Err(EngineError::Config(format!("--max-epsilon must be > 0, got {m}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Trainer state saved in each checkpoint's sidecar.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct TrainerState {
+    config: TrainConfig,
+    /// Steps accounted so far (each one Poisson-subsampled Gaussian with the config's q and z).
+    private_steps: u64,
+    /// Current adaptive clip bound.
+    clip: Option<f64>,
+    epsilon: Option<f64>,
+}
+
+/// Progress of one step.
+#[derive(Clone, Debug)]
+pub struct StepInfo {
+    pub step: u64,
+    pub epoch: u64,
+    pub steps_per_epoch: u64,
+    pub batch_size: usize,
+    pub loss: f64,
+}
+
+/// Metrics of one finished epoch.
+#[derive(Clone, Debug, Serialize)]
+pub struct EpochInfo {
+    pub epoch: u64,
+    pub step: u64,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub valid_loss: Option<f64>,
+    pub valid_accuracy: Option<f64>,
+    /// Epsilon so far with the configured accountant (Poisson sampling assumed).
+    pub epsilon: Option<f64>,
+    /// Under shuffled sampling: the no-amplification epsilon (each example once per epoch).
+    pub epsilon_no_amplification: Option<f64>,
+    pub clip_bound: Option<f64>,
+    /// Fraction of examples whose gradient was clipped this epoch.
+    pub clipped_fraction: Option<f64>,
+    pub seconds: f64,
+}
+
+/// Hooks for progress display and measurements during training (e.g. exposure every epoch).
+pub trait TrainObserver {
+    fn on_step(&mut self, _info: &StepInfo, _model: &Model, _params: &[f32]) -> Result<()> {
+        Ok(())
+    }
+    fn on_epoch(&mut self, _info: &EpochInfo, _model: &Model, _params: &[f32]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// An observer that does nothing.
+pub struct Silent;
+impl TrainObserver for Silent {}
+
+/// Loss and accuracy over a dataset.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct EvalResult {
+    /// Mean per-example loss (nats).
+    pub loss: f64,
+    /// Correct prediction rows / counted rows.
+    pub accuracy: f64,
+}
+
+/// Why training ended.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    Completed,
+    /// `--max-epsilon` reached: the next step would have exceeded it.
+    PrivacyBudget,
+}
+
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub model: Model,
+    pub params: Vec<f32>,
+    optimizer: Optimizer,
+    penalty: Option<Box<dyn ParamPenalty>>,
+    checkpoint_dir: Option<PathBuf>,
+    pub step: u64,
+    pub epoch: u64,
+    private_steps: u64,
+    adaptive: Option<AdaptiveClip>,
+    noise: Option<NoiseSource>,
+    n_train: usize,
+    /// Resumed from this checkpoint.
+    pub resumed_from: Option<PathBuf>,
+}
+
+fn mix(seed: u64, k: u64) -> u64 {
+    // SplitMix64 finaliser: decorrelates per-step seeds.
+    let mut z = seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Trainer {
+    /// A new run, or (with `resume`) the continuation of the newest checkpoint in `checkpoint_dir`,
+    /// whose configuration must match `config` in everything but the number of epochs.
+    pub fn new(config: TrainConfig, n_train: usize, checkpoint_dir: Option<&Path>, resume: bool) -> Result<Self> {
+        config.validate(n_train)?;
+        let model = config.model.build()?;
+        let mut init_rng = ChaCha8Rng::seed_from_u64(mix(config.seed, 0));
+        let params = model.init_params(&mut init_rng);
+        let optimizer = Optimizer::new(config.optimizer.clone(), config.schedule.clone(), model.num_params())?;
+        let adaptive = match config.privacy.as_ref().map(|p| &p.clipping) {
+            Some(ClipConfig::Adaptive { initial, target_quantile, learning_rate, count_stddev, geometric }) => Some(AdaptiveClip::new(
+                *initial,
+                *target_quantile,
+                *learning_rate,
+                count_stddev.unwrap_or(config.batch_size as f64 / 20.0),
+                *geometric,
+            )?),
+            _ => None,
+        };
+        let noise = config.privacy.as_ref().map(|_| {
+            if config.seeded_noise { NoiseSource::from_seed(config.seed) } else { NoiseSource::from_os() }
+        });
+        let mut t = Self {
+            config,
+            model,
+            params,
+            optimizer,
+            penalty: None,
+            checkpoint_dir: checkpoint_dir.map(Path::to_path_buf),
+            step: 0,
+            epoch: 0,
+            private_steps: 0,
+            adaptive,
+            noise,
+            n_train,
+            resumed_from: None,
+        };
+        if resume {
+            t.resume()?;
+        }
+        Ok(t)
+    }
+
+    fn resume(&mut self) -> Result<()> {
+        let Some(dir) = &self.checkpoint_dir else {
+            return Err(EngineError::Config("--resume needs a run folder with checkpoints".into()));
+        };
+        let Some(ck) = checkpoint::load_latest(dir)? else {
+            return Err(EngineError::Checkpoint { path: dir.display().to_string(), msg: "no checkpoint to resume from".into() });
+        };
+        let st: TrainerState = serde_json::from_value(ck.state.trainer.clone()).map_err(|e| EngineError::Checkpoint {
+            path: ck.path.display().to_string(),
+            msg: format!("trainer state unreadable: {e}"),
+        })?;
+        let mut saved = st.config.clone();
+        saved.epochs = self.config.epochs;
+        if saved.privacy != self.config.privacy {
+            return Err(EngineError::Config(format!(
+                "the checkpoint in {} was trained with privacy parameters {:?}, this run asks for {:?}; resume with the same parameters or start a new run",
+                dir.display(),
+                st.config.privacy,
+                self.config.privacy
+            )));
+        }
+        if saved != self.config {
+            return Err(EngineError::Config(format!(
+                "the checkpoint in {} belongs to a different run configuration (model, optimizer, batch or seed differ); start a new run or use --force",
+                dir.display()
+            )));
+        }
+        self.params = ck.params;
+        self.optimizer.load_state(ck.optimizer)?;
+        self.step = ck.state.step;
+        self.epoch = ck.state.epoch;
+        self.private_steps = st.private_steps;
+        if let (Some(a), Some(c)) = (self.adaptive.as_mut(), st.clip) {
+            a.clip = c;
+        }
+        self.resumed_from = Some(ck.path);
+        Ok(())
+    }
+
+    /// Add a parameter penalty to the objective (post-processing under DP).
+    pub fn set_penalty(&mut self, penalty: Box<dyn ParamPenalty>) {
+        self.penalty = Some(penalty);
+    }
+
+    pub fn noise_is_seeded(&self) -> bool {
+        self.noise.as_ref().is_some_and(|n| n.is_seeded())
+    }
+
+    fn q(&self) -> f64 {
+        self.config.batch_size as f64 / self.n_train as f64
+    }
+
+    /// Epsilon after `steps` private steps (Poisson sampling), or None for a non-private run.
+    pub fn epsilon_after(&self, steps: u64) -> Result<Option<f64>> {
+        let Some(p) = &self.config.privacy else { return Ok(None) };
+        if steps == 0 {
+            return Ok(Some(0.0));
+        }
+        privacy::epsilon(self.q(), p.noise_multiplier, steps, p.delta, p.accountant).map(Some)
+    }
+
+    /// Epsilon so far.
+    pub fn epsilon(&self) -> Result<Option<f64>> {
+        self.epsilon_after(self.private_steps)
+    }
+
+    /// The no-amplification epsilon for `epochs` epochs of shuffled batches (each example in one
+    /// batch per epoch: `epochs` Gaussian mechanisms).
+    pub fn epsilon_no_amplification(&self, epochs: u64) -> Result<Option<f64>> {
+        let Some(p) = &self.config.privacy else { return Ok(None) };
+        if epochs == 0 {
+            return Ok(Some(0.0));
+        }
+        privacy::epsilon(1.0, p.noise_multiplier, epochs, p.delta, p.accountant).map(Some)
+    }
+
+    fn clipping(&self) -> Option<Clipping> {
+        let p = self.config.privacy.as_ref()?;
+        Some(match &p.clipping {
+            ClipConfig::Flat { bound } => Clipping::Flat(*bound as f32),
+            ClipConfig::PerLayer { bounds, group_of_layer } => {
+                Clipping::PerGroup { bounds: bounds.iter().map(|&b| b as f32).collect(), group_of_layer: group_of_layer.clone() }
+            }
+            ClipConfig::Adaptive { .. } => Clipping::Flat(self.adaptive.as_ref().unwrap().clip as f32),
+        })
+    }
+
+    /// Loss and accuracy on a dataset (evaluation mode, chunks of the physical batch size).
+    pub fn evaluate(&self, data: &dyn Dataset) -> Result<EvalResult> {
+        evaluate(&self.model, &self.params, data, self.physical_batch())
+    }
+
+    fn physical_batch(&self) -> usize {
+        self.config.physical_batch.unwrap_or(self.config.batch_size).max(1)
+    }
+
+    /// Train to `config.epochs` epochs (from wherever a resumed run stands).
+    pub fn run(&mut self, train: &dyn Dataset, valid: Option<&dyn Dataset>, obs: &mut dyn TrainObserver) -> Result<StopReason> {
+        if train.len() != self.n_train {
+            return Err(EngineError::Config(format!("trainer built for {} examples, got {}", self.n_train, train.len())));
+        }
+        let sampler_seed = if self.config.privacy.is_none() || self.config.seeded_noise {
+            Some(mix(self.config.seed, 1_000_000 + self.step))
+        } else {
+            None
+        };
+        let mut sampler = BatchSampler::new(self.config.sampling, self.n_train, self.config.batch_size, sampler_seed)?;
+        let steps_per_epoch = sampler.steps_per_epoch() as u64;
+        let expected_batch = self.config.batch_size as f64;
+        let phys = self.physical_batch();
+        let max_private_steps = self.max_private_steps()?;
+        let mut reason = StopReason::Completed;
+
+        'epochs: while self.epoch < self.config.epochs as u64 {
+            let started = Instant::now();
+            let (mut loss_sum, mut n_ex, mut correct, mut counted, mut n_clipped) = (0.0f64, 0usize, 0usize, 0usize, 0usize);
+            let first_step_of_epoch = self.epoch * steps_per_epoch;
+            // A resumed run starts mid-epoch where the checkpoint left off.
+            let start = self.step.max(first_step_of_epoch) - first_step_of_epoch;
+            for _ in start..steps_per_epoch {
+                if let Some(maxs) = max_private_steps
+                    && self.private_steps + 1 > maxs
+                {
+                    reason = StopReason::PrivacyBudget;
+                    break 'epochs;
+                }
+                let idx = sampler.next_batch();
+                let clipping = self.clipping();
+                let mut grad = vec![0.0f32; self.params.len()];
+                let mut norms: Vec<f32> = Vec::with_capacity(idx.len());
+                let mut step_loss = 0.0f64;
+                let mut dropout_rng = ChaCha8Rng::seed_from_u64(mix(self.config.seed, 2_000_000 + self.step));
+                for chunk in idx.chunks(phys) {
+                    let batch = train.batch(chunk);
+                    let out = self.model.gradients(
+                        &self.params,
+                        &batch,
+                        GradRequest { clipping: clipping.as_ref(), input_grad: false, train: true, rng: &mut dropout_rng },
+                    )?;
+                    for (g, o) in grad.iter_mut().zip(&out.grad) {
+                        *g += o;
+                    }
+                    step_loss += out.loss_sum;
+                    correct += out.correct;
+                    counted += out.counted;
+                    if let Some(n) = out.norms {
+                        norms.extend(n);
+                    }
+                }
+                if !step_loss.is_finite() {
+                    return Err(EngineError::NonFinite {
+                        what: "loss".into(),
+                        step: self.step + 1,
+                        layer: self.model.first_nonfinite_layer(&self.params).unwrap_or("the loss").to_string(),
+                    });
+                }
+                loss_sum += step_loss;
+                n_ex += idx.len();
+                if let (Some(p), Some(clip)) = (&self.config.privacy, &clipping) {
+                    let bound = match clip {
+                        Clipping::Flat(c) => *c,
+                        Clipping::PerGroup { .. } => f32::INFINITY,
+                    };
+                    n_clipped += norms.iter().filter(|&&n| n > bound).count();
+                    let noise = self.noise.as_mut().unwrap();
+                    let (sum_multiplier, count_std) = match &self.adaptive {
+                        Some(a) => {
+                            let s = AdaptiveClip::split_noise(p.noise_multiplier, a.count_stddev)?;
+                            (s.sum_multiplier, s.count_stddev)
+                        }
+                        None => (p.noise_multiplier, 0.0),
+                    };
+                    privatize(&mut grad, sum_multiplier, clip.sensitivity(), expected_batch, noise);
+                    if let Some(a) = self.adaptive.as_mut() {
+                        a.update(&norms, expected_batch, count_std, noise);
+                    }
+                    self.private_steps += 1;
+                } else if !idx.is_empty() {
+                    let inv = 1.0 / idx.len() as f32;
+                    grad.iter_mut().for_each(|g| *g *= inv);
+                }
+                if let Some(pen) = &self.penalty {
+                    pen.value_and_grad(&self.params, &mut grad);
+                }
+                if let Some(layer) = self.model.first_nonfinite_grad_layer(&grad) {
+                    return Err(EngineError::NonFinite { what: "gradient".into(), step: self.step + 1, layer: layer.to_string() });
+                }
+                self.optimizer.step(&mut self.params, &grad);
+                self.step += 1;
+                if let Some(layer) = self.model.first_nonfinite_layer(&self.params) {
+                    return Err(EngineError::NonFinite { what: "parameters".into(), step: self.step, layer: layer.to_string() });
+                }
+                let info = StepInfo {
+                    step: self.step,
+                    epoch: self.epoch,
+                    steps_per_epoch,
+                    batch_size: idx.len(),
+                    loss: if idx.is_empty() { f64::NAN } else { step_loss / idx.len() as f64 },
+                };
+                obs.on_step(&info, &self.model, &self.params)?;
+            }
+            self.epoch += 1;
+            let valid_eval = match valid {
+                Some(v) if !v.is_empty() => Some(self.evaluate(v)?),
+                _ => None,
+            };
+            let epsilon = self.epsilon()?;
+            let eps_na = if self.config.sampling == SamplingMode::Shuffle { self.epsilon_no_amplification(self.epoch)? } else { None };
+            let info = EpochInfo {
+                epoch: self.epoch,
+                step: self.step,
+                train_loss: if n_ex > 0 { loss_sum / n_ex as f64 } else { f64::NAN },
+                train_accuracy: if counted > 0 { correct as f64 / counted as f64 } else { f64::NAN },
+                valid_loss: valid_eval.map(|e| e.loss),
+                valid_accuracy: valid_eval.map(|e| e.accuracy),
+                epsilon,
+                epsilon_no_amplification: eps_na,
+                clip_bound: self.clipping().and_then(|c| match c {
+                    Clipping::Flat(c) => Some(c as f64),
+                    _ => None,
+                }),
+                clipped_fraction: self.config.privacy.as_ref().map(|_| if n_ex > 0 { n_clipped as f64 / n_ex as f64 } else { 0.0 }),
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            self.save_checkpoint(epsilon)?;
+            obs.on_epoch(&info, &self.model, &self.params)?;
+        }
+        if reason == StopReason::PrivacyBudget {
+            self.save_checkpoint(self.epsilon()?)?;
+        }
+        Ok(reason)
+    }
+
+    /// The largest number of private steps whose epsilon stays within `max_epsilon`.
+    fn max_private_steps(&self) -> Result<Option<u64>> {
+        let Some(p) = &self.config.privacy else { return Ok(None) };
+        let Some(max_eps) = p.max_epsilon else { return Ok(None) };
+        let eps = |t: u64| -> Result<f64> { Ok(self.epsilon_after(t)?.unwrap_or(0.0)) };
+        if p.noise_multiplier == 0.0 {
+            return Ok(Some(0));
+        }
+        // Epsilon grows with steps: double, then bisect.
+        let (mut lo, mut hi) = (0u64, 1u64);
+        while eps(hi)? <= max_eps {
+            lo = hi;
+            hi *= 2;
+            if hi > 1 << 40 {
+                return Ok(None);
+            }
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if eps(mid)? <= max_eps { lo = mid } else { hi = mid }
+        }
+        Ok(Some(lo))
+    }
+
+    /// Write a checkpoint (a no-op without a checkpoint folder).
+    pub fn save_checkpoint(&self, epsilon: Option<f64>) -> Result<Option<PathBuf>> {
+        let Some(dir) = &self.checkpoint_dir else { return Ok(None) };
+        let trainer = TrainerState {
+            config: self.config.clone(),
+            private_steps: self.private_steps,
+            clip: self.adaptive.as_ref().map(|a| a.clip),
+            epsilon,
+        };
+        let state = CheckpointState {
+            format: checkpoint::CHECKPOINT_FORMAT,
+            model: self.config.model.clone(),
+            step: self.step,
+            epoch: self.epoch,
+            optimizer_buffers: vec![],
+            trainer: serde_json::to_value(&trainer).map_err(|e| EngineError::Config(e.to_string()))?,
+        };
+        checkpoint::save(dir, self.model.param_specs(), &self.params, &self.optimizer.state, &state).map(Some)
+    }
+
+    /// Private steps accounted so far.
+    pub fn private_steps(&self) -> u64 {
+        self.private_steps
+    }
+}
+
+/// Loss and accuracy of `params` on a dataset.
+pub fn evaluate(model: &Model, params: &[f32], data: &dyn Dataset, chunk: usize) -> Result<EvalResult> {
+    let n = data.len();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let (mut loss, mut correct, mut counted) = (0.0f64, 0usize, 0usize);
+    let idx: Vec<usize> = (0..n).collect();
+    for c in idx.chunks(chunk.max(1)) {
+        let b = data.batch(c);
+        let logits = model.forward(params, &b.input, false, &mut rng)?;
+        let out = crate::loss::softmax_cross_entropy(&logits, &b.targets, b.mask.as_deref())?;
+        loss += out.per_example.iter().map(|&x| x as f64).sum::<f64>();
+        correct += out.correct;
+        counted += out.counted;
+    }
+    Ok(EvalResult {
+        loss: if n > 0 { loss / n as f64 } else { f64::NAN },
+        accuracy: if counted > 0 { correct as f64 / counted as f64 } else { f64::NAN },
+    })
+}
