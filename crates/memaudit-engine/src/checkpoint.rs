@@ -59,11 +59,17 @@ pub struct Checkpoint {
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> EngineError {
-    EngineError::Io { path: path.display().to_string(), source }
+    EngineError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn ck_err(path: &Path, msg: impl Into<String>) -> EngineError {
-    EngineError::Checkpoint { path: path.display().to_string(), msg: msg.into() }
+    EngineError::Checkpoint {
+        path: path.display().to_string(),
+        msg: msg.into(),
+    }
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -84,7 +90,13 @@ fn sync_dir(path: &Path) {
 }
 
 /// Write a checkpoint under `root` (the run's `checkpoints/` folder) atomically; returns its path.
-pub fn save(root: &Path, specs: &[ParamSpec], params: &[f32], optimizer: &OptimizerState, state: &CheckpointState) -> Result<PathBuf> {
+pub fn save(
+    root: &Path,
+    specs: &[ParamSpec],
+    params: &[f32],
+    optimizer: &OptimizerState,
+    state: &CheckpointState,
+) -> Result<PathBuf> {
     fs::create_dir_all(root).map_err(|e| io_err(root, e))?;
     let name = format!("step-{:09}", state.step);
     let final_dir = root.join(&name);
@@ -96,19 +108,40 @@ pub fn save(root: &Path, specs: &[ParamSpec], params: &[f32], optimizer: &Optimi
 
     let mut blobs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for s in specs {
-        blobs.push((s.name.clone(), s.shape.clone(), f32_bytes(&params[s.range()])));
+        blobs.push((
+            s.name.clone(),
+            s.shape.clone(),
+            f32_bytes(&params[s.range()]),
+        ));
     }
     for (bname, buf) in &optimizer.buffers {
         if buf.len() != params.len() {
-            return Err(ck_err(&tmp, format!("optimizer buffer {bname} has {} values for {} parameters", buf.len(), params.len())));
+            return Err(ck_err(
+                &tmp,
+                format!(
+                    "optimizer buffer {bname} has {} values for {} parameters",
+                    buf.len(),
+                    params.len()
+                ),
+            ));
         }
         for s in specs {
-            blobs.push((format!("optimizer.{bname}.{}", s.name), s.shape.clone(), f32_bytes(&buf[s.range()])));
+            blobs.push((
+                format!("optimizer.{bname}.{}", s.name),
+                s.shape.clone(),
+                f32_bytes(&buf[s.range()]),
+            ));
         }
     }
     let views: Vec<(String, TensorView<'_>)> = blobs
         .iter()
-        .map(|(n, shape, b)| Ok((n.clone(), TensorView::new(Dtype::F32, shape.clone(), b).map_err(|e| ck_err(&tmp, e.to_string()))?)))
+        .map(|(n, shape, b)| {
+            Ok((
+                n.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), b)
+                    .map_err(|e| ck_err(&tmp, e.to_string()))?,
+            ))
+        })
         .collect::<Result<_>>()?;
     let bytes = safetensors::serialize(views, None).map_err(|e| ck_err(&tmp, e.to_string()))?;
     write_synced(&tmp.join("model.safetensors"), &bytes)?;
@@ -141,10 +174,16 @@ pub fn save(root: &Path, specs: &[ParamSpec], params: &[f32], optimizer: &Optimi
 }
 
 fn list_complete(root: &Path) -> Vec<String> {
-    let Ok(rd) = fs::read_dir(root) else { return Vec::new() };
+    let Ok(rd) = fs::read_dir(root) else {
+        return Vec::new();
+    };
     rd.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with("step-") && root.join(n).join("state.json").is_file() && root.join(n).join("model.safetensors").is_file())
+        .filter(|n| {
+            n.starts_with("step-")
+                && root.join(n).join("state.json").is_file()
+                && root.join(n).join("model.safetensors").is_file()
+        })
         .collect()
 }
 
@@ -153,7 +192,9 @@ pub fn load_latest(root: &Path) -> Result<Option<Checkpoint>> {
     if !root.exists() {
         return Ok(None);
     }
-    let named = fs::read_to_string(root.join("latest")).ok().map(|s| s.trim().to_string());
+    let named = fs::read_to_string(root.join("latest"))
+        .ok()
+        .map(|s| s.trim().to_string());
     let mut candidates = list_complete(root);
     candidates.sort();
     let pick = match named {
@@ -170,24 +211,47 @@ pub fn load_latest(root: &Path) -> Result<Option<Checkpoint>> {
 pub fn load(dir: &Path) -> Result<Checkpoint> {
     let sp = dir.join("state.json");
     let text = fs::read(&sp).map_err(|e| io_err(&sp, e))?;
-    let state: CheckpointState = serde_json::from_slice(&text).map_err(|e| ck_err(&sp, format!("not a valid checkpoint state: {e}")))?;
+    let state: CheckpointState = serde_json::from_slice(&text)
+        .map_err(|e| ck_err(&sp, format!("not a valid checkpoint state: {e}")))?;
     if state.format != CHECKPOINT_FORMAT {
-        return Err(ck_err(&sp, format!("format {} is not supported (this build reads {CHECKPOINT_FORMAT})", state.format)));
+        return Err(ck_err(
+            &sp,
+            format!(
+                "format {} is not supported (this build reads {CHECKPOINT_FORMAT})",
+                state.format
+            ),
+        ));
     }
     let model = state.model.build()?;
     let specs = model.param_specs();
     let mp = dir.join("model.safetensors");
     let bytes = fs::read(&mp).map_err(|e| io_err(&mp, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| ck_err(&mp, format!("not a valid safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| ck_err(&mp, format!("not a valid safetensors file: {e}")))?;
     let tensors: HashMap<String, TensorView<'_>> = st.tensors().into_iter().collect();
     let n = model.num_params();
     let read_into = |name: &str, spec: &ParamSpec, out: &mut [f32]| -> Result<()> {
-        let t = tensors.get(name).ok_or_else(|| ck_err(&mp, format!("missing tensor {name} (does the config match this checkpoint?)")))?;
+        let t = tensors.get(name).ok_or_else(|| {
+            ck_err(
+                &mp,
+                format!("missing tensor {name} (does the config match this checkpoint?)"),
+            )
+        })?;
         if t.dtype() != Dtype::F32 {
-            return Err(ck_err(&mp, format!("tensor {name} is {:?}, expected F32", t.dtype())));
+            return Err(ck_err(
+                &mp,
+                format!("tensor {name} is {:?}, expected F32", t.dtype()),
+            ));
         }
         if t.shape() != spec.shape.as_slice() {
-            return Err(ck_err(&mp, format!("tensor {name} has shape {:?}, the model expects {:?}", t.shape(), spec.shape)));
+            return Err(ck_err(
+                &mp,
+                format!(
+                    "tensor {name} has shape {:?}, the model expects {:?}",
+                    t.shape(),
+                    spec.shape
+                ),
+            ));
         }
         for (o, c) in out.iter_mut().zip(t.data().chunks_exact(4)) {
             *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
@@ -211,12 +275,33 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
         let known: std::collections::HashSet<String> = specs
             .iter()
             .map(|s| s.name.clone())
-            .chain(state.optimizer_buffers.iter().flat_map(|b| specs.iter().map(move |s| format!("optimizer.{b}.{}", s.name))))
+            .chain(state.optimizer_buffers.iter().flat_map(|b| {
+                specs
+                    .iter()
+                    .map(move |s| format!("optimizer.{b}.{}", s.name))
+            }))
             .collect();
-        let extra: Vec<&String> = tensors.keys().filter(|k| !known.contains(*k)).take(3).collect();
-        return Err(ck_err(&mp, format!("unexpected tensors {extra:?}: the checkpoint does not belong to this model config")));
+        let extra: Vec<&String> = tensors
+            .keys()
+            .filter(|k| !known.contains(*k))
+            .take(3)
+            .collect();
+        return Err(ck_err(
+            &mp,
+            format!(
+                "unexpected tensors {extra:?}: the checkpoint does not belong to this model config"
+            ),
+        ));
     }
-    Ok(Checkpoint { path: dir.to_path_buf(), optimizer: OptimizerState { step: state.step, buffers }, state, params })
+    Ok(Checkpoint {
+        path: dir.to_path_buf(),
+        optimizer: OptimizerState {
+            step: state.step,
+            buffers,
+        },
+        state,
+        params,
+    })
 }
 
 #[cfg(test)]
@@ -226,19 +311,44 @@ mod tests {
     use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 
     fn cfg(hidden: usize) -> ModelConfig {
-        ModelConfig::Mlp { input: 5, hidden: vec![hidden], classes: 3, activation: ActivationKind::Relu, dropout: 0.0, input_dropout: 0.0 }
+        ModelConfig::Mlp {
+            input: 5,
+            hidden: vec![hidden],
+            classes: 3,
+            activation: ActivationKind::Relu,
+            dropout: 0.0,
+            input_dropout: 0.0,
+        }
     }
 
     #[test]
     fn round_trip_keeps_params_and_moments_and_prunes_old() {
         let dir = tempfile::tempdir().unwrap();
         let model = cfg(4).build().unwrap();
-        let mut opt = Optimizer::new(OptimizerConfig::Adam { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }, Schedule::Constant, model.num_params()).unwrap();
+        let mut opt = Optimizer::new(
+            OptimizerConfig::Adam {
+                lr: 0.1,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+            Schedule::Constant,
+            model.num_params(),
+        )
+        .unwrap();
         let mut params: Vec<f32> = (0..model.num_params()).map(|i| i as f32 * 0.01).collect();
         for step in 1..=3u64 {
             let g: Vec<f32> = params.iter().map(|p| p * 0.5 + 0.1).collect();
             opt.step(&mut params, &g);
-            let state = CheckpointState { format: 1, model: cfg(4), step, epoch: step, optimizer_buffers: vec![], trainer: serde_json::json!({"clip": 1.5}) };
+            let state = CheckpointState {
+                format: 1,
+                model: cfg(4),
+                step,
+                epoch: step,
+                optimizer_buffers: vec![],
+                trainer: serde_json::json!({"clip": 1.5}),
+            };
             save(dir.path(), model.param_specs(), &params, &opt.state, &state).unwrap();
         }
         let ck = load_latest(dir.path()).unwrap().unwrap();
@@ -254,12 +364,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let model = cfg(4).build().unwrap();
         let params = vec![0.5f32; model.num_params()];
-        let state = CheckpointState { format: 1, model: cfg(4), step: 7, epoch: 1, optimizer_buffers: vec![], trainer: serde_json::Value::Null };
-        save(dir.path(), model.param_specs(), &params, &OptimizerState::default(), &state).unwrap();
+        let state = CheckpointState {
+            format: 1,
+            model: cfg(4),
+            step: 7,
+            epoch: 1,
+            optimizer_buffers: vec![],
+            trainer: serde_json::Value::Null,
+        };
+        save(
+            dir.path(),
+            model.param_specs(),
+            &params,
+            &OptimizerState::default(),
+            &state,
+        )
+        .unwrap();
         // A crash mid-write leaves a temp folder and maybe a step folder without its sidecar.
         fs::create_dir_all(dir.path().join(".tmp-step-000000008-1")).unwrap();
         fs::create_dir_all(dir.path().join("step-000000009")).unwrap();
-        fs::write(dir.path().join("step-000000009/model.safetensors"), b"garbage").unwrap();
+        fs::write(
+            dir.path().join("step-000000009/model.safetensors"),
+            b"garbage",
+        )
+        .unwrap();
         let ck = load_latest(dir.path()).unwrap().unwrap();
         assert_eq!(ck.state.step, 7);
     }
@@ -269,8 +397,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let model = cfg(4).build().unwrap();
         let params = vec![0.5f32; model.num_params()];
-        let state = CheckpointState { format: 1, model: cfg(4), step: 1, epoch: 0, optimizer_buffers: vec![], trainer: serde_json::Value::Null };
-        let path = save(dir.path(), model.param_specs(), &params, &OptimizerState::default(), &state).unwrap();
+        let state = CheckpointState {
+            format: 1,
+            model: cfg(4),
+            step: 1,
+            epoch: 0,
+            optimizer_buffers: vec![],
+            trainer: serde_json::Value::Null,
+        };
+        let path = save(
+            dir.path(),
+            model.param_specs(),
+            &params,
+            &OptimizerState::default(),
+            &state,
+        )
+        .unwrap();
         // Edit the sidecar to claim a different hidden size.
         let sp = path.join("state.json");
         let mut st: CheckpointState = serde_json::from_slice(&fs::read(&sp).unwrap()).unwrap();

@@ -33,12 +33,18 @@ pub struct NoiseSource {
 impl NoiseSource {
     /// Seeded from the operating system (the default for private training).
     pub fn from_os() -> Self {
-        Self { master: ChaCha20Rng::from_os_rng(), seeded: false }
+        Self {
+            master: ChaCha20Rng::from_os_rng(),
+            seeded: false,
+        }
     }
 
     /// Seeded for reproducible research: anyone with the seed can regenerate the noise.
     pub fn from_seed(seed: u64) -> Self {
-        Self { master: ChaCha20Rng::seed_from_u64(seed ^ 0xD1FF_5EED_0000_0001), seeded: true }
+        Self {
+            master: ChaCha20Rng::seed_from_u64(seed ^ 0xD1FF_5EED_0000_0001),
+            seeded: true,
+        }
     }
 
     /// Whether the noise is reproducible from a user-given seed (reports must say so).
@@ -53,14 +59,16 @@ impl NoiseSource {
         }
         let mut key = [0u8; 32];
         self.master.fill_bytes(&mut key);
-        x.par_chunks_mut(NOISE_CHUNK).enumerate().for_each(|(c, chunk)| {
-            let mut rng = ChaCha20Rng::from_seed(key);
-            rng.set_stream(c as u64);
-            for v in chunk.iter_mut() {
-                let z: f64 = rng.sample(StandardNormal);
-                *v += (std * z) as f32;
-            }
-        });
+        x.par_chunks_mut(NOISE_CHUNK)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                let mut rng = ChaCha20Rng::from_seed(key);
+                rng.set_stream(c as u64);
+                for v in chunk.iter_mut() {
+                    let z: f64 = rng.sample(StandardNormal);
+                    *v += (std * z) as f32;
+                }
+            });
     }
 
     /// One scalar N(0, std^2) draw (the adaptive clipping count).
@@ -72,7 +80,13 @@ impl NoiseSource {
 
 /// Turn the summed clipped gradient into the private averaged gradient, in place:
 /// `(sum + N(0, (sigma S)^2)) / expected_batch`.
-pub fn privatize(sum: &mut [f32], noise_multiplier: f64, sensitivity: f64, expected_batch: f64, noise: &mut NoiseSource) {
+pub fn privatize(
+    sum: &mut [f32],
+    noise_multiplier: f64,
+    sensitivity: f64,
+    expected_batch: f64,
+    noise: &mut NoiseSource,
+) {
     noise.add_gaussian(sum, noise_multiplier * sensitivity);
     let inv = (1.0 / expected_batch) as f32;
     for v in sum.iter_mut() {
@@ -115,17 +129,35 @@ pub struct NoiseSplit {
 }
 
 impl AdaptiveClip {
-    pub fn new(initial_clip: f64, target_quantile: f64, learning_rate: f64, count_stddev: f64, geometric: bool) -> Result<Self> {
+    pub fn new(
+        initial_clip: f64,
+        target_quantile: f64,
+        learning_rate: f64,
+        count_stddev: f64,
+        geometric: bool,
+    ) -> Result<Self> {
         if !(initial_clip > 0.0 && initial_clip.is_finite()) {
-            return Err(EngineError::Config(format!("the initial clip bound must be positive, got {initial_clip}")));
+            return Err(EngineError::Config(format!(
+                "the initial clip bound must be positive, got {initial_clip}"
+            )));
         }
         if !(0.0..=1.0).contains(&target_quantile) {
-            return Err(EngineError::Config(format!("the target quantile must be in [0, 1], got {target_quantile}")));
+            return Err(EngineError::Config(format!(
+                "the target quantile must be in [0, 1], got {target_quantile}"
+            )));
         }
         if !(learning_rate >= 0.0 && count_stddev >= 0.0) {
-            return Err(EngineError::Config("the clip learning rate and count noise must be >= 0".into()));
+            return Err(EngineError::Config(
+                "the clip learning rate and count noise must be >= 0".into(),
+            ));
         }
-        Ok(Self { clip: initial_clip, target_quantile, learning_rate, count_stddev, geometric })
+        Ok(Self {
+            clip: initial_clip,
+            target_quantile,
+            learning_rate,
+            count_stddev,
+            geometric,
+        })
     }
 
     /// TFF's split: with total multiplier z and count noise sigma_b,
@@ -133,7 +165,10 @@ impl AdaptiveClip {
     /// all of the budget). z = 0 means no noise anywhere.
     pub fn split_noise(total: f64, count_stddev: f64) -> Result<NoiseSplit> {
         if total == 0.0 {
-            return Ok(NoiseSplit { sum_multiplier: 0.0, count_stddev: 0.0 });
+            return Ok(NoiseSplit {
+                sum_multiplier: 0.0,
+                count_stddev: 0.0,
+            });
         }
         if total >= 2.0 * count_stddev {
             return Err(EngineError::Config(format!(
@@ -141,18 +176,36 @@ impl AdaptiveClip {
             )));
         }
         let z = (total.powi(-2) - (2.0 * count_stddev).powi(-2)).powf(-0.5);
-        Ok(NoiseSplit { sum_multiplier: z, count_stddev })
+        Ok(NoiseSplit {
+            sum_multiplier: z,
+            count_stddev,
+        })
     }
 
     /// Update C from this step's pre-clipping norms; `expected_count` is m (the expected batch size).
     /// Returns the noisy unclipped fraction b~.
-    pub fn update(&mut self, norms: &[f32], expected_count: f64, count_noise_std: f64, noise: &mut NoiseSource) -> f64 {
+    pub fn update(
+        &mut self,
+        norms: &[f32],
+        expected_count: f64,
+        count_noise_std: f64,
+        noise: &mut NoiseSource,
+    ) -> f64 {
         let c = self.clip as f32;
         let sum_b: f64 = norms.iter().map(|&n| if n <= c { 0.5 } else { -0.5 }).sum();
-        let noisy = sum_b + if count_noise_std > 0.0 { noise.gaussian(count_noise_std) } else { 0.0 };
+        let noisy = sum_b
+            + if count_noise_std > 0.0 {
+                noise.gaussian(count_noise_std)
+            } else {
+                0.0
+            };
         let frac = (noisy / expected_count + 0.5).clamp(0.0, 1.0);
         let g = frac - self.target_quantile;
-        self.clip = if self.geometric { self.clip * (-self.learning_rate * g).exp() } else { (self.clip - self.learning_rate * g).max(0.0) };
+        self.clip = if self.geometric {
+            self.clip * (-self.learning_rate * g).exp()
+        } else {
+            (self.clip - self.learning_rate * g).max(0.0)
+        };
         frac
     }
 }
@@ -184,11 +237,17 @@ mod tests {
             s.add_gaussian(&mut x, 1.0);
             x
         };
-        assert_eq!(draw(NoiseSource::from_seed(5)), draw(NoiseSource::from_seed(5)));
+        assert_eq!(
+            draw(NoiseSource::from_seed(5)),
+            draw(NoiseSource::from_seed(5))
+        );
         assert_ne!(draw(NoiseSource::from_os()), draw(NoiseSource::from_os()));
         // Chunks use distinct streams: no two chunks repeat each other.
         let x = draw(NoiseSource::from_seed(9));
-        assert_ne!(&x[..NOISE_CHUNK.min(1000)], &x[NOISE_CHUNK..NOISE_CHUNK + NOISE_CHUNK.min(1000)]);
+        assert_ne!(
+            &x[..NOISE_CHUNK.min(1000)],
+            &x[NOISE_CHUNK..NOISE_CHUNK + NOISE_CHUNK.min(1000)]
+        );
         assert!(NoiseSource::from_seed(1).is_seeded() && !NoiseSource::from_os().is_seeded());
     }
 
@@ -210,7 +269,10 @@ mod tests {
         let want_sums = [1.25, 1.25, 0.75, 0.25, 0.0];
         let want_clips = [9.0, 8.0, 7.5, 7.0, 7.0];
         for i in 0..5 {
-            assert!((sums[i] - want_sums[i]).abs() < 1e-6 && (clips[i] - want_clips[i]).abs() < 1e-9, "{sums:?} {clips:?}");
+            assert!(
+                (sums[i] - want_sums[i]).abs() < 1e-6 && (clips[i] - want_clips[i]).abs() < 1e-9,
+                "{sums:?} {clips:?}"
+            );
         }
     }
 
@@ -236,7 +298,9 @@ mod tests {
         let mut late = Vec::new();
         for round in 0..200 {
             // Norms log-uniform on [1, 9]: median 3.
-            let norms: Vec<f32> = (0..256).map(|_| (rng.random::<f64>() * 9f64.ln()).exp() as f32).collect();
+            let norms: Vec<f32> = (0..256)
+                .map(|_| (rng.random::<f64>() * 9f64.ln()).exp() as f32)
+                .collect();
             a.update(&norms, 256.0, 256.0 / 20.0, &mut noise);
             if round >= 100 {
                 late.push(a.clip);

@@ -13,7 +13,13 @@ pub enum AccountantKind {
 }
 
 /// Epsilon of `steps` Poisson-subsampled Gaussian steps (q = 1: unsampled).
-pub fn epsilon(q: f64, noise_multiplier: f64, steps: u64, delta: f64, kind: AccountantKind) -> Result<f64> {
+pub fn epsilon(
+    q: f64,
+    noise_multiplier: f64,
+    steps: u64,
+    delta: f64,
+    kind: AccountantKind,
+) -> Result<f64> {
     let _ = (q, noise_multiplier, steps, delta, kind);
     Err(EngineError::Config("accounting is not wired yet".into()))
 }

@@ -42,13 +42,22 @@ impl BatchSampler {
             return Err(EngineError::Config("the training set is empty".into()));
         }
         if batch == 0 || batch > n {
-            return Err(EngineError::Config(format!("batch size {batch} must be between 1 and the dataset size {n}")));
+            return Err(EngineError::Config(format!(
+                "batch size {batch} must be between 1 and the dataset size {n}"
+            )));
         }
         let rng = match seed {
             Some(s) => ChaCha20Rng::seed_from_u64(s),
             None => ChaCha20Rng::from_os_rng(),
         };
-        Ok(Self { mode, n, batch, rng, perm: Vec::new(), pos: usize::MAX })
+        Ok(Self {
+            mode,
+            n,
+            batch,
+            rng,
+            perm: Vec::new(),
+            pos: usize::MAX,
+        })
     }
 
     /// Sampling probability q = batch / n.
@@ -136,12 +145,19 @@ mod tests {
         }
         let sd = (s as f64 * q * (1.0 - q)).sqrt();
         for (i, &c) in counts.iter().enumerate() {
-            assert!((c as f64 - s as f64 * q).abs() < 5.0 * sd, "example {i}: {c} inclusions, expected {}", s as f64 * q);
+            assert!(
+                (c as f64 - s as f64 * q).abs() < 5.0 * sd,
+                "example {i}: {c} inclusions, expected {}",
+                s as f64 * q
+            );
         }
         let mean = sizes.iter().sum::<f64>() / s as f64;
         let var = sizes.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (s - 1) as f64;
         assert!((mean - n as f64 * q).abs() < 0.3, "mean batch {mean}");
-        assert!((var / (n as f64 * q * (1.0 - q)) - 1.0).abs() < 0.1, "batch-size variance {var}");
+        assert!(
+            (var / (n as f64 * q * (1.0 - q)) - 1.0).abs() < 0.1,
+            "batch-size variance {var}"
+        );
         // Empty batches occur with probability (1-q)^n: rare above, common on a tiny set.
         let mut tiny = BatchSampler::new(SamplingMode::Poisson, 4, 1, Some(3)).unwrap();
         assert!((0..200).any(|_| tiny.next_batch().is_empty()));

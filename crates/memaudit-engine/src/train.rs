@@ -41,7 +41,10 @@ pub enum ClipConfig {
     /// One bound over all parameters.
     Flat { bound: f64 },
     /// One bound per layer group; `group_of_layer[l]` is layer l's group.
-    PerLayer { bounds: Vec<f64>, group_of_layer: Vec<usize> },
+    PerLayer {
+        bounds: Vec<f64>,
+        group_of_layer: Vec<usize>,
+    },
     /// Quantile-based adaptive clipping (Andrew et al.).
     Adaptive {
         initial: f64,
@@ -92,34 +95,65 @@ impl TrainConfig {
             return Err(EngineError::Config("epochs must be at least 1".into()));
         }
         if self.batch_size == 0 || self.batch_size > n {
-            return Err(EngineError::Config(format!("batch size {} must be between 1 and the training set size {n}", self.batch_size)));
+            return Err(EngineError::Config(format!(
+                "batch size {} must be between 1 and the training set size {n}",
+                self.batch_size
+            )));
         }
         if self.physical_batch == Some(0) {
-            return Err(EngineError::Config("the physical batch size must be at least 1".into()));
+            return Err(EngineError::Config(
+                "the physical batch size must be at least 1".into(),
+            ));
         }
         if let Some(p) = &self.privacy {
             if !(p.noise_multiplier >= 0.0 && p.noise_multiplier.is_finite()) {
-                return Err(EngineError::Config(format!("the noise multiplier must be >= 0 and finite, got {}", p.noise_multiplier)));
+                return Err(EngineError::Config(format!(
+                    "the noise multiplier must be >= 0 and finite, got {}",
+                    p.noise_multiplier
+                )));
             }
             if !(p.delta > 0.0 && p.delta < 1.0) {
-                return Err(EngineError::Config(format!("delta must be in (0, 1), got {}", p.delta)));
+                return Err(EngineError::Config(format!(
+                    "delta must be in (0, 1), got {}",
+                    p.delta
+                )));
             }
             match &p.clipping {
                 ClipConfig::Flat { bound } if !(*bound > 0.0 && bound.is_finite()) => {
-                    return Err(EngineError::Config(format!("the clip bound must be > 0, got {bound}")));
+                    return Err(EngineError::Config(format!(
+                        "the clip bound must be > 0, got {bound}"
+                    )));
                 }
-                ClipConfig::PerLayer { bounds, .. } if bounds.is_empty() || bounds.iter().any(|b| !(*b > 0.0 && b.is_finite())) => {
-                    return Err(EngineError::Config("every per-layer clip bound must be > 0".into()));
+                ClipConfig::PerLayer { bounds, .. }
+                    if bounds.is_empty() || bounds.iter().any(|b| !(*b > 0.0 && b.is_finite())) =>
+                {
+                    return Err(EngineError::Config(
+                        "every per-layer clip bound must be > 0".into(),
+                    ));
                 }
-                ClipConfig::Adaptive { initial, target_quantile, learning_rate, count_stddev, geometric } => {
-                    AdaptiveClip::new(*initial, *target_quantile, *learning_rate, count_stddev.unwrap_or(1.0), *geometric)?;
+                ClipConfig::Adaptive {
+                    initial,
+                    target_quantile,
+                    learning_rate,
+                    count_stddev,
+                    geometric,
+                } => {
+                    AdaptiveClip::new(
+                        *initial,
+                        *target_quantile,
+                        *learning_rate,
+                        count_stddev.unwrap_or(1.0),
+                        *geometric,
+                    )?;
                 }
                 _ => {}
             }
             if let Some(m) = p.max_epsilon
                 && !(m > 0.0)
             {
-                return Err(EngineError::Config(format!("--max-epsilon must be > 0, got {m}")));
+                return Err(EngineError::Config(format!(
+                    "--max-epsilon must be > 0, got {m}"
+                )));
             }
         }
         Ok(())
@@ -226,14 +260,29 @@ fn mix(seed: u64, k: u64) -> u64 {
 impl Trainer {
     /// A new run, or (with `resume`) the continuation of the newest checkpoint in `checkpoint_dir`,
     /// whose configuration must match `config` in everything but the number of epochs.
-    pub fn new(config: TrainConfig, n_train: usize, checkpoint_dir: Option<&Path>, resume: bool) -> Result<Self> {
+    pub fn new(
+        config: TrainConfig,
+        n_train: usize,
+        checkpoint_dir: Option<&Path>,
+        resume: bool,
+    ) -> Result<Self> {
         config.validate(n_train)?;
         let model = config.model.build()?;
         let mut init_rng = ChaCha8Rng::seed_from_u64(mix(config.seed, 0));
         let params = model.init_params(&mut init_rng);
-        let optimizer = Optimizer::new(config.optimizer.clone(), config.schedule.clone(), model.num_params())?;
+        let optimizer = Optimizer::new(
+            config.optimizer.clone(),
+            config.schedule.clone(),
+            model.num_params(),
+        )?;
         let adaptive = match config.privacy.as_ref().map(|p| &p.clipping) {
-            Some(ClipConfig::Adaptive { initial, target_quantile, learning_rate, count_stddev, geometric }) => Some(AdaptiveClip::new(
+            Some(ClipConfig::Adaptive {
+                initial,
+                target_quantile,
+                learning_rate,
+                count_stddev,
+                geometric,
+            }) => Some(AdaptiveClip::new(
                 *initial,
                 *target_quantile,
                 *learning_rate,
@@ -243,7 +292,11 @@ impl Trainer {
             _ => None,
         };
         let noise = config.privacy.as_ref().map(|_| {
-            if config.seeded_noise { NoiseSource::from_seed(config.seed) } else { NoiseSource::from_os() }
+            if config.seeded_noise {
+                NoiseSource::from_seed(config.seed)
+            } else {
+                NoiseSource::from_os()
+            }
         });
         let mut t = Self {
             config,
@@ -268,14 +321,21 @@ impl Trainer {
 
     fn resume(&mut self) -> Result<()> {
         let Some(dir) = &self.checkpoint_dir else {
-            return Err(EngineError::Config("--resume needs a run folder with checkpoints".into()));
+            return Err(EngineError::Config(
+                "--resume needs a run folder with checkpoints".into(),
+            ));
         };
         let Some(ck) = checkpoint::load_latest(dir)? else {
-            return Err(EngineError::Checkpoint { path: dir.display().to_string(), msg: "no checkpoint to resume from".into() });
+            return Err(EngineError::Checkpoint {
+                path: dir.display().to_string(),
+                msg: "no checkpoint to resume from".into(),
+            });
         };
-        let st: TrainerState = serde_json::from_value(ck.state.trainer.clone()).map_err(|e| EngineError::Checkpoint {
-            path: ck.path.display().to_string(),
-            msg: format!("trainer state unreadable: {e}"),
+        let st: TrainerState = serde_json::from_value(ck.state.trainer.clone()).map_err(|e| {
+            EngineError::Checkpoint {
+                path: ck.path.display().to_string(),
+                msg: format!("trainer state unreadable: {e}"),
+            }
         })?;
         let mut saved = st.config.clone();
         saved.epochs = self.config.epochs;
@@ -320,7 +380,9 @@ impl Trainer {
 
     /// Epsilon after `steps` private steps (Poisson sampling), or None for a non-private run.
     pub fn epsilon_after(&self, steps: u64) -> Result<Option<f64>> {
-        let Some(p) = &self.config.privacy else { return Ok(None) };
+        let Some(p) = &self.config.privacy else {
+            return Ok(None);
+        };
         if steps == 0 {
             return Ok(Some(0.0));
         }
@@ -335,7 +397,9 @@ impl Trainer {
     /// The no-amplification epsilon for `epochs` epochs of shuffled batches (each example in one
     /// batch per epoch: `epochs` Gaussian mechanisms).
     pub fn epsilon_no_amplification(&self, epochs: u64) -> Result<Option<f64>> {
-        let Some(p) = &self.config.privacy else { return Ok(None) };
+        let Some(p) = &self.config.privacy else {
+            return Ok(None);
+        };
         if epochs == 0 {
             return Ok(Some(0.0));
         }
@@ -346,10 +410,16 @@ impl Trainer {
         let p = self.config.privacy.as_ref()?;
         Some(match &p.clipping {
             ClipConfig::Flat { bound } => Clipping::Flat(*bound as f32),
-            ClipConfig::PerLayer { bounds, group_of_layer } => {
-                Clipping::PerGroup { bounds: bounds.iter().map(|&b| b as f32).collect(), group_of_layer: group_of_layer.clone() }
+            ClipConfig::PerLayer {
+                bounds,
+                group_of_layer,
+            } => Clipping::PerGroup {
+                bounds: bounds.iter().map(|&b| b as f32).collect(),
+                group_of_layer: group_of_layer.clone(),
+            },
+            ClipConfig::Adaptive { .. } => {
+                Clipping::Flat(self.adaptive.as_ref().unwrap().clip as f32)
             }
-            ClipConfig::Adaptive { .. } => Clipping::Flat(self.adaptive.as_ref().unwrap().clip as f32),
         })
     }
 
@@ -359,20 +429,37 @@ impl Trainer {
     }
 
     fn physical_batch(&self) -> usize {
-        self.config.physical_batch.unwrap_or(self.config.batch_size).max(1)
+        self.config
+            .physical_batch
+            .unwrap_or(self.config.batch_size)
+            .max(1)
     }
 
     /// Train to `config.epochs` epochs (from wherever a resumed run stands).
-    pub fn run(&mut self, train: &dyn Dataset, valid: Option<&dyn Dataset>, obs: &mut dyn TrainObserver) -> Result<StopReason> {
+    pub fn run(
+        &mut self,
+        train: &dyn Dataset,
+        valid: Option<&dyn Dataset>,
+        obs: &mut dyn TrainObserver,
+    ) -> Result<StopReason> {
         if train.len() != self.n_train {
-            return Err(EngineError::Config(format!("trainer built for {} examples, got {}", self.n_train, train.len())));
+            return Err(EngineError::Config(format!(
+                "trainer built for {} examples, got {}",
+                self.n_train,
+                train.len()
+            )));
         }
         let sampler_seed = if self.config.privacy.is_none() || self.config.seeded_noise {
             Some(mix(self.config.seed, 1_000_000 + self.step))
         } else {
             None
         };
-        let mut sampler = BatchSampler::new(self.config.sampling, self.n_train, self.config.batch_size, sampler_seed)?;
+        let mut sampler = BatchSampler::new(
+            self.config.sampling,
+            self.n_train,
+            self.config.batch_size,
+            sampler_seed,
+        )?;
         let steps_per_epoch = sampler.steps_per_epoch() as u64;
         let expected_batch = self.config.batch_size as f64;
         let phys = self.physical_batch();
@@ -381,7 +468,8 @@ impl Trainer {
 
         'epochs: while self.epoch < self.config.epochs as u64 {
             let started = Instant::now();
-            let (mut loss_sum, mut n_ex, mut correct, mut counted, mut n_clipped) = (0.0f64, 0usize, 0usize, 0usize, 0usize);
+            let (mut loss_sum, mut n_ex, mut correct, mut counted, mut n_clipped) =
+                (0.0f64, 0usize, 0usize, 0usize, 0usize);
             let first_step_of_epoch = self.epoch * steps_per_epoch;
             // A resumed run starts mid-epoch where the checkpoint left off.
             let start = self.step.max(first_step_of_epoch) - first_step_of_epoch;
@@ -397,13 +485,19 @@ impl Trainer {
                 let mut grad = vec![0.0f32; self.params.len()];
                 let mut norms: Vec<f32> = Vec::with_capacity(idx.len());
                 let mut step_loss = 0.0f64;
-                let mut dropout_rng = ChaCha8Rng::seed_from_u64(mix(self.config.seed, 2_000_000 + self.step));
+                let mut dropout_rng =
+                    ChaCha8Rng::seed_from_u64(mix(self.config.seed, 2_000_000 + self.step));
                 for chunk in idx.chunks(phys) {
                     let batch = train.batch(chunk);
                     let out = self.model.gradients(
                         &self.params,
                         &batch,
-                        GradRequest { clipping: clipping.as_ref(), input_grad: false, train: true, rng: &mut dropout_rng },
+                        GradRequest {
+                            clipping: clipping.as_ref(),
+                            input_grad: false,
+                            train: true,
+                            rng: &mut dropout_rng,
+                        },
                     )?;
                     for (g, o) in grad.iter_mut().zip(&out.grad) {
                         *g += o;
@@ -419,7 +513,11 @@ impl Trainer {
                     return Err(EngineError::NonFinite {
                         what: "loss".into(),
                         step: self.step + 1,
-                        layer: self.model.first_nonfinite_layer(&self.params).unwrap_or("the loss").to_string(),
+                        layer: self
+                            .model
+                            .first_nonfinite_layer(&self.params)
+                            .unwrap_or("the loss")
+                            .to_string(),
                     });
                 }
                 loss_sum += step_loss;
@@ -438,7 +536,13 @@ impl Trainer {
                         }
                         None => (p.noise_multiplier, 0.0),
                     };
-                    privatize(&mut grad, sum_multiplier, clip.sensitivity(), expected_batch, noise);
+                    privatize(
+                        &mut grad,
+                        sum_multiplier,
+                        clip.sensitivity(),
+                        expected_batch,
+                        noise,
+                    );
                     if let Some(a) = self.adaptive.as_mut() {
                         a.update(&norms, expected_batch, count_std, noise);
                     }
@@ -451,19 +555,31 @@ impl Trainer {
                     pen.value_and_grad(&self.params, &mut grad);
                 }
                 if let Some(layer) = self.model.first_nonfinite_grad_layer(&grad) {
-                    return Err(EngineError::NonFinite { what: "gradient".into(), step: self.step + 1, layer: layer.to_string() });
+                    return Err(EngineError::NonFinite {
+                        what: "gradient".into(),
+                        step: self.step + 1,
+                        layer: layer.to_string(),
+                    });
                 }
                 self.optimizer.step(&mut self.params, &grad);
                 self.step += 1;
                 if let Some(layer) = self.model.first_nonfinite_layer(&self.params) {
-                    return Err(EngineError::NonFinite { what: "parameters".into(), step: self.step, layer: layer.to_string() });
+                    return Err(EngineError::NonFinite {
+                        what: "parameters".into(),
+                        step: self.step,
+                        layer: layer.to_string(),
+                    });
                 }
                 let info = StepInfo {
                     step: self.step,
                     epoch: self.epoch,
                     steps_per_epoch,
                     batch_size: idx.len(),
-                    loss: if idx.is_empty() { f64::NAN } else { step_loss / idx.len() as f64 },
+                    loss: if idx.is_empty() {
+                        f64::NAN
+                    } else {
+                        step_loss / idx.len() as f64
+                    },
                 };
                 obs.on_step(&info, &self.model, &self.params)?;
             }
@@ -473,12 +589,24 @@ impl Trainer {
                 _ => None,
             };
             let epsilon = self.epsilon()?;
-            let eps_na = if self.config.sampling == SamplingMode::Shuffle { self.epsilon_no_amplification(self.epoch)? } else { None };
+            let eps_na = if self.config.sampling == SamplingMode::Shuffle {
+                self.epsilon_no_amplification(self.epoch)?
+            } else {
+                None
+            };
             let info = EpochInfo {
                 epoch: self.epoch,
                 step: self.step,
-                train_loss: if n_ex > 0 { loss_sum / n_ex as f64 } else { f64::NAN },
-                train_accuracy: if counted > 0 { correct as f64 / counted as f64 } else { f64::NAN },
+                train_loss: if n_ex > 0 {
+                    loss_sum / n_ex as f64
+                } else {
+                    f64::NAN
+                },
+                train_accuracy: if counted > 0 {
+                    correct as f64 / counted as f64
+                } else {
+                    f64::NAN
+                },
                 valid_loss: valid_eval.map(|e| e.loss),
                 valid_accuracy: valid_eval.map(|e| e.accuracy),
                 epsilon,
@@ -487,7 +615,13 @@ impl Trainer {
                     Clipping::Flat(c) => Some(c as f64),
                     _ => None,
                 }),
-                clipped_fraction: self.config.privacy.as_ref().map(|_| if n_ex > 0 { n_clipped as f64 / n_ex as f64 } else { 0.0 }),
+                clipped_fraction: self.config.privacy.as_ref().map(|_| {
+                    if n_ex > 0 {
+                        n_clipped as f64 / n_ex as f64
+                    } else {
+                        0.0
+                    }
+                }),
                 seconds: started.elapsed().as_secs_f64(),
             };
             self.save_checkpoint(epsilon)?;
@@ -501,8 +635,12 @@ impl Trainer {
 
     /// The largest number of private steps whose epsilon stays within `max_epsilon`.
     fn max_private_steps(&self) -> Result<Option<u64>> {
-        let Some(p) = &self.config.privacy else { return Ok(None) };
-        let Some(max_eps) = p.max_epsilon else { return Ok(None) };
+        let Some(p) = &self.config.privacy else {
+            return Ok(None);
+        };
+        let Some(max_eps) = p.max_epsilon else {
+            return Ok(None);
+        };
         let eps = |t: u64| -> Result<f64> { Ok(self.epsilon_after(t)?.unwrap_or(0.0)) };
         if p.noise_multiplier == 0.0 {
             return Ok(Some(0));
@@ -518,14 +656,20 @@ impl Trainer {
         }
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
-            if eps(mid)? <= max_eps { lo = mid } else { hi = mid }
+            if eps(mid)? <= max_eps {
+                lo = mid
+            } else {
+                hi = mid
+            }
         }
         Ok(Some(lo))
     }
 
     /// Write a checkpoint (a no-op without a checkpoint folder).
     pub fn save_checkpoint(&self, epsilon: Option<f64>) -> Result<Option<PathBuf>> {
-        let Some(dir) = &self.checkpoint_dir else { return Ok(None) };
+        let Some(dir) = &self.checkpoint_dir else {
+            return Ok(None);
+        };
         let trainer = TrainerState {
             config: self.config.clone(),
             private_steps: self.private_steps,
@@ -538,9 +682,17 @@ impl Trainer {
             step: self.step,
             epoch: self.epoch,
             optimizer_buffers: vec![],
-            trainer: serde_json::to_value(&trainer).map_err(|e| EngineError::Config(e.to_string()))?,
+            trainer: serde_json::to_value(&trainer)
+                .map_err(|e| EngineError::Config(e.to_string()))?,
         };
-        checkpoint::save(dir, self.model.param_specs(), &self.params, &self.optimizer.state, &state).map(Some)
+        checkpoint::save(
+            dir,
+            self.model.param_specs(),
+            &self.params,
+            &self.optimizer.state,
+            &state,
+        )
+        .map(Some)
     }
 
     /// Private steps accounted so far.
@@ -550,7 +702,12 @@ impl Trainer {
 }
 
 /// Loss and accuracy of `params` on a dataset.
-pub fn evaluate(model: &Model, params: &[f32], data: &dyn Dataset, chunk: usize) -> Result<EvalResult> {
+pub fn evaluate(
+    model: &Model,
+    params: &[f32],
+    data: &dyn Dataset,
+    chunk: usize,
+) -> Result<EvalResult> {
     let n = data.len();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let (mut loss, mut correct, mut counted) = (0.0f64, 0usize, 0usize);
@@ -565,6 +722,10 @@ pub fn evaluate(model: &Model, params: &[f32], data: &dyn Dataset, chunk: usize)
     }
     Ok(EvalResult {
         loss: if n > 0 { loss / n as f64 } else { f64::NAN },
-        accuracy: if counted > 0 { correct as f64 / counted as f64 } else { f64::NAN },
+        accuracy: if counted > 0 {
+            correct as f64 / counted as f64
+        } else {
+            f64::NAN
+        },
     })
 }

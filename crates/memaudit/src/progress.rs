@@ -22,9 +22,11 @@ impl Progress {
         let bar = if !quiet && std::io::stderr().is_terminal() {
             let b = ProgressBar::new(total);
             b.set_style(
-                ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{msg:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             b.set_message(label.to_string());
             Some(b)
@@ -32,7 +34,16 @@ impl Progress {
             None
         };
         let now = Instant::now();
-        Self { bar, quiet, label: label.to_string(), total, pos: 0, started: now, last_line: now, every: Duration::from_secs(10) }
+        Self {
+            bar,
+            quiet,
+            label: label.to_string(),
+            total,
+            pos: 0,
+            started: now,
+            last_line: now,
+            every: Duration::from_secs(10),
+        }
     }
 
     pub fn set_message(&mut self, msg: &str) {
@@ -53,8 +64,15 @@ impl Progress {
         self.last_line = Instant::now();
         let el = self.started.elapsed().as_secs_f64();
         let rate = pos as f64 / el.max(1e-9);
-        let eta = if rate > 0.0 { (self.total.saturating_sub(pos)) as f64 / rate } else { f64::NAN };
-        eprintln!("{}: {pos}/{} ({rate:.1}/s, eta {eta:.0}s) {note}", self.label, self.total);
+        let eta = if rate > 0.0 {
+            (self.total.saturating_sub(pos)) as f64 / rate
+        } else {
+            f64::NAN
+        };
+        eprintln!(
+            "{}: {pos}/{} ({rate:.1}/s, eta {eta:.0}s) {note}",
+            self.label, self.total
+        );
     }
 
     /// A line that must be seen (an epoch summary): printed above the bar, or on its own.

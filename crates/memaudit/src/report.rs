@@ -19,7 +19,10 @@ const PALETTE: [RGBColor; 8] = [
 ];
 
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// An HTML report under construction.
@@ -30,7 +33,10 @@ pub struct Report {
 
 impl Report {
     pub fn new(title: &str) -> Self {
-        Self { title: title.to_string(), body: String::new() }
+        Self {
+            title: title.to_string(),
+            body: String::new(),
+        }
     }
 
     pub fn heading(&mut self, text: &str) {
@@ -98,10 +104,20 @@ pub struct Series {
 
 impl Series {
     pub fn line(name: &str, points: Vec<(f64, f64)>) -> Self {
-        Self { name: name.into(), points, markers: true, scatter: false }
+        Self {
+            name: name.into(),
+            points,
+            markers: true,
+            scatter: false,
+        }
     }
     pub fn scatter(name: &str, points: Vec<(f64, f64)>) -> Self {
-        Self { name: name.into(), points, markers: true, scatter: true }
+        Self {
+            name: name.into(),
+            points,
+            markers: true,
+            scatter: true,
+        }
     }
 }
 
@@ -142,20 +158,32 @@ pub fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> St
         let _ = c.configure_mesh().x_desc(x_label).y_desc(y_label).draw();
         for (i, s) in series.iter().enumerate() {
             let col = PALETTE[i % PALETTE.len()];
-            let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
+            let pts: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .copied()
+                .filter(|p| p.0.is_finite() && p.1.is_finite())
+                .collect();
             if !s.scatter
                 && let Ok(a) = c.draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))
             {
-                a.label(s.name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
+                a.label(s.name.clone()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2))
+                });
             }
             if s.markers
                 && let Ok(a) = c.draw_series(pts.iter().map(|&p| Circle::new(p, 3, col.filled())))
                 && s.scatter
             {
-                a.label(s.name.clone()).legend(move |(x, y)| Circle::new((x + 9, y), 3, col.filled()));
+                a.label(s.name.clone())
+                    .legend(move |(x, y)| Circle::new((x + 9, y), 3, col.filled()));
             }
         }
-        let _ = c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw();
+        let _ = c
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw();
         let _ = root.present();
     }
     out
@@ -166,7 +194,14 @@ fn out_of(title: &str) -> String {
 }
 
 /// A histogram of `values` with an optional density curve (scaled to the histogram's counts).
-pub fn histogram(title: &str, x_label: &str, values: &[f64], bins: usize, curve: Option<(&str, &dyn Fn(f64) -> f64)>, marks: &[(String, f64)]) -> String {
+pub fn histogram(
+    title: &str,
+    x_label: &str,
+    values: &[f64],
+    bins: usize,
+    curve: Option<(&str, &dyn Fn(f64) -> f64)>,
+    marks: &[(String, f64)],
+) -> String {
     let vals: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     let mut out = String::new();
     {
@@ -193,22 +228,40 @@ pub fn histogram(title: &str, x_label: &str, values: &[f64], bins: usize, curve:
         let _ = c.configure_mesh().x_desc(x_label).y_desc("count").draw();
         let _ = c.draw_series(counts.iter().enumerate().map(|(k, &n)| {
             let x0 = lo + k as f64 * w;
-            Rectangle::new([(x0, 0.0), (x0 + w, n as f64)], PALETTE[0].mix(0.5).filled())
+            Rectangle::new(
+                [(x0, 0.0), (x0 + w, n as f64)],
+                PALETTE[0].mix(0.5).filled(),
+            )
         }));
         if let Some((name, f)) = curve {
             let scale = vals.len() as f64 * w;
-            let pts: Vec<(f64, f64)> = (0..=200).map(|i| lo + (hi - lo) * i as f64 / 200.0).map(|x| (x, f(x) * scale)).filter(|p| p.1.is_finite()).collect();
+            let pts: Vec<(f64, f64)> = (0..=200)
+                .map(|i| lo + (hi - lo) * i as f64 / 200.0)
+                .map(|x| (x, f(x) * scale))
+                .filter(|p| p.1.is_finite())
+                .collect();
             if let Ok(a) = c.draw_series(LineSeries::new(pts, PALETTE[1].stroke_width(2))) {
-                a.label(name.to_string()).legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], PALETTE[1].stroke_width(2)));
+                a.label(name.to_string()).legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], PALETTE[1].stroke_width(2))
+                });
             }
         }
         for (i, (name, x)) in marks.iter().enumerate() {
             let col = PALETTE[(i + 2) % PALETTE.len()];
-            if let Ok(a) = c.draw_series(LineSeries::new(vec![(*x, 0.0), (*x, ymax)], col.stroke_width(1))) {
-                a.label(name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(1)));
+            if let Ok(a) = c.draw_series(LineSeries::new(
+                vec![(*x, 0.0), (*x, ymax)],
+                col.stroke_width(1),
+            )) {
+                a.label(name.clone()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(1))
+                });
             }
         }
-        let _ = c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw();
+        let _ = c
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw();
         let _ = root.present();
     }
     out
@@ -223,8 +276,23 @@ mod tests {
         let mut r = Report::new("a <b> & c");
         r.para("x < y");
         r.table(&["k", "v"], &[vec!["eps".into(), "1.0".into()]]);
-        r.svg(&chart("loss", "epoch", "nats", &[Series::line("train", vec![(1.0, 2.0), (2.0, f64::NAN), (3.0, 1.0)])]));
-        r.svg(&histogram("h", "x", &[1.0, 2.0, 2.5, 3.0], 4, Some(("pdf", &|x: f64| (-x * x).exp())), &[("secret".into(), 2.0)]));
+        r.svg(&chart(
+            "loss",
+            "epoch",
+            "nats",
+            &[Series::line(
+                "train",
+                vec![(1.0, 2.0), (2.0, f64::NAN), (3.0, 1.0)],
+            )],
+        ));
+        r.svg(&histogram(
+            "h",
+            "x",
+            &[1.0, 2.0, 2.5, 3.0],
+            4,
+            Some(("pdf", &|x: f64| (-x * x).exp())),
+            &[("secret".into(), 2.0)],
+        ));
         let html = r.html();
         assert!(html.contains("a &lt;b&gt; &amp; c") && html.contains("x &lt; y"));
         assert!(html.contains("<svg") && !html.contains("src=\"http") && !html.contains("<script"));

@@ -31,15 +31,20 @@ pub struct Reuse {
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Write `bytes` to `path` atomically (temporary file + rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     {
-        let mut f = fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+        let mut f =
+            fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         f.sync_all().ok();
     }
     fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
@@ -48,17 +53,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 impl RunDir {
     /// Open `path` for a run of `command` with `config` (what must match for `--resume`).
-    pub fn open(path: &Path, command: &str, config: &Value, seed: Option<u64>, reuse: Reuse) -> Result<Self> {
+    pub fn open(
+        path: &Path,
+        command: &str,
+        config: &Value,
+        seed: Option<u64>,
+        reuse: Reuse,
+    ) -> Result<Self> {
         if path.exists() && !path.is_dir() {
-            return Err(user(format!("--out {}: exists and is not a folder", path.display())));
+            return Err(user(format!(
+                "--out {}: exists and is not a folder",
+                path.display()
+            )));
         }
         let run_json = path.join("run.json");
         let mut resuming = false;
-        if path.is_dir() && fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(false) {
-            let previous: Option<Value> = fs::read(&run_json).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        if path.is_dir()
+            && fs::read_dir(path)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false)
+        {
+            let previous: Option<Value> = fs::read(&run_json)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
             match previous {
                 Some(prev) => {
-                    let same = prev.get("command").and_then(Value::as_str) == Some(command) && prev.get("config") == Some(config);
+                    let same = prev.get("command").and_then(Value::as_str) == Some(command)
+                        && prev.get("config") == Some(config);
                     if reuse.resume && !reuse.force {
                         if !same {
                             return Err(user(format!(
@@ -85,13 +106,21 @@ impl RunDir {
             if reuse.force && !resuming {
                 for e in fs::read_dir(path)? {
                     let p = e?.path();
-                    if p.is_dir() { fs::remove_dir_all(&p)? } else { fs::remove_file(&p)? }
+                    if p.is_dir() {
+                        fs::remove_dir_all(&p)?
+                    } else {
+                        fs::remove_file(&p)?
+                    }
                 }
             }
         } else if reuse.resume {
-            return Err(user(format!("--resume: {} holds no run to continue", path.display())));
+            return Err(user(format!(
+                "--resume: {} holds no run to continue",
+                path.display()
+            )));
         }
-        fs::create_dir_all(path).with_context(|| format!("cannot create --out {}", path.display()))?;
+        fs::create_dir_all(path)
+            .with_context(|| format!("cannot create --out {}", path.display()))?;
         let record = json!({
             "command": command,
             "argv": std::env::args().collect::<Vec<_>>(),
@@ -102,13 +131,21 @@ impl RunDir {
             "status": "running",
             "resumed": resuming,
         });
-        let rd = Self { path: path.to_path_buf(), resuming, record, started: std::time::Instant::now() };
+        let rd = Self {
+            path: path.to_path_buf(),
+            resuming,
+            record,
+            started: std::time::Instant::now(),
+        };
         rd.write_record()?;
         Ok(rd)
     }
 
     fn write_record(&self) -> Result<()> {
-        write_atomic(&self.path.join("run.json"), serde_json::to_string_pretty(&self.record)?.as_bytes())
+        write_atomic(
+            &self.path.join("run.json"),
+            serde_json::to_string_pretty(&self.record)?.as_bytes(),
+        )
     }
 
     /// Record a field in run.json (e.g. "results", "privacy") and rewrite it.
@@ -144,11 +181,18 @@ impl MetricsCsv {
     /// Create (or, when resuming with the same columns, continue) `path`.
     pub fn open(path: &Path, columns: &[&str], resume: bool) -> Result<Self> {
         let header = columns.join(",");
-        let keep = resume && fs::read_to_string(path).map(|s| s.lines().next() == Some(header.as_str())).unwrap_or(false);
+        let keep = resume
+            && fs::read_to_string(path)
+                .map(|s| s.lines().next() == Some(header.as_str()))
+                .unwrap_or(false);
         if !keep {
-            fs::write(path, format!("{header}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+            fs::write(path, format!("{header}\n"))
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        Ok(Self { path: path.to_path_buf(), columns: columns.iter().map(|s| s.to_string()).collect() })
+        Ok(Self {
+            path: path.to_path_buf(),
+            columns: columns.iter().map(|s| s.to_string()).collect(),
+        })
     }
 
     pub fn append(&self, values: &[Option<f64>]) -> Result<()> {
@@ -158,11 +202,20 @@ impl MetricsCsv {
             .map(|v| match v {
                 None => String::new(),
                 Some(x) if x.is_nan() => "nan".into(),
-                Some(x) if x.is_infinite() => if *x > 0.0 { "inf".into() } else { "-inf".into() },
+                Some(x) if x.is_infinite() => {
+                    if *x > 0.0 {
+                        "inf".into()
+                    } else {
+                        "-inf".into()
+                    }
+                }
                 Some(x) => format!("{x}"),
             })
             .collect();
-        let mut f = fs::OpenOptions::new().append(true).open(&self.path).with_context(|| format!("cannot write {}", self.path.display()))?;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
         writeln!(f, "{}", row.join(","))?;
         Ok(())
     }
@@ -181,12 +234,44 @@ mod tests {
         fs::write(p.join("marker"), b"x").unwrap();
         let before = fs::read(p.join("run.json")).unwrap();
         assert!(RunDir::open(&p, "train", &json!({"a": 2}), Some(1), Reuse::default()).is_err());
-        assert!(RunDir::open(&p, "train", &json!({"a": 2}), Some(1), Reuse { resume: true, force: false }).is_err());
+        assert!(
+            RunDir::open(
+                &p,
+                "train",
+                &json!({"a": 2}),
+                Some(1),
+                Reuse {
+                    resume: true,
+                    force: false
+                }
+            )
+            .is_err()
+        );
         assert_eq!(fs::read(p.join("run.json")).unwrap(), before);
         assert!(p.join("marker").exists());
-        let r = RunDir::open(&p, "train", &cfg, Some(1), Reuse { resume: true, force: false }).unwrap();
+        let r = RunDir::open(
+            &p,
+            "train",
+            &cfg,
+            Some(1),
+            Reuse {
+                resume: true,
+                force: false,
+            },
+        )
+        .unwrap();
         assert!(r.resuming && p.join("marker").exists());
-        RunDir::open(&p, "train", &json!({"a": 2}), Some(1), Reuse { resume: false, force: true }).unwrap();
+        RunDir::open(
+            &p,
+            "train",
+            &json!({"a": 2}),
+            Some(1),
+            Reuse {
+                resume: false,
+                force: true,
+            },
+        )
+        .unwrap();
         assert!(!p.join("marker").exists());
     }
 
@@ -195,7 +280,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join("notes.txt"), b"mine").unwrap();
         assert!(RunDir::open(d.path(), "train", &json!({}), None, Reuse::default()).is_err());
-        assert!(RunDir::open(&d.path().join("notes.txt"), "train", &json!({}), None, Reuse::default()).is_err());
+        assert!(
+            RunDir::open(
+                &d.path().join("notes.txt"),
+                "train",
+                &json!({}),
+                None,
+                Reuse::default()
+            )
+            .is_err()
+        );
         assert_eq!(fs::read(d.path().join("notes.txt")).unwrap(), b"mine");
     }
 }
