@@ -91,7 +91,10 @@ impl DataCache {
     /// Verify a dataset's files against their pins.
     pub fn verify(&self, name: &str) -> Result<Verified> {
         let spec = dataset(name).ok_or_else(|| {
-            DataError::InvalidArgument(format!("unknown dataset {name:?}; known: {}", crate::fetch::dataset_names()))
+            DataError::InvalidArgument(format!(
+                "unknown dataset {name:?}; known: {}",
+                crate::fetch::dataset_names()
+            ))
         })?;
         verify_dataset(&self.dataset_dir(name), spec)
     }
@@ -149,7 +152,10 @@ impl DataCache {
             let path = d.join(rel);
             let stem = rel.trim_end_matches(".txt");
             let parts: Vec<&str> = stem.split('_').collect();
-            let bad = || DataError::BadFormat { path: path.clone(), reason: "file name is not YEAR_name_PARTY.txt".into() };
+            let bad = || DataError::BadFormat {
+                path: path.clone(),
+                reason: "file name is not YEAR_name_PARTY.txt".into(),
+            };
             if parts.len() < 3 {
                 return Err(bad());
             }
@@ -171,7 +177,11 @@ impl DataCache {
             .iter()
             .map(|&(rel, _)| {
                 let (category, file) = rel.split_once('/').unwrap_or(("", rel));
-                Ok(Play { category: category.into(), slug: file.trim_end_matches(".md").into(), text: read_utf8(&d.join(rel))? })
+                Ok(Play {
+                    category: category.into(),
+                    slug: file.trim_end_matches(".md").into(),
+                    text: read_utf8(&d.join(rel))?,
+                })
             })
             .collect()
     }
@@ -187,7 +197,10 @@ impl DataCache {
         groups.sort();
         let mut out = Vec::new();
         for g in groups {
-            let group = g.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let group = g
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let mut files: Vec<PathBuf> = std::fs::read_dir(&g)
                 .map_err(|e| DataError::io(&g, e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -198,7 +211,10 @@ impl DataCache {
                 out.push(Mail {
                     is_spam: group.starts_with("spam"),
                     group: group.clone(),
-                    file_name: f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                    file_name: f
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
                     raw: crate::fsutil::read_file(&f)?,
                 });
             }

@@ -46,7 +46,10 @@ pub fn read_corpus(path: &Path) -> Result<String> {
         text.push_str(&part);
     }
     if text.trim().is_empty() {
-        return Err(DataError::EmptyCorpus { path: path.to_path_buf(), folder });
+        return Err(DataError::EmptyCorpus {
+            path: path.to_path_buf(),
+            folder,
+        });
     }
     Ok(text)
 }
@@ -61,7 +64,10 @@ pub fn corpus_files(path: &Path) -> Result<Vec<PathBuf>> {
     collect_files(path, &mut files)?;
     files.sort();
     if files.is_empty() {
-        return Err(DataError::EmptyCorpus { path: path.to_path_buf(), folder: true });
+        return Err(DataError::EmptyCorpus {
+            path: path.to_path_buf(),
+            folder: true,
+        });
     }
     Ok(files)
 }
@@ -93,12 +99,20 @@ pub fn read_utf8(path: &Path) -> Result<String> {
 
 /// Bytes to `String`, or `InvalidUtf8` naming `path`, the line and the byte offset.
 pub fn utf8_or_error(mut bytes: Vec<u8>, path: &Path) -> Result<String> {
-    let bom = if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) { 3 } else { 0 };
+    let bom = if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        3
+    } else {
+        0
+    };
     bytes.drain(..bom);
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
-        DataError::InvalidUtf8 { path: path.to_path_buf(), line, byte: at + bom }
+        DataError::InvalidUtf8 {
+            path: path.to_path_buf(),
+            line,
+            byte: at + bom,
+        }
     })
 }
 

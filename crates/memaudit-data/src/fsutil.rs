@@ -17,7 +17,9 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
 /// Fail unless `path` exists and is not a folder.
 pub fn ensure_file(path: &Path) -> Result<()> {
     match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => Err(DataError::IsADirectory { path: path.to_path_buf() }),
+        Ok(m) if m.is_dir() => Err(DataError::IsADirectory {
+            path: path.to_path_buf(),
+        }),
         Ok(_) => Ok(()),
         Err(e) => Err(DataError::io(path, e)),
     }
@@ -44,7 +46,10 @@ fn hex(bytes: &[u8]) -> String {
 /// Write `bytes` to `path` atomically: a temporary file in the same folder, flushed, then renamed
 /// over the target, so a reader sees either the old file or the whole new one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     let tmp = temp_sibling(path);
     let result = (|| {
@@ -63,6 +68,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// `dir/.name.tmp-<pid>`: hidden, unique per process, in the target's folder (same file system,
 /// so the final rename is atomic).
 pub fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }

@@ -22,10 +22,12 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
     let bytes = read_file(path)?;
     let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_end(&mut out).map_err(|e| DataError::BadIdx {
-            path: path.to_path_buf(),
-            reason: format!("gzip data is damaged or truncated ({e})"),
-        })?;
+        flate2::read::MultiGzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .map_err(|e| DataError::BadIdx {
+                path: path.to_path_buf(),
+                reason: format!("gzip data is damaged or truncated ({e})"),
+            })?;
         out
     } else {
         bytes
@@ -35,12 +37,23 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
 
 /// Parse IDX bytes; `path` only names the source in errors.
 pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
-    let bad = |reason: String| DataError::BadIdx { path: path.to_path_buf(), reason };
+    let bad = |reason: String| DataError::BadIdx {
+        path: path.to_path_buf(),
+        reason,
+    };
     if bytes.len() < 4 {
-        return Err(DataError::Truncated { path: path.to_path_buf(), what: "IDX header".into(), expected: 4, found: bytes.len() as u64 });
+        return Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            what: "IDX header".into(),
+            expected: 4,
+            found: bytes.len() as u64,
+        });
     }
     if bytes[0] != 0 || bytes[1] != 0 {
-        return Err(bad(format!("magic starts {:02x} {:02x}, expected 00 00", bytes[0], bytes[1])));
+        return Err(bad(format!(
+            "magic starts {:02x} {:02x}, expected 00 00",
+            bytes[0], bytes[1]
+        )));
     }
     let dtype = bytes[2];
     if dtype != 0x08 {
@@ -52,7 +65,9 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
             0x0E => "f64",
             _ => "unknown",
         };
-        return Err(bad(format!("data type 0x{dtype:02x} ({name}); only unsigned byte (0x08) is supported")));
+        return Err(bad(format!(
+            "data type 0x{dtype:02x} ({name}); only unsigned byte (0x08) is supported"
+        )));
     }
     let ndims = bytes[3] as usize;
     if ndims == 0 {
@@ -85,9 +100,15 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
         });
     }
     if found > count {
-        return Err(bad(format!("{} bytes after the data for dimensions {dims:?}", found - count)));
+        return Err(bad(format!(
+            "{} bytes after the data for dimensions {dims:?}",
+            found - count
+        )));
     }
-    Ok(IdxArray { dims, data: bytes[header..].to_vec() })
+    Ok(IdxArray {
+        dims,
+        data: bytes[header..].to_vec(),
+    })
 }
 
 /// Encode an unsigned-byte IDX array (for tests and for writing small fixtures).

@@ -52,7 +52,15 @@ impl ImageSet {
                 labels.len()
             )));
         }
-        Ok(Self { n, channels, height, width, pixels, labels, max_value })
+        Ok(Self {
+            n,
+            channels,
+            height,
+            width,
+            pixels,
+            labels,
+            max_value,
+        })
     }
 
     /// Values per image (`channels * height * width`).
@@ -71,10 +79,11 @@ impl ImageSet {
         self.labels.iter().max().map_or(0, |&m| m as usize + 1)
     }
 
-    /// All pixels scaled to [0, 1] (`value / max_value`), same layout.
+    /// All pixels scaled to [0, 1] (`value / max_value`, a correctly rounded division as in
+    /// torchvision's `ToTensor`), same layout.
     pub fn to_unit_f32(&self) -> Vec<f32> {
-        let scale = 1.0 / f32::from(self.max_value);
-        self.pixels.iter().map(|&v| f32::from(v) * scale).collect()
+        let max = f32::from(self.max_value);
+        self.pixels.iter().map(|&v| f32::from(v) / max).collect()
     }
 
     /// Mean and (population) standard deviation of the [0, 1]-scaled pixels (accumulated in f64).
@@ -98,30 +107,46 @@ impl ImageSet {
     /// 0.1307 / 0.3081, or this set's own `mean_std()`).
     pub fn to_standardized_f32(&self, mean: f32, std: f32) -> Result<Vec<f32>> {
         if !(std.is_finite() && std > 0.0 && mean.is_finite()) {
-            return Err(DataError::InvalidArgument(format!("standardisation needs a finite mean and a positive std (got {mean}, {std})")));
+            return Err(DataError::InvalidArgument(format!(
+                "standardisation needs a finite mean and a positive std (got {mean}, {std})"
+            )));
         }
         let inv = 1.0 / std;
-        Ok(self.to_unit_f32().into_iter().map(|x| (x - mean) * inv).collect())
+        Ok(self
+            .to_unit_f32()
+            .into_iter()
+            .map(|x| (x - mean) * inv)
+            .collect())
     }
 
     /// The images `indices` (in that order; repeats allowed).
     pub fn subset(&self, indices: &[usize]) -> Result<ImageSet> {
         if let Some(&bad) = indices.iter().find(|&&i| i >= self.n) {
-            return Err(DataError::InvalidArgument(format!("image index {bad} is out of range (there are {})", self.n)));
+            return Err(DataError::InvalidArgument(format!(
+                "image index {bad} is out of range (there are {})",
+                self.n
+            )));
         }
         let mut pixels = Vec::with_capacity(indices.len() * self.pixels_per_image());
         for &i in indices {
             pixels.extend_from_slice(self.image(i));
         }
         let labels = indices.iter().map(|&i| self.labels[i]).collect();
-        Ok(ImageSet { n: indices.len(), pixels, labels, ..*self })
+        Ok(ImageSet {
+            n: indices.len(),
+            pixels,
+            labels,
+            ..*self
+        })
     }
 
     /// Deterministic train/test split: a seeded ChaCha8 shuffle puts `round(n * test_fraction)`
     /// images in the test part; each part keeps the original order.
     pub fn split_train_test(&self, test_fraction: f64, seed: u64) -> Result<(ImageSet, ImageSet)> {
         if !(0.0..=1.0).contains(&test_fraction) {
-            return Err(DataError::InvalidArgument(format!("test fraction {test_fraction} must be between 0 and 1")));
+            return Err(DataError::InvalidArgument(format!(
+                "test fraction {test_fraction} must be between 0 and 1"
+            )));
         }
         let mut order: Vec<usize> = (0..self.n).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
@@ -145,7 +170,10 @@ pub fn load_idx_images(images: &Path, labels: &Path) -> Result<ImageSet> {
         _ => {
             return Err(DataError::BadIdx {
                 path: images.to_path_buf(),
-                reason: format!("dimensions {:?}: expected 3 (n, height, width) or 4 (n, channels, height, width)", img.dims),
+                reason: format!(
+                    "dimensions {:?}: expected 3 (n, height, width) or 4 (n, channels, height, width)",
+                    img.dims
+                ),
             });
         }
     };
@@ -158,7 +186,11 @@ pub fn load_idx_images(images: &Path, labels: &Path) -> Result<ImageSet> {
     if lab.dims[0] != n {
         return Err(DataError::BadFormat {
             path: labels.to_path_buf(),
-            reason: format!("{} labels for {n} images in {}", lab.dims[0], images.display()),
+            reason: format!(
+                "{} labels for {n} images in {}",
+                lab.dims[0],
+                images.display()
+            ),
         });
     }
     ImageSet::new(n, channels, height, width, img.data, lab.data, 255)
@@ -175,7 +207,10 @@ pub fn mnist_file_names(split: Split) -> (&'static str, &'static str) {
 /// MNIST or Fashion-MNIST from a folder holding the canonical file names, each plain or `.gz`.
 pub fn load_mnist_dir(dir: &Path, split: Split) -> Result<ImageSet> {
     let (images, labels) = mnist_file_names(split);
-    load_idx_images(&find_plain_or_gz(dir, images)?, &find_plain_or_gz(dir, labels)?)
+    load_idx_images(
+        &find_plain_or_gz(dir, images)?,
+        &find_plain_or_gz(dir, labels)?,
+    )
 }
 
 fn find_plain_or_gz(dir: &Path, name: &str) -> Result<PathBuf> {
@@ -188,7 +223,10 @@ fn find_plain_or_gz(dir: &Path, name: &str) -> Result<PathBuf> {
         return Ok(gz);
     }
     if dir.exists() && !dir.is_dir() {
-        return Err(DataError::BadFormat { path: dir.to_path_buf(), reason: "is a file; give the folder holding the IDX files".into() });
+        return Err(DataError::BadFormat {
+            path: dir.to_path_buf(),
+            reason: "is a file; give the folder holding the IDX files".into(),
+        });
     }
     Err(DataError::NotFound { path: plain })
 }
@@ -198,17 +236,24 @@ fn find_plain_or_gz(dir: &Path, name: &str) -> Result<PathBuf> {
 /// `round(255 x)`. Used as a source of secret images.
 pub fn load_lfw_subset(path: &Path) -> Result<ImageSet> {
     let (shape, values) = read_npy_f64(path)?;
-    let bad = |reason: String| DataError::BadNpy { path: path.to_path_buf(), reason };
+    let bad = |reason: String| DataError::BadNpy {
+        path: path.to_path_buf(),
+        reason,
+    };
     let [n, h, w] = shape[..] else {
         return Err(bad(format!("shape {shape:?}, expected (200, 25, 25)")));
     };
     if n != 200 {
-        return Err(bad(format!("shape {shape:?}: the LFW subset has 200 images (100 faces, then 100 non-faces)")));
+        return Err(bad(format!(
+            "shape {shape:?}: the LFW subset has 200 images (100 faces, then 100 non-faces)"
+        )));
     }
     let mut pixels = Vec::with_capacity(values.len());
     for (i, &x) in values.iter().enumerate() {
         if !(0.0..=1.0).contains(&x) {
-            return Err(bad(format!("value {x} at flat index {i} is outside [0, 1]")));
+            return Err(bad(format!(
+                "value {x} at flat index {i} is outside [0, 1]"
+            )));
         }
         pixels.push((x * 255.0).round() as u8);
     }
@@ -219,8 +264,12 @@ pub fn load_lfw_subset(path: &Path) -> Result<ImageSet> {
 /// A C-order float array (f64 or f32, either byte order) from a `.npy` file: shape and values.
 pub fn read_npy_f64(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
     let bytes = crate::fsutil::read_file(path)?;
-    let bad = |reason: String| DataError::BadNpy { path: path.to_path_buf(), reason };
-    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(format!("not a NumPy .npy file ({e})")))?;
+    let bad = |reason: String| DataError::BadNpy {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let npy =
+        npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(format!("not a NumPy .npy file ({e})")))?;
     if npy.order() != npyz::Order::C {
         return Err(bad("Fortran-order array; save it in C order".into()));
     }
@@ -228,8 +277,15 @@ pub fn read_npy_f64(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
     let values: Vec<f64> = match npy.try_data::<f64>() {
         Ok(reader) => reader.collect::<std::io::Result<_>>(),
         Err(npy) => match npy.try_data::<f32>() {
-            Ok(reader) => reader.map(|r| r.map(f64::from)).collect::<std::io::Result<_>>(),
-            Err(npy) => return Err(bad(format!("dtype {:?}: expected float64 or float32", npy.dtype()))),
+            Ok(reader) => reader
+                .map(|r| r.map(f64::from))
+                .collect::<std::io::Result<_>>(),
+            Err(npy) => {
+                return Err(bad(format!(
+                    "dtype {:?}: expected float64 or float32",
+                    npy.dtype()
+                )));
+            }
         },
     }
     .map_err(|e| bad(format!("data is truncated or damaged ({e})")))?;
@@ -241,14 +297,35 @@ pub fn read_npy_f64(path: &Path) -> Result<(Vec<usize>, Vec<f64>)> {
 /// `smartcore` crate. For fast engine tests; split with `split_train_test`.
 pub fn digits() -> Result<ImageSet> {
     let ds = smartcore::dataset::digits::load_dataset();
-    let bad = |reason: String| DataError::BadFormat { path: PathBuf::from("smartcore::dataset::digits"), reason };
-    if ds.num_features != 64 || ds.data.len() != ds.num_samples * 64 || ds.target.len() != ds.num_samples {
-        return Err(bad(format!("{} samples x {} features, expected 8x8 images", ds.num_samples, ds.num_features)));
+    let bad = |reason: String| DataError::BadFormat {
+        path: PathBuf::from("smartcore::dataset::digits"),
+        reason,
+    };
+    if ds.num_features != 64
+        || ds.data.len() != ds.num_samples * 64
+        || ds.target.len() != ds.num_samples
+    {
+        return Err(bad(format!(
+            "{} samples x {} features, expected 8x8 images",
+            ds.num_samples, ds.num_features
+        )));
     }
     let to_u8 = |v: f32, max: f32| -> Result<u8> {
-        if v.fract() == 0.0 && (0.0..=max).contains(&v) { Ok(v as u8) } else { Err(bad(format!("value {v} is not an integer in 0..={max}"))) }
+        if v.fract() == 0.0 && (0.0..=max).contains(&v) {
+            Ok(v as u8)
+        } else {
+            Err(bad(format!("value {v} is not an integer in 0..={max}")))
+        }
     };
-    let pixels = ds.data.iter().map(|&v| to_u8(v, 16.0)).collect::<Result<Vec<u8>>>()?;
-    let labels = ds.target.iter().map(|&v| to_u8(v, 9.0)).collect::<Result<Vec<u8>>>()?;
+    let pixels = ds
+        .data
+        .iter()
+        .map(|&v| to_u8(v, 16.0))
+        .collect::<Result<Vec<u8>>>()?;
+    let labels = ds
+        .target
+        .iter()
+        .map(|&v| to_u8(v, 9.0))
+        .collect::<Result<Vec<u8>>>()?;
     ImageSet::new(ds.num_samples, 1, 8, 8, pixels, labels, 16)
 }

@@ -52,7 +52,9 @@ pub mod tokenizer;
 pub use cache::{DataCache, Mail, Play, PtbCorpus, SotuAddress};
 pub use corpus::{EMBEDDED_CORPUS_SOURCE, embedded_corpus, read_corpus, read_utf8};
 pub use error::{DataError, Result};
-pub use fetch::{DATASETS, DatasetSpec, FetchOptions, FetchOutcome, RegistryClients, default_data_dir, fetch};
+pub use fetch::{
+    DATASETS, DatasetSpec, FetchOptions, FetchOutcome, RegistryClients, default_data_dir, fetch,
+};
 pub use fsutil::{md5_file, md5_hex, write_atomic};
 pub use idx::{IdxArray, read_idx};
 pub use images::{ImageSet, Split, digits, load_idx_images, load_lfw_subset, load_mnist_dir};

@@ -60,7 +60,9 @@ impl LmWindows {
     /// short for even one window (`window + 1` tokens).
     pub fn new(tokens: Vec<u32>, window: usize) -> Result<Self> {
         if window == 0 {
-            return Err(DataError::InvalidArgument("the LM window length must be at least 1".into()));
+            return Err(DataError::InvalidArgument(
+                "the LM window length must be at least 1".into(),
+            ));
         }
         if tokens.len() < window + 1 {
             return Err(DataError::InvalidArgument(format!(
@@ -112,7 +114,11 @@ impl LmWindows {
         // Window k covers [k*w, k*w + w]; it overlaps [s, e) iff k*w <= e-1 and k*w + w >= s.
         let first = span.start.saturating_sub(w).div_ceil(w);
         let last_excl = ((span.end - 1) / w + 1).min(self.len());
-        if first >= last_excl { 0..0 } else { first..last_excl }
+        if first >= last_excl {
+            0..0
+        } else {
+            first..last_excl
+        }
     }
 
     /// Gather windows `indices` (any order, repeats allowed, possibly none) into a time-major
@@ -120,7 +126,9 @@ impl LmWindows {
     pub fn gather(&self, indices: &[usize]) -> Result<TokenBatch> {
         let n = self.len();
         if let Some(&bad) = indices.iter().find(|&&k| k >= n) {
-            return Err(DataError::InvalidArgument(format!("LM window index {bad} is out of range (there are {n} windows)")));
+            return Err(DataError::InvalidArgument(format!(
+                "LM window index {bad} is out of range (there are {n} windows)"
+            )));
         }
         let (w, b) = (self.window, indices.len());
         let mut inputs = vec![0u32; w * b];
@@ -132,7 +140,12 @@ impl LmWindows {
                 targets[t * b + col] = win[t + 1];
             }
         }
-        Ok(TokenBatch { seq_len: w, batch: b, inputs, targets })
+        Ok(TokenBatch {
+            seq_len: w,
+            batch: b,
+            inputs,
+            targets,
+        })
     }
 }
 

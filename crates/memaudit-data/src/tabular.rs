@@ -19,7 +19,10 @@ pub struct Review {
 fn open_csv(path: &Path, has_headers: bool) -> Result<csv::Reader<std::fs::File>> {
     crate::fsutil::ensure_file(path)?;
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-    Ok(csv::ReaderBuilder::new().has_headers(has_headers).flexible(true).from_reader(file))
+    Ok(csv::ReaderBuilder::new()
+        .has_headers(has_headers)
+        .flexible(true)
+        .from_reader(file))
 }
 
 fn csv_error(path: &Path, e: csv::Error) -> DataError {
@@ -31,7 +34,11 @@ fn csv_error(path: &Path, e: csv::Error) -> DataError {
             line: pos.as_ref().map_or(line, |p| p.line()) as usize,
             byte: pos.as_ref().map_or(0, |p| p.byte()) as usize,
         },
-        other => DataError::BadCsv { path: path.to_path_buf(), line, reason: format!("{other:?}") },
+        other => DataError::BadCsv {
+            path: path.to_path_buf(),
+            line,
+            reason: format!("{other:?}"),
+        },
     }
 }
 
@@ -69,20 +76,43 @@ pub fn load_reviews_csv(path: &Path) -> Result<Vec<Review>> {
             "0" => 0,
             "1" => 1,
             other => {
-                return Err(DataError::BadCsv { path: path.to_path_buf(), line, reason: format!("label {other:?}, expected 0 or 1") });
+                return Err(DataError::BadCsv {
+                    path: path.to_path_buf(),
+                    line,
+                    reason: format!("label {other:?}, expected 0 or 1"),
+                });
             }
         };
         let source = source_col.map(|c| rec[c].to_string()).unwrap_or_default();
-        out.push(Review { text: rec[text_col].to_string(), label, source });
+        out.push(Review {
+            text: rec[text_col].to_string(),
+            label,
+            source,
+        });
     }
     Ok(out)
 }
 
 /// Adult's numeric columns, in file order.
-pub const ADULT_NUMERIC: [&str; 6] = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"];
+pub const ADULT_NUMERIC: [&str; 6] = [
+    "age",
+    "fnlwgt",
+    "education-num",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
+];
 /// Adult's categorical columns, in file order.
-pub const ADULT_CATEGORICAL: [&str; 8] =
-    ["workclass", "education", "marital-status", "occupation", "relationship", "race", "sex", "native-country"];
+pub const ADULT_CATEGORICAL: [&str; 8] = [
+    "workclass",
+    "education",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "native-country",
+];
 const NUMERIC_AT: [usize; 6] = [0, 2, 4, 10, 11, 12];
 const CATEGORICAL_AT: [usize; 8] = [1, 3, 5, 6, 7, 8, 9, 13];
 
@@ -114,12 +144,19 @@ pub fn load_adult(path: &Path) -> Result<Vec<AdultRecord>> {
     for rec in rdr.records() {
         let rec = rec.map_err(|e| csv_error(path, e))?;
         let line = rec.position().map_or(0, |p| p.line());
-        let bad = |reason: String| DataError::BadCsv { path: path.to_path_buf(), line, reason };
+        let bad = |reason: String| DataError::BadCsv {
+            path: path.to_path_buf(),
+            line,
+            reason,
+        };
         if rec.len() == 1 && rec[0].is_empty() {
             continue;
         }
         if rec.len() != 15 {
-            return Err(bad(format!("{} columns, an Adult record has 15", rec.len())));
+            return Err(bad(format!(
+                "{} columns, an Adult record has 15",
+                rec.len()
+            )));
         }
         let mut numeric = [0f32; 6];
         for (k, &c) in NUMERIC_AT.iter().enumerate() {
@@ -127,7 +164,14 @@ pub fn load_adult(path: &Path) -> Result<Vec<AdultRecord>> {
                 .parse::<f32>()
                 .ok()
                 .filter(|v| v.is_finite())
-                .ok_or_else(|| bad(format!("column {} ({}) is {:?}, expected a number", c + 1, ADULT_NUMERIC[k], &rec[c])))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "column {} ({}) is {:?}, expected a number",
+                        c + 1,
+                        ADULT_NUMERIC[k],
+                        &rec[c]
+                    ))
+                })?;
         }
         let categorical = CATEGORICAL_AT.map(|c| (rec[c] != *"?").then(|| rec[c].to_string()));
         let income_over_50k = match rec[14].trim_end_matches('.') {
@@ -135,7 +179,11 @@ pub fn load_adult(path: &Path) -> Result<Vec<AdultRecord>> {
             "<=50K" => false,
             other => return Err(bad(format!("label {other:?}, expected <=50K or >50K"))),
         };
-        out.push(AdultRecord { numeric, categorical, income_over_50k });
+        out.push(AdultRecord {
+            numeric,
+            categorical,
+            income_over_50k,
+        });
     }
     Ok(out)
 }
@@ -161,26 +209,39 @@ impl AdultEncoder {
     /// Fit on training records.
     pub fn fit(train: &[AdultRecord]) -> Result<Self> {
         if train.is_empty() {
-            return Err(DataError::InvalidArgument("cannot fit the Adult encoder on no records".into()));
+            return Err(DataError::InvalidArgument(
+                "cannot fit the Adult encoder on no records".into(),
+            ));
         }
         let n = train.len() as f64;
         let (mut mean, mut std) = ([0f32; 6], [0f32; 6]);
         for k in 0..6 {
             let m = train.iter().map(|r| f64::from(r.numeric[k])).sum::<f64>() / n;
-            let v = train.iter().map(|r| (f64::from(r.numeric[k]) - m).powi(2)).sum::<f64>() / n;
+            let v = train
+                .iter()
+                .map(|r| (f64::from(r.numeric[k]) - m).powi(2))
+                .sum::<f64>()
+                / n;
             mean[k] = m as f32;
             // A constant column stays at 0 instead of dividing by zero.
             std[k] = if v > 0.0 { v.sqrt() as f32 } else { 1.0 };
         }
         let categories = (0..8)
             .map(|k| {
-                let mut c: Vec<String> = train.iter().filter_map(|r| r.categorical[k].clone()).collect();
+                let mut c: Vec<String> = train
+                    .iter()
+                    .filter_map(|r| r.categorical[k].clone())
+                    .collect();
                 c.sort_unstable();
                 c.dedup();
                 c
             })
             .collect();
-        Ok(Self { mean, std, categories })
+        Ok(Self {
+            mean,
+            std,
+            categories,
+        })
     }
 
     /// Number of features.
@@ -203,8 +264,8 @@ impl AdultEncoder {
         let mut data = vec![0f32; records.len() * dim];
         for (i, r) in records.iter().enumerate() {
             let row = &mut data[i * dim..(i + 1) * dim];
-            for k in 0..6 {
-                row[k] = (r.numeric[k] - self.mean[k]) / self.std[k];
+            for (k, cell) in row[..6].iter_mut().enumerate() {
+                *cell = (r.numeric[k] - self.mean[k]) / self.std[k];
             }
             let mut offset = 6;
             for (k, cats) in self.categories.iter().enumerate() {
@@ -216,7 +277,17 @@ impl AdultEncoder {
                 offset += cats.len();
             }
         }
-        let labels = records.iter().map(|r| u8::from(r.income_over_50k)).collect();
-        (DenseMatrix { rows: records.len(), cols: dim, data }, labels)
+        let labels = records
+            .iter()
+            .map(|r| u8::from(r.income_over_50k))
+            .collect();
+        (
+            DenseMatrix {
+                rows: records.len(),
+                cols: dim,
+                data,
+            },
+            labels,
+        )
     }
 }

@@ -40,7 +40,13 @@ pub struct VectorizerOptions {
 
 impl Default for VectorizerOptions {
     fn default() -> Self {
-        Self { max_features: Some(100_000), min_df: 1, weighting: TermWeighting::TfIdf, lowercase: true, l2_normalize: true }
+        Self {
+            max_features: Some(100_000),
+            min_df: 1,
+            weighting: TermWeighting::TfIdf,
+            lowercase: true,
+            l2_normalize: true,
+        }
     }
 }
 
@@ -99,7 +105,11 @@ struct VectorizerFile {
 
 impl From<TextVectorizer> for VectorizerFile {
     fn from(v: TextVectorizer) -> Self {
-        VectorizerFile { options: v.options, terms: v.terms, idf: v.idf }
+        VectorizerFile {
+            options: v.options,
+            terms: v.terms,
+            idf: v.idf,
+        }
     }
 }
 
@@ -107,7 +117,11 @@ impl TryFrom<VectorizerFile> for TextVectorizer {
     type Error = DataError;
     fn try_from(f: VectorizerFile) -> Result<Self> {
         if f.terms.len() != f.idf.len() {
-            return Err(DataError::BadVocab(format!("{} terms but {} idf weights", f.terms.len(), f.idf.len())));
+            return Err(DataError::BadVocab(format!(
+                "{} terms but {} idf weights",
+                f.terms.len(),
+                f.idf.len()
+            )));
         }
         let mut index = HashMap::with_capacity(f.terms.len());
         for (i, t) in f.terms.iter().enumerate() {
@@ -115,7 +129,12 @@ impl TryFrom<VectorizerFile> for TextVectorizer {
                 return Err(DataError::BadVocab(format!("term {t:?} appears twice")));
             }
         }
-        Ok(Self { options: f.options, terms: f.terms, index, idf: f.idf })
+        Ok(Self {
+            options: f.options,
+            terms: f.terms,
+            index,
+            idf: f.idf,
+        })
     }
 }
 
@@ -124,7 +143,13 @@ pub fn analyze(text: &str, lowercase: bool) -> Vec<String> {
     let is_word = |c: char| c.is_alphanumeric() || c == '_';
     text.split(|c: char| !is_word(c))
         .filter(|t| t.chars().nth(1).is_some())
-        .map(|t| if lowercase { t.to_lowercase() } else { t.to_string() })
+        .map(|t| {
+            if lowercase {
+                t.to_lowercase()
+            } else {
+                t.to_string()
+            }
+        })
         .collect()
 }
 
@@ -132,7 +157,9 @@ impl TextVectorizer {
     /// Learn the vocabulary and idf weights from `docs`.
     pub fn fit<S: AsRef<str>>(docs: &[S], options: VectorizerOptions) -> Result<Self> {
         if options.max_features == Some(0) {
-            return Err(DataError::InvalidArgument("the vocabulary cap (max features) must be at least 1".into()));
+            return Err(DataError::InvalidArgument(
+                "the vocabulary cap (max features) must be at least 1".into(),
+            ));
         }
         let mut count: HashMap<String, u64> = HashMap::new();
         let mut df: HashMap<String, u64> = HashMap::new();
@@ -147,7 +174,10 @@ impl TextVectorizer {
                 *df.entry(t).or_default() += 1;
             }
         }
-        let mut kept: Vec<(String, u64)> = count.into_iter().filter(|(t, _)| df[t] >= options.min_df as u64).collect();
+        let mut kept: Vec<(String, u64)> = count
+            .into_iter()
+            .filter(|(t, _)| df[t] >= options.min_df as u64)
+            .collect();
         kept.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         if let Some(cap) = options.max_features {
             kept.truncate(cap);
@@ -155,12 +185,26 @@ impl TextVectorizer {
         let mut terms: Vec<String> = kept.into_iter().map(|(t, _)| t).collect();
         terms.sort_unstable();
         if terms.len() > u32::MAX as usize {
-            return Err(DataError::InvalidArgument("more than 2^32 terms; set a vocabulary cap".into()));
+            return Err(DataError::InvalidArgument(
+                "more than 2^32 terms; set a vocabulary cap".into(),
+            ));
         }
         let n = docs.len() as f64;
-        let idf = terms.iter().map(|t| ((1.0 + n) / (1.0 + df[t] as f64)).ln() as f32 + 1.0).collect();
-        let index = terms.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        Ok(Self { options, terms, index, idf })
+        let idf = terms
+            .iter()
+            .map(|t| ((1.0 + n) / (1.0 + df[t] as f64)).ln() as f32 + 1.0)
+            .collect();
+        let index = terms
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        Ok(Self {
+            options,
+            terms,
+            index,
+            idf,
+        })
     }
 
     /// Rows for `docs` (terms outside the vocabulary are ignored).
@@ -188,9 +232,14 @@ impl TextVectorizer {
                 .collect();
             row.sort_unstable_by_key(|&(j, _)| j);
             if self.options.l2_normalize {
-                let norm = row.iter().map(|&(_, v)| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+                let norm = row
+                    .iter()
+                    .map(|&(_, v)| f64::from(v) * f64::from(v))
+                    .sum::<f64>()
+                    .sqrt();
                 if norm > 0.0 {
-                    row.iter_mut().for_each(|(_, v)| *v = (f64::from(*v) / norm) as f32);
+                    row.iter_mut()
+                        .for_each(|(_, v)| *v = (f64::from(*v) / norm) as f32);
                 }
             }
             for (j, v) in row {
@@ -199,7 +248,13 @@ impl TextVectorizer {
             }
             row_ptr.push(indices.len());
         }
-        CsrMatrix { rows: docs.len(), cols: self.terms.len(), row_ptr, indices, values }
+        CsrMatrix {
+            rows: docs.len(),
+            cols: self.terms.len(),
+            row_ptr,
+            indices,
+            values,
+        }
     }
 
     /// Number of features.
@@ -223,7 +278,11 @@ impl TextVectorizer {
 
     /// Feature index of `term` (after lower-casing if the vectoriser does).
     pub fn feature_index(&self, term: &str) -> Option<u32> {
-        if self.options.lowercase { self.index.get(&term.to_lowercase()).copied() } else { self.index.get(term).copied() }
+        if self.options.lowercase {
+            self.index.get(&term.to_lowercase()).copied()
+        } else {
+            self.index.get(term).copied()
+        }
     }
 
     /// The idf weight of each feature.

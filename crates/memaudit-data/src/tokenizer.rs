@@ -48,7 +48,10 @@ pub struct WordVocabOptions {
 
 impl Default for WordVocabOptions {
     fn default() -> Self {
-        Self { max_size: None, min_count: 1 }
+        Self {
+            max_size: None,
+            min_count: 1,
+        }
     }
 }
 
@@ -78,7 +81,13 @@ impl From<Tokenizer> for TokenizerFile {
     fn from(t: Tokenizer) -> Self {
         let unk = t.unk.map(|i| t.tokens[i as usize].clone());
         let eos = t.eos.map(|i| t.tokens[i as usize].clone());
-        TokenizerFile { format: FORMAT.into(), kind: t.kind, tokens: t.tokens, unk, eos }
+        TokenizerFile {
+            format: FORMAT.into(),
+            kind: t.kind,
+            tokens: t.tokens,
+            unk,
+            eos,
+        }
     }
 }
 
@@ -86,18 +95,28 @@ impl TryFrom<TokenizerFile> for Tokenizer {
     type Error = DataError;
     fn try_from(f: TokenizerFile) -> Result<Self> {
         if f.format != FORMAT {
-            return Err(DataError::BadVocab(format!("format {:?}, expected {FORMAT:?}", f.format)));
+            return Err(DataError::BadVocab(format!(
+                "format {:?}, expected {FORMAT:?}",
+                f.format
+            )));
         }
         let t = Tokenizer::from_parts(f.kind, f.tokens, f.unk.as_deref(), f.eos.as_deref())?;
         if t.kind == TokenizerKind::Word && (t.unk.is_none() || t.eos.is_none()) {
-            return Err(DataError::BadVocab(format!("a word vocabulary needs unk {UNK:?} and eos {EOS:?}")));
+            return Err(DataError::BadVocab(format!(
+                "a word vocabulary needs unk {UNK:?} and eos {EOS:?}"
+            )));
         }
         Ok(t)
     }
 }
 
 impl Tokenizer {
-    fn from_parts(kind: TokenizerKind, tokens: Vec<String>, unk: Option<&str>, eos: Option<&str>) -> Result<Self> {
+    fn from_parts(
+        kind: TokenizerKind,
+        tokens: Vec<String>,
+        unk: Option<&str>,
+        eos: Option<&str>,
+    ) -> Result<Self> {
         if tokens.len() > u32::MAX as usize {
             return Err(DataError::BadVocab("more than 2^32 tokens".into()));
         }
@@ -110,13 +129,21 @@ impl Tokenizer {
         }
         let find = |name: &str, tok: Option<&str>| -> Result<Option<u32>> {
             tok.map(|t| {
-                index.get(t).copied().ok_or_else(|| DataError::BadVocab(format!("{name} token {t:?} is not in the vocabulary")))
+                index.get(t).copied().ok_or_else(|| {
+                    DataError::BadVocab(format!("{name} token {t:?} is not in the vocabulary"))
+                })
             })
             .transpose()
         };
         let unk = find("unk", unk)?;
         let eos = find("eos", eos)?;
-        Ok(Self { kind, tokens, index, unk, eos })
+        Ok(Self {
+            kind,
+            tokens,
+            index,
+            unk,
+            eos,
+        })
     }
 
     /// A character vocabulary: the sorted set of characters of `text`, plus U+FFFD as the unknown
@@ -129,7 +156,9 @@ impl Tokenizer {
         chars.sort_unstable();
         chars.dedup();
         if chars.is_empty() {
-            return Err(DataError::BadVocab("no characters to build a vocabulary from".into()));
+            return Err(DataError::BadVocab(
+                "no characters to build a vocabulary from".into(),
+            ));
         }
         let tokens = chars.into_iter().map(String::from).collect();
         let unk = with_unk.then(|| CHAR_UNK.to_string());
@@ -152,7 +181,10 @@ impl Tokenizer {
                 *counts.entry(tok).or_default() += 1;
             }
         }
-        let mut words: Vec<(&str, u64)> = counts.into_iter().filter(|&(_, c)| c >= opts.min_count as u64).collect();
+        let mut words: Vec<(&str, u64)> = counts
+            .into_iter()
+            .filter(|&(_, c)| c >= opts.min_count as u64)
+            .collect();
         words.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         if let Some(max) = opts.max_size {
             words.truncate(max - 2);
@@ -224,7 +256,10 @@ impl Tokenizer {
     /// The token strings of `text`, before mapping to ids.
     pub fn split<'a>(&self, text: &'a str) -> Vec<&'a str> {
         match self.kind {
-            TokenizerKind::Char => text.char_indices().map(|(i, c)| &text[i..i + c.len_utf8()]).collect(),
+            TokenizerKind::Char => text
+                .char_indices()
+                .map(|(i, c)| &text[i..i + c.len_utf8()])
+                .collect(),
             TokenizerKind::Word => word_tokens(text).collect(),
         }
     }
@@ -237,7 +272,12 @@ impl Tokenizer {
             match (self.index.get(tok), self.unk) {
                 (Some(&id), _) => ids.push(id),
                 (None, Some(unk)) => ids.push(unk),
-                (None, None) => return Err(DataError::UnknownToken { token: tok.to_string(), position }),
+                (None, None) => {
+                    return Err(DataError::UnknownToken {
+                        token: tok.to_string(),
+                        position,
+                    });
+                }
             }
         }
         Ok(ids)
@@ -250,7 +290,10 @@ impl Tokenizer {
         let mut out = String::new();
         let mut line_start = true;
         for &id in ids {
-            let tok = self.token(id).ok_or(DataError::UnknownId { id, size: self.len() })?;
+            let tok = self.token(id).ok_or(DataError::UnknownId {
+                id,
+                size: self.len(),
+            })?;
             match self.kind {
                 TokenizerKind::Char => out.push_str(tok),
                 TokenizerKind::Word if Some(id) == self.eos => {
@@ -285,7 +328,10 @@ impl Tokenizer {
 
     pub fn load(path: &Path) -> Result<Self> {
         let text = crate::corpus::read_utf8(path)?;
-        Self::from_json(&text).map_err(|e| DataError::BadFormat { path: path.to_path_buf(), reason: e.to_string() })
+        Self::from_json(&text).map_err(|e| DataError::BadFormat {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -303,11 +349,13 @@ pub fn word_tokens(text: &str) -> impl Iterator<Item = &str> {
 
 fn check_token(kind: TokenizerKind, tok: &str) -> Result<()> {
     match kind {
-        TokenizerKind::Char if tok.chars().count() != 1 => {
-            Err(DataError::BadVocab(format!("character vocabulary token {tok:?} is not one character")))
-        }
+        TokenizerKind::Char if tok.chars().count() != 1 => Err(DataError::BadVocab(format!(
+            "character vocabulary token {tok:?} is not one character"
+        ))),
         TokenizerKind::Word if tok.is_empty() || tok.chars().any(char::is_whitespace) => {
-            Err(DataError::BadVocab(format!("word vocabulary token {tok:?} is empty or holds whitespace")))
+            Err(DataError::BadVocab(format!(
+                "word vocabulary token {tok:?} is empty or holds whitespace"
+            )))
         }
         _ => Ok(()),
     }

@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
-use memaudit_data::fetch::{FetchOptions, FetchOutcome, RegistryClients, dataset_names, default_data_dir, fetch, human_bytes};
+use memaudit_data::fetch::{
+    FetchOptions, FetchOutcome, RegistryClients, dataset_names, default_data_dir, fetch,
+    human_bytes,
+};
 use serde_json::json;
 
 use crate::Ctx;
@@ -46,17 +49,31 @@ pub fn run(args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
 fn run_fetch(args: &FetchArgs, ctx: &Ctx) -> anyhow::Result<Report> {
     if let Some(names) = &args.only {
         if names.is_empty() || names.iter().any(|n| n.trim().is_empty()) {
-            return Err(user(format!("--only needs dataset names, comma-separated: {}", dataset_names())));
+            return Err(user(format!(
+                "--only needs dataset names, comma-separated: {}",
+                dataset_names()
+            )));
         }
-        if let Some(bad) = names.iter().find(|n| memaudit_data::fetch::dataset(n).is_none()) {
-            return Err(user(format!("--only: unknown dataset {bad:?}; known: {}", dataset_names())));
+        if let Some(bad) = names
+            .iter()
+            .find(|n| memaudit_data::fetch::dataset(n).is_none())
+        {
+            return Err(user(format!(
+                "--only: unknown dataset {bad:?}; known: {}",
+                dataset_names()
+            )));
         }
     }
     let dir = args.dir.clone().unwrap_or_else(default_data_dir);
-    let opts = FetchOptions { dir: dir.clone(), only: args.only.clone(), force: args.force };
+    let opts = FetchOptions {
+        dir: dir.clone(),
+        only: args.only.clone(),
+        force: args.force,
+    };
     ctx.note(format!("data cache: {}", dir.display()));
     let t0 = std::time::Instant::now();
-    let outcomes = fetch(&opts, &RegistryClients::new(), &mut |msg| ctx.note(msg)).map_err(|e| user(e.to_string()))?;
+    let outcomes = fetch(&opts, &RegistryClients::new(), &mut |msg| ctx.note(msg))
+        .map_err(|e| user(e.to_string()))?;
     let seconds = t0.elapsed().as_secs_f64();
     Ok(report(&dir, &outcomes, seconds))
 }
@@ -76,7 +93,11 @@ fn report(dir: &std::path::Path, outcomes: &[FetchOutcome], seconds: f64) -> Rep
             if o.downloaded { "fetched" } else { "cached" },
             o.files,
             human_bytes(o.bytes),
-            if o.downloaded { human_bytes(o.download_bytes) } else { "-".into() },
+            if o.downloaded {
+                human_bytes(o.download_bytes)
+            } else {
+                "-".into()
+            },
             o.seconds,
             o.source
         ));
