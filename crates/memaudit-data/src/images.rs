@@ -43,11 +43,13 @@ impl ImageSet {
         labels: Vec<u8>,
         max_value: u8,
     ) -> Result<Self> {
-        let per = channels * height * width;
-        if pixels.len() != n * per || labels.len() != n || max_value == 0 {
+        let need = [n, channels, height, width]
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d));
+        if need != Some(pixels.len()) || labels.len() != n || max_value == 0 {
             return Err(DataError::InvalidArgument(format!(
                 "image set of {n} x {channels}x{height}x{width} needs {} pixels and {n} labels (got {} and {}) and a positive max value (got {max_value})",
-                n * per,
+                need.map_or("too many".to_string(), |c| c.to_string()),
                 pixels.len(),
                 labels.len()
             )));
