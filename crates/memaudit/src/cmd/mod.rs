@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod data;
+
 use crate::Ctx;
 use crate::output::Report;
 
