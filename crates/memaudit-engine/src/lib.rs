@@ -14,6 +14,7 @@
 
 pub mod checkpoint;
 pub mod compute;
+pub mod datasets;
 pub mod dp;
 pub mod error;
 pub mod layer;
