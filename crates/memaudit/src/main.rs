@@ -5,6 +5,7 @@
 //! stderr; `--quiet` silences progress and notes.
 
 mod cmd;
+mod datasets;
 mod error;
 mod output;
 mod progress;
@@ -40,7 +41,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train a model (plain or DP-SGD).
-    Train(cmd::Stub),
+    Train(cmd::train::Args),
     /// Evaluate a saved model.
     Eval(cmd::Stub),
     /// Sample text from a saved language model.
@@ -101,7 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         quiet: cli.quiet,
     };
     match cli.command {
-        Command::Train(a) => a.run("train", &ctx),
+        Command::Train(a) => cmd::train::run(&a, &ctx),
         Command::Eval(a) => a.run("eval", &ctx),
         Command::Sample(a) => a.run("sample", &ctx),
         Command::Bench(a) => a.run("bench", &ctx),

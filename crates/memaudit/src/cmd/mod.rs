@@ -19,3 +19,5 @@ impl Stub {
         )))
     }
 }
+pub mod args;
+pub mod train;

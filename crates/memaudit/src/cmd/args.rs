@@ -1,0 +1,335 @@
+//! Flag groups shared by every command that trains (train, secret-sharer, dp-sweep, attack,
+//! dynamics), so the same flag means the same thing everywhere.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use memaudit_engine::layers::ActivationKind;
+use memaudit_engine::optim::{OptimizerConfig, Schedule};
+use memaudit_engine::privacy::AccountantKind;
+use memaudit_engine::sampler::SamplingMode;
+use memaudit_engine::train::ClipConfig;
+use memaudit_engine::ModelConfig;
+
+use crate::error::user;
+
+/// Which model, and its size.
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
+pub struct ModelArgs {
+    /// mlp, tutorial-cnn, groupnorm-cnn, logreg, lstm or gru (default: mlp for images and tables,
+    /// lstm for text, logreg for imdb).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// MLP hidden layer sizes, comma-separated.
+    #[arg(long, default_value = "256", value_delimiter = ',')]
+    pub hidden: Vec<usize>,
+    /// MLP activation: relu, tanh or sigmoid.
+    #[arg(long, default_value = "relu")]
+    pub activation: String,
+    /// Language models: embedding width.
+    #[arg(long, default_value_t = 32)]
+    pub embed: usize,
+    /// Language models: recurrent units per layer.
+    #[arg(long, default_value_t = 200)]
+    pub rnn_hidden: usize,
+    /// Language models: stacked recurrent layers (1-3).
+    #[arg(long, default_value_t = 2)]
+    pub rnn_layers: usize,
+    /// Dropout (MLP: after hidden layers; LMs: between layers and before the output).
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f32,
+    /// MLP: dropout on the input.
+    #[arg(long, default_value_t = 0.0)]
+    pub input_dropout: f32,
+}
+
+/// What the data looks like, for choosing and sizing a model.
+pub enum InputShape {
+    Image { channels: usize, height: usize, width: usize, classes: usize },
+    Flat { features: usize, classes: usize },
+    Sparse { features: usize, classes: usize },
+    Tokens { vocab: usize },
+}
+
+impl ModelArgs {
+    pub fn config(&self, input: &InputShape) -> Result<ModelConfig> {
+        let default = match input {
+            InputShape::Image { .. } | InputShape::Flat { .. } => "mlp",
+            InputShape::Sparse { .. } => "logreg",
+            InputShape::Tokens { .. } => "lstm",
+        };
+        let name = self.model.as_deref().unwrap_or(default);
+        let activation = match self.activation.as_str() {
+            "relu" => ActivationKind::Relu,
+            "tanh" => ActivationKind::Tanh,
+            "sigmoid" => ActivationKind::Sigmoid,
+            a => return Err(user(format!("--activation {a}: use relu, tanh or sigmoid"))),
+        };
+        let mismatch = || user(format!("--model {name} does not fit this data (see `memaudit train --help` for which models take which data)"));
+        if !(0.0..1.0).contains(&self.dropout) || !(0.0..1.0).contains(&self.input_dropout) {
+            return Err(user("--dropout and --input-dropout must be in [0, 1)"));
+        }
+        Ok(match (name, input) {
+            ("mlp", InputShape::Image { channels, height, width, classes }) => ModelConfig::Mlp {
+                input: channels * height * width,
+                hidden: self.hidden.clone(),
+                classes: *classes,
+                activation,
+                dropout: self.dropout,
+                input_dropout: self.input_dropout,
+            },
+            ("mlp", InputShape::Flat { features, classes }) => ModelConfig::Mlp {
+                input: *features,
+                hidden: self.hidden.clone(),
+                classes: *classes,
+                activation,
+                dropout: self.dropout,
+                input_dropout: self.input_dropout,
+            },
+            ("tutorial-cnn", InputShape::Image { channels, height, width, classes }) => {
+                ModelConfig::TutorialCnn { channels: *channels, height: *height, width: *width, classes: *classes }
+            }
+            ("groupnorm-cnn", InputShape::Image { channels, height, width, classes }) => {
+                ModelConfig::GroupNormCnn { channels: *channels, height: *height, width: *width, classes: *classes }
+            }
+            ("logreg", InputShape::Sparse { features, classes }) => ModelConfig::SparseLogReg { features: *features, classes: *classes },
+            ("lstm" | "gru", InputShape::Tokens { vocab }) => {
+                if !(1..=3).contains(&self.rnn_layers) {
+                    return Err(user(format!("--rnn-layers {}: use 1, 2 or 3", self.rnn_layers)));
+                }
+                let (vocab, embed, hidden, layers, dropout) = (*vocab, self.embed, self.rnn_hidden, self.rnn_layers, self.dropout);
+                if name == "lstm" {
+                    ModelConfig::LstmLm { vocab, embed, hidden, layers, dropout }
+                } else {
+                    ModelConfig::GruLm { vocab, embed, hidden, layers, dropout }
+                }
+            }
+            ("mlp" | "tutorial-cnn" | "groupnorm-cnn" | "logreg" | "lstm" | "gru", _) => return Err(mismatch()),
+            (other, _) => return Err(user(format!("--model {other}: use mlp, tutorial-cnn, groupnorm-cnn, logreg, lstm or gru"))),
+        })
+    }
+}
+
+/// Optimizer and schedule.
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
+pub struct OptimArgs {
+    /// sgd, adam or rmsprop.
+    #[arg(long, default_value = "sgd")]
+    pub optimizer: String,
+    /// Learning rate (default: 0.1 for sgd, 0.001 for adam and rmsprop).
+    #[arg(long)]
+    pub lr: Option<f32>,
+    #[arg(long, default_value_t = 0.0)]
+    pub momentum: f32,
+    #[arg(long)]
+    pub nesterov: bool,
+    /// L2 weight decay (coupled, as PyTorch).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// constant, cosine or step.
+    #[arg(long, default_value = "constant")]
+    pub schedule: String,
+    /// step schedule: multiply the rate by --gamma every this many epochs.
+    #[arg(long, default_value_t = 10)]
+    pub step_every: usize,
+    #[arg(long, default_value_t = 0.1)]
+    pub gamma: f32,
+}
+
+impl OptimArgs {
+    pub fn config(&self) -> Result<OptimizerConfig> {
+        let cfg = match self.optimizer.as_str() {
+            "sgd" => OptimizerConfig::Sgd { lr: self.lr.unwrap_or(0.1), momentum: self.momentum, nesterov: self.nesterov, weight_decay: self.weight_decay },
+            "adam" => OptimizerConfig::Adam { lr: self.lr.unwrap_or(1e-3), beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: self.weight_decay },
+            "rmsprop" => OptimizerConfig::RmsProp { lr: self.lr.unwrap_or(1e-3), alpha: 0.99, eps: 1e-8, momentum: self.momentum, weight_decay: self.weight_decay },
+            o => return Err(user(format!("--optimizer {o}: use sgd, adam or rmsprop"))),
+        };
+        cfg.validate().map_err(|e| user(format!("optimizer flags: {e}")))?;
+        Ok(cfg)
+    }
+
+    pub fn schedule(&self, steps_per_epoch: u64, epochs: usize) -> Result<Schedule> {
+        Ok(match self.schedule.as_str() {
+            "constant" => Schedule::Constant,
+            "cosine" => Schedule::Cosine { total: steps_per_epoch * epochs as u64, min_factor: 0.0 },
+            "step" => Schedule::Step { every: steps_per_epoch * self.step_every.max(1) as u64, gamma: self.gamma },
+            s => return Err(user(format!("--schedule {s}: use constant, cosine or step"))),
+        })
+    }
+}
+
+/// DP-SGD. Training is private when --noise-multiplier or --target-epsilon is given.
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
+pub struct PrivacyArgs {
+    /// Noise standard deviation / clip bound (0 = clipping without noise: epsilon is infinite).
+    #[arg(long, value_name = "SIGMA", conflicts_with = "target_epsilon")]
+    pub noise_multiplier: Option<f64>,
+    /// Calibrate the noise multiplier so that epsilon after all epochs is at most this.
+    #[arg(long, value_name = "EPS")]
+    pub target_epsilon: Option<f64>,
+    /// Per-example clip bound C (flat, over all parameters).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    /// Per-layer clip bounds, one per parameterised layer in order (total sensitivity sqrt(sum C_k^2)).
+    #[arg(long, value_delimiter = ',', conflicts_with = "adaptive_clip")]
+    pub clip_per_layer: Option<Vec<f64>>,
+    /// Adaptive clipping to a quantile of the gradient norms (Andrew et al.); --clip is the start.
+    #[arg(long)]
+    pub adaptive_clip: bool,
+    /// Adaptive clipping: target unclipped fraction.
+    #[arg(long, default_value_t = 0.5)]
+    pub target_quantile: f64,
+    /// Adaptive clipping: geometric learning rate.
+    #[arg(long, default_value_t = 0.2)]
+    pub clip_lr: f64,
+    /// Adaptive clipping: noise on the unclipped count (default: batch size / 20).
+    #[arg(long)]
+    pub clip_count_stddev: Option<f64>,
+    /// Delta of the (epsilon, delta) guarantee.
+    #[arg(long, default_value_t = 1e-5)]
+    pub delta: f64,
+    /// rdp or pld.
+    #[arg(long, default_value = "rdp")]
+    pub accountant: String,
+    /// Stop training before epsilon would exceed this.
+    #[arg(long, value_name = "EPS")]
+    pub max_epsilon: Option<f64>,
+    /// poisson (default for private runs; what the accounting assumes) or shuffle.
+    #[arg(long)]
+    pub sampling: Option<String>,
+    /// Run a logical batch as chunks of at most this many examples (same result, less memory).
+    #[arg(long, value_name = "N")]
+    pub physical_batch: Option<usize>,
+    /// Seed the DP noise and the Poisson sampler from --seed (reproducible research only: anyone
+    /// with the seed can regenerate the noise).
+    #[arg(long)]
+    pub seeded_noise: bool,
+}
+
+impl PrivacyArgs {
+    pub fn is_private(&self) -> bool {
+        self.noise_multiplier.is_some() || self.target_epsilon.is_some()
+    }
+
+    pub fn accountant(&self) -> Result<AccountantKind> {
+        match self.accountant.as_str() {
+            "rdp" => Ok(AccountantKind::Rdp),
+            "pld" => Ok(AccountantKind::Pld),
+            a => Err(user(format!("--accountant {a}: use rdp or pld"))),
+        }
+    }
+
+    pub fn sampling(&self) -> Result<SamplingMode> {
+        match self.sampling.as_deref() {
+            None => Ok(if self.is_private() { SamplingMode::Poisson } else { SamplingMode::Shuffle }),
+            Some("poisson") => Ok(SamplingMode::Poisson),
+            Some("shuffle") => Ok(SamplingMode::Shuffle),
+            Some(s) => Err(user(format!("--sampling {s}: use poisson or shuffle"))),
+        }
+    }
+
+    /// Check the flags that make sense on their own (before any data is loaded).
+    pub fn validate(&self) -> Result<()> {
+        if let Some(s) = self.noise_multiplier
+            && !(s >= 0.0 && s.is_finite())
+        {
+            return Err(user(format!("--noise-multiplier must be >= 0 and finite, got {s}")));
+        }
+        if let Some(e) = self.target_epsilon
+            && !(e > 0.0 && e.is_finite())
+        {
+            return Err(user(format!("--target-epsilon must be > 0 and finite, got {e}")));
+        }
+        if !(self.clip > 0.0 && self.clip.is_finite()) {
+            return Err(user(format!("--clip must be > 0, got {}", self.clip)));
+        }
+        if let Some(b) = &self.clip_per_layer
+            && b.iter().any(|c| !(*c > 0.0 && c.is_finite()))
+        {
+            return Err(user("--clip-per-layer: every bound must be > 0"));
+        }
+        if !(self.delta > 0.0 && self.delta < 1.0) {
+            return Err(user(format!("--delta must be in (0, 1), got {}", self.delta)));
+        }
+        if let Some(m) = self.max_epsilon
+            && !(m > 0.0)
+        {
+            return Err(user(format!("--max-epsilon must be > 0, got {m}")));
+        }
+        if self.physical_batch == Some(0) {
+            return Err(user("--physical-batch must be at least 1"));
+        }
+        if self.adaptive_clip && !(0.0..=1.0).contains(&self.target_quantile) {
+            return Err(user(format!("--target-quantile must be in [0, 1], got {}", self.target_quantile)));
+        }
+        self.accountant()?;
+        self.sampling()?;
+        Ok(())
+    }
+
+    /// The clipping rule for a model whose parameterised layers are `param_layers` (indices of
+    /// the model's layers that have parameters) out of `n_layers`.
+    pub fn clip_config(&self, param_layers: &[usize], n_layers: usize) -> Result<ClipConfig> {
+        if self.adaptive_clip {
+            return Ok(ClipConfig::Adaptive {
+                initial: self.clip,
+                target_quantile: self.target_quantile,
+                learning_rate: self.clip_lr,
+                count_stddev: self.clip_count_stddev,
+                geometric: true,
+            });
+        }
+        if let Some(bounds) = &self.clip_per_layer {
+            if bounds.len() != param_layers.len() {
+                return Err(user(format!(
+                    "--clip-per-layer: {} bounds given, the model has {} layers with parameters",
+                    bounds.len(),
+                    param_layers.len()
+                )));
+            }
+            // Layers without parameters join group 0 (they contribute nothing to any norm).
+            let mut group_of_layer = vec![0usize; n_layers];
+            for (g, &l) in param_layers.iter().enumerate() {
+                group_of_layer[l] = g;
+            }
+            return Ok(ClipConfig::PerLayer { bounds: bounds.clone(), group_of_layer });
+        }
+        Ok(ClipConfig::Flat { bound: self.clip })
+    }
+}
+
+/// Epochs, batch, seed and the run folder.
+#[derive(clap::Args, Debug, Clone, serde::Serialize)]
+pub struct RunArgs {
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    /// Expected (logical) batch size: q = batch / N under Poisson sampling.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Seed for initialisation, data order and dropout (default: drawn at random and recorded).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run folder (run.json, metrics.csv, checkpoints, report.html).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Overwrite a folder that holds another run.
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
+    /// Continue the run in --out from its newest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+impl RunArgs {
+    /// The seed to use (drawn from the OS when not given; always recorded).
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or_else(|| {
+            use rand::Rng;
+            rand::rng().random()
+        })
+    }
+
+    pub fn reuse(&self) -> crate::rundir::Reuse {
+        crate::rundir::Reuse { force: self.force, resume: self.resume }
+    }
+}

@@ -1,0 +1,404 @@
+//! `memaudit train`: train a model, plain or with DP-SGD, into a run folder.
+
+use anyhow::{Context, Result};
+use memaudit_data::Tokenizer;
+use memaudit_engine::privacy;
+use memaudit_engine::sampler::SamplingMode;
+use memaudit_engine::train::{Dataset, EpochInfo, PrivacyConfig, StopReason, TrainConfig, TrainObserver, Trainer};
+use memaudit_engine::{Model, ModelConfig};
+use serde_json::{Value, json};
+
+use super::args::{InputShape, ModelArgs, OptimArgs, PrivacyArgs, RunArgs};
+use crate::Ctx;
+use crate::datasets::DataArgs;
+use crate::error::user;
+use crate::output::{Report, fmt_f64, num};
+use crate::progress::Progress;
+use crate::report::{self, Series};
+use crate::rundir::{MetricsCsv, RunDir};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub optim: OptimArgs,
+    #[command(flatten)]
+    pub privacy: PrivacyArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Data ready for the trainer.
+pub struct Prepared {
+    pub name: String,
+    pub train: Box<dyn Dataset>,
+    pub valid: Option<Box<dyn Dataset>>,
+    pub input: InputShape,
+    pub tokenizer: Option<Tokenizer>,
+}
+
+/// Load the data named by `--data`.
+pub fn prepare(data: &DataArgs) -> Result<Prepared> {
+    if data.is_image() {
+        let d = data.images()?;
+        return Ok(Prepared {
+            name: data.data.clone(),
+            train: Box::new(d.train),
+            valid: Some(Box::new(d.test)),
+            input: InputShape::Image { channels: d.channels, height: d.height, width: d.width, classes: d.classes },
+            tokenizer: None,
+        });
+    }
+    match data.data.as_str() {
+        "imdb" => {
+            let (train, test, vec) = data.imdb(100_000)?;
+            Ok(Prepared {
+                name: "imdb".into(),
+                train: Box::new(train),
+                valid: Some(Box::new(test)),
+                input: InputShape::Sparse { features: vec.terms().len(), classes: 2 },
+                tokenizer: None,
+            })
+        }
+        "adult" => {
+            let (train, test) = data.adult()?;
+            let features = train.per_example();
+            Ok(Prepared { name: "adult".into(), train: Box::new(train), valid: Some(Box::new(test)), input: InputShape::Flat { features, classes: 2 }, tokenizer: None })
+        }
+        _ => {
+            let corpus = data.text()?;
+            let tok = data.tokenizer(&corpus, &[])?;
+            let train = data.windows(tok.encode(&corpus.train)?)?;
+            let valid = data.windows(tok.encode(&corpus.valid)?)?;
+            if train.is_empty() {
+                return Err(user(format!("--data {}: the training text is shorter than one window of --seq-len {}", data.data, data.seq_len)));
+            }
+            Ok(Prepared { name: corpus.name, train: Box::new(train), valid: Some(Box::new(valid)), input: InputShape::Tokens { vocab: tok.len() }, tokenizer: Some(tok) })
+        }
+    }
+}
+
+/// MLPs take flat vectors: view images as such.
+pub fn flatten_for(model: &ModelConfig, prepared: Prepared) -> Prepared {
+    if !matches!(model, ModelConfig::Mlp { .. }) {
+        return prepared;
+    }
+    // DenseDataset batches carry the example shape; an MLP needs [B, F]. Wrap to flatten.
+    struct Flat(Box<dyn Dataset>);
+    impl Dataset for Flat {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn batch(&self, idx: &[usize]) -> memaudit_engine::Batch {
+            let mut b = self.0.batch(idx);
+            if let memaudit_engine::Value::Dense(t) = &mut b.input {
+                let n = t.shape[0];
+                let f = if n == 0 { t.shape[1..].iter().product() } else { t.data.len() / n };
+                t.shape = vec![n, f];
+            }
+            b
+        }
+    }
+    Prepared { train: Box::new(Flat(prepared.train)), valid: prepared.valid.map(|v| Box::new(Flat(v)) as Box<dyn Dataset>), ..prepared }
+}
+
+/// The privacy configuration of a run (noise calibrated if a target epsilon was given).
+pub fn privacy_config(p: &PrivacyArgs, model: &Model, n: usize, batch: usize, epochs: usize, ctx: &Ctx) -> Result<Option<PrivacyConfig>> {
+    p.validate()?;
+    if !p.is_private() {
+        return Ok(None);
+    }
+    let accountant = p.accountant()?;
+    let q = batch as f64 / n as f64;
+    let steps = epochs as u64 * n.div_ceil(batch) as u64;
+    let sigma = match (p.noise_multiplier, p.target_epsilon) {
+        (Some(s), _) => s,
+        (None, Some(target)) => {
+            let s = privacy::calibrate(q, steps, p.delta, target, accountant).map_err(|e| user(format!("--target-epsilon {target}: {e}")))?;
+            ctx.note(format!("calibrated noise multiplier {s:.5} for epsilon <= {target} at delta {} over {steps} steps (q = {q:.6})", p.delta));
+            s
+        }
+        (None, None) => unreachable!(),
+    };
+    if p.delta > 1.0 / n as f64 {
+        ctx.note(format!("warning: --delta {} is larger than 1/N = {:.2e}; a mechanism that publishes one random example would satisfy it", p.delta, 1.0 / n as f64));
+    }
+    let param_layers: Vec<usize> = (0..model.num_layers()).filter(|&l| !model.param_range(l).is_empty()).collect();
+    Ok(Some(PrivacyConfig { noise_multiplier: sigma, clipping: p.clip_config(&param_layers, model.num_layers())?, delta: p.delta, accountant, max_epsilon: p.max_epsilon }))
+}
+
+/// The privacy statement of a finished run, aware of how batches were sampled.
+pub fn statement_text(cfg: &TrainConfig, n: usize, epochs_done: f64) -> Result<Option<(String, Value)>> {
+    let Some(p) = &cfg.privacy else { return Ok(None) };
+    let st = privacy::statement(n as u64, cfg.batch_size as u64, epochs_done, p.noise_multiplier, p.delta, p.accountant)?;
+    let mut text = String::new();
+    if cfg.sampling == SamplingMode::Shuffle {
+        text.push_str(
+            "This run used shuffled fixed-size batches, not Poisson sampling. The guarantee is the \
+'once per epoch' figure below; the Poisson figure is only an approximation for this run.\n\n",
+        );
+    }
+    text.push_str(&st.0);
+    Ok(Some((text, st.1)))
+}
+
+/// Progress, metrics.csv and per-epoch lines, plus an optional extra per-epoch hook.
+pub struct CliObserver<'a> {
+    pub progress: Progress,
+    pub metrics: MetricsCsv,
+    pub epochs: Vec<EpochInfo>,
+    pub extra: Option<Box<dyn FnMut(&EpochInfo, &Model, &[f32]) -> memaudit_engine::Result<()> + 'a>>,
+    pub total_steps: u64,
+}
+
+pub const METRIC_COLUMNS: [&str; 11] = [
+    "epoch",
+    "step",
+    "train_loss",
+    "train_accuracy",
+    "valid_loss",
+    "valid_accuracy",
+    "epsilon",
+    "epsilon_no_amplification",
+    "clip_bound",
+    "clipped_fraction",
+    "seconds",
+];
+
+impl TrainObserver for CliObserver<'_> {
+    fn on_step(&mut self, info: &memaudit_engine::train::StepInfo, _m: &Model, _p: &[f32]) -> memaudit_engine::Result<()> {
+        self.progress.set(info.step, &format!("loss {:.4}", info.loss));
+        Ok(())
+    }
+    fn on_epoch(&mut self, e: &EpochInfo, model: &Model, params: &[f32]) -> memaudit_engine::Result<()> {
+        let f = |x: f64| Some(x);
+        let _ = self.metrics.append(&[
+            f(e.epoch as f64),
+            f(e.step as f64),
+            f(e.train_loss),
+            f(e.train_accuracy),
+            e.valid_loss,
+            e.valid_accuracy,
+            e.epsilon,
+            e.epsilon_no_amplification,
+            e.clip_bound,
+            e.clipped_fraction,
+            f(e.seconds),
+        ]);
+        let mut line = format!("epoch {}: train loss {:.4}", e.epoch, e.train_loss);
+        if let Some(v) = e.valid_loss {
+            line += &format!(", valid loss {v:.4}");
+        }
+        if let Some(a) = e.valid_accuracy {
+            line += &format!(", valid accuracy {:.4}", a);
+        }
+        if let Some(eps) = e.epsilon {
+            line += &format!(", epsilon {}", fmt_f64(eps));
+        }
+        line += &format!(" ({:.1}s)", e.seconds);
+        self.progress.line(&line);
+        self.epochs.push(e.clone());
+        if let Some(h) = self.extra.as_mut() {
+            h(e, model, params)?;
+        }
+        Ok(())
+    }
+}
+
+/// Plots of the epoch metrics.
+pub fn epoch_plots(r: &mut report::Report, epochs: &[EpochInfo]) {
+    let pts = |f: &dyn Fn(&EpochInfo) -> Option<f64>| -> Vec<(f64, f64)> { epochs.iter().filter_map(|e| f(e).map(|y| (e.epoch as f64, y))).collect() };
+    r.svg(&report::chart(
+        "Loss",
+        "epoch",
+        "mean loss per example (nats)",
+        &[Series::line("train", pts(&|e| Some(e.train_loss))), Series::line("valid", pts(&|e| e.valid_loss))],
+    ));
+    r.svg(&report::chart(
+        "Accuracy",
+        "epoch",
+        "accuracy",
+        &[Series::line("train", pts(&|e| Some(e.train_accuracy))), Series::line("valid", pts(&|e| e.valid_accuracy))],
+    ));
+    if epochs.iter().any(|e| e.epsilon.is_some_and(f64::is_finite)) {
+        let mut s = vec![Series::line("epsilon (Poisson)", pts(&|e| e.epsilon))];
+        if epochs.iter().any(|e| e.epsilon_no_amplification.is_some()) {
+            s.push(Series::line("epsilon (once per epoch)", pts(&|e| e.epsilon_no_amplification)));
+        }
+        r.svg(&report::chart("Privacy spent", "epoch", "epsilon", &s));
+    }
+}
+
+pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
+    args.privacy.validate()?;
+    if args.run.epochs == 0 {
+        return Err(user("--epochs must be at least 1"));
+    }
+    let prepared = prepare(&args.data)?;
+    let model_cfg = args.model.config(&prepared.input)?;
+    let prepared = flatten_for(&model_cfg, prepared);
+    let model = model_cfg.build().map_err(|e| user(format!("model flags: {e}")))?;
+    let n = prepared.train.len();
+    if args.run.batch_size == 0 || args.run.batch_size > n {
+        return Err(user(format!("--batch-size {} must be between 1 and the training set size {n}", args.run.batch_size)));
+    }
+    let seed = args.run.seed();
+    let privacy = privacy_config(&args.privacy, &model, n, args.run.batch_size, args.run.epochs, ctx)?;
+    let sampling = args.privacy.sampling()?;
+    let steps_per_epoch = match sampling {
+        SamplingMode::Poisson => n.div_ceil(args.run.batch_size),
+        SamplingMode::Shuffle => n / args.run.batch_size,
+    } as u64;
+    let cfg = TrainConfig {
+        model: model_cfg.clone(),
+        optimizer: args.optim.config()?,
+        schedule: args.optim.schedule(steps_per_epoch, args.run.epochs)?,
+        epochs: args.run.epochs,
+        batch_size: args.run.batch_size,
+        physical_batch: args.privacy.physical_batch,
+        sampling,
+        seed,
+        privacy,
+        seeded_noise: args.privacy.seeded_noise,
+    };
+    let run_cfg = json!({ "train": cfg, "data": args.data });
+    let mut rd = RunDir::open(&args.run.out, "train", &run_cfg, Some(seed), args.run.reuse())?;
+    if let Some(tok) = &prepared.tokenizer {
+        tok.save(&rd.file("tokenizer.json")).context("saving the tokenizer")?;
+    }
+    let mut trainer = Trainer::new(cfg.clone(), n, Some(&rd.checkpoints()), rd.resuming).map_err(|e| user(e.to_string()))?;
+    if trainer.noise_is_seeded() {
+        ctx.note("note: the DP noise is seeded from --seed (--seeded-noise): anyone with the seed can regenerate it; use only for reproducible research");
+    }
+    let outcome = train_with_report(ctx, &mut rd, &mut trainer, &prepared, n, None, "memaudit train")?;
+    Ok(outcome.report)
+}
+
+/// What `train_with_report` returns.
+pub struct TrainOutcome {
+    pub report: Report,
+    pub epochs: Vec<EpochInfo>,
+    pub html: report::Report,
+    pub stop: StopReason,
+    pub summary: Value,
+}
+
+/// Train, write metrics.csv, report.html and run.json results; the report can be extended by the
+/// caller (`extra` runs after each epoch).
+pub fn train_with_report<'a>(
+    ctx: &Ctx,
+    rd: &mut RunDir,
+    trainer: &mut Trainer,
+    prepared: &Prepared,
+    n: usize,
+    extra: Option<Box<dyn FnMut(&EpochInfo, &Model, &[f32]) -> memaudit_engine::Result<()> + 'a>>,
+    title: &str,
+) -> Result<TrainOutcome> {
+    let cfg = trainer.config.clone();
+    let steps_per_epoch = match cfg.sampling {
+        SamplingMode::Poisson => n.div_ceil(cfg.batch_size),
+        SamplingMode::Shuffle => n / cfg.batch_size,
+    } as u64;
+    let total = steps_per_epoch * cfg.epochs as u64;
+    let mut obs = CliObserver {
+        progress: Progress::new("train", total, ctx.quiet || ctx.json),
+        metrics: MetricsCsv::open(&rd.file("metrics.csv"), &METRIC_COLUMNS, rd.resuming)?,
+        epochs: Vec::new(),
+        extra,
+        total_steps: total,
+    };
+    if let Some(from) = &trainer.resumed_from {
+        ctx.note(format!("resuming from {} (epoch {}, step {})", from.display(), trainer.epoch, trainer.step));
+    }
+    let stop = trainer.run(prepared.train.as_ref(), prepared.valid.as_deref(), &mut obs).map_err(|e| user(e.to_string()))?;
+    obs.progress.finish();
+    if stop == StopReason::PrivacyBudget {
+        ctx.note(format!("stopped at step {}: the next step would exceed --max-epsilon", trainer.step));
+    }
+    let epochs_done = trainer.step as f64 / steps_per_epoch.max(1) as f64;
+    let statement = statement_text(&cfg, n, epochs_done)?;
+    let eps = trainer.epsilon()?;
+    let last = obs.epochs.last().cloned();
+    let summary = json!({
+        "run": rd.path.display().to_string(),
+        "data": prepared.name,
+        "model": cfg.model,
+        "parameters": trainer.model.num_params(),
+        "epochs": trainer.epoch,
+        "steps": trainer.step,
+        "seed": cfg.seed,
+        "stop_reason": stop,
+        "train_loss": last.as_ref().map(|e| num(e.train_loss)),
+        "valid_loss": last.as_ref().and_then(|e| e.valid_loss).map(num),
+        "valid_accuracy": last.as_ref().and_then(|e| e.valid_accuracy).map(num),
+        "private": cfg.privacy.is_some(),
+        "epsilon": eps.map(num),
+        "delta": cfg.privacy.as_ref().map(|p| p.delta),
+        "noise_multiplier": cfg.privacy.as_ref().map(|p| p.noise_multiplier),
+        "noise_seeded": trainer.noise_is_seeded(),
+        "sampling": cfg.sampling,
+        "privacy_statement": statement.as_ref().map(|s| s.1.clone()),
+    });
+    let mut html = report::Report::new(&format!("{title}: {} on {}", model_name(&cfg.model), prepared.name));
+    html.table(
+        &["", ""],
+        &[
+            vec!["data".into(), prepared.name.clone()],
+            vec!["training examples".into(), n.to_string()],
+            vec!["model".into(), model_name(&cfg.model)],
+            vec!["parameters".into(), trainer.model.num_params().to_string()],
+            vec!["epochs, steps".into(), format!("{}, {}", trainer.epoch, trainer.step)],
+            vec!["seed".into(), cfg.seed.to_string()],
+            vec!["valid loss".into(), last.as_ref().and_then(|e| e.valid_loss).map_or("-".into(), fmt_f64)],
+            vec!["valid accuracy".into(), last.as_ref().and_then(|e| e.valid_accuracy).map_or("-".into(), fmt_f64)],
+            vec!["epsilon".into(), eps.map_or("not private".into(), fmt_f64)],
+        ],
+    );
+    epoch_plots(&mut html, &obs.epochs);
+    if let Some((text, _)) = &statement {
+        html.heading("Privacy statement");
+        html.pre(text);
+    }
+    if trainer.noise_is_seeded() {
+        html.para("The DP noise of this run was seeded from --seed (--seeded-noise) for reproducible research: anyone with the seed can regenerate it.");
+    }
+    html.heading("Configuration");
+    html.pre(&serde_json::to_string_pretty(&cfg)?);
+    html.write(&rd.file("report.html"))?;
+    rd.set("results", summary.clone())?;
+    rd.finish("completed")?;
+    let mut text = format!(
+        "trained {} on {} for {} epochs ({} steps)",
+        model_name(&cfg.model),
+        prepared.name,
+        trainer.epoch,
+        trainer.step
+    );
+    if let Some(l) = &last {
+        if let Some(v) = l.valid_loss {
+            text += &format!("\nvalid loss {}", fmt_f64(v));
+        }
+        if let Some(a) = l.valid_accuracy {
+            text += &format!(", valid accuracy {}", fmt_f64(a));
+        }
+    }
+    if let Some((s, _)) = &statement {
+        text += &format!("\n\n{s}");
+    }
+    text += &format!("\n\nrun folder: {}\nreport: {}", rd.path.display(), rd.file("report.html").display());
+    Ok(TrainOutcome { report: Report::new(text, summary.clone()), epochs: obs.epochs, html, stop, summary })
+}
+
+pub fn model_name(m: &ModelConfig) -> String {
+    match m {
+        ModelConfig::Mlp { hidden, .. } => format!("MLP {hidden:?}"),
+        ModelConfig::SparseLogReg { features, .. } => format!("logistic regression ({features} features)"),
+        ModelConfig::TutorialCnn { .. } => "TF Privacy tutorial CNN".into(),
+        ModelConfig::GroupNormCnn { .. } => "GroupNorm CNN".into(),
+        ModelConfig::LstmLm { layers, hidden, .. } => format!("LSTM LM {layers}x{hidden}"),
+        ModelConfig::GruLm { layers, hidden, .. } => format!("GRU LM {layers}x{hidden}"),
+    }
+}
