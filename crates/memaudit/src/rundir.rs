@@ -79,7 +79,7 @@ impl RunDir {
             match previous {
                 Some(prev) => {
                     let same = prev.get("command").and_then(Value::as_str) == Some(command)
-                        && prev.get("config") == Some(config);
+                        && prev.get("config").map(without_epochs) == Some(without_epochs(config));
                     if reuse.resume && !reuse.force {
                         if !same {
                             return Err(user(format!(
@@ -171,6 +171,15 @@ impl RunDir {
     }
 }
 
+/// `v` with every `epochs` field removed: what must match for `--resume`.
+fn without_epochs(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().filter(|(k, _)| k.as_str() != "epochs").map(|(k, v)| (k.clone(), without_epochs(v))).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(without_epochs).collect()),
+        other => other.clone(),
+    }
+}
+
 /// A CSV of per-epoch (or per-step) metrics; appended row by row so a crash keeps what was logged.
 pub struct MetricsCsv {
     path: PathBuf,
@@ -229,7 +238,7 @@ mod tests {
     fn refuses_a_different_run_without_force_and_leaves_it_untouched() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("run");
-        let cfg = json!({"a": 1});
+        let cfg = json!({"a": 1, "epochs": 3});
         RunDir::open(&p, "train", &cfg, Some(1), Reuse::default()).unwrap();
         fs::write(p.join("marker"), b"x").unwrap();
         let before = fs::read(p.join("run.json")).unwrap();
