@@ -15,7 +15,7 @@ use memaudit_engine::SparseInput;
 use crate::error::user;
 
 /// Where data comes from and how text is tokenised (flags shared by every training command).
-#[derive(clap::Args, Debug, Clone, serde::Serialize)]
+#[derive(clap::Args, Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DataArgs {
     /// Dataset: digits, mnist, fashion-mnist, embedded, moby-dick, ptb, shakespeare, sotu, imdb,
     /// adult, or a path to a UTF-8 text file or folder.

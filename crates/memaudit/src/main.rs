@@ -43,7 +43,7 @@ enum Command {
     /// Train a model (plain or DP-SGD).
     Train(cmd::train::Args),
     /// Evaluate a saved model.
-    Eval(cmd::Stub),
+    Eval(cmd::eval::Args),
     /// Sample text from a saved language model.
     Sample(cmd::Stub),
     /// Benchmarks (engine, dp, accounting, exposure).
@@ -103,7 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
     };
     match cli.command {
         Command::Train(a) => cmd::train::run(&a, &ctx),
-        Command::Eval(a) => a.run("eval", &ctx),
+        Command::Eval(a) => cmd::eval::run(&a, &ctx),
         Command::Sample(a) => a.run("sample", &ctx),
         Command::Bench(a) => a.run("bench", &ctx),
         Command::Data(a) => cmd::data::run(&a, &ctx),

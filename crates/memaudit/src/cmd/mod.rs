@@ -21,3 +21,4 @@ impl Stub {
 }
 pub mod args;
 pub mod train;
+pub mod eval;

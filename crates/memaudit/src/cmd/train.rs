@@ -42,6 +42,11 @@ pub struct Prepared {
 
 /// Load the data named by `--data`.
 pub fn prepare(data: &DataArgs) -> Result<Prepared> {
+    prepare_with(data, None)
+}
+
+/// Load the data; text is encoded with `tokenizer` when given (a saved run's vocabulary).
+pub fn prepare_with(data: &DataArgs, tokenizer: Option<Tokenizer>) -> Result<Prepared> {
     if data.is_image() {
         let d = data.images()?;
         return Ok(Prepared {
@@ -70,7 +75,10 @@ pub fn prepare(data: &DataArgs) -> Result<Prepared> {
         }
         _ => {
             let corpus = data.text()?;
-            let tok = data.tokenizer(&corpus, &[])?;
+            let tok = match tokenizer {
+                Some(t) => t,
+                None => data.tokenizer(&corpus, &[])?,
+            };
             let train = data.windows(tok.encode(&corpus.train)?)?;
             let valid = data.windows(tok.encode(&corpus.valid)?)?;
             if train.is_empty() {
