@@ -242,7 +242,7 @@ fn tail_ln_cdf(z: f64, a: f64) -> Option<f64> {
     // d/du ℓ at 0 = z - a φ(az)/Φ(az).
     let mills = (norm_ln_pdf(a * z) - norm_ln_cdf(a * z)).exp();
     let slope = z - a * mills;
-    if !(slope < 0.0) || !ell0.is_finite() {
+    if slope.is_nan() || slope >= 0.0 || !ell0.is_finite() {
         return None;
     }
     // Bracket U with ℓ(U) - ℓ(0) in [-100, -40] by doubling then bisection (ℓ is concave).
@@ -270,7 +270,7 @@ fn tail_ln_cdf(z: f64, a: f64) -> Option<f64> {
 /// scipy's `_penalized_nnlf` for theta = (a, loc, scale).
 fn penalized_nnlf(theta: &[f64], data: &[f64]) -> f64 {
     let (a, loc, scale) = (theta[0], theta[1], theta[2]);
-    if !a.is_finite() || !(scale > 0.0) {
+    if !a.is_finite() || scale.is_nan() || scale <= 0.0 {
         return f64::INFINITY;
     }
     let mut total = 0.0;
