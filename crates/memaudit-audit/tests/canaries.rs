@@ -102,6 +102,12 @@ fn manifest_roundtrip_and_contents() {
     let path = dir.path().join("canaries.json");
     m.save(&path).unwrap();
     assert_eq!(CanaryManifest::load(&path).unwrap(), m);
+    // |R| above u64 survives the JSON roundtrip
+    let big = tokenized("{letters:20}");
+    let mb = generate_canaries(&big, &[1], 2, &[0], 9).unwrap();
+    assert_eq!(mb.space_size, 26u128.pow(20));
+    mb.save(&path).unwrap();
+    assert_eq!(CanaryManifest::load(&path).unwrap(), mb);
     std::fs::write(&path, "{\"format_version\": 1}").unwrap();
     let err = CanaryManifest::load(&path).unwrap_err();
     assert!(err.to_string().contains("canaries.json"), "{err}");

@@ -148,3 +148,24 @@ fn limits_and_vocabulary_are_checked() {
         Err(AuditError::TokenOutOfVocab { .. })
     ));
 }
+
+/// For secrets drawn uniformly from R under a model that never saw them, rank/|R| is uniform, so
+/// mean exposure is E[-log2 U] = 1/ln 2 = 1.443 (papers.md 2.1 baseline). 400 secrets: standard
+/// error 1.44/20 = 0.072, tolerance 0.3 (the statistical criterion).
+#[test]
+fn never_inserted_canaries_have_chance_exposure() {
+    use rand::SeedableRng;
+    let tpl = tokenized("pin {digits:4}");
+    let lm = MockLm::new(common::VOCAB.chars().count(), 6, 77);
+    let secrets = tpl
+        .space()
+        .sample_distinct(400, &[], &mut rand_chacha::ChaCha8Rng::seed_from_u64(3))
+        .unwrap();
+    let scorer = Scorer::new(&lm, &tpl, WalkOptions::default()).unwrap();
+    let r = scorer.exact_ranks(&secrets, 10_000).unwrap();
+    let mean = r.ranks.iter().map(|x| x.exposure).sum::<f64>() / 400.0;
+    assert!(
+        (mean - 1.0 / std::f64::consts::LN_2).abs() < 0.3,
+        "mean exposure {mean}"
+    );
+}
