@@ -1,1 +1,49 @@
-//! memaudit-audit (under construction).
+//! memaudit-audit: Carlini et al., "The Secret Sharer: Evaluating and Testing Unintended
+//! Memorization in Neural Networks" (USENIX Security 2019), for any [`IncrementalLm`].
+//!
+//! - [`template`]: canary templates with typed slots, the randomness space R, a mixed-radix
+//!   bijection index <-> candidate, seeded distinct draws.
+//! - [`tokens`]: a template in the model's token ids ([`CanaryTokenizer`] is the caller's).
+//! - [`canaries`]: secrets per repetition count, insertion into the training stream inside one
+//!   training window, the JSON manifest saved with a run, reference candidates.
+//! - [`scoring`]: log-perplexity (sum of -log2 p), batched; exhaustive scoring of R by a
+//!   breadth-first trie walk; streaming exact ranks that never store R.
+//! - [`exposure`]: exact exposure from rank, TF Privacy's interpolation (same tie handling), and
+//!   extrapolation through [`skewnorm`] (Owen's T, log-space tail, scipy-equivalent MLE fit).
+//! - [`extraction`]: exact best-first (Dijkstra) search, batched; beam and budget variants.
+//! - [`tracking`]: per-epoch exposure records as CSV/JSON.
+//! - [`testing`]: a deterministic n-gram mock LM with a planted sequence, for oracle tests.
+//!
+//! How it is computed, with tolerances: `docs/secret-sharer.md` in the repository.
+//!
+//! Dependencies: `memaudit-engine` (the `IncrementalLm` trait); `thiserror` (typed errors);
+//! `serde`/`serde_json` (manifest, records); `csv` (exposure tables); `rand`/`rand_chacha`
+//! (seeded, platform-independent draws); `rayon` (parallel subtrees and batches); `libm`
+//! (`erfc`, accurate in the tails, for Φ; no maintained crate has Owen's T or a skew-normal fit
+//! matching scipy, so those are here).
+
+pub mod canaries;
+pub mod error;
+pub mod exposure;
+pub mod extraction;
+pub mod scoring;
+pub mod skewnorm;
+pub mod template;
+pub mod testing;
+pub mod tokens;
+pub mod tracking;
+
+pub use canaries::{Canary, CanaryManifest, generate_canaries, insert_canaries, sample_references};
+pub use error::{AuditError, Result, TemplateError};
+pub use exposure::{
+    exposure_from_rank, extrapolation_exposures, interpolation_exposures, ranks_from_scores,
+};
+pub use extraction::{ExtractOptions, ExtractedCandidate, Extraction, StopReason, extract};
+pub use memaudit_engine::{IncrementalLm, LmState};
+pub use scoring::{
+    AllScores, ExactRank, RankReport, Scorer, WalkOptions, WalkStats, token_cost_bits,
+};
+pub use skewnorm::{FitOptions, SkewNormal, SkewNormalFit, fit_skew_normal, owens_t};
+pub use template::{CanaryTemplate, RandomnessSpace, Segment, SlotKind};
+pub use tokens::{CanaryTokenizer, CharTokenizer, FnTokenizer, ScoredStep, TokenizedTemplate};
+pub use tracking::{ExposureLog, ExposureRecord, Histogram, histogram};
