@@ -13,7 +13,9 @@
 
 use rayon::prelude::*;
 
+use crate::compute::{sgemm_serial, sum_sq};
 use crate::error::{EngineError, Result};
+use crate::tensor::{MatMut, MatRef};
 
 /// Spatial padding of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,94 +106,61 @@ impl ConvGeom {
     }
 }
 
-/// im2col for a batch: `cols` (`[B*P, C*k*k]`, row `b*P + oy*out_w + ox`, column
-/// `(c*k + ky)*k + kx`) receives the receptive field of every output position; padding reads 0.
+/// The output columns `ox` whose input column `ox * stride + k - pad` lies inside `0..len`:
+/// `lo..hi` (empty when none does).
+#[inline]
+fn valid_range(out_len: usize, k: usize, stride: usize, pad: usize, len: usize) -> (usize, usize) {
+    // ox * stride + k >= pad  <=>  ox >= ceil((pad - k) / stride)
+    let lo = pad.saturating_sub(k).div_ceil(stride);
+    // ox * stride + k - pad <= len - 1  <=>  ox <= (len - 1 + pad - k) / stride
+    let hi = match (len + pad).checked_sub(k + 1) {
+        Some(v) => (v / stride + 1).min(out_len),
+        None => 0,
+    };
+    (lo.min(hi), hi)
+}
+
+/// Batched im2col into the column layout `cols` = `[C*k*k, B*P]`: row `(c*k + ky)*k + kx`, column
+/// `b*P + oy*out_w + ox` holds `x[b, c, oy*stride + ky - pad_top, ox*stride + kx - pad_left]`
+/// (0 in the padding). Example i's `U_i` (`[P, C*k*k]`) is the transposed view of columns
+/// `i*P..(i+1)*P`. In this layout every copy is a run of `out_w` pixels of one input row
+/// (contiguous for stride 1), and each (row, example) segment is written by one task.
 pub fn im2col(x: &[f32], channels: usize, g: &ConvGeom, cols: &mut [f32]) {
     let plane = g.in_h * g.in_w;
-    let per_in = channels * plane;
-    let kk = channels * g.kernel * g.kernel;
-    let per_out = g.positions() * kk;
-    if per_in == 0 || per_out == 0 {
-        return;
-    }
-    debug_assert_eq!(x.len() / per_in * per_out, cols.len());
-    cols.par_chunks_mut(per_out)
-        .zip(x.par_chunks(per_in))
-        .for_each(|(u, xi)| im2col_one(xi, channels, g, u));
-}
-
-fn im2col_one(x: &[f32], channels: usize, g: &ConvGeom, u: &mut [f32]) {
+    let pos = g.positions();
     let k = g.kernel;
-    let kk = channels * k * k;
-    let plane = g.in_h * g.in_w;
-    for oy in 0..g.out_h {
-        for ox in 0..g.out_w {
-            let row = &mut u[(oy * g.out_w + ox) * kk..][..kk];
-            let x0 = (ox * g.stride) as isize - g.pad_left as isize;
-            let interior = x0 >= 0 && x0 as usize + k <= g.in_w;
-            for c in 0..channels {
-                for ky in 0..k {
-                    let dst = &mut row[(c * k + ky) * k..][..k];
-                    let Some(iy) = ConvGeom::src(oy, ky, g.stride, g.pad_top, g.in_h) else {
-                        dst.fill(0.0);
-                        continue;
-                    };
-                    let src_row = &x[c * plane + iy * g.in_w..][..g.in_w];
-                    if interior {
-                        dst.copy_from_slice(&src_row[x0 as usize..][..k]);
-                    } else {
-                        for (kx, d) in dst.iter_mut().enumerate() {
-                            *d = ConvGeom::src(ox, kx, g.stride, g.pad_left, g.in_w)
-                                .map_or(0.0, |ix| src_row[ix]);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// col2im for a batch, the adjoint of `im2col`: `dx` (`[B, C, H, W]`) is overwritten with the sum
-/// of the rows of `cols` scattered back onto the pixels they were read from.
-pub fn col2im(cols: &[f32], channels: usize, g: &ConvGeom, dx: &mut [f32]) {
-    let plane = g.in_h * g.in_w;
-    let per_in = channels * plane;
-    let kk = channels * g.kernel * g.kernel;
-    let per_out = g.positions() * kk;
-    if per_in == 0 || per_out == 0 {
+    if plane == 0 || pos == 0 || channels == 0 {
         return;
     }
-    dx.par_chunks_mut(per_in)
-        .zip(cols.par_chunks(per_out))
-        .for_each(|(dxi, u)| {
-            dxi.fill(0.0);
-            let k = g.kernel;
+    let batch = x.len() / (channels * plane);
+    if batch == 0 {
+        return;
+    }
+    debug_assert_eq!(cols.len(), channels * k * k * batch * pos);
+    cols.par_chunks_mut(pos)
+        .with_min_len(8)
+        .enumerate()
+        .for_each(|(seg, u)| {
+            let (r, b) = (seg / batch, seg % batch);
+            let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+            let xp = &x[(b * channels + c) * plane..][..plane];
+            let (lo, hi) = valid_range(g.out_w, kx, g.stride, g.pad_left, g.in_w);
             for oy in 0..g.out_h {
-                for ox in 0..g.out_w {
-                    let row = &u[(oy * g.out_w + ox) * kk..][..kk];
-                    let x0 = (ox * g.stride) as isize - g.pad_left as isize;
-                    let interior = x0 >= 0 && x0 as usize + k <= g.in_w;
-                    for c in 0..channels {
-                        for ky in 0..k {
-                            let Some(iy) = ConvGeom::src(oy, ky, g.stride, g.pad_top, g.in_h)
-                            else {
-                                continue;
-                            };
-                            let src = &row[(c * k + ky) * k..][..k];
-                            let dst_row = &mut dxi[c * plane + iy * g.in_w..][..g.in_w];
-                            if interior {
-                                for (d, s) in dst_row[x0 as usize..][..k].iter_mut().zip(src) {
-                                    *d += s;
-                                }
-                            } else {
-                                for (kx, s) in src.iter().enumerate() {
-                                    if let Some(ix) =
-                                        ConvGeom::src(ox, kx, g.stride, g.pad_left, g.in_w)
-                                    {
-                                        dst_row[ix] += s;
-                                    }
-                                }
-                            }
+                let dst = &mut u[oy * g.out_w..][..g.out_w];
+                let Some(iy) = ConvGeom::src(oy, ky, g.stride, g.pad_top, g.in_h) else {
+                    dst.fill(0.0);
+                    continue;
+                };
+                dst[..lo].fill(0.0);
+                dst[hi..].fill(0.0);
+                if lo < hi {
+                    let x0 = iy * g.in_w + lo * g.stride + kx - g.pad_left;
+                    let dst = &mut dst[lo..hi];
+                    if g.stride == 1 {
+                        dst.copy_from_slice(&xp[x0..x0 + dst.len()]);
+                    } else {
+                        for (j, d) in dst.iter_mut().enumerate() {
+                            *d = xp[x0 + j * g.stride];
                         }
                     }
                 }
@@ -199,47 +168,99 @@ pub fn col2im(cols: &[f32], channels: usize, g: &ConvGeom, dx: &mut [f32]) {
         });
 }
 
-/// `[B*P, C]` rows (one per output position) to `[B, C, P]` planes, adding `bias[c]`.
-pub fn rows_to_planes(
+/// col2im, the adjoint of `im2col`: `dx` (`[B, C, H, W]`, overwritten) gets the sum of the
+/// entries of `cols` (`[C*k*k, B*P]`) scattered back onto the pixels they were read from. One task
+/// per (example, channel) plane, so no two tasks write the same pixel.
+pub fn col2im(cols: &[f32], channels: usize, g: &ConvGeom, dx: &mut [f32]) {
+    let plane = g.in_h * g.in_w;
+    let pos = g.positions();
+    let k = g.kernel;
+    if plane == 0 || pos == 0 || channels == 0 {
+        return;
+    }
+    let batch = dx.len() / (channels * plane);
+    let bp = batch * pos;
+    dx.par_chunks_mut(plane).enumerate().for_each(|(bc, dxp)| {
+        let (b, c) = (bc / channels, bc % channels);
+        dxp.fill(0.0);
+        for ky in 0..k {
+            for kx in 0..k {
+                let r = (c * k + ky) * k + kx;
+                let u = &cols[r * bp + b * pos..][..pos];
+                let (lo, hi) = valid_range(g.out_w, kx, g.stride, g.pad_left, g.in_w);
+                if lo >= hi {
+                    continue;
+                }
+                for oy in 0..g.out_h {
+                    let Some(iy) = ConvGeom::src(oy, ky, g.stride, g.pad_top, g.in_h) else {
+                        continue;
+                    };
+                    let src = &u[oy * g.out_w + lo..oy * g.out_w + hi];
+                    let x0 = iy * g.in_w + lo * g.stride + kx - g.pad_left;
+                    if g.stride == 1 {
+                        add_assign(&mut dxp[x0..x0 + src.len()], src);
+                    } else {
+                        for (j, s) in src.iter().enumerate() {
+                            dxp[x0 + j * g.stride] += s;
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+crate::simd_kernel! {
+    fn add_assign(dst: &mut [f32], src: &[f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d += s;
+        }
+    }
+}
+
+/// `[C, B*P]` (one row per channel, the GEMM's output) to `[B, C, P]` planes, adding `bias[c]`.
+pub fn cols_to_planes(
     z: &[f32],
     channels: usize,
     positions: usize,
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    let per = channels * positions;
-    if per == 0 {
+    if channels == 0 || positions == 0 {
         return;
     }
-    y.par_chunks_mut(per)
-        .zip(z.par_chunks(per))
-        .for_each(|(yi, zi)| {
-            for c in 0..channels {
-                let b = bias.map_or(0.0, |b| b[c]);
-                let dst = &mut yi[c * positions..][..positions];
-                for (p, d) in dst.iter_mut().enumerate() {
-                    *d = zi[p * channels + c] + b;
-                }
+    let bp = z.len() / channels;
+    let batch = bp / positions;
+    y.par_chunks_mut(positions)
+        .with_min_len(16)
+        .enumerate()
+        .for_each(|(bc, yp)| {
+            let (b, c) = (bc / channels, bc % channels);
+            let src = &z[c * bp + b * positions..][..positions];
+            let add = bias.map_or(0.0, |bb| bb[c]);
+            for (d, s) in yp.iter_mut().zip(src) {
+                *d = s + add;
             }
         });
+    debug_assert_eq!(y.len(), batch * channels * positions);
 }
 
-/// `[B, C, P]` planes to `[B*P, C]` rows (the transpose of `rows_to_planes`, without bias).
-pub fn planes_to_rows(y: &[f32], channels: usize, positions: usize, z: &mut [f32]) {
-    let per = channels * positions;
-    if per == 0 {
+/// `[B, C, P]` planes to `[C, B*P]` rows (the transpose of `cols_to_planes`, without bias).
+pub fn planes_to_cols(y: &[f32], channels: usize, positions: usize, z: &mut [f32]) {
+    if channels == 0 || positions == 0 {
         return;
     }
-    z.par_chunks_mut(per)
-        .zip(y.par_chunks(per))
-        .for_each(|(zi, yi)| {
-            for c in 0..channels {
-                let src = &yi[c * positions..][..positions];
-                for (p, s) in src.iter().enumerate() {
-                    zi[p * channels + c] = *s;
-                }
-            }
-        });
+    let bp = z.len() / channels;
+    let batch = bp / positions;
+    if bp == 0 {
+        return;
+    }
+    z.par_chunks_mut(bp).enumerate().for_each(|(c, zr)| {
+        for b in 0..batch {
+            zr[b * positions..][..positions]
+                .copy_from_slice(&y[(b * channels + c) * positions..][..positions]);
+        }
+    });
 }
 
 /// `out[b*C + c] = sum_p y[b, c, p]`: per-example sums of each plane (a conv bias's per-example
@@ -261,20 +282,84 @@ pub fn plane_sums(y: &[f32], channels: usize, positions: usize, out: &mut [f32])
         });
 }
 
-/// `dst[b-th block] = scale[b] * src[b-th block]` for consecutive blocks of `block` floats (one per
-/// example): the clip factors applied to the rows of an example-major G.
-pub fn scale_example_blocks(src: &[f32], block: usize, scale: &[f32], dst: &mut [f32]) {
+/// `dst = src` with column `b*P + p` of every row multiplied by `scale[b]`: the clip factors
+/// applied to G in the column layout `[C, B*P]`.
+pub fn scale_columns_by_example(src: &[f32], positions: usize, scale: &[f32], dst: &mut [f32]) {
+    let bp = positions * scale.len();
+    if bp == 0 {
+        return;
+    }
+    dst.par_chunks_mut(bp)
+        .zip(src.par_chunks(bp))
+        .for_each(|(d, s)| {
+            for ((db, sb), &c) in d.chunks_mut(positions).zip(s.chunks(positions)).zip(scale) {
+                for (dv, sv) in db.iter_mut().zip(sb) {
+                    *dv = c * sv;
+                }
+            }
+        });
+}
+
+/// Materialise every example's weight gradient `G_i^T A_i` (`g(i)`: `[T, p]`, `a(i)`: `[T, d]`)
+/// into `grads` (`[B, p*d]`, row-major `[p, d]` blocks) and add its squared Frobenius norm into
+/// `out`. The per-example "materialise" rule of engine.md, keeping the gradients so the clipped sum
+/// is their weighted sum (`add_weighted_blocks`) instead of a second GEMM over all rows.
+pub fn materialize_per_example<'g, 'a, FG, FA>(out: &mut [f32], grads: &mut [f32], g: FG, a: FA)
+where
+    FG: Fn(usize) -> MatRef<'g> + Sync,
+    FA: Fn(usize) -> MatRef<'a> + Sync,
+{
+    let b = out.len();
+    if b == 0 {
+        return;
+    }
+    let block = grads.len() / b;
     if block == 0 {
         return;
     }
-    dst.par_chunks_mut(block)
-        .zip(src.par_chunks(block))
-        .zip(scale.par_iter())
-        .for_each(|((d, s), &c)| {
-            for (dv, sv) in d.iter_mut().zip(s) {
-                *dv = c * sv;
+    grads
+        .par_chunks_mut(block)
+        .zip(out.par_iter_mut())
+        .enumerate()
+        .for_each(|(i, (gw, o))| {
+            let (gi, ai) = (g(i), a(i));
+            sgemm_serial(
+                MatMut::row_major(gw, gi.cols, ai.cols),
+                0.0,
+                gi.t(),
+                ai,
+                1.0,
+            );
+            *o += sum_sq(gw) as f32;
+        });
+}
+
+/// `dst[j] += sum_b scale[b] * blocks[b, j]` for per-example gradient blocks `[B, n]`, parallel
+/// over column ranges.
+pub fn add_weighted_blocks(blocks: &[f32], scale: &[f32], dst: &mut [f32]) {
+    let n = dst.len();
+    if n == 0 || scale.is_empty() {
+        return;
+    }
+    const COLS_PER_TASK: usize = 2048;
+    dst.par_chunks_mut(COLS_PER_TASK)
+        .enumerate()
+        .for_each(|(ci, d)| {
+            let j0 = ci * COLS_PER_TASK;
+            for (b, &c) in scale.iter().enumerate() {
+                if c != 0.0 {
+                    axpy(d, c, &blocks[b * n + j0..][..d.len()]);
+                }
             }
         });
+}
+
+crate::simd_kernel! {
+    fn axpy(dst: &mut [f32], a: f32, x: &[f32]) {
+        for (d, v) in dst.iter_mut().zip(x) {
+            *d += a * v;
+        }
+    }
 }
 
 /// `dst[j] += sum_b scale[b] * rows[b, j]` (scale 1 when None) over a small `[B, n]` matrix of
@@ -298,43 +383,89 @@ pub fn add_scaled_row_sum(rows: &[f32], scale: Option<&[f32]>, dst: &mut [f32]) 
 }
 
 /// Max pooling forward over `[B*C]` planes: `y` gets each window's maximum and `arg` the index
-/// (within its plane) of the first maximal input; windows lie partly in the padding at most (the
-/// layer checks `pad <= kernel / 2`), and padding never wins.
+/// (within its plane) of the first maximal input in window order; a NaN wins (as in PyTorch), so
+/// a diverged input propagates. Windows lie partly in the padding at most (the layer checks
+/// `pad <= kernel / 2`, so every window has a cell inside the image), and padding never wins.
 pub fn max_pool_forward(x: &[f32], g: &ConvGeom, y: &mut [f32], arg: &mut [u32]) {
     let (pin, pout) = (g.in_h * g.in_w, g.positions());
     if pin == 0 || pout == 0 {
         return;
     }
+    let interior = g.pad_top == 0 && g.pad_left == 0;
     y.par_chunks_mut(pout)
         .zip(arg.par_chunks_mut(pout))
         .zip(x.par_chunks(pin))
+        .with_min_len(4)
         .for_each(|((yp, ap), xp)| {
             for oy in 0..g.out_h {
-                for ox in 0..g.out_w {
-                    let mut best = f32::NEG_INFINITY;
-                    let mut at = u32::MAX;
+                let yr = &mut yp[oy * g.out_w..][..g.out_w];
+                let ar = &mut ap[oy * g.out_w..][..g.out_w];
+                if interior {
+                    // Every cell is inside the image: the first initialises, the rest update.
                     for ky in 0..g.kernel {
-                        let Some(iy) = ConvGeom::src(oy, ky, g.stride, g.pad_top, g.in_h) else {
-                            continue;
-                        };
+                        let iy = oy * g.stride + ky;
+                        let xr = &xp[iy * g.in_w..][..g.in_w];
                         for kx in 0..g.kernel {
+                            let at = (iy * g.in_w + kx) as u32;
+                            if ky == 0 && kx == 0 {
+                                for (j, (b, a)) in yr.iter_mut().zip(ar.iter_mut()).enumerate() {
+                                    *b = xr[kx + j * g.stride];
+                                    *a = at + (j * g.stride) as u32;
+                                }
+                            } else if g.stride == 1 {
+                                max_update(yr, ar, &xr[kx..], at);
+                            } else {
+                                max_update_strided(yr, ar, &xr[kx..], at, g.stride);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                yr.fill(f32::NEG_INFINITY);
+                ar.fill(u32::MAX);
+                for ky in 0..g.kernel {
+                    let Some(iy) = ConvGeom::src(oy, ky, g.stride, g.pad_top, g.in_h) else {
+                        continue;
+                    };
+                    for kx in 0..g.kernel {
+                        for (ox, (b, a)) in yr.iter_mut().zip(ar.iter_mut()).enumerate() {
                             let Some(ix) = ConvGeom::src(ox, kx, g.stride, g.pad_left, g.in_w)
                             else {
                                 continue;
                             };
                             let v = xp[iy * g.in_w + ix];
-                            // A NaN wins, so a diverged input propagates instead of vanishing.
-                            if at == u32::MAX || v > best || v.is_nan() && !best.is_nan() {
-                                best = v;
-                                at = (iy * g.in_w + ix) as u32;
+                            if *a == u32::MAX || v > *b || v.is_nan() {
+                                *b = v;
+                                *a = (iy * g.in_w + ix) as u32;
                             }
                         }
                     }
-                    yp[oy * g.out_w + ox] = best;
-                    ap[oy * g.out_w + ox] = at;
                 }
             }
         });
+}
+
+crate::simd_kernel! {
+    /// Running max/argmax over a contiguous run of candidates (`x[j]` sits at index `at0 + j`).
+    fn max_update(best: &mut [f32], arg: &mut [u32], x: &[f32], at0: u32) {
+        for (j, ((b, a), &v)) in best.iter_mut().zip(arg.iter_mut()).zip(x).enumerate() {
+            #[allow(clippy::eq_op)]
+            let take = v > *b || v != v;
+            *b = if take { v } else { *b };
+            *a = if take { at0 + j as u32 } else { *a };
+        }
+    }
+}
+
+/// Running max/argmax over candidates `stride` apart (`x[j * stride]` sits at `at0 + j * stride`).
+fn max_update_strided(best: &mut [f32], arg: &mut [u32], x: &[f32], at0: u32, stride: usize) {
+    for (j, (b, a)) in best.iter_mut().zip(arg.iter_mut()).enumerate() {
+        let v = x[j * stride];
+        if v > *b || v.is_nan() {
+            *b = v;
+            *a = at0 + (j * stride) as u32;
+        }
+    }
 }
 
 /// Max pooling backward: `dx` (overwritten) gets each output gradient at its window's argmax.
@@ -485,17 +616,78 @@ mod tests {
     }
 
     #[test]
-    fn planes_and_rows_round_trip() {
+    fn im2col_matches_the_definition() {
+        for (pad, stride, k) in [
+            (Padding::Same, 2, 4),
+            (Padding::Valid, 1, 3),
+            (Padding::Explicit(1), 2, 3),
+            (Padding::Explicit(2), 3, 5),
+        ] {
+            let (b, c, h, w) = (3, 2, 7, 8);
+            let g = ConvGeom::new(h, w, k, stride, pad).unwrap();
+            let x: Vec<f32> = (0..b * c * h * w).map(|i| i as f32 + 1.0).collect();
+            let p = g.positions();
+            let mut cols = vec![f32::NAN; c * k * k * b * p];
+            im2col(&x, c, &g, &mut cols);
+            for n in 0..b {
+                for ch in 0..c {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            for oy in 0..g.out_h {
+                                for ox in 0..g.out_w {
+                                    let iy = (oy * stride + ky) as isize - g.pad_top as isize;
+                                    let ix = (ox * stride + kx) as isize - g.pad_left as isize;
+                                    let want =
+                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize
+                                        {
+                                            0.0
+                                        } else {
+                                            x[((n * c + ch) * h + iy as usize) * w + ix as usize]
+                                        };
+                                    let r = (ch * k + ky) * k + kx;
+                                    let got = cols[r * b * p + n * p + oy * g.out_w + ox];
+                                    assert_eq!(got, want, "{pad:?} s{stride} k{k}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn planes_and_cols_round_trip() {
         let (b, c, p) = (3, 4, 5);
         let y: Vec<f32> = (0..b * c * p).map(|i| i as f32).collect();
         let mut z = vec![0.0; y.len()];
-        planes_to_rows(&y, c, p, &mut z);
-        assert_eq!(z[(p + 2) * c + 1], y[c * p + p + 2]);
+        planes_to_cols(&y, c, p, &mut z);
+        // Example 1, channel 2, position 3 sits in row 2, column 1 * P + 3.
+        assert_eq!(z[2 * b * p + p + 3], y[(c + 2) * p + 3]);
         let mut back = vec![0.0; y.len()];
-        rows_to_planes(&z, c, p, None, &mut back);
+        cols_to_planes(&z, c, p, None, &mut back);
         assert_eq!(back, y);
         let mut s = vec![0.0; b * c];
         plane_sums(&y, c, p, &mut s);
         assert_eq!(s[c + 1], (25..30).sum::<usize>() as f32);
+    }
+
+    #[test]
+    fn weighted_blocks_and_column_scaling() {
+        let (b, n) = (3, 5000);
+        let blocks: Vec<f32> = (0..b * n).map(|i| (i as f32 * 0.1).sin()).collect();
+        let scale = [0.5, 0.0, 2.0];
+        let mut dst = vec![1.0; n];
+        add_weighted_blocks(&blocks, &scale, &mut dst);
+        for j in [0, 2047, 2048, 4999] {
+            let want = 1.0 + 0.5 * blocks[j] + 2.0 * blocks[2 * n + j];
+            assert!((dst[j] - want).abs() < 1e-6);
+        }
+        let (rows, p) = (2, 4);
+        let src: Vec<f32> = (0..rows * b * p).map(|i| i as f32).collect();
+        let mut out = vec![0.0; src.len()];
+        scale_columns_by_example(&src, p, &scale, &mut out);
+        assert_eq!(out[b * p + 2 * p + 1], 2.0 * src[b * p + 2 * p + 1]);
+        assert_eq!(out[p], 0.0);
     }
 }

@@ -14,6 +14,8 @@
 //! `choose_norm_rule(P, C_in*k*k, C_out)` estimates faster. The bias gradient is `sum_p G_i[p, :]`.
 //! Clipped sums: `(c . G)^T U`, G's rows scaled by their example's clip factor, one GEMM.
 
+use std::sync::OnceLock;
+
 use rand::{Rng, RngCore};
 
 pub use crate::compute::conv::Padding;
@@ -35,17 +37,24 @@ pub struct Conv2d {
     rule: Option<NormRule>,
 }
 
-/// Forward cache: the im2col matrix `U` (`[B*P, C_in*k*k]`) and the geometry.
+/// Forward cache: the im2col matrix in column layout (`[C_in*k*k, B*P]`) and the geometry.
 struct ConvCache {
     cols: Vec<f32>,
     geom: ConvGeom,
 }
 
-/// Gradient state: `G` as rows (`[B*P, C_out]`) and the per-example bias gradients (`[B, C_out]`).
+/// Gradient state: G in column layout (`[C_out, B*P]`), the per-example bias gradients
+/// (`[B, C_out]`), and, once `add_sq_norms` has materialised them, the per-example weight
+/// gradients (`[B, C_out*C_in*k*k]`) that the clipped sum then reuses.
 struct ConvGrad {
-    g_rows: Vec<f32>,
+    g_cols: Vec<f32>,
     bias_grads: Vec<f32>,
+    per_example: OnceLock<Vec<f32>>,
 }
+
+/// Largest per-example weight-gradient store kept for the clipped sum (bytes); above it the
+/// materialise rule only takes norms and the clipped sum is a GEMM like the Gram rule's.
+const PER_EXAMPLE_STORE_BUDGET: usize = 128 << 20;
 
 impl Conv2d {
     pub fn new(
@@ -140,20 +149,21 @@ impl Layer for Conv2d {
         let x = x.dense()?;
         let geom = self.geometry(&x.shape)?;
         let b = x.shape[0];
-        let (pos, kk, co) = (geom.positions(), self.patch_len(), self.out_channels);
-        let mut cols = vec![0.0f32; b * pos * kk];
+        let (bp, kk, co) = (b * geom.positions(), self.patch_len(), self.out_channels);
+        let mut cols = vec![0.0f32; kk * bp];
         cc::im2col(&x.data, self.in_channels, &geom, &mut cols);
-        let mut z = vec![0.0f32; b * pos * co];
+        // Z = W U^T for the whole batch: [C_out, K] x [K, B*P].
+        let mut z = vec![0.0f32; co * bp];
         compute::sgemm(
-            MatMut::row_major(&mut z, b * pos, co),
+            MatMut::row_major(&mut z, co, bp),
             0.0,
-            MatRef::row_major(&cols, b * pos, kk),
-            self.weight(p).t(),
+            self.weight(p),
+            MatRef::row_major(&cols, kk, bp),
             1.0,
         );
         let mut y = Tensor::zeros(&[b, co, geom.out_h, geom.out_w]);
         let bias = self.bias.then(|| &p[co * kk..]);
-        cc::rows_to_planes(&z, co, pos, bias, &mut y.data);
+        cc::cols_to_planes(&z, co, geom.positions(), bias, &mut y.data);
         Ok((y, Box::new(ConvCache { cols, geom })))
     }
 
@@ -168,8 +178,9 @@ impl Layer for Conv2d {
         let c = downcast::<ConvCache>(cache, "conv2d");
         let (pos, kk, co) = (c.geom.positions(), self.patch_len(), self.out_channels);
         let b = dy.shape.first().copied().unwrap_or(0);
-        let mut g_rows = vec![0.0f32; dy.len()];
-        cc::planes_to_rows(&dy.data, co, pos, &mut g_rows);
+        let bp = b * pos;
+        let mut g_cols = vec![0.0f32; dy.len()];
+        cc::planes_to_cols(&dy.data, co, pos, &mut g_cols);
         let mut bias_grads = Vec::new();
         if self.bias {
             bias_grads = vec![0.0f32; b * co];
@@ -178,12 +189,13 @@ impl Layer for Conv2d {
         drop(dy);
         let dx = if need_dx {
             let xt = x.dense()?;
-            let mut dcols = vec![0.0f32; b * pos * kk];
+            // dU = W^T G: [K, C_out] x [C_out, B*P], then scattered back by col2im.
+            let mut dcols = vec![0.0f32; kk * bp];
             compute::sgemm(
-                MatMut::row_major(&mut dcols, b * pos, kk),
+                MatMut::row_major(&mut dcols, kk, bp),
                 0.0,
-                MatRef::row_major(&g_rows, b * pos, co),
-                self.weight(p),
+                self.weight(p).t(),
+                MatRef::row_major(&g_cols, co, bp),
                 1.0,
             );
             let mut dx = Tensor::zeros(&xt.shape);
@@ -192,22 +204,36 @@ impl Layer for Conv2d {
         } else {
             None
         };
-        Ok((dx, Box::new(ConvGrad { g_rows, bias_grads })))
+        Ok((
+            dx,
+            Box::new(ConvGrad {
+                g_cols,
+                bias_grads,
+                per_example: OnceLock::new(),
+            }),
+        ))
     }
 
     fn add_sq_norms(&self, _p: &[f32], _x: &Value, cache: &Cache, st: &GradState, out: &mut [f32]) {
         let c = downcast::<ConvCache>(cache, "conv2d");
         let s = downcast::<ConvGrad>(st, "conv2d");
         let (pos, kk, co) = (c.geom.positions(), self.patch_len(), self.out_channels);
+        let b = out.len();
+        let bp = b * pos;
+        // Example i's G_i ([P, C_out]) and U_i ([P, K]) are columns i*P.. of the column layouts.
+        let g = |i: usize| MatRef::new(&s.g_cols[i * pos..], pos, co, 1, bp);
+        let u = |i: usize| MatRef::new(&c.cols[i * pos..], pos, kk, 1, bp);
         let rule = self.rule.unwrap_or_else(|| {
             compute::choose_norm_rule(pos, kk, co, compute::NORM_SCRATCH_BUDGET)
         });
-        compute::add_per_example_outer_sq_norms(
-            rule,
-            out,
-            |i| MatRef::row_major(&s.g_rows[i * pos * co..], pos, co),
-            |i| MatRef::row_major(&c.cols[i * pos * kk..], pos, kk),
-        );
+        if rule == NormRule::Materialize && b * co * kk * 4 <= PER_EXAMPLE_STORE_BUDGET {
+            let mut grads = vec![0.0f32; b * co * kk];
+            cc::materialize_per_example(out, &mut grads, g, u);
+            // A second call (same state) recomputes the same values; keeping the first is fine.
+            let _ = s.per_example.set(grads);
+        } else {
+            compute::add_per_example_outer_sq_norms(rule, out, g, u);
+        }
         if self.bias {
             for (o, bg) in out.iter_mut().zip(s.bias_grads.chunks(co)) {
                 *o += compute::sum_sq(bg) as f32;
@@ -227,26 +253,32 @@ impl Layer for Conv2d {
         let c = downcast::<ConvCache>(cache, "conv2d");
         let s = downcast::<ConvGrad>(st, "conv2d");
         let (pos, kk, co) = (c.geom.positions(), self.patch_len(), self.out_channels);
-        let rows = s.g_rows.len() / co;
-        // Scale G's rows by their example's clip factor: (c . G)^T U is then one GEMM.
-        let scaled;
-        let gm: &[f32] = match scale {
-            Some(f) => {
-                let mut v = vec![0.0f32; s.g_rows.len()];
-                cc::scale_example_blocks(&s.g_rows, pos * co, f, &mut v);
-                scaled = v;
-                &scaled
-            }
-            None => &s.g_rows,
-        };
+        let bp = s.g_cols.len() / co;
         let (gw, gb) = grad.split_at_mut(co * kk);
-        compute::sgemm(
-            MatMut::row_major(gw, co, kk),
-            1.0,
-            MatRef::row_major(gm, rows, co).t(),
-            MatRef::row_major(&c.cols, rows, kk),
-            1.0,
-        );
+        match (scale, s.per_example.get()) {
+            // The materialised per-example gradients are at hand: their weighted sum.
+            (Some(f), Some(per)) => cc::add_weighted_blocks(per, f, gw),
+            _ => {
+                // Scale G's columns by their example's clip factor: (c . G) U is one GEMM.
+                let scaled;
+                let gm: &[f32] = match scale {
+                    Some(f) => {
+                        let mut v = vec![0.0f32; s.g_cols.len()];
+                        cc::scale_columns_by_example(&s.g_cols, pos, f, &mut v);
+                        scaled = v;
+                        &scaled
+                    }
+                    None => &s.g_cols,
+                };
+                compute::sgemm(
+                    MatMut::row_major(gw, co, kk),
+                    1.0,
+                    MatRef::row_major(gm, co, bp),
+                    MatRef::row_major(&c.cols, kk, bp).t(),
+                    1.0,
+                );
+            }
+        }
         if self.bias {
             cc::add_scaled_row_sum(&s.bias_grads, scale, gb);
         }
