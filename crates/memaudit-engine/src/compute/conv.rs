@@ -1,15 +1,19 @@
 //! Convolution and pooling primitives over `[B, C, H, W]` images.
 //!
 //! A convolution is lowered to one GEMM by **im2col** (Chellapilla, Puri & Simard 2006, "High
-//! Performance Convolutional Neural Networks for Document Processing"): example `i`'s receptive
-//! fields become the rows of `U_i` (`[P, C*k*k]`, P = output positions), all examples stacked into
-//! `U` (`[B*P, C*k*k]`), so the forward is `Z = U W^T` and the weight gradient `G^T U`, one GEMM
-//! each over the whole batch. The same `U_i` is what the per-example norm rules need (engine.md:
-//! Gram over output positions `<G_i G_i^T, U_i U_i^T>`, or the materialised `G_i^T U_i`).
-//! **col2im** scatters the input-gradient rows `G W` back onto the image.
+//! Performance Convolutional Neural Networks for Document Processing"). Example i's receptive
+//! fields are the rows of `U_i` (`[P, C*k*k]`, P = output positions); we store all examples'
+//! fields transposed side by side, `cols = [U_1^T | U_2^T | ...]` (`[C*k*k, B*P]`), so that
+//! - the forward is one GEMM `W cols` (`[C_out, B*P]`), the input gradient one GEMM `W^T G`
+//!   followed by **col2im**, and the weight gradient one GEMM `G cols^T`, all over the whole batch;
+//! - building `cols` copies runs of `out_w` pixels of an input row (contiguous for stride 1), and
+//!   col2im adds such runs back, instead of `k`-pixel pieces;
+//! - example i's `U_i` and `G_i` are strided views (columns `i*P..(i+1)*P`), which is what the
+//!   per-example rules of engine.md need: the Gram over output positions
+//!   `<G_i G_i^T, U_i U_i^T>`, or the materialised `G_i^T U_i`.
 //!
-//! Everything here is parallel over examples (each example owns its block of every buffer, so no
-//! synchronisation is needed).
+//! Everything is parallel: over (row, example) segments for im2col, over (example, channel)
+//! planes for col2im and pooling (each task owns its part of the output, no synchronisation).
 
 use rayon::prelude::*;
 

@@ -2,17 +2,21 @@
 //! `'valid'`, or PyTorch-style symmetric), optional bias. Weight `[C_out, C_in, k, k]` (PyTorch's
 //! layout), bias `[C_out]`.
 //!
-//! Lowered to GEMMs by im2col (`compute::conv`): with `U` the stacked receptive fields
-//! (`[B*P, C_in*k*k]`, P = output positions) and `G` the output gradient as rows
-//! (`[B*P, C_out]`), the forward is `U W^T`, the input gradient `col2im(G W)` and the weight
-//! gradient `G^T U`: one GEMM each for the whole batch.
+//! Lowered to GEMMs by im2col (`compute::conv`): with `cols` the receptive fields of all
+//! examples (`[C_in*k*k, B*P]`, P = output positions) and `G` the output gradient in the same
+//! column layout (`[C_out, B*P]`), the forward is `W cols`, the input gradient `col2im(W^T G)` and
+//! the weight gradient `G cols^T`: one GEMM each for the whole batch.
 //!
 //! Per-example gradient norms (engine.md, "Conv2d"): example i's weight gradient is `G_i^T U_i`
-//! with `G_i`, `U_i` its P rows, so either the Gram identity over output positions,
-//! `||G_i^T U_i||_F^2 = <G_i G_i^T, U_i U_i^T>` (P x P Grams; Goodfellow 2015 / Bu et al.'s
-//! ghost clipping for convolutions), or the materialised `[C_out, C_in*k*k]` gradient, whichever
-//! `choose_norm_rule(P, C_in*k*k, C_out)` estimates faster. The bias gradient is `sum_p G_i[p, :]`.
-//! Clipped sums: `(c . G)^T U`, G's rows scaled by their example's clip factor, one GEMM.
+//! with `G_i` (`[P, C_out]`) and `U_i` (`[P, C_in*k*k]`) its P output positions, so either the
+//! Gram identity over output positions `||G_i^T U_i||_F^2 = <G_i G_i^T, U_i U_i^T>` (P x P Grams:
+//! the "ghost norm" of Li et al. 2021 and Bu et al. 2022's mixed ghost clipping for convolutions),
+//! or the materialised `[C_out, C_in*k*k]` gradient, whichever `choose_norm_rule(P, C_in*k*k,
+//! C_out)` estimates faster. The bias gradient is `sum_p G_i[p, :]`.
+//!
+//! Clipped sums: under the Gram rule `(G . c) cols^T`, G's columns scaled by their example's clip
+//! factor, one GEMM (the plain backward's); under the materialise rule the per-example gradients
+//! are already formed, so the clipped sum is their weighted sum and the GEMM is skipped.
 
 use std::sync::OnceLock;
 

@@ -292,6 +292,30 @@ mod tests {
     }
 
     #[test]
+    fn max_pool_propagates_nan() {
+        // A diverged activation must reach the loss (so training stops), whatever its position.
+        for (stride, pad) in [(1, 0), (2, 0), (2, 1)] {
+            let l = MaxPool2d::new(2, stride, pad).unwrap();
+            // Cells 0, 3 and 4 lie in some window of every configuration here.
+            for at in [0, 3, 4] {
+                let mut data: Vec<f32> = (0..9).map(|v| v as f32).collect();
+                data[at] = f32::NAN;
+                let x = Value::Dense(Tensor::new(data, vec![1, 1, 3, 3]).unwrap());
+                let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+                let mut ctx = ForwardCtx {
+                    train: false,
+                    rng: &mut rng,
+                };
+                let (y, _) = l.forward(&[], &x, &mut ctx).unwrap();
+                assert!(
+                    y.data.iter().any(|v| v.is_nan()),
+                    "s{stride} p{pad} NaN at {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn empty_batch_and_bad_config() {
         let x = Value::Dense(random_tensor(&[0, 2, 4, 4], 1));
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
