@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 use rand::{Rng, RngCore};
 
 pub use crate::compute::conv::Padding;
-use crate::compute::conv::{self as cc, ConvGeom};
+use crate::compute::conv::{self as cc, ConvGeom, Scratch, ScratchPool};
 use crate::compute::{self, NormRule};
 use crate::error::{EngineError, Result};
 use crate::layer::*;
@@ -39,11 +39,13 @@ pub struct Conv2d {
     pub padding: Padding,
     pub bias: bool,
     rule: Option<NormRule>,
+    /// im2col matrices and GEMM scratch, recycled across steps (see `ScratchPool`).
+    scratch: ScratchPool,
 }
 
 /// Forward cache: the im2col matrix in column layout (`[C_in*k*k, B*P]`) and the geometry.
 struct ConvCache {
-    cols: Vec<f32>,
+    cols: Scratch,
     geom: ConvGeom,
 }
 
@@ -51,9 +53,9 @@ struct ConvCache {
 /// (`[B, C_out]`), and, once `add_sq_norms` has materialised them, the per-example weight
 /// gradients (`[B, C_out*C_in*k*k]`) that the clipped sum then reuses.
 struct ConvGrad {
-    g_cols: Vec<f32>,
+    g_cols: Scratch,
     bias_grads: Vec<f32>,
-    per_example: OnceLock<Vec<f32>>,
+    per_example: OnceLock<Scratch>,
 }
 
 /// Largest per-example weight-gradient store kept for the clipped sum (bytes); above it the
@@ -83,6 +85,7 @@ impl Conv2d {
             padding,
             bias,
             rule: None,
+            scratch: ScratchPool::default(),
         })
     }
 
@@ -154,10 +157,10 @@ impl Layer for Conv2d {
         let geom = self.geometry(&x.shape)?;
         let b = x.shape[0];
         let (bp, kk, co) = (b * geom.positions(), self.patch_len(), self.out_channels);
-        let mut cols = vec![0.0f32; kk * bp];
+        let mut cols = self.scratch.take(kk * bp);
         cc::im2col(&x.data, self.in_channels, &geom, &mut cols);
         // Z = W U^T for the whole batch: [C_out, K] x [K, B*P].
-        let mut z = vec![0.0f32; co * bp];
+        let mut z = self.scratch.take(co * bp);
         compute::sgemm(
             MatMut::row_major(&mut z, co, bp),
             0.0,
@@ -183,7 +186,7 @@ impl Layer for Conv2d {
         let (pos, kk, co) = (c.geom.positions(), self.patch_len(), self.out_channels);
         let b = dy.shape.first().copied().unwrap_or(0);
         let bp = b * pos;
-        let mut g_cols = vec![0.0f32; dy.len()];
+        let mut g_cols = self.scratch.take(dy.len());
         cc::planes_to_cols(&dy.data, co, pos, &mut g_cols);
         let mut bias_grads = Vec::new();
         if self.bias {
@@ -194,7 +197,7 @@ impl Layer for Conv2d {
         let dx = if need_dx {
             let xt = x.dense()?;
             // dU = W^T G: [K, C_out] x [C_out, B*P], then scattered back by col2im.
-            let mut dcols = vec![0.0f32; kk * bp];
+            let mut dcols = self.scratch.take(kk * bp);
             compute::sgemm(
                 MatMut::row_major(&mut dcols, kk, bp),
                 0.0,
@@ -231,7 +234,7 @@ impl Layer for Conv2d {
             compute::choose_norm_rule(pos, kk, co, compute::NORM_SCRATCH_BUDGET)
         });
         if rule == NormRule::Materialize && b * co * kk * 4 <= PER_EXAMPLE_STORE_BUDGET {
-            let mut grads = vec![0.0f32; b * co * kk];
+            let mut grads = self.scratch.take(b * co * kk);
             cc::materialize_per_example(out, &mut grads, g, u);
             // A second call (same state) recomputes the same values; keeping the first is fine.
             let _ = s.per_example.set(grads);
@@ -267,7 +270,7 @@ impl Layer for Conv2d {
                 let scaled;
                 let gm: &[f32] = match scale {
                     Some(f) => {
-                        let mut v = vec![0.0f32; s.g_cols.len()];
+                        let mut v = self.scratch.take(s.g_cols.len());
                         cc::scale_columns_by_example(&s.g_cols, pos, f, &mut v);
                         scaled = v;
                         &scaled

@@ -10,7 +10,8 @@
 
 use rayon::prelude::*;
 
-use crate::compute::{self, conv::add_scaled_row_sum};
+use crate::compute::conv::{Scratch, ScratchPool, add_scaled_row_sum};
+use crate::compute::{self};
 use crate::error::{EngineError, Result};
 use crate::layer::*;
 use crate::params::ParamKind;
@@ -24,6 +25,8 @@ pub struct GroupNorm {
     pub groups: usize,
     pub channels: usize,
     pub eps: f32,
+    /// Normalised-input caches, recycled across steps (see `ScratchPool`).
+    scratch: ScratchPool,
 }
 
 impl GroupNorm {
@@ -38,6 +41,7 @@ impl GroupNorm {
             groups,
             channels,
             eps: GROUP_NORM_EPS,
+            scratch: ScratchPool::default(),
         })
     }
 
@@ -55,7 +59,7 @@ impl GroupNorm {
 
 /// Forward cache: normalised input and 1 / sqrt(var + eps) per (example, group).
 struct GnCache {
-    xhat: Vec<f32>,
+    xhat: Scratch,
     rstd: Vec<f32>,
 }
 
@@ -95,7 +99,7 @@ impl Layer for GroupNorm {
         let (gamma, beta) = p.split_at(c);
         let b = x.shape[0];
         let mut y = Tensor::zeros(&x.shape);
-        let mut xhat = vec![0.0f32; x.len()];
+        let mut xhat = self.scratch.take(x.len());
         let mut rstd = vec![0.0f32; b * groups];
         let group_len = cpg * hw;
         if group_len > 0 {

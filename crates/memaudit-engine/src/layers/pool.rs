@@ -7,7 +7,7 @@
 //! average pooling divides by `k^2` (`count_include_pad`, PyTorch's default) or by the number of
 //! cells inside the image (TF's `'same'` behaviour).
 
-use crate::compute::conv::{self as cc, ConvGeom, Padding};
+use crate::compute::conv::{self as cc, ConvGeom, Padding, Scratch, ScratchPool};
 use crate::error::{EngineError, Result};
 use crate::layer::*;
 use crate::tensor::Tensor;
@@ -106,19 +106,22 @@ impl Window {
 #[derive(Clone, Debug)]
 pub struct MaxPool2d {
     win: Window,
+    /// Argmax buffers, recycled across steps (see `ScratchPool`).
+    scratch: ScratchPool<u32>,
 }
 
 impl MaxPool2d {
     pub fn new(kernel: usize, stride: usize, padding: usize) -> Result<Self> {
         Ok(Self {
             win: Window::new("max pooling", kernel, stride, padding)?,
+            scratch: ScratchPool::default(),
         })
     }
 }
 
 /// Max pooling's cache: each output's argmax within its input plane.
 struct ArgMax {
-    arg: Vec<u32>,
+    arg: Scratch<u32>,
     geom: ConvGeom,
 }
 
@@ -136,7 +139,7 @@ impl Layer for MaxPool2d {
         let geom = self.win.geometry("max pooling", &x.shape)?;
         let shape = self.out_shape(&x.shape)?;
         let mut y = Tensor::zeros(&shape);
-        let mut arg = vec![0u32; y.len()];
+        let mut arg = self.scratch.take(y.len());
         cc::max_pool_forward(&x.data, &geom, &mut y.data, &mut arg);
         Ok((y, Box::new(ArgMax { arg, geom })))
     }
