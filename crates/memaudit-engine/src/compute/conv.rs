@@ -12,8 +12,10 @@
 //!   per-example rules of engine.md need: the Gram over output positions
 //!   `<G_i G_i^T, U_i U_i^T>`, or the materialised `G_i^T U_i`.
 //!
-//! Everything is parallel: over (row, example) segments for im2col, over (example, channel)
-//! planes for col2im and pooling (each task owns its part of the output, no synchronisation).
+//! Everything is parallel, each task owning a contiguous part of the output (no
+//! synchronisation): col2im and pooling over (example, channel) planes; im2col over the rows of
+//! `cols` (one kernel offset for every example: at least C*k*k >= 9 tasks in our models, and the
+//! row's valid range is computed once rather than per 25-pixel example segment).
 
 use std::sync::{Arc, Mutex};
 
@@ -219,7 +221,7 @@ fn valid_range(out_len: usize, k: usize, stride: usize, pad: usize, len: usize) 
 /// `b*P + oy*out_w + ox` holds `x[b, c, oy*stride + ky - pad_top, ox*stride + kx - pad_left]`
 /// (0 in the padding). Example i's `U_i` (`[P, C*k*k]`) is the transposed view of columns
 /// `i*P..(i+1)*P`. In this layout every copy is a run of `out_w` pixels of one input row
-/// (contiguous for stride 1), and each (row, example) segment is written by one task.
+/// (contiguous for stride 1).
 pub fn im2col(x: &[f32], channels: usize, g: &ConvGeom, cols: &mut [f32]) {
     let plane = g.in_h * g.in_w;
     let pos = g.positions();
@@ -232,35 +234,54 @@ pub fn im2col(x: &[f32], channels: usize, g: &ConvGeom, cols: &mut [f32]) {
         return;
     }
     debug_assert_eq!(cols.len(), channels * k * k * batch * pos);
-    cols.par_chunks_mut(pos)
-        .with_min_len(8)
+    // One task per row (c, ky, kx) of `cols`: the valid output range is computed once per row,
+    // and the inner loops are runs of `out_w` pixels for every example and output row.
+    cols.par_chunks_mut(batch * pos)
         .enumerate()
-        .for_each(|(seg, u)| {
-            let (r, b) = (seg / batch, seg % batch);
+        .for_each(|(r, row)| {
             let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
-            let xp = &x[(b * channels + c) * plane..][..plane];
             let (lo, hi) = valid_range(g.out_w, kx, g.stride, g.pad_left, g.in_w);
-            for oy in 0..g.out_h {
-                let dst = &mut u[oy * g.out_w..][..g.out_w];
-                let Some(iy) = ConvGeom::src(oy, ky, g.stride, g.pad_top, g.in_h) else {
-                    dst.fill(0.0);
-                    continue;
-                };
-                dst[..lo].fill(0.0);
-                dst[hi..].fill(0.0);
-                if lo < hi {
-                    let x0 = iy * g.in_w + lo * g.stride + kx - g.pad_left;
-                    let dst = &mut dst[lo..hi];
-                    if g.stride == 1 {
-                        dst.copy_from_slice(&xp[x0..x0 + dst.len()]);
-                    } else {
-                        for (j, d) in dst.iter_mut().enumerate() {
-                            *d = xp[x0 + j * g.stride];
+            for (b, u) in row.chunks_mut(pos).enumerate() {
+                let xp = &x[(b * channels + c) * plane..][..plane];
+                for oy in 0..g.out_h {
+                    let dst = &mut u[oy * g.out_w..][..g.out_w];
+                    let Some(iy) = ConvGeom::src(oy, ky, g.stride, g.pad_top, g.in_h) else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    if lo < hi {
+                        let x0 = iy * g.in_w + lo * g.stride + kx - g.pad_left;
+                        let dst = &mut dst[lo..hi];
+                        let n = dst.len();
+                        match g.stride {
+                            1 => dst.copy_from_slice(&xp[x0..x0 + n]),
+                            // Pairs (x[2j], x[2j+1]) keep the loop vectorisable; the last pair
+                            // may run past the plane, so the last pixel is copied on its own.
+                            2 => {
+                                gather_even(&mut dst[..n - 1], &xp[x0..x0 + 2 * (n - 1)]);
+                                dst[n - 1] = xp[x0 + 2 * (n - 1)];
+                            }
+                            s => {
+                                for (j, d) in dst.iter_mut().enumerate() {
+                                    *d = xp[x0 + j * s];
+                                }
+                            }
                         }
                     }
                 }
             }
         });
+}
+
+crate::simd_kernel! {
+    /// `dst[j] = src[2 j]`.
+    fn gather_even(dst: &mut [f32], src: &[f32]) {
+        for (d, pair) in dst.iter_mut().zip(src.chunks_exact(2)) {
+            *d = pair[0];
+        }
+    }
 }
 
 /// col2im, the adjoint of `im2col`: `dx` (`[B, C, H, W]`, overwritten) gets the sum of the
