@@ -41,6 +41,8 @@ pub struct Conv2d {
     rule: Option<NormRule>,
     /// im2col matrices and GEMM scratch, recycled across steps (see `ScratchPool`).
     scratch: ScratchPool,
+    /// Bytes of materialised per-example gradients this layer may keep for the clipped sum.
+    store_budget: usize,
 }
 
 /// Forward cache: the im2col matrix in column layout (`[C_in*k*k, B*P]`) and the geometry.
@@ -86,6 +88,7 @@ impl Conv2d {
             bias,
             rule: None,
             scratch: ScratchPool::default(),
+            store_budget: PER_EXAMPLE_STORE_BUDGET,
         })
     }
 
@@ -233,7 +236,7 @@ impl Layer for Conv2d {
         let rule = self.rule.unwrap_or_else(|| {
             compute::choose_norm_rule(pos, kk, co, compute::NORM_SCRATCH_BUDGET)
         });
-        if rule == NormRule::Materialize && b * co * kk * 4 <= PER_EXAMPLE_STORE_BUDGET {
+        if rule == NormRule::Materialize && b * co * kk * 4 <= self.store_budget {
             let mut grads = self.scratch.take(b * co * kk);
             cc::materialize_per_example(out, &mut grads, g, u);
             // A second call (same state) recomputes the same values; keeping the first is fine.
@@ -357,6 +360,16 @@ mod tests {
         // The tutorial CNN's first layer, scaled down: TF 'same' with stride 2 pads 3 on each side.
         let mut l = Conv2d::new(2, 4, 4, 2, Padding::Same, true).unwrap();
         check(&mut l, &[5, 2, 9, 8], 10);
+    }
+
+    #[test]
+    fn materialise_without_the_per_example_store() {
+        // Over the store budget the materialise rule only takes norms and the clipped sum falls
+        // back to the scaled GEMM.
+        let mut l = Conv2d::new(2, 3, 3, 2, Padding::Explicit(1), true).unwrap();
+        l.store_budget = 0;
+        let x = Value::Dense(random_tensor(&[4, 2, 7, 6], 60));
+        check_layer_per_example(&mut l, &x, 61, &[Some(NormRule::Materialize)]).unwrap();
     }
 
     #[test]
