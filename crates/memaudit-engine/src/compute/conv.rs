@@ -379,6 +379,45 @@ pub fn planes_to_cols(y: &[f32], channels: usize, positions: usize, z: &mut [f32
     });
 }
 
+/// `dst += a b` for a short, wide `a` (`[m, k]`) and tall `b` (`[k, n]`) with a long reduction
+/// `k` (a conv weight gradient: `k = B*P` output positions, `m x n` = the weight). The reduction
+/// is split into one slice per thread, each multiplied on its own thread into a private `m x n`
+/// partial, and the partials are summed: the GEMM kernel's own threading splits only `m` and `n`,
+/// which are too small here to keep the threads busy.
+pub fn sgemm_long_k_acc(dst: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>) {
+    let (m, n, k) = (dst.rows, dst.cols, a.cols);
+    let threads = rayon::current_num_threads();
+    // Below a few columns per thread, or when m x n is big enough to split, one GEMM is better.
+    if threads < 2 || k < 64 * threads || m * n >= 256 * 256 {
+        crate::compute::sgemm(dst, 1.0, a, b, 1.0);
+        return;
+    }
+    let per = k.div_ceil(threads);
+    let partials: Vec<Vec<f32>> = (0..threads)
+        .into_par_iter()
+        .map(|t| {
+            let start = (t * per).min(k);
+            let len = per.min(k - start);
+            let mut part = vec![0.0f32; m * n];
+            sgemm_serial(
+                MatMut::row_major(&mut part, m, n),
+                0.0,
+                a.cols_range(start, len),
+                b.rows_range(start, len),
+                1.0,
+            );
+            part
+        })
+        .collect();
+    for part in &partials {
+        for i in 0..m {
+            for j in 0..n {
+                dst.data[i * dst.rs + j * dst.cs] += part[i * n + j];
+            }
+        }
+    }
+}
+
 /// `out[b*C + c] = sum_p y[b, c, p]`: per-example sums of each plane (a conv bias's per-example
 /// gradient).
 pub fn plane_sums(y: &[f32], channels: usize, positions: usize, out: &mut [f32]) {
@@ -786,6 +825,37 @@ mod tests {
         let mut s = vec![0.0; b * c];
         plane_sums(&y, c, p, &mut s);
         assert_eq!(s[c + 1], (25..30).sum::<usize>() as f32);
+    }
+
+    #[test]
+    fn split_k_gemm_matches_one_gemm() {
+        // Run inside a 3-thread pool so the split path (uneven slices) runs on any machine.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let (m, n, k) = (5, 7, 1001);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut want = vec![1.0f32; m * n];
+        crate::compute::sgemm(
+            MatMut::row_major(&mut want, m, n),
+            1.0,
+            MatRef::row_major(&a, m, k),
+            MatRef::row_major(&b, k, n),
+            1.0,
+        );
+        let mut got = vec![1.0f32; m * n];
+        pool.install(|| {
+            sgemm_long_k_acc(
+                MatMut::row_major(&mut got, m, n),
+                MatRef::row_major(&a, m, k),
+                MatRef::row_major(&b, k, n),
+            )
+        });
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-4 * w.abs().max(1.0), "{g} vs {w}");
+        }
     }
 
     #[test]

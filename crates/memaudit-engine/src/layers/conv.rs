@@ -280,12 +280,10 @@ impl Layer for Conv2d {
                     }
                     None => &s.g_cols,
                 };
-                compute::sgemm(
+                cc::sgemm_long_k_acc(
                     MatMut::row_major(gw, co, kk),
-                    1.0,
                     MatRef::row_major(gm, co, bp),
                     MatRef::row_major(&c.cols, kk, bp).t(),
-                    1.0,
                 );
             }
         }
