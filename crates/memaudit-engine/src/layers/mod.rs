@@ -3,10 +3,16 @@
 
 mod activation;
 mod dropout;
+mod embedding;
 mod flatten;
+mod gru;
 mod linear;
+mod lstm;
 
 pub use activation::{Activation, ActivationKind};
 pub use dropout::Dropout;
+pub use embedding::Embedding;
 pub use flatten::Flatten;
+pub use gru::Gru;
 pub use linear::Linear;
+pub use lstm::Lstm;
