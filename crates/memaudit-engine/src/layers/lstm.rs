@@ -78,8 +78,7 @@ pub(crate) fn seq_dims<'a>(
 /// `scale[r % B]`.
 pub(crate) fn scaled_rows(pool: &BufferPool, a: &[f32], cols: usize, scale: &[f32]) -> Vec<f32> {
     let mut s = pool.take(a.len());
-    s.copy_from_slice(a);
-    compute::scale_rows_by_example(&mut s, cols, scale.len().max(1), scale);
+    rnn::scaled_copy_rows(a, &mut s, cols, scale);
     s
 }
 

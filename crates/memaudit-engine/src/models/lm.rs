@@ -52,7 +52,8 @@ fn validate(
     let name = cell.name();
     if vocab < 2 || embed == 0 || hidden == 0 {
         return Err(EngineError::Config(format!(
-            "{name} LM needs vocab >= 2, embed >= 1 and hidden >= 1 (got vocab {vocab}, embed {embed}, hidden {hidden})"
+            "{name} LM needs vocab >= 2, embed >= 1 and hidden >= 1 \
+             (got vocab {vocab}, embed {embed}, hidden {hidden})"
         )));
     }
     if !(1..=3).contains(&layers) {
@@ -143,7 +144,14 @@ impl ModelConfig {
             }
         };
         Ok(Box::new(RecurrentLm::new(
-            self, cell, vocab, embed, hidden, layers, params,
+            self,
+            cell,
+            vocab,
+            embed,
+            hidden,
+            layers,
+            params,
+            TOKEN_TABLE_MAX,
         )?))
     }
 }
@@ -162,17 +170,32 @@ struct StepLayer {
     b_h: Vec<f32>,
 }
 
+/// Layer 0's input pre-activation for a token (`e_tok W_ih^T + bias`, bias `b_ih + b_hh` for the
+/// LSTM, `b_ih` for the GRU).
+enum Layer0Input {
+    /// Tabulated for every token, `[V, G H]`: the step's first GEMM becomes a row gather.
+    Table(Vec<f32>),
+    /// Computed per step from the embedding rows (when the table would be too large).
+    Project {
+        emb: Vec<f32>,
+        embed: usize,
+        w_ih: Vec<f32>,
+        bias: Vec<f32>,
+    },
+}
+
+/// Largest layer-0 token table kept (floats): 64 MB, e.g. a 10k-word vocabulary at H = 400.
+const TOKEN_TABLE_MAX: usize = 16 << 20;
+
 /// `IncrementalLm` for the recurrent LMs: every step GEMMs the whole batch of rows (split into
 /// cache-sized blocks across threads), runs the fused cell in place on the state, and writes
-/// log-probabilities through a vectorised log-softmax. Layer 0's input projection is tabulated
-/// per token (`E W_ih^T + b`), so its GEMM is a row gather.
+/// log-probabilities through a vectorised log-softmax.
 struct RecurrentLm {
     cell: Cell,
     vocab: usize,
     hidden: usize,
     layers: usize,
-    /// `[V, G H]`.
-    token_table: Vec<f32>,
+    layer0: Layer0Input,
     steps: Vec<StepLayer>,
     out_w: Vec<f32>,
     out_b: Vec<f32>,
@@ -189,6 +212,7 @@ fn state_view(state: &[f32], n: usize, width: usize, col: usize, cols: usize) ->
 const STEP_BLOCK_ROWS: usize = 512;
 
 impl RecurrentLm {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         cfg: &ModelConfig,
         cell: Cell,
@@ -197,6 +221,7 @@ impl RecurrentLm {
         hidden: usize,
         layers: usize,
         params: &[f32],
+        table_max: usize,
     ) -> Result<Self> {
         let model = cfg.build()?;
         if params.len() != model.num_params() {
@@ -222,28 +247,35 @@ impl RecurrentLm {
         };
         let (h, gh) = (hidden, cell.gates() * hidden);
         let pre = cell.name();
-        // Layer 0's input projection per token: E W_ih^T (+ biases folded in).
         let emb = tensor("embedding.weight");
         let w_ih0 = tensor(&format!("{pre}0.weight_ih"));
-        let mut token_table = vec![0.0f32; vocab * gh];
-        compute::sgemm(
-            MatMut::row_major(&mut token_table, vocab, gh),
-            0.0,
-            MatRef::row_major(emb, vocab, embed),
-            MatRef::row_major(w_ih0, gh, embed).t(),
-            1.0,
-        );
         let b_ih0 = tensor(&format!("{pre}0.bias_ih"));
         let b_hh0 = tensor(&format!("{pre}0.bias_hh"));
-        for row in token_table.chunks_exact_mut(gh) {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v += b_ih0[j]
-                    + match cell {
-                        Cell::Lstm => b_hh0[j],
-                        Cell::Gru => 0.0,
-                    };
+        let bias0: Vec<f32> = match cell {
+            Cell::Lstm => b_ih0.iter().zip(b_hh0).map(|(a, b)| a + b).collect(),
+            Cell::Gru => b_ih0.to_vec(),
+        };
+        let layer0 = if vocab * gh <= table_max {
+            let mut table = vec![0.0f32; vocab * gh];
+            for row in table.chunks_exact_mut(gh) {
+                row.copy_from_slice(&bias0);
             }
-        }
+            compute::sgemm(
+                MatMut::row_major(&mut table, vocab, gh),
+                1.0,
+                MatRef::row_major(emb, vocab, embed),
+                MatRef::row_major(w_ih0, gh, embed).t(),
+                1.0,
+            );
+            Layer0Input::Table(table)
+        } else {
+            Layer0Input::Project {
+                emb: emb.to_vec(),
+                embed,
+                w_ih: w_ih0.to_vec(),
+                bias: bias0,
+            }
+        };
         let mut steps = Vec::with_capacity(layers);
         for k in 0..layers {
             let w_ih = tensor(&format!("{pre}{k}.weight_ih"));
@@ -283,11 +315,48 @@ impl RecurrentLm {
             vocab,
             hidden,
             layers,
-            token_table,
+            layer0,
             steps,
             out_w: tensor("output.weight").to_vec(),
             out_b: tensor("output.bias").to_vec(),
         })
+    }
+
+    /// Layer 0's input pre-activations (biases included) of `tokens` into `dst` (`[n, G H]`);
+    /// `x` is scratch for the embedding rows.
+    fn layer0_input(&self, tokens: &[u32], dst: &mut [f32], x: &mut Vec<f32>) {
+        let gh = self.cell.gates() * self.hidden;
+        match &self.layer0 {
+            Layer0Input::Table(table) => {
+                for (row, &t) in dst.chunks_exact_mut(gh).zip(tokens) {
+                    let t = t as usize;
+                    row.copy_from_slice(&table[t * gh..(t + 1) * gh]);
+                }
+            }
+            Layer0Input::Project {
+                emb,
+                embed,
+                w_ih,
+                bias,
+            } => {
+                let (n, e) = (tokens.len(), *embed);
+                x.clear();
+                for &t in tokens {
+                    let t = t as usize;
+                    x.extend_from_slice(&emb[t * e..(t + 1) * e]);
+                }
+                for row in dst.chunks_exact_mut(gh) {
+                    row.copy_from_slice(bias);
+                }
+                compute::sgemm_serial(
+                    MatMut::row_major(dst, n, gh),
+                    1.0,
+                    MatRef::row_major(x, n, e),
+                    MatRef::row_major(w_ih, gh, e).t(),
+                    1.0,
+                );
+            }
+        }
     }
 
     /// One step for a block of `n` rows (`state` `[n, width]`).
@@ -296,7 +365,7 @@ impl RecurrentLm {
         state: &mut [f32],
         tokens: &[u32],
         log_probs: &mut [f32],
-        scratch: &mut Vec<f32>,
+        (scratch, x): &mut (Vec<f32>, Vec<f32>),
     ) {
         let (h, l, v) = (self.hidden, self.layers, self.vocab);
         let gh = self.cell.gates() * h;
@@ -310,10 +379,7 @@ impl RecurrentLm {
                 for (k, layer) in self.steps.iter().enumerate() {
                     let (in_col, in_cols) = if k == 0 { (0, h) } else { ((k - 1) * h, 2 * h) };
                     if k == 0 {
-                        for (row, &t) in pre.chunks_exact_mut(gh).zip(tokens) {
-                            let t = t as usize;
-                            row.copy_from_slice(&self.token_table[t * gh..(t + 1) * gh]);
-                        }
+                        self.layer0_input(tokens, pre, x);
                     } else {
                         for row in pre.chunks_exact_mut(gh) {
                             row.copy_from_slice(&layer.b_x);
@@ -334,10 +400,7 @@ impl RecurrentLm {
                 let (gx, ghh) = scratch.split_at_mut(n * gh);
                 for (k, layer) in self.steps.iter().enumerate() {
                     if k == 0 {
-                        for (row, &t) in gx.chunks_exact_mut(gh).zip(tokens) {
-                            let t = t as usize;
-                            row.copy_from_slice(&self.token_table[t * gh..(t + 1) * gh]);
-                        }
+                        self.layer0_input(tokens, gx, x);
                     } else {
                         for row in gx.chunks_exact_mut(gh) {
                             row.copy_from_slice(&layer.b_x);
@@ -413,8 +476,61 @@ impl IncrementalLm for RecurrentLm {
             .par_chunks_mut(block * width)
             .zip(tokens.par_chunks(block))
             .zip(log_probs.par_chunks_mut(block * v))
-            .for_each_init(Vec::new, |scratch, ((s, t), lp)| {
-                self.step_block(s, t, lp, scratch)
-            });
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |scratch, ((s, t), lp)| self.step_block(s, t, lp, scratch),
+            );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The per-step projection (used when the token table would be too large) and the table give
+    /// the same log-probabilities (to f32 rounding of two summation orders).
+    #[test]
+    fn token_table_and_projection_agree() {
+        for (cell, cfg) in [
+            (
+                Cell::Lstm,
+                ModelConfig::LstmLm {
+                    vocab: 9,
+                    embed: 5,
+                    hidden: 6,
+                    layers: 2,
+                    dropout: 0.0,
+                },
+            ),
+            (
+                Cell::Gru,
+                ModelConfig::GruLm {
+                    vocab: 9,
+                    embed: 5,
+                    hidden: 6,
+                    layers: 2,
+                    dropout: 0.0,
+                },
+            ),
+        ] {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+            let params = cfg.build().unwrap().init_params(&mut rng);
+            let table = RecurrentLm::new(&cfg, cell, 9, 5, 6, 2, &params, usize::MAX).unwrap();
+            let proj = RecurrentLm::new(&cfg, cell, 9, 5, 6, 2, &params, 0).unwrap();
+            assert!(matches!(table.layer0, Layer0Input::Table(_)));
+            assert!(matches!(proj.layer0, Layer0Input::Project { .. }));
+            let rows = 40;
+            let (mut s1, mut s2) = (table.initial_state(rows), proj.initial_state(rows));
+            let (mut l1, mut l2) = (vec![0.0; rows * 9], vec![0.0; rows * 9]);
+            for _ in 0..4 {
+                let tok: Vec<u32> = (0..rows).map(|_| rng.random_range(0..9)).collect();
+                table.step(&mut s1, &tok, &mut l1);
+                proj.step(&mut s2, &tok, &mut l2);
+                for (a, b) in l1.iter().zip(&l2) {
+                    assert!((a - b).abs() < 1e-5, "{cell:?}: {a} vs {b}");
+                }
+            }
+        }
     }
 }
