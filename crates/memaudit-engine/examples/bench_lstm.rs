@@ -1,5 +1,6 @@
-//! Step times of the recurrent language models (issue 2's LSTM benchmark shapes) and the
-//! throughput of `IncrementalLm::step` on a huge batch (trie scoring of canary candidates).
+//! Step times of the recurrent language models (issue 2's LSTM benchmark shapes, plus the GRU
+//! variant of the char LM) and the throughput of `IncrementalLm::step` on a huge batch (trie
+//! scoring of canary candidates).
 //!
 //! A step here is `Model::gradients` (forward, softmax cross-entropy, backward, and in the clipped
 //! variant per-example norms + clipped sums, flat C = 1) followed by an SGD update of the averaged
@@ -7,7 +8,7 @@
 //! of a given parameter count). Median of the repeats after warm-up.
 //!
 //! ```text
-//! cargo run -p memaudit-engine --release --example bench_lstm [-- REPEATS]
+//! cargo run -p memaudit-engine --release --example bench_lstm [-- REPEATS [NAME-FILTER]]
 //! ```
 //! Threads: rayon's default (all cores) unless `RAYON_NUM_THREADS` is set.
 
@@ -122,11 +123,15 @@ fn bench_incremental(name: &str, cfg: &ModelConfig, rows: usize, repeats: usize)
     );
 }
 
+/// A named benchmark; it takes its own name for the printed line.
+type Bench<'a> = &'a dyn Fn(&str);
+
 fn main() {
-    let repeats: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let args: Vec<String> = std::env::args().collect();
+    let repeats: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10);
+    // Optional filter: run only the benchmarks whose name contains this string.
+    let only = args.get(2).cloned().unwrap_or_default();
+    let want = |name: &str| name.contains(only.as_str());
     println!("threads: {}", rayon::current_num_threads());
     let small = ModelConfig::LstmLm {
         vocab: 50,
@@ -142,14 +147,35 @@ fn main() {
         layers: 2,
         dropout: 0.0,
     };
-    bench_training("LSTM LM V50 E32 1x200", &small, 20, 64, repeats);
-    bench_training(
-        "char LSTM LM V60 E32 2x200",
-        &char2,
-        50,
-        64,
-        repeats.div_ceil(2),
-    );
-    bench_incremental("LSTM LM V50 E32 1x200", &small, 65_536, repeats.min(5));
-    bench_incremental("char LSTM LM V60 E32 2x200", &char2, 65_536, repeats.min(5));
+    let gru2 = ModelConfig::GruLm {
+        vocab: 60,
+        embed: 32,
+        hidden: 200,
+        layers: 2,
+        dropout: 0.0,
+    };
+    let half = repeats.div_ceil(2);
+    let few = repeats.min(5);
+    let runs: [(&str, Bench<'_>); 5] = [
+        ("train LSTM LM V50 E32 1x200", &|n| {
+            bench_training(n, &small, 20, 64, repeats)
+        }),
+        ("train char LSTM LM V60 E32 2x200", &|n| {
+            bench_training(n, &char2, 50, 64, half)
+        }),
+        ("train char GRU LM V60 E32 2x200", &|n| {
+            bench_training(n, &gru2, 50, 64, half)
+        }),
+        ("step LSTM LM V50 E32 1x200", &|n| {
+            bench_incremental(n, &small, 65_536, few)
+        }),
+        ("step char LSTM LM V60 E32 2x200", &|n| {
+            bench_incremental(n, &char2, 65_536, few)
+        }),
+    ];
+    for (name, run) in runs {
+        if want(name) {
+            run(name);
+        }
+    }
 }

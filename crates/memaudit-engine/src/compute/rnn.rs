@@ -566,9 +566,23 @@ rnn_kernel! {
 /// cell kernels themselves. Caches and gradient states hand their buffers back when dropped.
 /// Clones share one pool. At most `POOL_MAX_BUFFERS` buffers and `POOL_MAX_BYTES` are kept, so a
 /// one-off huge evaluation batch is not retained.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct BufferPool {
     free: std::sync::Arc<std::sync::Mutex<Vec<Vec<f32>>>>,
+}
+
+impl std::fmt::Debug for BufferPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The spare buffers themselves (megabytes of stale floats) are not worth printing.
+        let free = self.lock();
+        f.debug_struct("BufferPool")
+            .field("buffers", &free.len())
+            .field(
+                "bytes",
+                &free.iter().map(|v| v.capacity() * 4).sum::<usize>(),
+            )
+            .finish()
+    }
 }
 
 const POOL_MAX_BUFFERS: usize = 16;
@@ -636,26 +650,30 @@ impl BufferPool {
 }
 
 /// `dst = src^T` for a row-major `[rows, cols]` `src` (`dst` is `[cols, rows]`). The recurrent
-/// GEMMs run faster with `W^T` stored row-major than as a transposed view. Blocks of 16 source
-/// rows are read in parallel streams and written as contiguous 16-float runs.
+/// GEMMs run faster with `W^T` stored row-major than as a transposed view. Each task owns a block
+/// of 16 destination rows (16 source columns): it reads 16 consecutive floats of every source row
+/// and writes them into its 16 rows.
 pub fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     const BLOCK: usize = 16;
     assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
-    let full = rows / BLOCK * BLOCK;
-    for r0 in (0..full).step_by(BLOCK) {
-        let srcs: [&[f32]; BLOCK] =
-            std::array::from_fn(|i| &src[(r0 + i) * cols..(r0 + i + 1) * cols]);
-        for c in 0..cols {
-            let d = &mut dst[c * rows + r0..c * rows + r0 + BLOCK];
-            for (i, v) in d.iter_mut().enumerate() {
-                *v = srcs[i][c];
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let task = |(k, d): (usize, &mut [f32])| {
+        let c0 = k * BLOCK;
+        let w = d.len() / rows;
+        for r in 0..rows {
+            let s = &src[r * cols + c0..r * cols + c0 + w];
+            for (j, v) in s.iter().enumerate() {
+                d[j * rows + r] = *v;
             }
         }
-    }
-    for r in full..rows {
-        for c in 0..cols {
-            dst[c * rows + r] = src[r * cols + c];
-        }
+    };
+    let dst = &mut dst[..rows * cols];
+    if rows * cols >= 1 << 16 {
+        dst.par_chunks_mut(BLOCK * rows).enumerate().for_each(task);
+    } else {
+        dst.chunks_mut(BLOCK * rows).enumerate().for_each(task);
     }
 }
 
