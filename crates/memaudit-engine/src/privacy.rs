@@ -31,7 +31,14 @@ pub fn calibrate(q: f64, steps: u64, delta: f64, target: f64, kind: AccountantKi
 }
 
 /// A privacy statement: (text, numbers as JSON).
-pub fn statement(n: u64, batch: u64, epochs: f64, noise_multiplier: f64, delta: f64, kind: AccountantKind) -> Result<(String, serde_json::Value)> {
+pub fn statement(
+    n: u64,
+    batch: u64,
+    epochs: f64,
+    noise_multiplier: f64,
+    delta: f64,
+    kind: AccountantKind,
+) -> Result<(String, serde_json::Value)> {
     let _ = (n, batch, epochs, noise_multiplier, delta, kind);
     Err(EngineError::Config("accounting is not wired yet".into()))
 }

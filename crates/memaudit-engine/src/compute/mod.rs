@@ -10,6 +10,7 @@
 //! the same view types), not the layers.
 
 pub mod conv;
+pub mod rnn;
 pub mod vmath;
 
 use rayon::prelude::*;

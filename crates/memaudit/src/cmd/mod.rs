@@ -20,5 +20,5 @@ impl Stub {
     }
 }
 pub mod args;
-pub mod train;
 pub mod eval;
+pub mod train;
