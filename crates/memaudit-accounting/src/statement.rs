@@ -1,9 +1,12 @@
 //! A plain-language privacy statement for a DP-SGD run, after TF Privacy's
 //! `compute_dp_sgd_privacy_statement` (compute_dp_sgd_privacy_lib.py): epsilon under Poisson
 //! sampling and under "each example once per epoch" (no amplification by sampling), and, when
-//! the number of examples per user is bounded, user-level epsilon by group privacy (Vadhan 2017,
-//! "The Complexity of Differential Privacy", Lemma 2.2, with the tighter δ of its proof and a
-//! line search over the example-level δ).
+//! the number of examples per user is bounded, user-level epsilon as TF Privacy computes it since
+//! May 2024 (commit 99c25e3): without sampling, the k examples of a user may share one step, so
+//! the noise multiplier is divided by k; with Poisson sampling, group privacy (Vadhan 2017, "The
+//! Complexity of Differential Privacy", Lemma 2.2, with the tighter δ of its proof and a line
+//! search over the example-level δ). TF Privacy's PLD user-level number (a mixture-of-Gaussians
+//! PLD, Ganesh 2024) is not implemented: with PLD accounting no user-level number is given.
 
 use std::fmt;
 
@@ -176,10 +179,17 @@ pub fn privacy_statement(params: &StatementParams) -> Result<PrivacyStatement> {
     let epsilon_once_per_epoch = acc_once.epsilon(params.delta)?;
     let (user_epsilon_poisson, user_epsilon_once_per_epoch) =
         match (params.max_examples_per_user, params.accountant) {
-            (Some(k), AccountantKind::Rdp) => (
-                Some(user_epsilon(acc_poisson.as_ref(), k, params.delta)?),
-                Some(user_epsilon(acc_once.as_ref(), k, params.delta)?),
-            ),
+            (Some(k), AccountantKind::Rdp) => {
+                // Without sampling, a user's k examples may all land in one step: the
+                // sensitivity is k times larger, i.e. the noise multiplier k times smaller
+                // (TF Privacy since 2024-05).
+                let once_user = DpEvent::self_composed(DpEvent::gaussian(sigma / k as f64), epoch_steps);
+                let acc_once_user = composed_accountant(params.accountant, &once_user)?;
+                (
+                    Some(user_epsilon(acc_poisson.as_ref(), k, params.delta)?),
+                    Some(acc_once_user.epsilon(params.delta)?),
+                )
+            }
             _ => (None, None),
         };
     Ok(PrivacyStatement {
