@@ -1,7 +1,20 @@
 //! FFT convolutions for the PLD accountant (realfft over rustfft).
 
-use realfft::RealFftPlanner;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use realfft::num_complex::Complex;
+use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
+
+/// Forward and inverse plans of length n. Plans (twiddle tables: one sin/cos per point) are cached
+/// for the process, like SciPy's pocketfft plan cache.
+fn plans(n: usize) -> (Arc<dyn RealToComplex<f64>>, Arc<dyn ComplexToReal<f64>>) {
+    static PLANNER: OnceLock<Mutex<RealFftPlanner<f64>>> = OnceLock::new();
+    let mut planner = PLANNER
+        .get_or_init(|| Mutex::new(RealFftPlanner::new()))
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    (planner.plan_fft_forward(n), planner.plan_fft_inverse(n))
+}
 
 /// The smallest even 7-smooth integer >= n (rustfft is fastest on 2^a 3^b 5^c 7^d; realfft
 /// halves an even length).
@@ -45,24 +58,35 @@ fn complex_powu(z: Complex<f64>, n: u64) -> Complex<f64> {
     Complex::new(mag * c, mag * s)
 }
 
+/// Raises every bin to the power n. Bins with |z|^n below 1e-320 (exactly 0 in the output after
+/// the inverse transform's rounding) are set to 0 without transcendental calls: most bins of a
+/// many-fold composition are such, which makes this loop cheap.
+fn spectrum_powu(spectrum: &mut [Complex<f64>], n: u64) {
+    let r2_min = (-1480.0 / n as f64).exp(); // |z|^2 below this: |z|^n < e^-740
+    for z in spectrum.iter_mut() {
+        let r2 = z.re * z.re + z.im * z.im;
+        *z = if r2 < r2_min {
+            Complex::new(0.0, 0.0)
+        } else {
+            complex_powu(*z, n)
+        };
+    }
+}
+
 /// The `count`-fold self-convolution of `input`, circular over a fast length covering
 /// `output_len` (dp_accounting `common.self_convolve`): returns entries
 /// `lower_bound .. lower_bound + output_len` of the full convolution (mass outside that window
 /// wraps around; the caller bounds it by a Chernoff bound).
 pub fn self_convolve(input: &[f64], count: u64, lower_bound: usize, output_len: usize) -> Vec<f64> {
     let n = fast_len(output_len.max(input.len()));
-    let mut planner = RealFftPlanner::<f64>::new();
-    let forward = planner.plan_fft_forward(n);
-    let inverse = planner.plan_fft_inverse(n);
+    let (forward, inverse) = plans(n);
     let mut buf = forward.make_input_vec();
     buf[..input.len()].copy_from_slice(input);
     let mut spectrum = forward.make_output_vec();
     forward
         .process(&mut buf, &mut spectrum)
         .expect("buffer sizes come from the plan");
-    for z in spectrum.iter_mut() {
-        *z = complex_powu(*z, count);
-    }
+    spectrum_powu(&mut spectrum, count);
     // The DC and Nyquist bins of a real signal are real; rounding in the power leaves ~1e-16
     // imaginary parts that realfft would reject.
     spectrum[0].im = 0.0;
@@ -98,9 +122,7 @@ pub fn convolve(a: &[f64], b: &[f64]) -> Vec<f64> {
         return out;
     }
     let n = fast_len(out_len);
-    let mut planner = RealFftPlanner::<f64>::new();
-    let forward = planner.plan_fft_forward(n);
-    let inverse = planner.plan_fft_inverse(n);
+    let (forward, inverse) = plans(n);
     let mut buf_a = forward.make_input_vec();
     buf_a[..a.len()].copy_from_slice(a);
     let mut buf_b = forward.make_input_vec();

@@ -124,14 +124,38 @@ fn is_close(a: f64, b: f64) -> bool {
 }
 
 /// The privacy loss of the (subsampled) Gaussian mechanism with sensitivity 1
-/// (dp_accounting `GaussianPrivacyLoss`).
+/// (dp_accounting `GaussianPrivacyLoss`), with the constants of its formulas precomputed.
 struct GaussianLoss {
     sigma: f64,
     q: f64,
     adjacency: Adjacency,
+    /// ln(1 - q) as Python's math.log(1 - q) (for the isclose tests) and as log1p(-q).
+    ln_1mq: f64,
+    log1p_mq: f64,
+    ln_q: f64,
+    /// For log(a e^b + c) with a = 1/q, c = 1 - 1/q: ln a, ln(-c), ln(a + c).
+    ln_inv_q: f64,
+    ln_inv_q_m1: f64,
+    ln_a_plus_c: f64,
 }
 
 impl GaussianLoss {
+    fn new(sigma: f64, q: f64, adjacency: Adjacency) -> Self {
+        let a = 1.0 / q;
+        let c = 1.0 - 1.0 / q;
+        GaussianLoss {
+            sigma,
+            q,
+            adjacency,
+            ln_1mq: (1.0 - q).ln(),
+            log1p_mq: (-q).ln_1p(),
+            ln_q: q.ln(),
+            ln_inv_q: a.ln(),
+            ln_inv_q_m1: (-c).ln(),
+            ln_a_plus_c: (a + c).ln(),
+        }
+    }
+
     fn loss_remove_unsampled(&self, x: f64) -> f64 {
         (-0.5 - x) / (self.sigma * self.sigma)
     }
@@ -156,6 +180,15 @@ impl GaussianLoss {
         -0.5 - loss * self.sigma * self.sigma
     }
 
+    /// `log_a_times_exp_b_plus_c(1/q, b, 1 - 1/q)` = ln(e^b / q + 1 - 1/q), for b > ln(1-q).
+    #[inline]
+    fn unsampled_loss_of(&self, b: f64) -> f64 {
+        if b == 0.0 {
+            return self.ln_a_plus_c;
+        }
+        crate::special::log_sub(b + self.ln_inv_q, self.ln_inv_q_m1)
+    }
+
     /// The largest x whose privacy loss is at least `loss`.
     fn inverse_loss(&self, loss: f64) -> f64 {
         let q = self.q;
@@ -164,34 +197,33 @@ impl GaussianLoss {
                 if q == 1.0 {
                     return self.inverse_remove_unsampled(loss);
                 }
-                if is_close(loss, (1.0 - q).ln()) {
+                if is_close(loss, self.ln_1mq) {
                     return self.inverse_remove_unsampled(f64::NEG_INFINITY);
                 }
-                let l = log_a_times_exp_b_plus_c(1.0 / q, loss, 1.0 - 1.0 / q);
-                self.inverse_remove_unsampled(l)
+                self.inverse_remove_unsampled(self.unsampled_loss_of(loss))
             }
             Adjacency::Add => {
                 if q == 1.0 {
                     return 1.0 + self.inverse_remove_unsampled(loss);
                 }
-                if is_close(loss, -(1.0 - q).ln()) {
+                if is_close(loss, -self.ln_1mq) {
                     return 1.0 + self.inverse_remove_unsampled(f64::INFINITY);
                 }
-                let l = -log_a_times_exp_b_plus_c(1.0 / q, -loss, 1.0 - 1.0 / q);
-                1.0 + self.inverse_remove_unsampled(l)
+                1.0 + self.inverse_remove_unsampled(-self.unsampled_loss_of(-loss))
             }
         }
     }
 
-    /// The hockey-stick divergence δ(ε) of the continuous mechanism.
+    /// The hockey-stick divergence δ(ε) of the continuous mechanism:
+    /// P_upper(X <= x_ε) - e^ε P_lower(X <= x_ε), x_ε the inverse privacy loss.
     fn delta_for_epsilon(&self, eps: f64) -> f64 {
         let q = self.q;
         if q < 1.0 {
             match self.adjacency {
-                Adjacency::Remove if eps <= (-q).ln_1p() => {
+                Adjacency::Remove if eps <= self.log1p_mq => {
                     return (-(eps.exp_m1())).clamp(0.0, 1.0);
                 }
-                Adjacency::Add if eps >= -(-q).ln_1p() => return 0.0,
+                Adjacency::Add if eps >= -self.log1p_mq => return 0.0,
                 _ => {}
             }
         }
@@ -213,7 +245,7 @@ impl GaussianLoss {
                 let lower_log = if q == 1.0 {
                     log_phi_shift
                 } else {
-                    log_add_exp((-q).ln_1p() + log_phi_x, q.ln() + log_phi_shift)
+                    log_add_exp(self.log1p_mq + log_phi_x, self.ln_q + log_phi_shift)
                 };
                 phi_x - (eps + lower_log).exp()
             }
@@ -262,11 +294,7 @@ fn too_large(points: u64, opts: &PldOptions) -> Result<()> {
 
 /// One step of the (subsampled) Gaussian as a pessimistic connect-the-dots PMF.
 fn gaussian_pmf(sigma: f64, q: f64, adjacency: Adjacency, opts: &PldOptions) -> Result<Pmf> {
-    let loss = GaussianLoss {
-        sigma,
-        q,
-        adjacency,
-    };
+    let loss = GaussianLoss::new(sigma, q, adjacency);
     let d = opts.value_discretization_interval;
     let z = norm_ppf_from_log(0.5f64.ln() + opts.log_mass_truncation_bound);
     let mut lower_x = sigma * z;
@@ -361,7 +389,12 @@ fn truncate_tails(mut probs: Vec<f64>, tmt: f64) -> (usize, Vec<f64>, f64) {
 fn compose(a: &Pmf, b: &Pmf, tmt: f64, opts: &PldOptions) -> Result<Pmf> {
     let sparse = a.sparse && b.sparse && a.probs.len() * b.probs.len() <= MAX_SPARSE_SIZE;
     too_large((a.probs.len() + b.probs.len()) as u64, opts)?;
-    let mut conv = fft::convolve(&a.probs, &b.probs);
+    // Composing with the identity (the accountant's starting point) is a copy.
+    let mut conv = if a.probs.len() == 1 && a.probs[0] == 1.0 {
+        b.probs.clone()
+    } else {
+        fft::convolve(&a.probs, &b.probs)
+    };
     for v in conv.iter_mut() {
         *v = v.max(0.0);
     }
@@ -387,14 +420,7 @@ fn chernoff_bounds(probs: &[f64], count: u64, tmt: f64) -> (i64, i64) {
     let log_term = (2.0 / tmt).ln();
     for k in (-20i32..=-1).chain(1..=20) {
         let order = k as f64 / len as f64;
-        // Σ p_i e^(i order): |i order| <= 20, so the plain sum cannot overflow.
-        let step = order.exp();
-        let mut x = 1.0;
-        let mut mgf = 0.0;
-        for p in probs {
-            mgf += p * x;
-            x *= step;
-        }
+        let mgf = moment_generating_sum(probs, order);
         let bound = (count as f64 * mgf.ln() + log_term) / order;
         if !bound.is_finite() {
             continue;
@@ -406,6 +432,30 @@ fn chernoff_bounds(probs: &[f64], count: u64, tmt: f64) -> (i64, i64) {
         }
     }
     (lower, upper.max(lower))
+}
+
+/// Σ_i p_i e^(i order) for |i order| <= 20 (no overflow). Four interleaved power chains keep the
+/// multiplications independent (the running power's rounding error stays below 1e-11 relative).
+fn moment_generating_sum(probs: &[f64], order: f64) -> f64 {
+    let step = order.exp();
+    let step4 = step.powi(4);
+    let mut x = [1.0, step, step * step, step * step * step];
+    let mut acc = [0.0f64; 4];
+    let chunks = probs.chunks_exact(4);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..4 {
+            acc[l] += c[l] * x[l];
+            x[l] *= step4;
+        }
+    }
+    let mut sum = acc.iter().sum::<f64>();
+    let mut xr = x[0];
+    for p in rest {
+        sum += p * xr;
+        xr *= step;
+    }
+    sum
 }
 
 /// dp_accounting's `self_compose`: direct repeated composition for small sparse PMFs, else
@@ -659,13 +709,14 @@ fn compose_tilted(
         };
     }
     // Untilt where the tilted values are above the noise floor, scanning down from the peak.
-    let (peak, r_max) = state
-        .r
-        .iter()
-        .enumerate()
-        .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| {
-            if v > bv { (i, v) } else { (bi, bv) }
-        });
+    let (peak, r_max) =
+        state
+            .r
+            .iter()
+            .enumerate()
+            .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                if v > bv { (i, v) } else { (bi, bv) }
+            });
     let floor = (TILT_RELIABLE_RELATIVE * r_max).max(TILT_RELIABLE_ABSOLUTE);
     let mut reliable_from = peak;
     while reliable_from > 0 && state.r[reliable_from - 1] >= floor {
@@ -712,6 +763,44 @@ fn compose_pair(
         remove: remove?,
         add: Some(add?),
     })
+}
+
+/// Exact δ(ε) of the Gaussian mechanism with sensitivity 1 (Balle & Wang 2018, "Improving the
+/// Gaussian Mechanism for Differential Privacy", Thm. 8): Φ(-εσ + 1/(2σ)) - e^ε Φ(-εσ - 1/(2σ)),
+/// written as Φ(a) (1 - e^(ε + log Φ(b) - log Φ(a))) to keep its precision when both are tiny.
+/// Used when every event is an unsampled Gaussian and the discretised PLD would be too large
+/// (tiny effective σ); the value is exact instead of pessimistically discretised.
+fn gaussian_delta_for_epsilon(sigma: f64, eps: f64) -> f64 {
+    let a = -eps * sigma + 0.5 / sigma;
+    let b = -eps * sigma - 0.5 / sigma;
+    let la = phi_and_log_phi(a).1;
+    let lb = phi_and_log_phi(b).1;
+    let v = la.exp() * -(eps + lb - la).exp_m1();
+    if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) }
+}
+
+/// ε(δ) for the Gaussian mechanism by bisection on the exact δ(ε) (to 1e-12 relative).
+fn gaussian_epsilon_for_delta(sigma: f64, delta: f64) -> f64 {
+    if gaussian_delta_for_epsilon(sigma, 0.0) <= delta {
+        return 0.0;
+    }
+    let mut hi = 1.0;
+    while gaussian_delta_for_epsilon(sigma, hi) > delta {
+        hi *= 2.0;
+        if hi > 1e300 {
+            return f64::INFINITY;
+        }
+    }
+    let mut lo = 0.0;
+    while hi - lo > 1e-12 * hi {
+        let mid = 0.5 * (lo + hi);
+        if gaussian_delta_for_epsilon(sigma, mid) > delta {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
 }
 
 /// The PLD accountant (add-or-remove-one neighbours).
@@ -803,6 +892,19 @@ impl PldAccountant {
         })
     }
 
+    /// When every factor is an unsampled Gaussian, the composition is one Gaussian mechanism
+    /// with noise multiplier (Σ count/σ²)^(-1/2).
+    fn gaussian_only_sigma(&self) -> Option<f64> {
+        let mut inv_sq = 0.0;
+        for f in &self.factors {
+            match f {
+                Factor::Gaussian { sigma, count } => inv_sq += *count as f64 / (sigma * sigma),
+                Factor::Poisson { .. } => return None,
+            }
+        }
+        (inv_sq > 0.0).then(|| inv_sq.powf(-0.5))
+    }
+
     fn tilt_from_order(order: f64) -> f64 {
         (order - 1.0).clamp(0.0, 1000.0)
     }
@@ -814,7 +916,12 @@ impl PldAccountant {
             return Ok(f64::INFINITY);
         }
         let d = self.options.value_discretization_interval;
-        let plain = self.plain()?;
+        let plain = match (self.plain(), self.gaussian_only_sigma()) {
+            (Err(AccountingError::PldTooLarge { .. }), Some(sigma)) => {
+                return Ok(gaussian_epsilon_for_delta(sigma, delta));
+            }
+            (plain, _) => plain?,
+        };
         let eps0 = plain
             .parts()
             .map(|c| epsilon_for_delta(&c.pmf, d, delta).0)
@@ -847,7 +954,12 @@ impl PldAccountant {
             return Ok(1.0);
         }
         let d = self.options.value_discretization_interval;
-        let plain = self.plain()?;
+        let plain = match (self.plain(), self.gaussian_only_sigma()) {
+            (Err(AccountingError::PldTooLarge { .. }), Some(sigma)) => {
+                return Ok(gaussian_delta_for_epsilon(sigma, epsilon));
+            }
+            (plain, _) => plain?,
+        };
         let delta0 = plain
             .parts()
             .map(|c| delta_for_epsilon(&c.pmf, d, epsilon).0)
@@ -964,6 +1076,31 @@ mod tests {
     }
 
     #[test]
+    fn tiny_sigma_gaussian_falls_back_to_the_exact_curve() {
+        // sigma / sqrt(2000) = 0.0134: the discretised PLD would need ~7e7 points.
+        let mut acc = PldAccountant::new(NeighboringRelation::AddOrRemoveOne);
+        acc.compose(&DpEvent::self_composed(DpEvent::gaussian(0.6), 2000))
+            .unwrap();
+        let eps = acc.epsilon_for_delta(1e-5).unwrap();
+        let sigma = 0.6 / 2000f64.sqrt();
+        assert!(
+            (gaussian_delta_for_epsilon(sigma, eps) - 1e-5).abs() < 1e-12,
+            "{eps}"
+        );
+        // RDP of the same event is an upper bound.
+        let rdp = crate::epsilon_for(
+            &DpEvent::self_composed(DpEvent::gaussian(0.6), 2000),
+            1e-5,
+            crate::AccountantKind::Rdp,
+        )
+        .unwrap()
+        .epsilon;
+        assert!(eps < rdp && eps > 0.9 * rdp, "{eps} vs RDP {rdp}");
+        let d = acc.delta_for_epsilon(eps).unwrap();
+        assert!((d - 1e-5).abs() < 1e-9, "{d}");
+    }
+
+    #[test]
     fn unsampled_gaussian_delta_is_the_analytic_one() {
         // δ(ε) of the Gaussian mechanism (Balle & Wang 2018, Thm. 8):
         // Φ(-ε σ + 1/(2σ)) - e^ε Φ(-ε σ - 1/(2σ)); the pessimistic PLD may only exceed it, by
@@ -972,8 +1109,10 @@ mod tests {
         let mut acc = PldAccountant::new(NeighboringRelation::AddOrRemoveOne);
         acc.compose(&DpEvent::gaussian(sigma)).unwrap();
         for eps in [0.1, 0.5, 1.0, 2.0] {
-            let exact = crate::special::ndtr(-eps * sigma + 0.5 / sigma)
+            let exact = gaussian_delta_for_epsilon(sigma, eps);
+            let textbook = crate::special::ndtr(-eps * sigma + 0.5 / sigma)
                 - eps.exp() * crate::special::ndtr(-eps * sigma - 0.5 / sigma);
+            assert!((exact - textbook).abs() < 1e-15, "{exact} vs {textbook}");
             let got = acc.delta_for_epsilon(eps).unwrap();
             assert!(got >= exact * (1.0 - 1e-9), "eps {eps}: {got} < {exact}");
             assert!(got <= exact * 1.01 + 1e-15, "eps {eps}: {got} vs {exact}");

@@ -183,7 +183,8 @@ pub fn privacy_statement(params: &StatementParams) -> Result<PrivacyStatement> {
                 // Without sampling, a user's k examples may all land in one step: the
                 // sensitivity is k times larger, i.e. the noise multiplier k times smaller
                 // (TF Privacy since 2024-05).
-                let once_user = DpEvent::self_composed(DpEvent::gaussian(sigma / k as f64), epoch_steps);
+                let once_user =
+                    DpEvent::self_composed(DpEvent::gaussian(sigma / k as f64), epoch_steps);
                 let acc_once_user = composed_accountant(params.accountant, &once_user)?;
                 (
                     Some(user_epsilon(acc_poisson.as_ref(), k, params.delta)?),

@@ -3,28 +3,36 @@
 //! series. Tolerances follow the digits each source prints.
 
 use memaudit_accounting::rdp::{
-    Conversion, FractionalSeries, RdpAccountant, default_orders, delta_from_rdp, epsilon_from_rdp, opacus_orders,
-    rdp_poisson_subsampled_gaussian, tf_compute_dp_sgd_privacy_orders,
+    Conversion, FractionalSeries, RdpAccountant, default_orders, delta_from_rdp, epsilon_from_rdp,
+    opacus_orders, rdp_poisson_subsampled_gaussian, tf_compute_dp_sgd_privacy_orders,
 };
 use memaudit_accounting::{
-    AccountantKind, DpEvent, NeighboringRelation, PldAccountant, PrivacyAccountant, StatementParams, calibrate,
-    dp_sgd_event, epsilon_for, privacy_statement,
+    AccountantKind, DpEvent, NeighboringRelation, PldAccountant, PrivacyAccountant,
+    StatementParams, calibrate, dp_sgd_event, epsilon_for, privacy_statement,
 };
 
 const ADD_REMOVE: NeighboringRelation = NeighboringRelation::AddOrRemoveOne;
 
 fn rdp(q: f64, sigma: f64, steps: u64, orders: &[f64], series: FractionalSeries) -> RdpAccountant {
-    let mut acc = RdpAccountant::with_orders(ADD_REMOVE, orders).unwrap().with_series(series);
+    let mut acc = RdpAccountant::with_orders(ADD_REMOVE, orders)
+        .unwrap()
+        .with_series(series);
     acc.compose(&dp_sgd_event(q, sigma, steps)).unwrap();
     acc
 }
 
 fn close(got: f64, want: f64, abs_tol: f64, what: &str) {
-    assert!((got - want).abs() <= abs_tol, "{what}: got {got}, want {want} (+- {abs_tol})");
+    assert!(
+        (got - want).abs() <= abs_tol,
+        "{what}: got {got}, want {want} (+- {abs_tol})"
+    );
 }
 
 fn rel_close(got: f64, want: f64, rel_tol: f64, what: &str) {
-    assert!(((got - want) / want).abs() <= rel_tol, "{what}: got {got}, want {want} (rel {rel_tol})");
+    assert!(
+        ((got - want) / want).abs() <= rel_tol,
+        "{what}: got {got}, want {want} (rel {rel_tol})"
+    );
 }
 
 const MNIST_Q: f64 = 256.0 / 60000.0;
@@ -49,8 +57,14 @@ fn tf_privacy_readme_classic_rows() {
         (1.1, 14063, 3.0084, Some(8.8), 3.01), // row 1 again with the abs series: same at an integer-free optimum within 5e-5
     ];
     for (i, (sigma, steps, eps4, order, readme)) in cases.into_iter().enumerate() {
-        let series = if i == 9 { FractionalSeries::Abs } else { FractionalSeries::Signed };
-        let e = rdp(MNIST_Q, sigma, steps, &orders, series).epsilon_and_order(1e-5, Conversion::Classic).unwrap();
+        let series = if i == 9 {
+            FractionalSeries::Abs
+        } else {
+            FractionalSeries::Signed
+        };
+        let e = rdp(MNIST_Q, sigma, steps, &orders, series)
+            .epsilon_and_order(1e-5, Conversion::Classic)
+            .unwrap();
         let what = format!("sigma {sigma}, {steps} steps");
         if eps4.is_finite() {
             close(e.epsilon, eps4, 5e-5, &what);
@@ -92,9 +106,33 @@ fn compute_dp_sgd_privacy_tests() {
     let orders = tf_compute_dp_sgd_privacy_orders();
     let cases = [
         // (q, sigma, steps, delta, improved, order, classic)
-        (150.0 / 60000.0, 1.3, 6000, 1e-5, 0.7242234026109595, 19.0, 0.941870567),
-        (100.0 / 100000.0, 1.0, 30000, 1e-7, 1.4154988495444842, 13.0, 1.70928734),
-        (1024.0 / 1e8, 0.1, 976563, 1e-7, 5907982.3113984, 1.25, 5907984.81339406),
+        (
+            150.0 / 60000.0,
+            1.3,
+            6000,
+            1e-5,
+            0.7242234026109595,
+            19.0,
+            0.941870567,
+        ),
+        (
+            100.0 / 100000.0,
+            1.0,
+            30000,
+            1e-7,
+            1.4154988495444842,
+            13.0,
+            1.70928734,
+        ),
+        (
+            1024.0 / 1e8,
+            0.1,
+            976563,
+            1e-7,
+            5907982.3113984,
+            1.25,
+            5907984.81339406,
+        ),
     ];
     for (q, sigma, steps, delta, improved, order, classic) in cases {
         let acc = rdp(q, sigma, steps, &orders, FractionalSeries::Abs);
@@ -119,9 +157,13 @@ fn example_privacy_tests_rdp_and_pld() {
     ];
     for (q, sigma, steps, want_rdp, want_pld) in cases {
         let event = dp_sgd_event(q, sigma, steps);
-        let r = epsilon_for(&event, 1e-5, AccountantKind::Rdp).unwrap().epsilon;
+        let r = epsilon_for(&event, 1e-5, AccountantKind::Rdp)
+            .unwrap()
+            .epsilon;
         close(r, want_rdp, 5e-7, &format!("RDP q={q} sigma={sigma}"));
-        let p = epsilon_for(&event, 1e-5, AccountantKind::Pld).unwrap().epsilon;
+        let p = epsilon_for(&event, 1e-5, AccountantKind::Pld)
+            .unwrap()
+            .epsilon;
         close(p, want_pld, 5e-7, &format!("PLD q={q} sigma={sigma}"));
     }
 }
@@ -145,10 +187,28 @@ fn privacy_statement_numbers() {
     assert_eq!(s.epoch_steps, 5);
     close(s.epsilon_poisson, 1.616, 5e-4, "RDP Poisson");
     close(s.epsilon_once_per_epoch, 13.376, 5e-4, "RDP once per epoch");
-    close(s.user_epsilon_poisson.unwrap(), 6.425, 5e-4, "user RDP Poisson");
-    close(s.user_epsilon_once_per_epoch.unwrap(), 56.224, 5e-4, "user RDP once per epoch");
+    close(
+        s.user_epsilon_poisson.unwrap(),
+        6.425,
+        5e-4,
+        "user RDP Poisson",
+    );
+    close(
+        s.user_epsilon_once_per_epoch.unwrap(),
+        56.224,
+        5e-4,
+        "user RDP once per epoch",
+    );
     let text = s.to_string();
-    for needle in ["1.616", "13.376", "6.425", "56.224", "one training example", "sequence window", "checkpoint"] {
+    for needle in [
+        "1.616",
+        "13.376",
+        "6.425",
+        "56.224",
+        "one training example",
+        "sequence window",
+        "checkpoint",
+    ] {
         assert!(text.contains(needle), "statement lacks {needle:?}:\n{text}");
     }
     params.accountant = AccountantKind::Pld;
@@ -163,9 +223,13 @@ fn privacy_statement_numbers() {
 #[test]
 fn opacus_rdp_test_both_series() {
     let orders = opacus_orders();
-    let signed = rdp(0.04, 1.5, 2250, &orders, FractionalSeries::Signed).epsilon(1e-5).unwrap();
+    let signed = rdp(0.04, 1.5, 2250, &orders, FractionalSeries::Signed)
+        .epsilon(1e-5)
+        .unwrap();
     close(signed, 7.32911117143, 1e-9, "signed series (Opacus)");
-    let abs = rdp(0.04, 1.5, 2250, &orders, FractionalSeries::Abs).epsilon(1e-5).unwrap();
+    let abs = rdp(0.04, 1.5, 2250, &orders, FractionalSeries::Abs)
+        .epsilon(1e-5)
+        .unwrap();
     close(abs, 7.3293347, 5e-8, "abs series (dp_accounting)");
 }
 
@@ -176,10 +240,18 @@ fn opacus_rdp_test_both_series() {
 fn opacus_calibration_row() {
     let orders = opacus_orders();
     let eps_of = |s: f64| rdp(0.04, s, 2250, &orders, FractionalSeries::Signed).epsilon(1e-5);
-    close(eps_of(1.416).unwrap(), 7.9982, 5e-5, "epsilon at Opacus's sigma");
+    close(
+        eps_of(1.416).unwrap(),
+        7.9982,
+        5e-5,
+        "epsilon at Opacus's sigma",
+    );
     let c = calibrate(eps_of, 8.0).unwrap();
     assert!(c.epsilon <= 8.0);
-    assert!(c.noise_multiplier <= 1.416 && c.noise_multiplier > 1.41, "{c:?}");
+    assert!(
+        c.noise_multiplier <= 1.416 && c.noise_multiplier > 1.41,
+        "{c:?}"
+    );
     let below = eps_of(c.noise_multiplier / (1.0 + 1e-4)).unwrap();
     assert!(below > 8.0, "sigma is not the smallest to 1e-4: {below}");
 }
@@ -189,7 +261,11 @@ fn opacus_calibration_row() {
 fn opacus_docstring_composition() {
     let orders: Vec<f64> = (2..=32).map(f64::from).collect();
     let mut acc = RdpAccountant::with_orders(ADD_REMOVE, &orders).unwrap();
-    acc.compose(&DpEvent::Composed(vec![dp_sgd_event(1e-5, 1.0, 10), dp_sgd_event(1e-4, 3.0, 4)])).unwrap();
+    acc.compose(&DpEvent::Composed(vec![
+        dp_sgd_event(1e-5, 1.0, 10),
+        dp_sgd_event(1e-4, 3.0, 4),
+    ]))
+    .unwrap();
     let e = acc.epsilon_and_order(1e-5, Conversion::Improved).unwrap();
     close(e.epsilon, 0.33634, 5e-6, "epsilon");
     assert_eq!(e.order, 23.0);
@@ -203,8 +279,22 @@ fn rdp_values_of_the_library_tests() {
     close(v, 0.07737, 5e-6, "row 21");
     // Row 22: q = 0.01, sigma 2.5, 50 steps.
     let orders = [1.5, 2.5, 5.0, 50.0, 100.0, f64::INFINITY];
-    let abs = [6.70579741e-4, 1.08548710e-3, 2.18075656e-3, 2.38460375e-2, 1.67416308e2, f64::INFINITY];
-    let signed = [6.5007e-4, 1.0854e-3, 2.1808e-3, 2.3846e-2, 1.6742e2, f64::INFINITY];
+    let abs = [
+        6.70579741e-4,
+        1.08548710e-3,
+        2.18075656e-3,
+        2.38460375e-2,
+        1.67416308e2,
+        f64::INFINITY,
+    ];
+    let signed = [
+        6.5007e-4,
+        1.0854e-3,
+        2.1808e-3,
+        2.3846e-2,
+        1.6742e2,
+        f64::INFINITY,
+    ];
     for ((o, a), s) in orders.iter().zip(abs).zip(signed) {
         let va = 50.0 * rdp_poisson_subsampled_gaussian(0.01, 2.5, *o, FractionalSeries::Abs);
         let vs = 50.0 * rdp_poisson_subsampled_gaussian(0.01, 2.5, *o, FractionalSeries::Signed);
@@ -216,7 +306,10 @@ fn rdp_values_of_the_library_tests() {
         rel_close(vs, s, 5e-5, &format!("signed, order {o}"));
     }
     // Row 26: q = 1, sigma 10, order 20 -> alpha / (2 sigma^2) = 0.1.
-    assert_eq!(rdp_poisson_subsampled_gaussian(1.0, 10.0, 20.0, FractionalSeries::Abs), 0.1);
+    assert_eq!(
+        rdp_poisson_subsampled_gaussian(1.0, 10.0, 20.0, FractionalSeries::Abs),
+        0.1
+    );
 }
 
 /// Row 23: a constant RDP of 1.1 at orders 2..32 converts to 1.32783806176 at order 32, and back.
@@ -237,19 +330,38 @@ fn conversion_of_constant_rdp() {
 /// (signed series), 8.5138 (abs); improved 7.388 (signed), 7.392 (abs).
 #[test]
 fn tf_composition_row() {
-    let orders =
-        [1.25, 1.5, 1.75, 2., 2.5, 3., 4., 5., 6., 7., 8., 10., 12., 14., 16., 20., 24., 28., 32., 64., 256.];
-    let event = DpEvent::Composed(vec![dp_sgd_event(1e-4, 0.4, 40000), dp_sgd_event(0.1, 2.0, 100)]);
-    for (series, classic, improved, tol) in
-        [(FractionalSeries::Signed, 8.509656, 7.388, 5e-4), (FractionalSeries::Abs, 8.5138, 7.392, 5e-4)]
-    {
-        let mut acc = RdpAccountant::with_orders(ADD_REMOVE, &orders).unwrap().with_series(series);
+    let orders = [
+        1.25, 1.5, 1.75, 2., 2.5, 3., 4., 5., 6., 7., 8., 10., 12., 14., 16., 20., 24., 28., 32.,
+        64., 256.,
+    ];
+    let event = DpEvent::Composed(vec![
+        dp_sgd_event(1e-4, 0.4, 40000),
+        dp_sgd_event(0.1, 2.0, 100),
+    ]);
+    for (series, classic, improved, tol) in [
+        (FractionalSeries::Signed, 8.509656, 7.388, 5e-4),
+        (FractionalSeries::Abs, 8.5138, 7.392, 5e-4),
+    ] {
+        let mut acc = RdpAccountant::with_orders(ADD_REMOVE, &orders)
+            .unwrap()
+            .with_series(series);
         acc.compose(&event).unwrap();
         let c = acc.epsilon_and_order(1e-5, Conversion::Classic).unwrap();
-        let digits = if series == FractionalSeries::Signed { 5e-7 } else { 5e-5 };
+        let digits = if series == FractionalSeries::Signed {
+            5e-7
+        } else {
+            5e-5
+        };
         close(c.epsilon, classic, digits, &format!("classic {series:?}"));
         assert_eq!(c.order, 2.5);
-        close(acc.epsilon_and_order(1e-5, Conversion::Improved).unwrap().epsilon, improved, tol, "improved");
+        close(
+            acc.epsilon_and_order(1e-5, Conversion::Improved)
+                .unwrap()
+                .epsilon,
+            improved,
+            tol,
+            "improved",
+        );
     }
 }
 
@@ -257,8 +369,10 @@ fn tf_composition_row() {
 #[test]
 fn gaussian_calibrated_to_one_epsilon() {
     let orders: Vec<f64> = (1000..100000).map(|i| 0.001 * i as f64).collect();
-    let rdp: Vec<f64> =
-        orders.iter().map(|o| rdp_poisson_subsampled_gaussian(1.0, 4.530877117, *o, FractionalSeries::Abs)).collect();
+    let rdp: Vec<f64> = orders
+        .iter()
+        .map(|o| rdp_poisson_subsampled_gaussian(1.0, 4.530877117, *o, FractionalSeries::Abs))
+        .collect();
     let e = epsilon_from_rdp(&orders, &rdp, 1e-6, Conversion::Improved).unwrap();
     close(e.epsilon, 1.0, 5e-8, "epsilon");
     let d = delta_from_rdp(&orders, &rdp, 1.0).unwrap();
@@ -270,14 +384,25 @@ fn gaussian_calibrated_to_one_epsilon() {
 #[test]
 fn rdp_delta_is_between_exact_and_standard_bounds() {
     let orders: Vec<f64> = (10..505).map(|x| 0.1 * x as f64).collect();
-    let rdp: Vec<f64> = orders.iter().map(|o| rdp_poisson_subsampled_gaussian(1.0, 1.0, *o, FractionalSeries::Abs)).collect();
+    let rdp: Vec<f64> = orders
+        .iter()
+        .map(|o| rdp_poisson_subsampled_gaussian(1.0, 1.0, *o, FractionalSeries::Abs))
+        .collect();
     for i in 0..500 {
         let eps = 0.1 * i as f64;
         let delta = delta_from_rdp(&orders, &rdp, eps).unwrap().delta;
-        let exact = 0.5 * libm_erfc((eps - 0.5) / 2f64.sqrt()) - eps.exp() * 0.5 * libm_erfc((eps + 0.5) / 2f64.sqrt());
+        let exact = 0.5 * libm_erfc((eps - 0.5) / 2f64.sqrt())
+            - eps.exp() * 0.5 * libm_erfc((eps + 0.5) / 2f64.sqrt());
         assert!(exact <= delta + 1e-300, "eps {eps}: {exact} > {delta}");
-        let standard = if eps >= 0.5 { (-0.5 * (eps - 0.5).powi(2)).exp() } else { 1.0 };
-        assert!(delta <= standard + 1e-300, "eps {eps}: {delta} > {standard}");
+        let standard = if eps >= 0.5 {
+            (-0.5 * (eps - 0.5).powi(2)).exp()
+        } else {
+            1.0
+        };
+        assert!(
+            delta <= standard + 1e-300,
+            "eps {eps}: {delta} > {standard}"
+        );
     }
 }
 
@@ -303,11 +428,20 @@ fn log_a_matches_multiprecision_quadrature() {
         // absolute error (dp_accounting's series has the same: 4.00341362e-8 for the first row),
         // which matters only when ln A itself is ~1e-8.
         let tol = 1e-9 * exact.abs() + 1e-13 / (order - 1.0);
-        assert!((signed - exact).abs() <= tol, "{what}: signed {signed} vs exact {exact}");
+        assert!(
+            (signed - exact).abs() <= tol,
+            "{what}: signed {signed} vs exact {exact}"
+        );
         if order.fract() == 0.0 {
-            assert!((abs - exact).abs() <= tol, "{what}: integer order {abs} vs exact {exact}");
+            assert!(
+                (abs - exact).abs() <= tol,
+                "{what}: integer order {abs} vs exact {exact}"
+            );
         } else {
-            assert!(abs >= exact - tol, "{what}: abs series {abs} below the exact value {exact}");
+            assert!(
+                abs >= exact - tol,
+                "{what}: abs series {abs} below the exact value {exact}"
+            );
         }
         checked += 1;
     }
@@ -319,7 +453,11 @@ fn log_a_matches_multiprecision_quadrature() {
 fn default_grid_and_pld_accountant_basics() {
     assert_eq!(default_orders().len(), 156);
     let mut pld = PldAccountant::new(ADD_REMOVE);
-    assert_eq!(pld.epsilon(1e-5).unwrap(), 0.0, "nothing composed: epsilon 0");
+    assert_eq!(
+        pld.epsilon(1e-5).unwrap(),
+        0.0,
+        "nothing composed: epsilon 0"
+    );
     pld.compose(&DpEvent::NonPrivate).unwrap();
     assert_eq!(pld.epsilon(1e-5).unwrap(), f64::INFINITY);
     assert_eq!(pld.delta(10.0).unwrap(), 1.0);
