@@ -157,10 +157,10 @@ mod tests {
     fn fast_lengths_are_even_and_smooth() {
         for n in [1usize, 2, 3, 11, 97, 1000, 38420, 152517, 7_307_588] {
             let m = fast_len(n);
-            assert!(m >= n && m % 2 == 0, "{n} -> {m}");
+            assert!(m >= n && m.is_multiple_of(2), "{n} -> {m}");
             let mut r = m;
             for p in [2, 3, 5, 7] {
-                while r % p == 0 {
+                while r.is_multiple_of(p) {
                     r /= p;
                 }
             }
@@ -185,14 +185,14 @@ mod tests {
         let (start, len) = (3usize, 4usize);
         let n = fast_len(len.max(p.len()));
         let w = self_convolve(&p, 5, start, len);
-        for k in 0..len {
+        for (k, got) in w.iter().enumerate() {
             let aliased: f64 = direct
                 .iter()
                 .enumerate()
                 .filter(|(m, _)| m % n == (k + start) % n)
                 .map(|(_, v)| v)
                 .sum();
-            assert!((w[k] - aliased).abs() < 1e-15, "{k}: {} vs {aliased}", w[k]);
+            assert!((got - aliased).abs() < 1e-15, "{k}: {got} vs {aliased}");
         }
     }
 

@@ -147,7 +147,7 @@ pub fn norm_ppf_from_log(log_p: f64) -> f64 {
         let log_pdf = -0.5 * z * z - 0.5 * (2.0 * PI).ln();
         let slope = (log_pdf - log_ndtr(z)).exp();
         let mut next = z - f / slope;
-        if !(next > lo && next < hi) || !next.is_finite() {
+        if !(next > lo && next < hi && next.is_finite()) {
             next = 0.5 * (lo + hi);
         }
         if (next - z).abs() <= 1e-15 * z.abs().max(1.0) {
@@ -229,7 +229,7 @@ mod tests {
             (-10.0, -53.23128515051248),
             (-5.0, -15.064998393988727),
             (-1.0, -1.8410216450092634),
-            (0.0, -0.6931471805599453),
+            (0.0, -LN_2), // SciPy prints -0.6931471805599453
             (1.0, -0.1727537790234499),
             (5.0, -2.8665161296376294e-07),
             (8.0, -6.220960574271742e-16),

@@ -1,7 +1,6 @@
-//! Properties (proptest, fixed seeds via proptest's deterministic default config is not relied
-//! on: every property must hold for all inputs): monotonicity in sigma, steps and q; RDP epsilon
-//! >= PLD epsilon up to the discretisation error; calibration round trips; no panic or NaN on any
-//! finite input.
+//! Properties checked with proptest on random inputs (each must hold for every input):
+//! epsilon falls with sigma and grows with steps and q; the RDP epsilon bounds the PLD epsilon up
+//! to the discretisation error; calibration round-trips; no panic and no NaN on any finite input.
 
 use memaudit_accounting::rdp::{Conversion, RdpAccountant};
 use memaudit_accounting::{

@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand};
 use crate::error::{EXIT_USAGE, one_line};
 
 #[derive(Parser, Debug)]
-#[command(name = "memaudit", version, about = "What does a model remember of its training data, and what stops it.")]
+#[command(
+    name = "memaudit",
+    version,
+    about = "What does a model remember of its training data, and what stops it."
+)]
 struct Cli {
     /// Print exactly one JSON object on stdout at the end (progress and warnings go to stderr).
     #[arg(long, global = true)]
@@ -45,11 +49,14 @@ enum Command {
     /// The main job on the embedded corpus.
     Demo(cmd::Stub),
     /// Epsilon of DP-SGD for given sampling, noise and steps.
-    Epsilon(cmd::Stub),
+    Epsilon(cmd::epsilon::Args),
     /// Smallest noise multiplier that meets a target epsilon.
-    Noise(cmd::Stub),
+    Noise(cmd::noise::Args),
     /// A plain-language privacy statement for a DP-SGD run.
-    Statement(cmd::Stub),
+    Statement(cmd::statement::Args),
+    /// Accountant benchmark (temporary home of `memaudit bench accounting`).
+    #[command(hide = true)]
+    BenchAccounting(cmd::bench_accounting::Args),
     /// Train at one fixed epsilon across batch sizes.
     DpSweep(cmd::Stub),
     /// The Secret Sharer end to end: canaries, training, exposure, extraction.
@@ -84,9 +91,15 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         if n == 0 {
             return Err(error::user("--threads must be at least 1"));
         }
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().ok();
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .ok();
     }
-    let ctx = Ctx { json: cli.json, quiet: cli.quiet };
+    let ctx = Ctx {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
     match cli.command {
         Command::Train(a) => a.run("train", &ctx),
         Command::Eval(a) => a.run("eval", &ctx),
@@ -94,9 +107,10 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         Command::Bench(a) => a.run("bench", &ctx),
         Command::Data(a) => a.run("data", &ctx),
         Command::Demo(a) => a.run("demo", &ctx),
-        Command::Epsilon(a) => a.run("epsilon", &ctx),
-        Command::Noise(a) => a.run("noise", &ctx),
-        Command::Statement(a) => a.run("statement", &ctx),
+        Command::Epsilon(a) => cmd::epsilon::run(&a, &ctx),
+        Command::Noise(a) => cmd::noise::run(&a, &ctx),
+        Command::Statement(a) => cmd::statement::run(&a, &ctx),
+        Command::BenchAccounting(a) => cmd::bench_accounting::run(&a, &ctx),
         Command::DpSweep(a) => a.run("dp-sweep", &ctx),
         Command::SecretSharer(a) => a.run("secret-sharer", &ctx),
         Command::Exposure(a) => a.run("exposure", &ctx),

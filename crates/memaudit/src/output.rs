@@ -45,7 +45,10 @@ pub struct Report {
 
 impl Report {
     pub fn new(text: impl Into<String>, json: Value) -> Self {
-        Self { text: text.into(), json }
+        Self {
+            text: text.into(),
+            json,
+        }
     }
 }
 

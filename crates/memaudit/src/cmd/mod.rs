@@ -1,5 +1,10 @@
 //! One module per subcommand.
 
+pub mod bench_accounting;
+pub mod epsilon;
+pub mod noise;
+pub mod statement;
+
 use crate::Ctx;
 use crate::output::Report;
 
@@ -12,6 +17,8 @@ pub struct Stub {
 
 impl Stub {
     pub fn run(&self, name: &str, _ctx: &Ctx) -> anyhow::Result<Report> {
-        Err(crate::error::user(format!("'memaudit {name}' is not yet implemented")))
+        Err(crate::error::user(format!(
+            "'memaudit {name}' is not yet implemented"
+        )))
     }
 }
