@@ -24,7 +24,11 @@
 //! minus one, the Chernoff saddle point), which moves the FFT's relative accuracy to the tail that
 //! decides δ, and it shrinks the truncations (tail mass δ/1000). The tilted answer is used when the
 //! sweep stays where the tilted values are accurate, else the plain one. Negative FFT outputs are
-//! clipped to zero (adds mass: pessimistic).
+//! clipped to zero (adds mass: pessimistic). When every event is an unsampled Gaussian and the grid
+//! would be too large (tiny effective σ), the exact Gaussian curve (Balle & Wang 2018, Thm. 8) is
+//! used. `PoissonSampled` of composed Gaussians is one Gaussian of the effective σ (dp_accounting's
+//! PLD refuses it). Replace-one is refused: dp_accounting's PLD doubles the Gaussian's sensitivity
+//! under replace-one while its RDP does not; use RDP with `SampledWithoutReplacement`.
 
 use std::sync::{Arc, OnceLock};
 
