@@ -15,11 +15,7 @@ use clap::{Parser, Subcommand};
 use crate::error::{EXIT_USAGE, one_line};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "memaudit",
-    version,
-    about = "What does a model remember of its training data, and what stops it."
-)]
+#[command(name = "memaudit", version, about = "What does a model remember of its training data, and what stops it.")]
 struct Cli {
     /// Print exactly one JSON object on stdout at the end (progress and warnings go to stderr).
     #[arg(long, global = true)]
@@ -91,15 +87,9 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         if n == 0 {
             return Err(error::user("--threads must be at least 1"));
         }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .ok();
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().ok();
     }
-    let ctx = Ctx {
-        json: cli.json,
-        quiet: cli.quiet,
-    };
+    let ctx = Ctx { json: cli.json, quiet: cli.quiet };
     match cli.command {
         Command::Train(a) => a.run("train", &ctx),
         Command::Eval(a) => a.run("eval", &ctx),

@@ -45,10 +45,7 @@ pub struct Report {
 
 impl Report {
     pub fn new(text: impl Into<String>, json: Value) -> Self {
-        Self {
-            text: text.into(),
-            json,
-        }
+        Self { text: text.into(), json }
     }
 }
 

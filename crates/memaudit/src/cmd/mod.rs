@@ -17,8 +17,6 @@ pub struct Stub {
 
 impl Stub {
     pub fn run(&self, name: &str, _ctx: &Ctx) -> anyhow::Result<Report> {
-        Err(crate::error::user(format!(
-            "'memaudit {name}' is not yet implemented"
-        )))
+        Err(crate::error::user(format!("'memaudit {name}' is not yet implemented")))
     }
 }
