@@ -17,6 +17,12 @@ fn rdp_eps(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
         .epsilon
 }
 
+/// RDP epsilon, or None when its optimal order is below 2 (see `rdp_epsilon_is_monotone`).
+fn rdp_eps_regular(q: f64, sigma: f64, steps: u64, delta: f64) -> Option<f64> {
+    let r = epsilon_for(&dp_sgd_event(q, sigma, steps), delta, AccountantKind::Rdp).unwrap();
+    r.order.filter(|o| *o >= 2.0).map(|_| r.epsilon)
+}
+
 fn pld_eps(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
     epsilon_for(&dp_sgd_event(q, sigma, steps), delta, AccountantKind::Pld)
         .unwrap()
@@ -29,17 +35,25 @@ fn pld_tol(eps: f64) -> f64 {
     1e-3 + 2e-3 * eps
 }
 
+/// Deterministic runs (a fixed seed), no regression files.
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
         cases,
         failure_persistence: None,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x6d65_6d61_7564_6974),
         ..ProptestConfig::default()
     }
 }
-
 proptest! {
     #![proptest_config(config(64))]
 
+    /// Per order, RDP grows with q and steps and falls with sigma. The minimum over orders
+    /// inherits that only where every order below the optimum is finite: dp_accounting's "abs"
+    /// series gives up after 1000 terms at orders 1.1-1.5 for mid-range q (the order is then
+    /// excluded), so when the optimum is below 2 (epsilon in the tens to hundreds with a large
+    /// delta) epsilon can fall as q grows, in dp_accounting exactly as here (sigma 0.3, 73 steps,
+    /// delta e^-3: q = 0.919 -> 468.24, q = 0.823 -> 477.78). Such pairs are skipped; see
+    /// docs/accounting.md.
     #[test]
     fn rdp_epsilon_is_monotone(
         q in 1e-4f64..=1.0,
@@ -51,12 +65,16 @@ proptest! {
         let delta = log_delta.exp();
         let e = rdp_eps(q, sigma, steps, delta);
         prop_assert!(!e.is_nan() && e >= 0.0);
-        let more_noise = rdp_eps(q, sigma * grow, steps, delta);
-        prop_assert!(more_noise <= e * (1.0 + 1e-12), "sigma up: {more_noise} > {e}");
-        let more_steps = rdp_eps(q, sigma, (steps as f64 * grow).ceil() as u64, delta);
-        prop_assert!(more_steps >= e * (1.0 - 1e-12), "steps up: {more_steps} < {e}");
-        let less_q = rdp_eps(q / grow, sigma, steps, delta);
-        prop_assert!(less_q <= e * (1.0 + 1e-12), "q down: {less_q} > {e}");
+        let Some(e) = rdp_eps_regular(q, sigma, steps, delta) else { return Ok(()) };
+        if let Some(more_noise) = rdp_eps_regular(q, sigma * grow, steps, delta) {
+            prop_assert!(more_noise <= e * (1.0 + 1e-12), "sigma up: {more_noise} > {e}");
+        }
+        if let Some(more_steps) = rdp_eps_regular(q, sigma, (steps as f64 * grow).ceil() as u64, delta) {
+            prop_assert!(more_steps >= e * (1.0 - 1e-12), "steps up: {more_steps} < {e}");
+        }
+        if let Some(less_q) = rdp_eps_regular(q / grow, sigma, steps, delta) {
+            prop_assert!(less_q <= e * (1.0 + 1e-12), "q down: {less_q} > {e}");
+        }
     }
 }
 

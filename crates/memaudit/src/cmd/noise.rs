@@ -54,6 +54,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
     }
     let delta = args.sampling.delta;
     let mut results: Vec<Value> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
     let mut text = format!(
         "Smallest noise multiplier with epsilon <= {target} at delta = {delta:e} (q = {}, {steps} steps):\n",
         fmt_f64(q)
@@ -70,6 +71,22 @@ pub fn run(args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
             target,
         )
         .map_err(calibration_error)?;
+        // Say when the order grid, not the mechanism, decided the answer.
+        let mut acc = rdp_accountant(&args.orders).map_err(|e| user(e.to_string()))?;
+        acc.compose(&dp_sgd_event(q, c.noise_multiplier, steps))
+            .map_err(|e| user(e.to_string()))?;
+        let at = acc
+            .epsilon_and_order(delta, conversion)
+            .map_err(|e| user(e.to_string()))?;
+        if let Some(w) = at.warning() {
+            warnings.push(w);
+        } else if at.epsilon == 0.0 {
+            warnings.push(
+                "the RDP epsilon meets the target only through the KL bound (epsilon = 0): the order grid cannot \
+                 resolve an epsilon this small; pass --orders with larger orders"
+                    .to_string(),
+            );
+        }
         results.push(json!({
             "accountant": "rdp",
             "noise_multiplier": num(c.noise_multiplier),
@@ -104,8 +121,12 @@ pub fn run(args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
             fmt_f64(c.epsilon)
         );
     }
+    for w in &warnings {
+        ctx.note(format!("warning: {w}"));
+    }
     let json = json!({
         "results": results,
+        "warnings": warnings,
         "target_epsilon": num(target),
         "sampling_rate": num(q),
         "steps": steps,
