@@ -1,5 +1,6 @@
 //! FFT convolutions for the PLD accountant (realfft over rustfft).
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use realfft::num_complex::Complex;
@@ -80,26 +81,69 @@ fn spectrum_powu(spectrum: &mut [Complex<f64>], n: u64) {
 pub fn self_convolve(input: &[f64], count: u64, lower_bound: usize, output_len: usize) -> Vec<f64> {
     let n = fast_len(output_len.max(input.len()));
     let (forward, inverse) = plans(n);
-    let mut buf = forward.make_input_vec();
-    buf[..input.len()].copy_from_slice(input);
-    let mut spectrum = forward.make_output_vec();
-    forward
-        .process(&mut buf, &mut spectrum)
-        .expect("buffer sizes come from the plan");
-    spectrum_powu(&mut spectrum, count);
-    // The DC and Nyquist bins of a real signal are real; rounding in the power leaves ~1e-16
-    // imaginary parts that realfft would reject.
-    spectrum[0].im = 0.0;
-    if let Some(last) = spectrum.last_mut() {
-        last.im = 0.0;
+    with_scratch(|scratch| {
+        let Scratch {
+            real: buf,
+            spectrum,
+            work,
+        } = scratch;
+        buf.clear();
+        buf.resize(n, 0.0);
+        buf[..input.len()].copy_from_slice(input);
+        spectrum.clear();
+        spectrum.resize(n / 2 + 1, Complex::new(0.0, 0.0));
+        let work_len = forward.get_scratch_len().max(inverse.get_scratch_len());
+        work.clear();
+        work.resize(work_len, Complex::new(0.0, 0.0));
+        forward
+            .process_with_scratch(buf, spectrum, work)
+            .expect("buffer sizes come from the plan");
+        spectrum_powu(spectrum, count);
+        // The DC and Nyquist bins of a real signal are real; rounding in the power leaves ~1e-16
+        // imaginary parts that realfft would reject.
+        spectrum[0].im = 0.0;
+        if let Some(last) = spectrum.last_mut() {
+            last.im = 0.0;
+        }
+        inverse
+            .process_with_scratch(spectrum, buf, work)
+            .expect("buffer sizes come from the plan");
+        // Entries lower_bound.. of the circular result, wrapping at n (output_len <= n).
+        let scale = 1.0 / n as f64;
+        let start = lower_bound % n;
+        let head = (n - start).min(output_len);
+        let mut out = Vec::with_capacity(output_len);
+        out.extend(buf[start..start + head].iter().map(|v| v * scale));
+        out.extend(buf[..output_len - head].iter().map(|v| v * scale));
+        out
+    })
+}
+
+/// Per-thread FFT buffers, reused between calls: allocating and page-faulting fresh megabytes
+/// for every composition cost about a third of the time of a PLD epsilon.
+#[derive(Default)]
+struct Scratch {
+    real: Vec<f64>,
+    spectrum: Vec<Complex<f64>>,
+    work: Vec<Complex<f64>>,
+}
+
+/// Buffers larger than this (in elements) are not kept after use.
+const MAX_CACHED_LEN: usize = 1 << 22;
+
+fn with_scratch<T>(f: impl FnOnce(&mut Scratch) -> T) -> T {
+    thread_local! {
+        static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
     }
-    inverse
-        .process(&mut spectrum, &mut buf)
-        .expect("buffer sizes come from the plan");
-    let scale = 1.0 / n as f64;
-    (0..output_len)
-        .map(|k| buf[(k + lower_bound) % n] * scale)
-        .collect()
+    SCRATCH.with(|cell| {
+        // Taken out of the cell so that a nested call (none today) would get fresh buffers.
+        let mut scratch = cell.take();
+        let out = f(&mut scratch);
+        if scratch.real.capacity() <= MAX_CACHED_LEN {
+            cell.replace(scratch);
+        }
+        out
+    })
 }
 
 /// Linear convolution of a and b (direct for short inputs, FFT otherwise).

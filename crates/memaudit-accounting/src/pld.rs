@@ -39,7 +39,7 @@ use crate::error::{AccountingError, Result, check_delta, check_epsilon, invalid}
 use crate::event::{Atom, DpEvent, NeighboringRelation, flatten};
 use crate::fft;
 use crate::rdp::{Conversion, RdpAccountant};
-use crate::special::{log_a_times_exp_b_plus_c, log_erfc, norm_ppf_from_log};
+use crate::special::{log_a_times_exp_b_plus_c, norm_ppf_from_log};
 
 /// Below this δ the answer comes from the tilted recomposition (see the module docs).
 pub const TILT_DELTA_THRESHOLD: f64 = 1e-9;
@@ -100,23 +100,19 @@ enum Adjacency {
     Add,
 }
 
-/// Φ(z) and log Φ(z) from one erfc evaluation.
+/// Φ(z), one erfc evaluation.
 #[inline]
-fn phi_and_log_phi(z: f64) -> (f64, f64) {
-    use std::f64::consts::{FRAC_1_SQRT_2, LN_2};
-    if z > 0.0 {
-        let c = libm::erfc(z * FRAC_1_SQRT_2);
-        (1.0 - 0.5 * c, (-0.5 * c).ln_1p())
-    } else {
-        let c = libm::erfc(-z * FRAC_1_SQRT_2);
-        let log = if c > 1e-300 {
-            c.ln() - LN_2
-        } else {
-            log_erfc(-z * FRAC_1_SQRT_2) - LN_2
-        };
-        (0.5 * c, log)
-    }
+fn phi(z: f64) -> f64 {
+    0.5 * libm::erfc(-z * std::f64::consts::FRAC_1_SQRT_2)
 }
+
+/// log Φ(z), accurate in both tails (only needed where Φ underflows).
+fn log_phi(z: f64) -> f64 {
+    crate::special::log_ndtr(z)
+}
+
+/// Below this, e^ε Φ is computed as exp(ε + log Φ) (Φ itself would lose digits or underflow).
+const PHI_LINEAR_FLOOR: f64 = 1e-290;
 
 fn log_add_exp(a: f64, b: f64) -> f64 {
     crate::special::log_add(a, b)
@@ -235,23 +231,43 @@ impl GaussianLoss {
         let s = self.sigma;
         let delta = match self.adjacency {
             Adjacency::Remove => {
-                let (phi_x, log_phi_x) = phi_and_log_phi(x / s);
+                // P_upper = (1-q) Φ(x/σ) + q Φ((x+1)/σ), P_lower = Φ(x/σ).
+                let phi_x = phi(x / s);
                 let upper = if q == 1.0 {
-                    phi_and_log_phi((x + 1.0) / s).0
+                    phi((x + 1.0) / s)
                 } else {
-                    (1.0 - q) * phi_x + q * phi_and_log_phi((x + 1.0) / s).0
+                    (1.0 - q) * phi_x + q * phi((x + 1.0) / s)
                 };
-                upper - (eps + log_phi_x).exp()
+                let lower_term = if phi_x > PHI_LINEAR_FLOOR {
+                    eps.exp() * phi_x
+                } else {
+                    (eps + log_phi(x / s)).exp()
+                };
+                upper - lower_term
             }
             Adjacency::Add => {
-                let (phi_x, log_phi_x) = phi_and_log_phi(x / s);
-                let log_phi_shift = phi_and_log_phi((x - 1.0) / s).1;
-                let lower_log = if q == 1.0 {
-                    log_phi_shift
+                // P_upper = Φ(x/σ), P_lower = (1-q) Φ(x/σ) + q Φ((x-1)/σ).
+                let phi_x = phi(x / s);
+                let phi_shift = phi((x - 1.0) / s);
+                let lower = if q == 1.0 {
+                    phi_shift
                 } else {
-                    log_add_exp(self.log1p_mq + log_phi_x, self.ln_q + log_phi_shift)
+                    (1.0 - q) * phi_x + q * phi_shift
                 };
-                phi_x - (eps + lower_log).exp()
+                let lower_term = if lower > PHI_LINEAR_FLOOR {
+                    eps.exp() * lower
+                } else {
+                    let log_lower = if q == 1.0 {
+                        log_phi((x - 1.0) / s)
+                    } else {
+                        log_add_exp(
+                            self.log1p_mq + log_phi(x / s),
+                            self.ln_q + log_phi((x - 1.0) / s),
+                        )
+                    };
+                    (eps + log_lower).exp()
+                };
+                phi_x - lower_term
             }
         };
         if delta.is_nan() {
@@ -390,12 +406,12 @@ fn truncate_tails(mut probs: Vec<f64>, tmt: f64) -> (usize, Vec<f64>, f64) {
     (left, probs, right_mass)
 }
 
-fn compose(a: &Pmf, b: &Pmf, tmt: f64, opts: &PldOptions) -> Result<Pmf> {
+fn compose(a: &Pmf, b: Pmf, tmt: f64, opts: &PldOptions) -> Result<Pmf> {
     let sparse = a.sparse && b.sparse && a.probs.len() * b.probs.len() <= MAX_SPARSE_SIZE;
     too_large((a.probs.len() + b.probs.len()) as u64, opts)?;
-    // Composing with the identity (the accountant's starting point) is a copy.
+    // Composing with the identity (the accountant's starting point) keeps b as it is.
     let mut conv = if a.probs.len() == 1 && a.probs[0] == 1.0 {
-        b.probs.clone()
+        b.probs
     } else {
         fft::convolve(&a.probs, &b.probs)
     };
@@ -474,7 +490,7 @@ fn self_compose(p: &Pmf, count: u64, tmt: f64, opts: &PldOptions) -> Result<Pmf>
             let mut result = p.clone();
             for i in 2..=count {
                 let t = if i == count { tmt } else { 0.0 };
-                result = compose(&result, p, t, opts)?;
+                result = compose(p, result, t, opts)?;
                 result.sparse = true;
             }
             return Ok(result);
@@ -615,7 +631,7 @@ fn compose_plain(factors: &[Factor], adjacency: Adjacency, opts: &PldOptions) ->
             Factor::Gaussian { .. } => one,
             Factor::Poisson { count, .. } => self_compose(&one, *count, tmt, opts)?,
         };
-        state = compose(&state, &composed, tmt, opts)?;
+        state = compose(&state, composed, tmt, opts)?;
     }
     Ok(Composed {
         pmf: state,
@@ -777,8 +793,8 @@ fn compose_pair(
 fn gaussian_delta_for_epsilon(sigma: f64, eps: f64) -> f64 {
     let a = -eps * sigma + 0.5 / sigma;
     let b = -eps * sigma - 0.5 / sigma;
-    let la = phi_and_log_phi(a).1;
-    let lb = phi_and_log_phi(b).1;
+    let la = log_phi(a);
+    let lb = log_phi(b);
     let v = la.exp() * -(eps + lb - la).exp_m1();
     if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) }
 }

@@ -77,6 +77,10 @@ pub struct Args {
     /// Only the first setting (a quick smoke run).
     #[arg(long)]
     pub quick: bool,
+    /// Only the named setting (repeatable). The comparison script times one setting at a time, so
+    /// that both libraries see the same machine load.
+    #[arg(long, value_name = "NAME")]
+    pub setting: Vec<String>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -93,11 +97,20 @@ pub fn run(args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
     if args.repeats == 0 {
         return Err(user("--repeats must be at least 1"));
     }
-    let settings = if args.quick {
-        &SETTINGS[..1]
-    } else {
-        &SETTINGS[..]
-    };
+    for name in &args.setting {
+        if !SETTINGS.iter().any(|s| s.name == name) {
+            let names: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+            return Err(user(format!(
+                "--setting {name}: unknown; the settings are {}",
+                names.join(", ")
+            )));
+        }
+    }
+    let settings: Vec<&Setting> = SETTINGS
+        .iter()
+        .take(if args.quick { 1 } else { SETTINGS.len() })
+        .filter(|s| args.setting.is_empty() || args.setting.iter().any(|n| n == s.name))
+        .collect();
     let mut rows = Vec::new();
     let mut text = format!(
         "{:<18} {:>9} {:>6} {:>7} {:>7} | {:>12} {:>6} {:>9} | {:>12} {:>9}\n",
