@@ -664,17 +664,22 @@ mod tests {
 
     #[test]
     fn signed_log_differences() {
-        // Third forward difference of exp(cgf) for cgf = 0 everywhere is 0 -> -inf in log space.
+        // The differenced sequence is f_k = exp(cgf(k - 1)), k = 0, 1, ...
+        // A constant sequence has all differences 0, i.e. -inf in log space.
         let d = log_forward_differences(|_| 0.0, 3);
         assert!(d.iter().all(|x| *x == f64::NEG_INFINITY), "{d:?}");
-        // f(k) = exp(k): Δf(0) = f(1) - f(0) with the leading f(-1) = exp(cgf(-2))... use the
-        // definition: the sequence is [exp(cgf(-1)), exp(cgf(0)), ...].
-        let d = log_forward_differences(|x| x, 2);
-        let seq: Vec<f64> = (0..5).map(|i| ((i as f64) - 1.0).exp()).collect();
-        let d1 = seq[1] - seq[0];
-        let d2 = seq[2] - 2.0 * seq[1] + seq[0];
-        assert!((d[0] - d1.abs().ln()).abs() < 1e-13);
-        assert!((d[1] - d2.abs().ln()).abs() < 1e-13);
+        // cgf(x) = x: f_k = e^(k-1); compare with the differences computed directly, including
+        // a negative one (cgf(x) = -x^2 makes the second difference negative).
+        for cgf in [(|x: f64| x) as fn(f64) -> f64, |x: f64| -x * x] {
+            let d = log_forward_differences(cgf, 2);
+            let f: Vec<f64> = (0..5).map(|k| cgf(k as f64 - 1.0).exp()).collect();
+            let d1 = f[1] - f[0];
+            let d2 = f[2] - 2.0 * f[1] + f[0];
+            let d3 = f[3] - 3.0 * f[2] + 3.0 * f[1] - f[0];
+            assert!((d[0] - d1.abs().ln()).abs() < 1e-13);
+            assert!((d[1] - d2.abs().ln()).abs() < 1e-13);
+            assert!((d[2] - d3.abs().ln()).abs() < 1e-12);
+        }
     }
 
     #[test]
