@@ -53,11 +53,14 @@ enum Command {
     /// The main job on the embedded corpus.
     Demo(cmd::Stub),
     /// Epsilon of DP-SGD for given sampling, noise and steps.
-    Epsilon(cmd::Stub),
+    Epsilon(cmd::epsilon::Args),
     /// Smallest noise multiplier that meets a target epsilon.
-    Noise(cmd::Stub),
+    Noise(cmd::noise::Args),
     /// A plain-language privacy statement for a DP-SGD run.
-    Statement(cmd::Stub),
+    Statement(cmd::statement::Args),
+    /// Accountant benchmark (temporary home of `memaudit bench accounting`).
+    #[command(hide = true)]
+    BenchAccounting(cmd::bench_accounting::Args),
     /// Train at one fixed epsilon across batch sizes.
     DpSweep(cmd::Stub),
     /// The Secret Sharer end to end: canaries, training, exposure, extraction.
@@ -108,9 +111,10 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         Command::Bench(a) => a.run("bench", &ctx),
         Command::Data(a) => cmd::data::run(&a, &ctx),
         Command::Demo(a) => a.run("demo", &ctx),
-        Command::Epsilon(a) => a.run("epsilon", &ctx),
-        Command::Noise(a) => a.run("noise", &ctx),
-        Command::Statement(a) => a.run("statement", &ctx),
+        Command::Epsilon(a) => cmd::epsilon::run(&a, &ctx),
+        Command::Noise(a) => cmd::noise::run(&a, &ctx),
+        Command::Statement(a) => cmd::statement::run(&a, &ctx),
+        Command::BenchAccounting(a) => cmd::bench_accounting::run(&a, &ctx),
         Command::DpSweep(a) => a.run("dp-sweep", &ctx),
         Command::SecretSharer(a) => a.run("secret-sharer", &ctx),
         Command::Exposure(a) => a.run("exposure", &ctx),

@@ -1,6 +1,13 @@
 //! One module per subcommand.
 
+pub mod args;
+pub mod bench_accounting;
 pub mod data;
+pub mod epsilon;
+pub mod eval;
+pub mod noise;
+pub mod statement;
+pub mod train;
 
 use crate::Ctx;
 use crate::output::Report;
@@ -19,6 +26,3 @@ impl Stub {
         )))
     }
 }
-pub mod args;
-pub mod eval;
-pub mod train;

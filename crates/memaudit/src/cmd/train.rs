@@ -210,7 +210,9 @@ pub fn statement_text(
         p.accountant,
     )?;
     let mut text = String::new();
-    if cfg.sampling == SamplingMode::Shuffle {
+    if cfg.sampling == SamplingMode::Poisson {
+        text.push_str("This run drew every batch by Poisson sampling, so the Poisson figure below is its guarantee.\n\n");
+    } else {
         text.push_str(
             "This run used shuffled fixed-size batches, not Poisson sampling. The guarantee is the \
 'once per epoch' figure below; the Poisson figure is only an approximation for this run.\n\n",
