@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Compare memaudit's accountants with Google's dp_accounting on the same settings.
 
-Runs `memaudit bench accounting --json` (or the temporary `memaudit bench-accounting --json`),
+Runs `memaudit bench accounting --json`,
 then times dp_accounting's RdpAccountant and PLDAccountant on each of its settings (a fresh
 accountant, compose, get_epsilon; median over repeats) and prints, side by side, the epsilons and
 the time ratios (dp_accounting time / memaudit time).
@@ -61,7 +61,7 @@ def run_memaudit(binary, repeats, quick, setting=None):
     if setting is not None:
         extra += ["--setting", setting]
     last_err = ""
-    for sub in (["bench", "accounting"], ["bench-accounting"]):
+    for sub in (["bench", "accounting"],):
         cmd = [binary] + sub + extra
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)

