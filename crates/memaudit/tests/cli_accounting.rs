@@ -385,7 +385,7 @@ fn statement_text_and_numbers() {
 
 #[test]
 fn bench_reports_settings_as_json() {
-    let v = json(&["bench-accounting", "--quick", "--repeats", "1", "--json"]);
+    let v = json(&["bench", "accounting", "--quick", "--repeats", "1", "--json"]);
     let s = &v["settings"][0];
     assert_eq!(s["steps"].as_u64(), Some(14063));
     assert!((s["rdp_epsilon"].as_f64().unwrap() - 2.596656).abs() < 5e-7);
