@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, CheckpointState};
-use crate::dp::{AdaptiveClip, NoiseSource, privatize};
+use crate::dp::{AdaptiveClip, NoiseSource, add_noise_and_average};
 use crate::error::{EngineError, Result};
 use crate::model::{Batch, Clipping, GradRequest, Model};
 use crate::models::ModelConfig;
@@ -482,33 +482,60 @@ impl Trainer {
                 }
                 let idx = sampler.next_batch();
                 let clipping = self.clipping();
-                let mut grad = vec![0.0f32; self.params.len()];
-                let mut norms: Vec<f32> = Vec::with_capacity(idx.len());
-                let mut step_loss = 0.0f64;
+                let noise_std = match (&self.config.privacy, &clipping) {
+                    (Some(p), Some(clip)) => {
+                        let z = match &self.adaptive {
+                            Some(a) => {
+                                AdaptiveClip::split_noise(p.noise_multiplier, a.count_stddev)?
+                                    .sum_multiplier
+                            }
+                            None => p.noise_multiplier,
+                        };
+                        Some(z * clip.sensitivity())
+                    }
+                    _ => None,
+                };
                 let mut dropout_rng =
                     ChaCha8Rng::seed_from_u64(mix(self.config.seed, 2_000_000 + self.step));
-                for chunk in idx.chunks(phys) {
-                    let batch = train.batch(chunk);
-                    let out = self.model.gradients(
-                        &self.params,
-                        &batch,
-                        GradRequest {
-                            clipping: clipping.as_ref(),
-                            input_grad: false,
-                            train: true,
-                            rng: &mut dropout_rng,
-                        },
-                    )?;
-                    for (g, o) in grad.iter_mut().zip(&out.grad) {
-                        *g += o;
+                let (model, params, nparams) = (&self.model, &self.params, self.params.len());
+                let noise_src = &mut self.noise;
+                let grads = (|| -> Result<(Vec<f32>, Vec<f32>, f64, usize, usize)> {
+                    let mut grad = vec![0.0f32; nparams];
+                    let mut norms: Vec<f32> = Vec::with_capacity(idx.len());
+                    let (mut step_loss, mut correct, mut counted) = (0.0f64, 0usize, 0usize);
+                    for chunk in idx.chunks(phys) {
+                        let batch = train.batch(chunk);
+                        let out = model.gradients(
+                            params,
+                            &batch,
+                            GradRequest {
+                                clipping: clipping.as_ref(),
+                                input_grad: false,
+                                train: true,
+                                rng: &mut dropout_rng,
+                            },
+                        )?;
+                        for (g, o) in grad.iter_mut().zip(&out.grad) {
+                            *g += o;
+                        }
+                        step_loss += out.loss_sum;
+                        correct += out.correct;
+                        counted += out.counted;
+                        if let Some(n) = out.norms {
+                            norms.extend(n);
+                        }
                     }
-                    step_loss += out.loss_sum;
-                    correct += out.correct;
-                    counted += out.counted;
-                    if let Some(n) = out.norms {
-                        norms.extend(n);
-                    }
-                }
+                    Ok((grad, norms, step_loss, correct, counted))
+                })();
+                let noise_vec = noise_std.map(|std| {
+                    noise_src
+                        .as_mut()
+                        .expect("private runs have a noise source")
+                        .gaussian_vector(nparams, std)
+                });
+                let (mut grad, norms, step_loss, c, k) = grads?;
+                correct += c;
+                counted += k;
                 if !step_loss.is_finite() {
                     return Err(EngineError::NonFinite {
                         what: "loss".into(),
@@ -522,26 +549,18 @@ impl Trainer {
                 }
                 loss_sum += step_loss;
                 n_ex += idx.len();
-                if let (Some(p), Some(clip)) = (&self.config.privacy, &clipping) {
+                if let (Some(_), Some(clip)) = (&self.config.privacy, &clipping) {
                     let bound = match clip {
                         Clipping::Flat(c) => *c,
                         Clipping::PerGroup { .. } => f32::INFINITY,
                     };
                     n_clipped += norms.iter().filter(|&&n| n > bound).count();
                     let noise = self.noise.as_mut().unwrap();
-                    let (sum_multiplier, count_std) = match &self.adaptive {
-                        Some(a) => {
-                            let s = AdaptiveClip::split_noise(p.noise_multiplier, a.count_stddev)?;
-                            (s.sum_multiplier, s.count_stddev)
-                        }
-                        None => (p.noise_multiplier, 0.0),
-                    };
-                    privatize(
+                    let count_std = self.adaptive.as_ref().map_or(0.0, |a| a.count_stddev);
+                    add_noise_and_average(
                         &mut grad,
-                        sum_multiplier,
-                        clip.sensitivity(),
+                        noise_vec.as_deref().unwrap_or(&[]),
                         expected_batch,
-                        noise,
                     );
                     if let Some(a) = self.adaptive.as_mut() {
                         a.update(&norms, expected_batch, count_std, noise);

@@ -3,6 +3,7 @@
 pub mod args;
 pub mod bench;
 pub mod bench_accounting;
+pub mod bench_engine;
 pub mod data;
 pub mod epsilon;
 pub mod eval;
