@@ -497,43 +497,23 @@ impl Trainer {
                 };
                 let mut dropout_rng =
                     ChaCha8Rng::seed_from_u64(mix(self.config.seed, 2_000_000 + self.step));
-                let (model, params, nparams) = (&self.model, &self.params, self.params.len());
-                let noise_src = &mut self.noise;
-                let grads = (|| -> Result<(Vec<f32>, Vec<f32>, f64, usize, usize)> {
-                    let mut grad = vec![0.0f32; nparams];
-                    let mut norms: Vec<f32> = Vec::with_capacity(idx.len());
-                    let (mut step_loss, mut correct, mut counted) = (0.0f64, 0usize, 0usize);
-                    for chunk in idx.chunks(phys) {
-                        let batch = train.batch(chunk);
-                        let out = model.gradients(
-                            params,
-                            &batch,
-                            GradRequest {
-                                clipping: clipping.as_ref(),
-                                input_grad: false,
-                                train: true,
-                                rng: &mut dropout_rng,
-                            },
-                        )?;
-                        for (g, o) in grad.iter_mut().zip(&out.grad) {
-                            *g += o;
-                        }
-                        step_loss += out.loss_sum;
-                        correct += out.correct;
-                        counted += out.counted;
-                        if let Some(n) = out.norms {
-                            norms.extend(n);
-                        }
-                    }
-                    Ok((grad, norms, step_loss, correct, counted))
-                })();
-                let noise_vec = noise_std.map(|std| {
-                    noise_src
-                        .as_mut()
-                        .expect("private runs have a noise source")
-                        .gaussian_vector(nparams, std)
-                });
-                let (mut grad, norms, step_loss, c, k) = grads?;
+                let StepGradients {
+                    mut grad,
+                    norms,
+                    loss: step_loss,
+                    correct: c,
+                    counted: k,
+                } = self.logical_batch_gradients(
+                    train,
+                    &idx,
+                    clipping.as_ref(),
+                    phys,
+                    &mut dropout_rng,
+                )?;
+                let noise_vec = match (noise_std, self.noise.as_mut()) {
+                    (Some(std), Some(src)) => Some(src.gaussian_vector(grad.len(), std)),
+                    _ => None,
+                };
                 correct += c;
                 counted += k;
                 if !step_loss.is_finite() {
@@ -652,6 +632,47 @@ impl Trainer {
         Ok(reason)
     }
 
+    /// The summed (clipped) gradient of a logical batch, run as physical chunks of `phys` examples.
+    fn logical_batch_gradients(
+        &self,
+        train: &dyn Dataset,
+        idx: &[usize],
+        clipping: Option<&Clipping>,
+        phys: usize,
+        dropout_rng: &mut ChaCha8Rng,
+    ) -> Result<StepGradients> {
+        let mut acc = StepGradients {
+            grad: vec![0.0f32; self.params.len()],
+            norms: Vec::with_capacity(idx.len()),
+            loss: 0.0,
+            correct: 0,
+            counted: 0,
+        };
+        for chunk in idx.chunks(phys) {
+            let batch = train.batch(chunk);
+            let out = self.model.gradients(
+                &self.params,
+                &batch,
+                GradRequest {
+                    clipping,
+                    input_grad: false,
+                    train: true,
+                    rng: dropout_rng,
+                },
+            )?;
+            for (g, o) in acc.grad.iter_mut().zip(&out.grad) {
+                *g += o;
+            }
+            acc.loss += out.loss_sum;
+            acc.correct += out.correct;
+            acc.counted += out.counted;
+            if let Some(n) = out.norms {
+                acc.norms.extend(n);
+            }
+        }
+        Ok(acc)
+    }
+
     /// The largest number of private steps whose epsilon stays within `max_epsilon`.
     fn max_private_steps(&self) -> Result<Option<u64>> {
         let Some(p) = &self.config.privacy else {
@@ -718,6 +739,15 @@ impl Trainer {
     pub fn private_steps(&self) -> u64 {
         self.private_steps
     }
+}
+
+/// What one logical batch contributes: summed (clipped) gradient, per-example norms, loss.
+struct StepGradients {
+    grad: Vec<f32>,
+    norms: Vec<f32>,
+    loss: f64,
+    correct: usize,
+    counted: usize,
 }
 
 /// Loss and accuracy of `params` on a dataset.
