@@ -8,6 +8,7 @@ pub mod data;
 pub mod epsilon;
 pub mod eval;
 pub mod noise;
+pub mod sanity;
 pub mod statement;
 pub mod train;
 
