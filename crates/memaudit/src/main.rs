@@ -60,7 +60,7 @@ enum Command {
     Statement(cmd::statement::Args),
     /// Accountant benchmark (temporary home of `memaudit bench accounting`).
     /// Train at one fixed epsilon across batch sizes.
-    DpSweep(cmd::Stub),
+    DpSweep(cmd::dp_sweep::Args),
     /// The Secret Sharer end to end: canaries, training, exposure, extraction.
     SecretSharer(cmd::Stub),
     /// Exposure of the canaries of a saved run.
@@ -112,7 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         Command::Epsilon(a) => cmd::epsilon::run(&a, &ctx),
         Command::Noise(a) => cmd::noise::run(&a, &ctx),
         Command::Statement(a) => cmd::statement::run(&a, &ctx),
-        Command::DpSweep(a) => a.run("dp-sweep", &ctx),
+        Command::DpSweep(a) => cmd::dp_sweep::run(&a, &ctx),
         Command::SecretSharer(a) => a.run("secret-sharer", &ctx),
         Command::Exposure(a) => a.run("exposure", &ctx),
         Command::Extract(a) => a.run("extract", &ctx),
