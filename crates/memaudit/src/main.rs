@@ -58,7 +58,6 @@ enum Command {
     Noise(cmd::noise::Args),
     /// A plain-language privacy statement for a DP-SGD run.
     Statement(cmd::statement::Args),
-    /// Accountant benchmark (temporary home of `memaudit bench accounting`).
     /// Train at one fixed epsilon across batch sizes.
     DpSweep(cmd::dp_sweep::Args),
     /// The Secret Sharer end to end: canaries, training, exposure, extraction.
