@@ -200,6 +200,7 @@ pub fn statement_text(
     cfg: &TrainConfig,
     n: usize,
     epochs_done: f64,
+    steps_done: u64,
 ) -> Result<Option<(String, Value)>> {
     let Some(p) = &cfg.privacy else {
         return Ok(None);
@@ -208,6 +209,7 @@ pub fn statement_text(
         n as u64,
         cfg.batch_size as u64,
         epochs_done,
+        Some(steps_done),
         p.noise_multiplier,
         p.delta,
         p.accountant,
@@ -475,7 +477,7 @@ pub fn train_with_report<'a>(
         ));
     }
     let epochs_done = trainer.step as f64 / steps_per_epoch.max(1) as f64;
-    let statement = statement_text(&cfg, n, epochs_done)?;
+    let statement = statement_text(&cfg, n, epochs_done, trainer.step)?;
     let eps = trainer.epsilon()?;
     let last = obs.epochs.last().cloned();
     let summary = json!({
