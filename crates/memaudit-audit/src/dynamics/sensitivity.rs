@@ -6,10 +6,13 @@
 //!
 //! Our reading of the underspecified parts (papers.md §4.4): θ_0 →(B_0) θ_1 → … →(B_{t-1}) θ_t is
 //! plain SGD on mini-batch means, θ_{k+1} = θ_k − η ∇_θ L_{B_k}(θ_k); L_t = L_{B_t}(θ_t) is the
-//! mean cross-entropy of the *next* mini-batch at θ_t (the training loss at step t). Its total
-//! derivative w.r.t. x_i has a direct part (x_i ∈ B_t) and, through every earlier step k with
-//! x_i ∈ B_k, −η (∂²L_{B_k}/∂x_i∂θ) λ_{k+1}, with the adjoint λ_t = ∇_θ L_t and
-//! λ_k = λ_{k+1} − η (∂²L_{B_k}/∂θ²) λ_{k+1}. Both second-order products come from one pass:
+//! mean cross-entropy of the *next* mini-batch at θ_t (the training loss at step t). x counts as
+//! an *earlier* training input: g_x^t is the derivative through the updates, summed over every
+//! earlier step k with x_i ∈ B_k, −η (∂²L_{B_k}/∂x_i∂θ) λ_{k+1}, with the adjoint λ_t = ∇_θ L_t
+//! and λ_k = λ_{k+1} − η (∂²L_{B_k}/∂θ²) λ_{k+1}. The direct dependence of L_t on the inputs of
+//! B_t itself is left out by default (it is not influence through training, and it would give
+//! the 10 examples of B_t an outsized share of each g^t); `include_direct` adds it (the total
+//! derivative). Both second-order products come from one pass:
 //! the gradient of L_{B_k} w.r.t. (θ, x), computed in forward-mode dual numbers with tangent
 //! (λ_{k+1}, 0), returns (H_θθ λ, H_xθ λ) in its tangent part. All of it is f64, on a small
 //! dedicated MLP (the paper's setup is a 2x16 MLP on 1,000 MNIST digits at 14x14); it matches
@@ -394,25 +397,29 @@ pub fn loss_at(net: &SmallMlp, traj: &Trajectory, x: &[f64], labels: &[u32], t: 
 }
 
 /// ∂L_t/∂x for every training input (rows of `x`), by reverse accumulation through the t
-/// unrolled SGD steps (module docs).
+/// unrolled SGD steps (module docs): through the updates only, plus the direct dependence of
+/// L_t on the inputs of B_t when `include_direct`.
 pub fn unrolled_input_gradient(
     net: &SmallMlp,
     traj: &Trajectory,
     x: &[f64],
     labels: &[u32],
     t: usize,
+    include_direct: bool,
 ) -> Vec<f64> {
     let d = net.sizes[0];
     let mut gx = vec![0.0; x.len()];
     let b = &traj.batches[t];
     let y: Vec<u32> = b.iter().map(|&i| labels[i]).collect();
-    let (_, mut lambda, dx, _) = net.loss_grad(&traj.params[t], &rows(x, d, b), &y, true);
-    for (r, &i) in b.iter().enumerate() {
-        for (g, v) in gx[i * d..(i + 1) * d]
-            .iter_mut()
-            .zip(&dx[r * d..(r + 1) * d])
-        {
-            *g += v;
+    let (_, mut lambda, dx, _) = net.loss_grad(&traj.params[t], &rows(x, d, b), &y, include_direct);
+    if include_direct {
+        for (r, &i) in b.iter().enumerate() {
+            for (g, v) in gx[i * d..(i + 1) * d]
+                .iter_mut()
+                .zip(&dx[r * d..(r + 1) * d])
+            {
+                *g += v;
+            }
         }
     }
     for k in (0..t).rev() {
@@ -469,6 +476,9 @@ pub struct SensitivityConfig {
     pub seed: u64,
     /// Measure g^t every this many steps (t = every, 2 every, .. <= T).
     pub every: usize,
+    /// Add the direct dependence of L_t on the inputs of its own batch (module docs).
+    #[serde(default)]
+    pub include_direct: bool,
 }
 
 /// One measurement point.
@@ -564,7 +574,7 @@ pub fn loss_sensitivity(
         .par_iter()
         .rev()
         .map(|&t| {
-            let g = unrolled_input_gradient(&net, &traj, &x, &data.labels, t);
+            let g = unrolled_input_gradient(&net, &traj, &x, &data.labels, t, cfg.include_direct);
             let l1: Vec<f64> = g
                 .chunks(d)
                 .map(|r| r.iter().map(|v| v.abs()).sum())
@@ -626,13 +636,15 @@ mod tests {
         (net, x, labels, traj)
     }
 
-    /// Central differences of L_t w.r.t. every input coordinate, re-running the same SGD steps.
+    /// Central differences of L_t w.r.t. every input coordinate, re-running the same SGD steps
+    /// on the perturbed inputs; L_t itself sees the perturbed inputs only with `direct`.
     fn finite_differences(
         net: &SmallMlp,
         x: &[f64],
         labels: &[u32],
         traj: &Trajectory,
         t: usize,
+        direct: bool,
     ) -> Vec<f64> {
         let h = 1e-5;
         (0..x.len())
@@ -648,7 +660,7 @@ mod tests {
                         traj.batches[..=t].to_vec(),
                         traj.lr,
                     );
-                    loss_at(net, &tr, &xp, labels, t)
+                    loss_at(net, &tr, if direct { &xp } else { x }, labels, t)
                 };
                 (run(h) - run(-h)) / (2.0 * h)
             })
@@ -657,21 +669,30 @@ mod tests {
 
     fn check(act: ActivationKind, seed: u64) {
         let (net, x, labels, traj) = problem(act, seed);
-        for t in [0usize, 3, 9, 12] {
-            let got = unrolled_input_gradient(&net, &traj, &x, &labels, t);
-            let want = finite_differences(&net, &x, &labels, &traj, t);
+        for (t, direct) in [
+            (0usize, true),
+            (3, false),
+            (3, true),
+            (9, false),
+            (12, false),
+            (12, true),
+        ] {
+            let got = unrolled_input_gradient(&net, &traj, &x, &labels, t, direct);
+            let want = finite_differences(&net, &x, &labels, &traj, t, direct);
             let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
             // Central differences with h = 1e-5 in f64: truncation ~h^2 |f'''| ~ 1e-10 and
             // rounding ~1e-16 / 1e-5 = 1e-11; a wrong Hessian term is off by O(scale).
             for (j, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (g - w).abs() <= 1e-7 * scale.max(1e-3),
-                    "{act:?} t {t} coord {j}: unrolled {g} vs finite differences {w} (scale {scale})"
+                    "{act:?} t {t} direct {direct} coord {j}: unrolled {g} vs finite differences {w} (scale {scale})"
                 );
             }
-            // Examples that neither took part in a step before t nor are in B_t have no influence.
+            // Examples that took part in no step before t (nor, with `direct`, in B_t) have no
+            // influence; without `direct`, L_0 depends on no earlier input at all.
+            let upto = if direct { t + 1 } else { t };
             let involved: Vec<bool> = (0..labels.len())
-                .map(|i| traj.batches[..=t].iter().any(|b| b.contains(&i)))
+                .map(|i| traj.batches[..upto].iter().any(|b| b.contains(&i)))
                 .collect();
             for (i, inv) in involved.iter().enumerate() {
                 if !inv {
@@ -680,7 +701,7 @@ mod tests {
             }
         }
         // The indirect part matters: at t = 12 examples outside B_12 have non-zero gradients.
-        let g = unrolled_input_gradient(&net, &traj, &x, &labels, 12);
+        let g = unrolled_input_gradient(&net, &traj, &x, &labels, 12, true);
         let outside = (0..8).find(|i| !traj.batches[12].contains(i)).unwrap();
         assert!(
             g[outside * 5..outside * 5 + 5]
@@ -752,6 +773,7 @@ mod tests {
             epochs: 2,
             seed: 1,
             every: 10,
+            include_direct: false,
         };
         let r = loss_sensitivity(&data, 10, &cfg).unwrap();
         assert_eq!(r.steps, 40);

@@ -20,5 +20,6 @@ impl Stub {
     }
 }
 pub mod args;
+pub mod dynamics;
 pub mod train;
 pub mod eval;
