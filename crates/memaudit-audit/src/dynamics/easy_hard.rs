@@ -21,6 +21,14 @@ pub struct EasyHard {
     pub mean_accuracy: f64,
     /// Spread of the per-example *correct* rates against identical Binomial(S, p) coins.
     pub dispersion: Dispersion,
+    /// Mean correct rate of the examples of each class (label).
+    pub class_correct: Vec<f64>,
+    /// The same ratio within classes: sum over classes of the squared deviations from the class
+    /// mean, over sum of n_c p_c (1 - p_c) / S. A network that learns only the label prior (all
+    /// it can learn from randX inputs) predicts the frequent classes, which makes correctness
+    /// depend on the label; within a class the examples are exchangeable, so this ratio is about
+    /// 1 for randX and stays high where examples differ in difficulty.
+    pub within_class_ratio: f64,
 }
 
 /// Train `spec` (its epoch count is ignored: one epoch) once per seed `base_seed + k`, k <
@@ -57,12 +65,45 @@ pub fn easy_hard(
     }
     let misclassification: Vec<f64> = wrong.iter().map(|&w| w as f64 / runs as f64).collect();
     let correct_rates: Vec<f64> = misclassification.iter().map(|m| 1.0 - m).collect();
+    let (class_correct, within_class_ratio) =
+        within_class_dispersion(&correct_rates, &train.labels, runs);
     Ok(EasyHard {
         runs,
         dispersion: binomial_dispersion(&correct_rates, runs)?,
         misclassification,
         mean_accuracy: acc_sum / runs as f64,
+        class_correct,
+        within_class_ratio,
     })
+}
+
+/// Per-class mean rates and the pooled within-class variance over the pooled within-class
+/// binomial variance (see [`EasyHard::within_class_ratio`]).
+pub fn within_class_dispersion(rates: &[f64], labels: &[u32], trials: usize) -> (Vec<f64>, f64) {
+    let classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+    let mut sum = vec![0.0; classes];
+    let mut count = vec![0usize; classes];
+    for (&r, &l) in rates.iter().zip(labels) {
+        sum[l as usize] += r;
+        count[l as usize] += 1;
+    }
+    let mean: Vec<f64> = sum
+        .iter()
+        .zip(&count)
+        .map(|(s, &c)| if c > 0 { s / c as f64 } else { f64::NAN })
+        .collect();
+    let mut ss = 0.0;
+    for (&r, &l) in rates.iter().zip(labels) {
+        ss += (r - mean[l as usize]).powi(2);
+    }
+    let binom: f64 = mean
+        .iter()
+        .zip(&count)
+        .filter(|(_, c)| **c > 0)
+        .map(|(p, &c)| c as f64 * p * (1.0 - p) / trials as f64)
+        .sum();
+    let ratio = if binom > 0.0 { ss / binom } else { f64::NAN };
+    (mean, ratio)
 }
 
 #[cfg(test)]
@@ -118,6 +159,22 @@ mod tests {
             real.dispersion,
             randx.dispersion
         );
+        assert!(real.within_class_ratio > 2.0 * randx.within_class_ratio);
         assert!(easy_hard(&spec, &train, 1, 1, &mut |_| Ok(())).is_err());
+    }
+
+    #[test]
+    fn within_class_dispersion_removes_label_effects() {
+        // Class 0 always right, class 1 right half the time for every example: the overall
+        // spread is all between classes; within classes the rates equal their class mean.
+        let labels = [0u32, 0, 0, 1, 1, 1];
+        let rates = [1.0, 1.0, 1.0, 0.5, 0.5, 0.5];
+        let (m, r) = within_class_dispersion(&rates, &labels, 10);
+        assert_eq!(m, vec![1.0, 0.5]);
+        assert_eq!(r, 0.0);
+        // Spread inside class 1: squared deviations 2 x 0.2^2 = 0.08 over 3 x 0.25 / 10.
+        let rates = [1.0, 1.0, 1.0, 0.3, 0.5, 0.7];
+        let (_, r) = within_class_dispersion(&rates, &labels, 10);
+        assert!((r - 0.08 / 0.075).abs() < 1e-12, "{r}");
     }
 }

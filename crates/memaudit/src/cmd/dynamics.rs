@@ -298,19 +298,21 @@ pub struct RegularizersArgs {
     pub run: RunFlags,
     #[command(flatten)]
     pub lass: LassArgs,
-    /// Dropout rates (after each hidden layer).
-    #[arg(long, default_value = "0.2,0.4,0.6,0.8", value_delimiter = ',')]
-    pub dropout_rates: Vec<f32>,
-    #[arg(long, default_value = "0.2,0.4,0.6,0.8", value_delimiter = ',')]
-    pub input_dropout_rates: Vec<f32>,
-    /// Standard deviations of Gaussian noise added to training inputs.
-    #[arg(long, default_value = "0.2,0.5,1.0", value_delimiter = ',')]
-    pub input_noise_stds: Vec<f32>,
-    #[arg(long, default_value = "0.001,0.01,0.1", value_delimiter = ',')]
-    pub weight_decays: Vec<f32>,
-    /// Adversarial-training loss weights (with --adversarial-dropout); empty: none.
-    #[arg(long, default_value = "0.3,0.5", value_delimiter = ',')]
-    pub adversarial_weights: Vec<f32>,
+    /// Dropout rates (after each hidden layer), comma-separated; "none" to skip the family.
+    #[arg(long, default_value = "0.2,0.4,0.6,0.8")]
+    pub dropout_rates: String,
+    /// Input dropout rates; "none" to skip.
+    #[arg(long, default_value = "0.2,0.4,0.6,0.8")]
+    pub input_dropout_rates: String,
+    /// Standard deviations of Gaussian noise added to training inputs; "none" to skip.
+    #[arg(long, default_value = "0.2,0.5,1.0")]
+    pub input_noise_stds: String,
+    /// L2 weight decays; "none" to skip.
+    #[arg(long, default_value = "0.001,0.01,0.1")]
+    pub weight_decays: String,
+    /// Adversarial-training loss weights (with --adversarial-dropout); "none" to skip.
+    #[arg(long, default_value = "0.3,0.5")]
+    pub adversarial_weights: String,
     #[arg(long, default_value_t = 0.4)]
     pub adversarial_dropout: f32,
     /// "Equal real-data accuracy": within this of the unregularised best validation accuracy.
@@ -771,14 +773,14 @@ fn easy_hard(a: &EasyHardArgs, ctx: &Ctx) -> Result<Report> {
         csv.push('\n');
     }
     write_atomic(&rd.file("misclassification.csv"), csv.as_bytes())?;
-    let headers = ["data", "mean accuracy after 1 epoch", "variance of per-example rates", "binomial variance", "ratio", "always right (binomial expects)", "always wrong (binomial expects)", "seconds"];
+    let headers = ["data", "mean accuracy after 1 epoch", "variance of per-example rates", "binomial variance", "ratio", "within-class ratio", "always right (binomial expects)", "always wrong (binomial expects)", "seconds"];
     let rows: Vec<Vec<String>> = outs.iter().map(|(k, r, s)| {
         let d = &r.dispersion;
-        vec![k.name().into(), fmt_f64(r.mean_accuracy), fmt_f64(d.variance), fmt_f64(d.binomial_variance), fmt_f64(d.ratio),
+        vec![k.name().into(), fmt_f64(r.mean_accuracy), fmt_f64(d.variance), fmt_f64(d.binomial_variance), fmt_f64(d.ratio), fmt_f64(r.within_class_ratio),
             format!("{} ({:.1})", d.at_one, d.binomial_expected_at_one), format!("{} ({:.1})", d.at_zero, d.binomial_expected_at_zero), format!("{s:.1}")]
     }).collect();
     let mut html = report::Report::new(&format!("memaudit dynamics easy-hard: {} one-epoch runs on {} ({} examples)", a.runs, img.name, n));
-    html.para("Arpit et al. §3.1 (Fig. 1): on real data some examples are consistently learned after one epoch and others consistently missed (per-example rates spread far beyond identical coins: ratio >> 1); on randX every example is equally hard and the rates look like Binomial(runs, p) / runs (ratio near 1); randY lies in between. 'Always right/wrong' counts examples correct/wrong in every run, with what identical Binomial coins would give.");
+    html.para("Arpit et al. §3.1 (Fig. 1): on real data some examples are consistently learned after one epoch and others consistently missed (per-example rates spread far beyond identical coins: ratio >> 1); on randX every example is equally hard and the rates look like Binomial(runs, p) / runs (ratio near 1); randY lies in between. A network that can only learn the label prior (randX) predicts the frequent classes, which makes correctness depend on the label alone; the within-class ratio removes that (variance around each class's mean over the class-wise binomial variance). 'Always right/wrong' counts examples correct/wrong in every run, with what identical Binomial coins would give.");
     html.table(&headers, &rows);
     let sorted: Vec<Series> = outs.iter().map(|(k, r, _)| {
         let mut v = r.misclassification.clone();
@@ -796,6 +798,7 @@ fn easy_hard(a: &EasyHardArgs, ctx: &Ctx) -> Result<Report> {
             "mean_correct_rate": num(r.dispersion.mean), "variance": num(r.dispersion.variance), "binomial_variance": num(r.dispersion.binomial_variance),
             "ratio": num(r.dispersion.ratio), "always_right": r.dispersion.at_one, "always_wrong": r.dispersion.at_zero,
             "binomial_expected_always_right": num(r.dispersion.binomial_expected_at_one), "binomial_expected_always_wrong": num(r.dispersion.binomial_expected_at_zero) },
+            "within_class_ratio": num(r.within_class_ratio), "class_correct": r.class_correct.iter().map(|&v| num(v)).collect::<Vec<_>>(),
             "seconds": s })).collect::<Vec<_>>() });
     let text = format!("dynamics easy-hard: {} one-epoch runs on {} ({n} examples)\n{}\n\nper-example rates: {}", a.runs, img.name, table_text(&headers, &rows), rd.file("misclassification.csv").display());
     finish(rd, html, results, text)
@@ -889,6 +892,14 @@ fn sensitivity(a: &SensitivityArgs, ctx: &Ctx) -> Result<Report> {
 
 fn csr(a: &CsrArgs, ctx: &Ctx) -> Result<Report> {
     let lass = a.lass.config()?;
+    // Refuse a model LASS cannot probe before reading its weights.
+    let declared = std::fs::read(a.run.join("run.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| serde_json::from_value::<ModelConfig>(v["config"]["train"]["model"].clone()).ok());
+    if let Some(m) = declared {
+        dynamics::require_dense_classifier(&m).map_err(|e| user(format!("--run {}: {e}", a.run.display())))?;
+    }
     let saved = super::eval::load_run(&a.run)?;
     dynamics::require_dense_classifier(&saved.config.model).map_err(|e| user(format!("--run {}: {e}", a.run.display())))?;
     if !saved.data.is_image() {
@@ -917,28 +928,33 @@ fn csr(a: &CsrArgs, ctx: &Ctx) -> Result<Report> {
 // ---------------------------------------------------------------------------------------------
 // regularizers
 
+/// A comma-separated list of values ("" or "none": no values), each checked by `ok`.
+fn value_list(flag: &str, text: &str, ok: impl Fn(f32) -> bool, rule: &str) -> Result<Vec<f32>> {
+    let t = text.trim();
+    if t.is_empty() || t.eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    t.split(',')
+        .map(|v| {
+            let x: f32 = v.trim().parse().map_err(|_| user(format!("{flag} {v}: not a number")))?;
+            if x.is_finite() && ok(x) { Ok(x) } else { Err(user(format!("{flag} {v}: {rule}"))) }
+        })
+        .collect()
+}
+
 fn regularizers(a: &RegularizersArgs, ctx: &Ctx) -> Result<Report> {
     let lass = a.lass.config()?;
+    let dropout_rates = value_list("--dropout-rates", &a.dropout_rates, |v| (0.0..1.0).contains(&v), "a dropout rate must be in [0, 1)")?;
+    let input_dropout_rates = value_list("--input-dropout-rates", &a.input_dropout_rates, |v| (0.0..1.0).contains(&v), "a dropout rate must be in [0, 1)")?;
+    let input_noise_stds = value_list("--input-noise-stds", &a.input_noise_stds, |v| v >= 0.0, "must be >= 0")?;
+    let weight_decays = value_list("--weight-decays", &a.weight_decays, |v| v >= 0.0, "must be >= 0")?;
+    let adversarial_weights = value_list("--adversarial-weights", &a.adversarial_weights, |v| (0.0..=1.0).contains(&v), "must be in [0, 1]")?;
     let mut settings = vec![Regularizer::None];
-    settings.extend(a.dropout_rates.iter().map(|&rate| Regularizer::Dropout { rate }));
-    settings.extend(a.input_dropout_rates.iter().map(|&rate| Regularizer::InputDropout { rate }));
-    settings.extend(a.input_noise_stds.iter().map(|&std| Regularizer::InputNoise { std }));
-    settings.extend(a.weight_decays.iter().map(|&decay| Regularizer::WeightDecay { decay }));
-    settings.extend(a.adversarial_weights.iter().map(|&weight| Regularizer::AdversarialDropout { weight, dropout: a.adversarial_dropout }));
-    for (flag, vals) in [("--dropout-rates", &a.dropout_rates), ("--input-dropout-rates", &a.input_dropout_rates)] {
-        if let Some(v) = vals.iter().find(|v| !(0.0..1.0).contains(*v)) {
-            return Err(user(format!("{flag} {v}: a dropout rate must be in [0, 1)")));
-        }
-    }
-    if let Some(v) = a.input_noise_stds.iter().find(|v| !(**v >= 0.0 && v.is_finite())) {
-        return Err(user(format!("--input-noise-stds {v}: must be >= 0")));
-    }
-    if let Some(v) = a.weight_decays.iter().find(|v| !(**v >= 0.0 && v.is_finite())) {
-        return Err(user(format!("--weight-decays {v}: must be >= 0")));
-    }
-    if let Some(v) = a.adversarial_weights.iter().find(|v| !(0.0..=1.0).contains(*v)) {
-        return Err(user(format!("--adversarial-weights {v}: must be in [0, 1]")));
-    }
+    settings.extend(dropout_rates.iter().map(|&rate| Regularizer::Dropout { rate }));
+    settings.extend(input_dropout_rates.iter().map(|&rate| Regularizer::InputDropout { rate }));
+    settings.extend(input_noise_stds.iter().map(|&std| Regularizer::InputNoise { std }));
+    settings.extend(weight_decays.iter().map(|&decay| Regularizer::WeightDecay { decay }));
+    settings.extend(adversarial_weights.iter().map(|&weight| Regularizer::AdversarialDropout { weight, dropout: a.adversarial_dropout }));
     if !(0.0..1.0).contains(&a.adversarial_dropout) {
         return Err(user(format!("--adversarial-dropout {}: must be in [0, 1)", a.adversarial_dropout)));
     }
