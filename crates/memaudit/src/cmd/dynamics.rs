@@ -261,8 +261,9 @@ pub struct SensitivityArgs {
     /// influence through the earlier SGD updates).
     #[arg(long)]
     pub include_direct: bool,
-    /// Label/input variants: real, randx, randy, unique (one class per example).
-    #[arg(long, default_value = "real,randx,randy,unique", value_delimiter = ',')]
+    /// Label/input variants: real, randx, randy, unique (real inputs, one class per example),
+    /// unique-randx (Gaussian inputs, one class per example).
+    #[arg(long, default_value = "real,randx,randy,unique,unique-randx", value_delimiter = ',')]
     pub variants: Vec<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -814,10 +815,10 @@ fn sensitivity(a: &SensitivityArgs, ctx: &Ctx) -> Result<Report> {
     }
     let variants: Vec<String> = a.variants.iter().map(|v| v.to_ascii_lowercase()).collect();
     if variants.is_empty() {
-        return Err(user("--variants: give at least one of real, randx, randy, unique"));
+        return Err(user("--variants: give at least one of real, randx, randy, unique, unique-randx"));
     }
-    if let Some(v) = variants.iter().find(|v| !["real", "randx", "randy", "unique"].contains(&v.as_str())) {
-        return Err(user(format!("--variants {v}: use real, randx, randy or unique")));
+    if let Some(v) = variants.iter().find(|v| !["real", "randx", "randy", "unique", "unique-randx"].contains(&v.as_str())) {
+        return Err(user(format!("--variants {v}: use real, randx, randy, unique or unique-randx")));
     }
     if a.hidden.is_empty() || a.hidden.contains(&0) {
         return Err(user("--hidden: give non-zero layer sizes, e.g. 16,16"));
@@ -845,7 +846,8 @@ fn sensitivity(a: &SensitivityArgs, ctx: &Ctx) -> Result<Report> {
             "real" => (data.clone(), img.classes),
             "randx" => (dynamics::corrupt(&data, img.classes, NoiseKind::RandX, 1.0, a.seed).map_err(lib)?.data, img.classes),
             "randy" => (dynamics::corrupt(&data, img.classes, NoiseKind::RandY, 1.0, a.seed).map_err(lib)?.data, img.classes),
-            _ => (dynamics::unique_class_labels(&data), n),
+            "unique" => (dynamics::unique_class_labels(&data), n),
+            _ => (dynamics::unique_class_labels(&dynamics::corrupt(&data, img.classes, NoiseKind::RandX, 1.0, a.seed).map_err(lib)?.data), n),
         };
         let started = std::time::Instant::now();
         let r = dynamics::loss_sensitivity(&d, classes, &cfg).map_err(|e| user(format!("sensitivity ({v}): {e}")))?;
