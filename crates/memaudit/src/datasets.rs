@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use memaudit_data::{DataCache, ImageSet, Split, Tokenizer, VectorizerOptions, WordVocabOptions};
-use memaudit_engine::datasets::{DenseDataset, SparseDataset, TokenWindowDataset};
 use memaudit_engine::SparseInput;
+use memaudit_engine::datasets::{DenseDataset, SparseDataset, TokenWindowDataset};
 
 use crate::error::user;
 
@@ -80,7 +80,10 @@ impl DataArgs {
 
     fn validate(&self) -> Result<()> {
         if !(0.0..1.0).contains(&self.valid_fraction) {
-            return Err(user(format!("--valid-fraction must be in [0, 1), got {}", self.valid_fraction)));
+            return Err(user(format!(
+                "--valid-fraction must be in [0, 1), got {}",
+                self.valid_fraction
+            )));
         }
         if self.seq_len == 0 {
             return Err(user("--seq-len must be at least 1"));
@@ -92,7 +95,10 @@ impl DataArgs {
     }
 
     fn fetch_hint(&self) -> String {
-        format!("--data {}: run `memaudit data fetch --only {}` first", self.data, self.data)
+        format!(
+            "--data {}: run `memaudit data fetch --only {}` first",
+            self.data, self.data
+        )
     }
 
     /// Load an image dataset (train and test), scaled to [0, 1].
@@ -102,24 +108,45 @@ impl DataArgs {
             "digits" => memaudit_data::digits()?.split_train_test(0.25, 0)?,
             "mnist" => {
                 let c = self.cache();
-                (c.mnist(Split::Train).with_context(|| self.fetch_hint())?, c.mnist(Split::Test).with_context(|| self.fetch_hint())?)
+                (
+                    c.mnist(Split::Train).with_context(|| self.fetch_hint())?,
+                    c.mnist(Split::Test).with_context(|| self.fetch_hint())?,
+                )
             }
             "fashion-mnist" => {
                 let c = self.cache();
                 (
-                    c.fashion_mnist(Split::Train).with_context(|| self.fetch_hint())?,
-                    c.fashion_mnist(Split::Test).with_context(|| self.fetch_hint())?,
+                    c.fashion_mnist(Split::Train)
+                        .with_context(|| self.fetch_hint())?,
+                    c.fashion_mnist(Split::Test)
+                        .with_context(|| self.fetch_hint())?,
                 )
             }
-            other => return Err(user(format!("--data {other}: not an image dataset (use digits, mnist or fashion-mnist)"))),
+            other => {
+                return Err(user(format!(
+                    "--data {other}: not an image dataset (use digits, mnist or fashion-mnist)"
+                )));
+            }
         };
         let train = match self.max_train {
             Some(m) if m < train.n => train.subset(&(0..m).collect::<Vec<_>>())?,
             _ => train,
         };
-        let classes = train.labels.iter().chain(&test.labels).copied().max().map_or(0, |m| m as usize + 1);
+        let classes = train
+            .labels
+            .iter()
+            .chain(&test.labels)
+            .copied()
+            .max()
+            .map_or(0, |m| m as usize + 1);
         let shape = vec![train.channels, train.height, train.width];
-        let to_ds = |s: &ImageSet| DenseDataset::new(s.to_unit_f32(), shape.clone(), s.labels.iter().map(|&l| l as u32).collect());
+        let to_ds = |s: &ImageSet| {
+            DenseDataset::new(
+                s.to_unit_f32(),
+                shape.clone(),
+                s.labels.iter().map(|&l| l as u32).collect(),
+            )
+        };
         Ok(ImageData {
             train: to_ds(&train)?,
             test: to_ds(&test)?,
@@ -137,31 +164,63 @@ impl DataArgs {
         let split = |name: &str, text: String| -> Result<TextCorpus> {
             let cut = ((text.len() as f64) * (1.0 - self.valid_fraction)) as usize;
             // Cut at a line boundary so no line is split between train and valid.
-            let cut = text[..cut.min(text.len())].rfind('\n').map_or(cut, |i| i + 1);
-            let cut = (0..=cut).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
-            Ok(TextCorpus { name: name.into(), train: text[..cut].to_string(), valid: text[cut..].to_string() })
+            let cut = text[..cut.min(text.len())]
+                .rfind('\n')
+                .map_or(cut, |i| i + 1);
+            let cut = (0..=cut)
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
+            Ok(TextCorpus {
+                name: name.into(),
+                train: text[..cut].to_string(),
+                valid: text[cut..].to_string(),
+            })
         };
         let c = self.cache();
         match self.data.as_str() {
-            "embedded" => split("embedded (Moby Dick, ch. 1-42)", memaudit_data::embedded_corpus()),
-            "moby-dick" => split("moby-dick", c.moby_dick().with_context(|| self.fetch_hint())?),
+            "embedded" => split(
+                "embedded (Moby Dick, ch. 1-42)",
+                memaudit_data::embedded_corpus(),
+            ),
+            "moby-dick" => split(
+                "moby-dick",
+                c.moby_dick().with_context(|| self.fetch_hint())?,
+            ),
             "ptb" => {
                 let p = c.ptb().with_context(|| self.fetch_hint())?;
-                Ok(TextCorpus { name: "ptb".into(), train: p.train, valid: p.valid })
+                Ok(TextCorpus {
+                    name: "ptb".into(),
+                    train: p.train,
+                    valid: p.valid,
+                })
             }
             "shakespeare" => {
                 let plays = c.shakespeare().with_context(|| self.fetch_hint())?;
-                split("shakespeare", plays.into_iter().map(|p| p.text).collect::<Vec<_>>().join("\n"))
+                split(
+                    "shakespeare",
+                    plays
+                        .into_iter()
+                        .map(|p| p.text)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                )
             }
             "sotu" => {
                 let a = c.sotu().with_context(|| self.fetch_hint())?;
-                split("sotu", a.into_iter().map(|a| a.text).collect::<Vec<_>>().join("\n"))
+                split(
+                    "sotu",
+                    a.into_iter().map(|a| a.text).collect::<Vec<_>>().join("\n"),
+                )
             }
-            "imdb" | "adult" | "digits" | "mnist" | "fashion-mnist" => {
-                Err(user(format!("--data {}: not a text corpus (use {} or a path)", self.data, TEXT_SETS.join(", "))))
-            }
+            "imdb" | "adult" | "digits" | "mnist" | "fashion-mnist" => Err(user(format!(
+                "--data {}: not a text corpus (use {} or a path)",
+                self.data,
+                TEXT_SETS.join(", ")
+            ))),
             path => {
-                let text = memaudit_data::read_corpus(std::path::Path::new(path)).map_err(|e| user(format!("--data: {e}")))?;
+                let text = memaudit_data::read_corpus(std::path::Path::new(path))
+                    .map_err(|e| user(format!("--data: {e}")))?;
                 split(path, text)
             }
         }
@@ -172,7 +231,13 @@ impl DataArgs {
     pub fn tokenizer(&self, corpus: &TextCorpus, extra: &[String]) -> Result<Tokenizer> {
         let mut tok = match self.level.as_str() {
             "char" => Tokenizer::char_from_text(&corpus.train, true)?,
-            "word" => Tokenizer::word_from_text(&corpus.train, &WordVocabOptions { max_size: Some(self.vocab_size), min_count: 1 })?,
+            "word" => Tokenizer::word_from_text(
+                &corpus.train,
+                &WordVocabOptions {
+                    max_size: Some(self.vocab_size),
+                    min_count: 1,
+                },
+            )?,
             other => return Err(user(format!("--level {other}: use char or word"))),
         };
         if !extra.is_empty() {
@@ -192,7 +257,10 @@ impl DataArgs {
     }
 
     /// IMDB reviews as TF-IDF rows (train on 80%, test on 20%, seeded split by index parity of a hash).
-    pub fn imdb(&self, max_features: usize) -> Result<(SparseDataset, SparseDataset, memaudit_data::TextVectorizer)> {
+    pub fn imdb(
+        &self,
+        max_features: usize,
+    ) -> Result<(SparseDataset, SparseDataset, memaudit_data::TextVectorizer)> {
         let reviews = self.cache().imdb().with_context(|| self.fetch_hint())?;
         let (mut tr, mut te): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
         for (i, r) in reviews.into_iter().enumerate() {
@@ -202,11 +270,22 @@ impl DataArgs {
             tr.truncate(m);
         }
         let docs: Vec<&str> = tr.iter().map(|r| r.text.as_str()).collect();
-        let vec = memaudit_data::TextVectorizer::fit(&docs, VectorizerOptions { max_features: Some(max_features), ..Default::default() })?;
+        let vec = memaudit_data::TextVectorizer::fit(
+            &docs,
+            VectorizerOptions {
+                max_features: Some(max_features),
+                ..Default::default()
+            },
+        )?;
         let to_ds = |rs: &[memaudit_data::Review]| {
             let m = vec.transform(&rs.iter().map(|r| r.text.as_str()).collect::<Vec<_>>());
             SparseDataset {
-                rows: SparseInput { dim: m.cols, row_ptr: m.row_ptr, indices: m.indices, values: m.values },
+                rows: SparseInput {
+                    dim: m.cols,
+                    row_ptr: m.row_ptr,
+                    indices: m.indices,
+                    values: m.values,
+                },
                 labels: rs.iter().map(|r| r.label as u32).collect(),
             }
         };
@@ -221,7 +300,11 @@ impl DataArgs {
         let enc = memaudit_data::AdultEncoder::fit(&tr)?;
         let conv = |recs: &[memaudit_data::AdultRecord]| -> Result<DenseDataset> {
             let (m, y) = enc.transform(recs);
-            Ok(DenseDataset::new(m.data, vec![m.cols], y.into_iter().map(u32::from).collect())?)
+            Ok(DenseDataset::new(
+                m.data,
+                vec![m.cols],
+                y.into_iter().map(u32::from).collect(),
+            )?)
         };
         let mut train = conv(&tr)?;
         if let Some(m) = self.max_train

@@ -174,7 +174,12 @@ impl RunDir {
 /// `v` with every `epochs` field removed: what must match for `--resume`.
 fn without_epochs(v: &Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(m.iter().filter(|(k, _)| k.as_str() != "epochs").map(|(k, v)| (k.clone(), without_epochs(v))).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| k.as_str() != "epochs")
+                .map(|(k, v)| (k.clone(), without_epochs(v)))
+                .collect(),
+        ),
         Value::Array(a) => Value::Array(a.iter().map(without_epochs).collect()),
         other => other.clone(),
     }

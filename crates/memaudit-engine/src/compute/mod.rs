@@ -9,6 +9,8 @@
 //! O(n^3); a GPU implementation would replace the bodies here (with device-resident buffers behind
 //! the same view types), not the layers.
 
+pub mod conv;
+pub mod rnn;
 pub mod vmath;
 
 use rayon::prelude::*;

@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use memaudit_engine::ModelConfig;
 use memaudit_engine::layers::ActivationKind;
 use memaudit_engine::optim::{OptimizerConfig, Schedule};
 use memaudit_engine::privacy::AccountantKind;
 use memaudit_engine::sampler::SamplingMode;
 use memaudit_engine::train::ClipConfig;
-use memaudit_engine::ModelConfig;
 
 use crate::error::user;
 
@@ -45,10 +45,23 @@ pub struct ModelArgs {
 
 /// What the data looks like, for choosing and sizing a model.
 pub enum InputShape {
-    Image { channels: usize, height: usize, width: usize, classes: usize },
-    Flat { features: usize, classes: usize },
-    Sparse { features: usize, classes: usize },
-    Tokens { vocab: usize },
+    Image {
+        channels: usize,
+        height: usize,
+        width: usize,
+        classes: usize,
+    },
+    Flat {
+        features: usize,
+        classes: usize,
+    },
+    Sparse {
+        features: usize,
+        classes: usize,
+    },
+    Tokens {
+        vocab: usize,
+    },
 }
 
 impl ModelArgs {
@@ -65,12 +78,24 @@ impl ModelArgs {
             "sigmoid" => ActivationKind::Sigmoid,
             a => return Err(user(format!("--activation {a}: use relu, tanh or sigmoid"))),
         };
-        let mismatch = || user(format!("--model {name} does not fit this data (see `memaudit train --help` for which models take which data)"));
+        let mismatch = || {
+            user(format!(
+                "--model {name} does not fit this data (see `memaudit train --help` for which models take which data)"
+            ))
+        };
         if !(0.0..1.0).contains(&self.dropout) || !(0.0..1.0).contains(&self.input_dropout) {
             return Err(user("--dropout and --input-dropout must be in [0, 1)"));
         }
         Ok(match (name, input) {
-            ("mlp", InputShape::Image { channels, height, width, classes }) => ModelConfig::Mlp {
+            (
+                "mlp",
+                InputShape::Image {
+                    channels,
+                    height,
+                    width,
+                    classes,
+                },
+            ) => ModelConfig::Mlp {
                 input: channels * height * width,
                 hidden: self.hidden.clone(),
                 classes: *classes,
@@ -86,26 +111,78 @@ impl ModelArgs {
                 dropout: self.dropout,
                 input_dropout: self.input_dropout,
             },
-            ("tutorial-cnn", InputShape::Image { channels, height, width, classes }) => {
-                ModelConfig::TutorialCnn { channels: *channels, height: *height, width: *width, classes: *classes }
-            }
-            ("groupnorm-cnn", InputShape::Image { channels, height, width, classes }) => {
-                ModelConfig::GroupNormCnn { channels: *channels, height: *height, width: *width, classes: *classes }
-            }
-            ("logreg", InputShape::Sparse { features, classes }) => ModelConfig::SparseLogReg { features: *features, classes: *classes },
+            (
+                "tutorial-cnn",
+                InputShape::Image {
+                    channels,
+                    height,
+                    width,
+                    classes,
+                },
+            ) => ModelConfig::TutorialCnn {
+                channels: *channels,
+                height: *height,
+                width: *width,
+                classes: *classes,
+            },
+            (
+                "groupnorm-cnn",
+                InputShape::Image {
+                    channels,
+                    height,
+                    width,
+                    classes,
+                },
+            ) => ModelConfig::GroupNormCnn {
+                channels: *channels,
+                height: *height,
+                width: *width,
+                classes: *classes,
+            },
+            ("logreg", InputShape::Sparse { features, classes }) => ModelConfig::SparseLogReg {
+                features: *features,
+                classes: *classes,
+            },
             ("lstm" | "gru", InputShape::Tokens { vocab }) => {
                 if !(1..=3).contains(&self.rnn_layers) {
-                    return Err(user(format!("--rnn-layers {}: use 1, 2 or 3", self.rnn_layers)));
+                    return Err(user(format!(
+                        "--rnn-layers {}: use 1, 2 or 3",
+                        self.rnn_layers
+                    )));
                 }
-                let (vocab, embed, hidden, layers, dropout) = (*vocab, self.embed, self.rnn_hidden, self.rnn_layers, self.dropout);
+                let (vocab, embed, hidden, layers, dropout) = (
+                    *vocab,
+                    self.embed,
+                    self.rnn_hidden,
+                    self.rnn_layers,
+                    self.dropout,
+                );
                 if name == "lstm" {
-                    ModelConfig::LstmLm { vocab, embed, hidden, layers, dropout }
+                    ModelConfig::LstmLm {
+                        vocab,
+                        embed,
+                        hidden,
+                        layers,
+                        dropout,
+                    }
                 } else {
-                    ModelConfig::GruLm { vocab, embed, hidden, layers, dropout }
+                    ModelConfig::GruLm {
+                        vocab,
+                        embed,
+                        hidden,
+                        layers,
+                        dropout,
+                    }
                 }
             }
-            ("mlp" | "tutorial-cnn" | "groupnorm-cnn" | "logreg" | "lstm" | "gru", _) => return Err(mismatch()),
-            (other, _) => return Err(user(format!("--model {other}: use mlp, tutorial-cnn, groupnorm-cnn, logreg, lstm or gru"))),
+            ("mlp" | "tutorial-cnn" | "groupnorm-cnn" | "logreg" | "lstm" | "gru", _) => {
+                return Err(mismatch());
+            }
+            (other, _) => {
+                return Err(user(format!(
+                    "--model {other}: use mlp, tutorial-cnn, groupnorm-cnn, logreg, lstm or gru"
+                )));
+            }
         })
     }
 }
@@ -139,21 +216,49 @@ pub struct OptimArgs {
 impl OptimArgs {
     pub fn config(&self) -> Result<OptimizerConfig> {
         let cfg = match self.optimizer.as_str() {
-            "sgd" => OptimizerConfig::Sgd { lr: self.lr.unwrap_or(0.1), momentum: self.momentum, nesterov: self.nesterov, weight_decay: self.weight_decay },
-            "adam" => OptimizerConfig::Adam { lr: self.lr.unwrap_or(1e-3), beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: self.weight_decay },
-            "rmsprop" => OptimizerConfig::RmsProp { lr: self.lr.unwrap_or(1e-3), alpha: 0.99, eps: 1e-8, momentum: self.momentum, weight_decay: self.weight_decay },
+            "sgd" => OptimizerConfig::Sgd {
+                lr: self.lr.unwrap_or(0.1),
+                momentum: self.momentum,
+                nesterov: self.nesterov,
+                weight_decay: self.weight_decay,
+            },
+            "adam" => OptimizerConfig::Adam {
+                lr: self.lr.unwrap_or(1e-3),
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: self.weight_decay,
+            },
+            "rmsprop" => OptimizerConfig::RmsProp {
+                lr: self.lr.unwrap_or(1e-3),
+                alpha: 0.99,
+                eps: 1e-8,
+                momentum: self.momentum,
+                weight_decay: self.weight_decay,
+            },
             o => return Err(user(format!("--optimizer {o}: use sgd, adam or rmsprop"))),
         };
-        cfg.validate().map_err(|e| user(format!("optimizer flags: {e}")))?;
+        cfg.validate()
+            .map_err(|e| user(format!("optimizer flags: {e}")))?;
         Ok(cfg)
     }
 
     pub fn schedule(&self, steps_per_epoch: u64, epochs: usize) -> Result<Schedule> {
         Ok(match self.schedule.as_str() {
             "constant" => Schedule::Constant,
-            "cosine" => Schedule::Cosine { total: steps_per_epoch * epochs as u64, min_factor: 0.0 },
-            "step" => Schedule::Step { every: steps_per_epoch * self.step_every.max(1) as u64, gamma: self.gamma },
-            s => return Err(user(format!("--schedule {s}: use constant, cosine or step"))),
+            "cosine" => Schedule::Cosine {
+                total: steps_per_epoch * epochs as u64,
+                min_factor: 0.0,
+            },
+            "step" => Schedule::Step {
+                every: steps_per_epoch * self.step_every.max(1) as u64,
+                gamma: self.gamma,
+            },
+            s => {
+                return Err(user(format!(
+                    "--schedule {s}: use constant, cosine or step"
+                )));
+            }
         })
     }
 }
@@ -221,7 +326,11 @@ impl PrivacyArgs {
 
     pub fn sampling(&self) -> Result<SamplingMode> {
         match self.sampling.as_deref() {
-            None => Ok(if self.is_private() { SamplingMode::Poisson } else { SamplingMode::Shuffle }),
+            None => Ok(if self.is_private() {
+                SamplingMode::Poisson
+            } else {
+                SamplingMode::Shuffle
+            }),
             Some("poisson") => Ok(SamplingMode::Poisson),
             Some("shuffle") => Ok(SamplingMode::Shuffle),
             Some(s) => Err(user(format!("--sampling {s}: use poisson or shuffle"))),
@@ -233,12 +342,16 @@ impl PrivacyArgs {
         if let Some(s) = self.noise_multiplier
             && !(s >= 0.0 && s.is_finite())
         {
-            return Err(user(format!("--noise-multiplier must be >= 0 and finite, got {s}")));
+            return Err(user(format!(
+                "--noise-multiplier must be >= 0 and finite, got {s}"
+            )));
         }
         if let Some(e) = self.target_epsilon
             && !(e > 0.0 && e.is_finite())
         {
-            return Err(user(format!("--target-epsilon must be > 0 and finite, got {e}")));
+            return Err(user(format!(
+                "--target-epsilon must be > 0 and finite, got {e}"
+            )));
         }
         if !(self.clip > 0.0 && self.clip.is_finite()) {
             return Err(user(format!("--clip must be > 0, got {}", self.clip)));
@@ -249,7 +362,10 @@ impl PrivacyArgs {
             return Err(user("--clip-per-layer: every bound must be > 0"));
         }
         if !(self.delta > 0.0 && self.delta < 1.0) {
-            return Err(user(format!("--delta must be in (0, 1), got {}", self.delta)));
+            return Err(user(format!(
+                "--delta must be in (0, 1), got {}",
+                self.delta
+            )));
         }
         if let Some(m) = self.max_epsilon
             && !(m > 0.0)
@@ -260,7 +376,10 @@ impl PrivacyArgs {
             return Err(user("--physical-batch must be at least 1"));
         }
         if self.adaptive_clip && !(0.0..=1.0).contains(&self.target_quantile) {
-            return Err(user(format!("--target-quantile must be in [0, 1], got {}", self.target_quantile)));
+            return Err(user(format!(
+                "--target-quantile must be in [0, 1], got {}",
+                self.target_quantile
+            )));
         }
         self.accountant()?;
         self.sampling()?;
@@ -292,7 +411,10 @@ impl PrivacyArgs {
             for (g, &l) in param_layers.iter().enumerate() {
                 group_of_layer[l] = g;
             }
-            return Ok(ClipConfig::PerLayer { bounds: bounds.clone(), group_of_layer });
+            return Ok(ClipConfig::PerLayer {
+                bounds: bounds.clone(),
+                group_of_layer,
+            });
         }
         Ok(ClipConfig::Flat { bound: self.clip })
     }
@@ -330,6 +452,9 @@ impl RunArgs {
     }
 
     pub fn reuse(&self) -> crate::rundir::Reuse {
-        crate::rundir::Reuse { force: self.force, resume: self.resume }
+        crate::rundir::Reuse {
+            force: self.force,
+            resume: self.resume,
+        }
     }
 }

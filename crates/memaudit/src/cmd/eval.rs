@@ -34,30 +34,62 @@ pub struct SavedRun {
 
 pub fn load_run(dir: &std::path::Path) -> Result<SavedRun> {
     let rj = dir.join("run.json");
-    let text = std::fs::read(&rj).map_err(|_| user(format!("--run {}: no run.json (not a memaudit run folder)", dir.display())))?;
-    let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| user(format!("{}: not valid JSON: {e}", rj.display())))?;
-    let cfg = v["config"].get("train").cloned().ok_or_else(|| user(format!("{}: holds no training run", rj.display())))?;
-    let config: TrainConfig = serde_json::from_value(cfg).map_err(|e| user(format!("{}: unreadable training config: {e}", rj.display())))?;
-    let data: DataArgs = serde_json::from_value(v["config"]["data"].clone()).map_err(|e| user(format!("{}: unreadable data flags: {e}", rj.display())))?;
+    let text = std::fs::read(&rj).map_err(|_| {
+        user(format!(
+            "--run {}: no run.json (not a memaudit run folder)",
+            dir.display()
+        ))
+    })?;
+    let v: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| user(format!("{}: not valid JSON: {e}", rj.display())))?;
+    let cfg = v["config"]
+        .get("train")
+        .cloned()
+        .ok_or_else(|| user(format!("{}: holds no training run", rj.display())))?;
+    let config: TrainConfig = serde_json::from_value(cfg)
+        .map_err(|e| user(format!("{}: unreadable training config: {e}", rj.display())))?;
+    let data: DataArgs = serde_json::from_value(v["config"]["data"].clone())
+        .map_err(|e| user(format!("{}: unreadable data flags: {e}", rj.display())))?;
     let tp = dir.join("tokenizer.json");
-    let tokenizer = if tp.exists() { Some(Tokenizer::load(&tp).with_context(|| format!("loading {}", tp.display()))?) } else { None };
+    let tokenizer = if tp.exists() {
+        Some(Tokenizer::load(&tp).with_context(|| format!("loading {}", tp.display()))?)
+    } else {
+        None
+    };
     let checkpoint = checkpoint::load_latest(&dir.join("checkpoints"))
         .map_err(|e| user(e.to_string()))?
         .ok_or_else(|| user(format!("--run {}: no checkpoint yet", dir.display())))?;
     if checkpoint.state.model != config.model {
-        return Err(user(format!("{}: the checkpoint's model differs from run.json's", dir.display())));
+        return Err(user(format!(
+            "{}: the checkpoint's model differs from run.json's",
+            dir.display()
+        )));
     }
-    Ok(SavedRun { config, data, tokenizer, checkpoint })
+    Ok(SavedRun {
+        config,
+        data,
+        tokenizer,
+        checkpoint,
+    })
 }
 
 pub fn run(args: &Args, _ctx: &Ctx) -> Result<Report> {
     let saved = load_run(&args.run)?;
-    let prepared = flatten_for(&saved.config.model, prepare_with(&saved.data, saved.tokenizer.clone())?);
+    let prepared = flatten_for(
+        &saved.config.model,
+        prepare_with(&saved.data, saved.tokenizer.clone())?,
+    );
     let model = saved.config.model.build()?;
     let (split, data) = if args.train_split {
         ("train", prepared.train.as_ref())
     } else {
-        ("valid", prepared.valid.as_deref().ok_or_else(|| user("this dataset has no validation split"))?)
+        (
+            "valid",
+            prepared
+                .valid
+                .as_deref()
+                .ok_or_else(|| user("this dataset has no validation split"))?,
+        )
     };
     let r = evaluate(&model, &saved.checkpoint.params, data, 256)?;
     let lm = saved.tokenizer.is_some();
@@ -69,12 +101,21 @@ pub fn run(args: &Args, _ctx: &Ctx) -> Result<Report> {
         "loss": num(r.loss),
         "accuracy": num(r.accuracy),
     });
-    let mut text = format!("{split} loss {} ({} examples, step {})", fmt_f64(r.loss), data.len(), saved.checkpoint.state.step);
+    let mut text = format!(
+        "{split} loss {} ({} examples, step {})",
+        fmt_f64(r.loss),
+        data.len(),
+        saved.checkpoint.state.step
+    );
     if lm {
         // Per-token cross-entropy in nats: perplexity exp(loss), bits per token loss / ln 2.
         j["perplexity"] = num(r.loss.exp());
         j["bits_per_token"] = num(r.loss / std::f64::consts::LN_2);
-        text += &format!(", perplexity {}, {} bits per token", fmt_f64(r.loss.exp()), fmt_f64(r.loss / std::f64::consts::LN_2));
+        text += &format!(
+            ", perplexity {}, {} bits per token",
+            fmt_f64(r.loss.exp()),
+            fmt_f64(r.loss / std::f64::consts::LN_2)
+        );
     }
     text += &format!(", accuracy {}", fmt_f64(r.accuracy));
     Ok(Report::new(text, j))

@@ -1,6 +1,18 @@
 //! One module per subcommand.
 
+pub mod args;
+pub mod bench;
+pub mod bench_accounting;
+pub mod bench_engine;
 pub mod data;
+pub mod dynamics;
+pub mod dp_sweep;
+pub mod epsilon;
+pub mod eval;
+pub mod noise;
+pub mod sanity;
+pub mod statement;
+pub mod train;
 
 use crate::Ctx;
 use crate::output::Report;
@@ -19,7 +31,3 @@ impl Stub {
         )))
     }
 }
-pub mod args;
-pub mod dynamics;
-pub mod train;
-pub mod eval;

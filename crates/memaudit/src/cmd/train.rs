@@ -4,7 +4,9 @@ use anyhow::{Context, Result};
 use memaudit_data::Tokenizer;
 use memaudit_engine::privacy;
 use memaudit_engine::sampler::SamplingMode;
-use memaudit_engine::train::{Dataset, EpochInfo, PrivacyConfig, StopReason, TrainConfig, TrainObserver, Trainer};
+use memaudit_engine::train::{
+    Dataset, EpochInfo, PrivacyConfig, StopReason, TrainConfig, TrainObserver, Trainer,
+};
 use memaudit_engine::{Model, ModelConfig};
 use serde_json::{Value, json};
 
@@ -29,6 +31,9 @@ pub struct Args {
     pub privacy: PrivacyArgs,
     #[command(flatten)]
     pub run: RunArgs,
+    /// Skip the sanity checks printed before private training.
+    #[arg(long)]
+    pub no_sanity_checks: bool,
 }
 
 /// Data ready for the trainer.
@@ -53,7 +58,12 @@ pub fn prepare_with(data: &DataArgs, tokenizer: Option<Tokenizer>) -> Result<Pre
             name: data.data.clone(),
             train: Box::new(d.train),
             valid: Some(Box::new(d.test)),
-            input: InputShape::Image { channels: d.channels, height: d.height, width: d.width, classes: d.classes },
+            input: InputShape::Image {
+                channels: d.channels,
+                height: d.height,
+                width: d.width,
+                classes: d.classes,
+            },
             tokenizer: None,
         });
     }
@@ -64,14 +74,26 @@ pub fn prepare_with(data: &DataArgs, tokenizer: Option<Tokenizer>) -> Result<Pre
                 name: "imdb".into(),
                 train: Box::new(train),
                 valid: Some(Box::new(test)),
-                input: InputShape::Sparse { features: vec.terms().len(), classes: 2 },
+                input: InputShape::Sparse {
+                    features: vec.terms().len(),
+                    classes: 2,
+                },
                 tokenizer: None,
             })
         }
         "adult" => {
             let (train, test) = data.adult()?;
             let features = train.per_example();
-            Ok(Prepared { name: "adult".into(), train: Box::new(train), valid: Some(Box::new(test)), input: InputShape::Flat { features, classes: 2 }, tokenizer: None })
+            Ok(Prepared {
+                name: "adult".into(),
+                train: Box::new(train),
+                valid: Some(Box::new(test)),
+                input: InputShape::Flat {
+                    features,
+                    classes: 2,
+                },
+                tokenizer: None,
+            })
         }
         _ => {
             let corpus = data.text()?;
@@ -82,9 +104,18 @@ pub fn prepare_with(data: &DataArgs, tokenizer: Option<Tokenizer>) -> Result<Pre
             let train = data.windows(tok.encode(&corpus.train)?)?;
             let valid = data.windows(tok.encode(&corpus.valid)?)?;
             if train.is_empty() {
-                return Err(user(format!("--data {}: the training text is shorter than one window of --seq-len {}", data.data, data.seq_len)));
+                return Err(user(format!(
+                    "--data {}: the training text is shorter than one window of --seq-len {}",
+                    data.data, data.seq_len
+                )));
             }
-            Ok(Prepared { name: corpus.name, train: Box::new(train), valid: Some(Box::new(valid)), input: InputShape::Tokens { vocab: tok.len() }, tokenizer: Some(tok) })
+            Ok(Prepared {
+                name: corpus.name,
+                train: Box::new(train),
+                valid: Some(Box::new(valid)),
+                input: InputShape::Tokens { vocab: tok.len() },
+                tokenizer: Some(tok),
+            })
         }
     }
 }
@@ -104,17 +135,34 @@ pub fn flatten_for(model: &ModelConfig, prepared: Prepared) -> Prepared {
             let mut b = self.0.batch(idx);
             if let memaudit_engine::Value::Dense(t) = &mut b.input {
                 let n = t.shape[0];
-                let f = if n == 0 { t.shape[1..].iter().product() } else { t.data.len() / n };
+                let f = if n == 0 {
+                    t.shape[1..].iter().product()
+                } else {
+                    t.data.len() / n
+                };
                 t.shape = vec![n, f];
             }
             b
         }
     }
-    Prepared { train: Box::new(Flat(prepared.train)), valid: prepared.valid.map(|v| Box::new(Flat(v)) as Box<dyn Dataset>), ..prepared }
+    Prepared {
+        train: Box::new(Flat(prepared.train)),
+        valid: prepared
+            .valid
+            .map(|v| Box::new(Flat(v)) as Box<dyn Dataset>),
+        ..prepared
+    }
 }
 
 /// The privacy configuration of a run (noise calibrated if a target epsilon was given).
-pub fn privacy_config(p: &PrivacyArgs, model: &Model, n: usize, batch: usize, epochs: usize, ctx: &Ctx) -> Result<Option<PrivacyConfig>> {
+pub fn privacy_config(
+    p: &PrivacyArgs,
+    model: &Model,
+    n: usize,
+    batch: usize,
+    epochs: usize,
+    ctx: &Ctx,
+) -> Result<Option<PrivacyConfig>> {
     p.validate()?;
     if !p.is_private() {
         return Ok(None);
@@ -125,7 +173,8 @@ pub fn privacy_config(p: &PrivacyArgs, model: &Model, n: usize, batch: usize, ep
     let sigma = match (p.noise_multiplier, p.target_epsilon) {
         (Some(s), _) => s,
         (None, Some(target)) => {
-            let s = privacy::calibrate(q, steps, p.delta, target, accountant).map_err(|e| user(format!("--target-epsilon {target}: {e}")))?;
+            let s = privacy::calibrate(q, steps, p.delta, target, accountant)
+                .map_err(|e| user(format!("--target-epsilon {target}: {e}")))?;
             ctx.note(format!("calibrated noise multiplier {s:.5} for epsilon <= {target} at delta {} over {steps} steps (q = {q:.6})", p.delta));
             s
         }
@@ -134,16 +183,39 @@ pub fn privacy_config(p: &PrivacyArgs, model: &Model, n: usize, batch: usize, ep
     if p.delta > 1.0 / n as f64 {
         ctx.note(format!("warning: --delta {} is larger than 1/N = {:.2e}; a mechanism that publishes one random example would satisfy it", p.delta, 1.0 / n as f64));
     }
-    let param_layers: Vec<usize> = (0..model.num_layers()).filter(|&l| !model.param_range(l).is_empty()).collect();
-    Ok(Some(PrivacyConfig { noise_multiplier: sigma, clipping: p.clip_config(&param_layers, model.num_layers())?, delta: p.delta, accountant, max_epsilon: p.max_epsilon }))
+    let param_layers: Vec<usize> = (0..model.num_layers())
+        .filter(|&l| !model.param_range(l).is_empty())
+        .collect();
+    Ok(Some(PrivacyConfig {
+        noise_multiplier: sigma,
+        clipping: p.clip_config(&param_layers, model.num_layers())?,
+        delta: p.delta,
+        accountant,
+        max_epsilon: p.max_epsilon,
+    }))
 }
 
 /// The privacy statement of a finished run, aware of how batches were sampled.
-pub fn statement_text(cfg: &TrainConfig, n: usize, epochs_done: f64) -> Result<Option<(String, Value)>> {
-    let Some(p) = &cfg.privacy else { return Ok(None) };
-    let st = privacy::statement(n as u64, cfg.batch_size as u64, epochs_done, p.noise_multiplier, p.delta, p.accountant)?;
+pub fn statement_text(
+    cfg: &TrainConfig,
+    n: usize,
+    epochs_done: f64,
+) -> Result<Option<(String, Value)>> {
+    let Some(p) = &cfg.privacy else {
+        return Ok(None);
+    };
+    let st = privacy::statement(
+        n as u64,
+        cfg.batch_size as u64,
+        epochs_done,
+        p.noise_multiplier,
+        p.delta,
+        p.accountant,
+    )?;
     let mut text = String::new();
-    if cfg.sampling == SamplingMode::Shuffle {
+    if cfg.sampling == SamplingMode::Poisson {
+        text.push_str("This run drew every batch by Poisson sampling, so the Poisson figure below is its guarantee.\n\n");
+    } else {
         text.push_str(
             "This run used shuffled fixed-size batches, not Poisson sampling. The guarantee is the \
 'once per epoch' figure below; the Poisson figure is only an approximation for this run.\n\n",
@@ -158,7 +230,8 @@ pub struct CliObserver<'a> {
     pub progress: Progress,
     pub metrics: MetricsCsv,
     pub epochs: Vec<EpochInfo>,
-    pub extra: Option<Box<dyn FnMut(&EpochInfo, &Model, &[f32]) -> memaudit_engine::Result<()> + 'a>>,
+    pub extra:
+        Option<Box<dyn FnMut(&EpochInfo, &Model, &[f32]) -> memaudit_engine::Result<()> + 'a>>,
     pub total_steps: u64,
 }
 
@@ -177,11 +250,22 @@ pub const METRIC_COLUMNS: [&str; 11] = [
 ];
 
 impl TrainObserver for CliObserver<'_> {
-    fn on_step(&mut self, info: &memaudit_engine::train::StepInfo, _m: &Model, _p: &[f32]) -> memaudit_engine::Result<()> {
-        self.progress.set(info.step, &format!("loss {:.4}", info.loss));
+    fn on_step(
+        &mut self,
+        info: &memaudit_engine::train::StepInfo,
+        _m: &Model,
+        _p: &[f32],
+    ) -> memaudit_engine::Result<()> {
+        self.progress
+            .set(info.step, &format!("loss {:.4}", info.loss));
         Ok(())
     }
-    fn on_epoch(&mut self, e: &EpochInfo, model: &Model, params: &[f32]) -> memaudit_engine::Result<()> {
+    fn on_epoch(
+        &mut self,
+        e: &EpochInfo,
+        model: &Model,
+        params: &[f32],
+    ) -> memaudit_engine::Result<()> {
         let f = |x: f64| Some(x);
         let _ = self.metrics.append(&[
             f(e.epoch as f64),
@@ -218,23 +302,37 @@ impl TrainObserver for CliObserver<'_> {
 
 /// Plots of the epoch metrics.
 pub fn epoch_plots(r: &mut report::Report, epochs: &[EpochInfo]) {
-    let pts = |f: &dyn Fn(&EpochInfo) -> Option<f64>| -> Vec<(f64, f64)> { epochs.iter().filter_map(|e| f(e).map(|y| (e.epoch as f64, y))).collect() };
+    let pts = |f: &dyn Fn(&EpochInfo) -> Option<f64>| -> Vec<(f64, f64)> {
+        epochs
+            .iter()
+            .filter_map(|e| f(e).map(|y| (e.epoch as f64, y)))
+            .collect()
+    };
     r.svg(&report::chart(
         "Loss",
         "epoch",
         "mean loss per example (nats)",
-        &[Series::line("train", pts(&|e| Some(e.train_loss))), Series::line("valid", pts(&|e| e.valid_loss))],
+        &[
+            Series::line("train", pts(&|e| Some(e.train_loss))),
+            Series::line("valid", pts(&|e| e.valid_loss)),
+        ],
     ));
     r.svg(&report::chart(
         "Accuracy",
         "epoch",
         "accuracy",
-        &[Series::line("train", pts(&|e| Some(e.train_accuracy))), Series::line("valid", pts(&|e| e.valid_accuracy))],
+        &[
+            Series::line("train", pts(&|e| Some(e.train_accuracy))),
+            Series::line("valid", pts(&|e| e.valid_accuracy)),
+        ],
     ));
     if epochs.iter().any(|e| e.epsilon.is_some_and(f64::is_finite)) {
         let mut s = vec![Series::line("epsilon (Poisson)", pts(&|e| e.epsilon))];
         if epochs.iter().any(|e| e.epsilon_no_amplification.is_some()) {
-            s.push(Series::line("epsilon (once per epoch)", pts(&|e| e.epsilon_no_amplification)));
+            s.push(Series::line(
+                "epsilon (once per epoch)",
+                pts(&|e| e.epsilon_no_amplification),
+            ));
         }
         r.svg(&report::chart("Privacy spent", "epoch", "epsilon", &s));
     }
@@ -248,13 +346,25 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     let prepared = prepare(&args.data)?;
     let model_cfg = args.model.config(&prepared.input)?;
     let prepared = flatten_for(&model_cfg, prepared);
-    let model = model_cfg.build().map_err(|e| user(format!("model flags: {e}")))?;
+    let model = model_cfg
+        .build()
+        .map_err(|e| user(format!("model flags: {e}")))?;
     let n = prepared.train.len();
     if args.run.batch_size == 0 || args.run.batch_size > n {
-        return Err(user(format!("--batch-size {} must be between 1 and the training set size {n}", args.run.batch_size)));
+        return Err(user(format!(
+            "--batch-size {} must be between 1 and the training set size {n}",
+            args.run.batch_size
+        )));
     }
     let seed = args.run.seed();
-    let privacy = privacy_config(&args.privacy, &model, n, args.run.batch_size, args.run.epochs, ctx)?;
+    let privacy = privacy_config(
+        &args.privacy,
+        &model,
+        n,
+        args.run.batch_size,
+        args.run.epochs,
+        ctx,
+    )?;
     let sampling = args.privacy.sampling()?;
     let steps_per_epoch = match sampling {
         SamplingMode::Poisson => n.div_ceil(args.run.batch_size),
@@ -273,15 +383,43 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         seeded_noise: args.privacy.seeded_noise,
     };
     let run_cfg = json!({ "train": cfg, "data": args.data });
-    let mut rd = RunDir::open(&args.run.out, "train", &run_cfg, Some(seed), args.run.reuse())?;
+    let mut rd = RunDir::open(
+        &args.run.out,
+        "train",
+        &run_cfg,
+        Some(seed),
+        args.run.reuse(),
+    )?;
     if let Some(tok) = &prepared.tokenizer {
-        tok.save(&rd.file("tokenizer.json")).context("saving the tokenizer")?;
+        tok.save(&rd.file("tokenizer.json"))
+            .context("saving the tokenizer")?;
     }
-    let mut trainer = Trainer::new(cfg.clone(), n, Some(&rd.checkpoints()), rd.resuming).map_err(|e| user(e.to_string()))?;
+    let sanity = if args.no_sanity_checks || rd.resuming {
+        None
+    } else {
+        match prepared.valid.as_deref() {
+            Some(v) => super::sanity::run(&cfg, n, v)?,
+            None => None,
+        }
+    };
+    if let Some(s) = &sanity {
+        ctx.note(&s.text);
+        rd.set("sanity_checks", s.json.clone())?;
+    }
+    let mut trainer = Trainer::new(cfg.clone(), n, Some(&rd.checkpoints()), rd.resuming)
+        .map_err(|e| user(e.to_string()))?;
     if trainer.noise_is_seeded() {
         ctx.note("note: the DP noise is seeded from --seed (--seeded-noise): anyone with the seed can regenerate it; use only for reproducible research");
     }
-    let outcome = train_with_report(ctx, &mut rd, &mut trainer, &prepared, n, None, "memaudit train")?;
+    let outcome = train_with_report(
+        ctx,
+        &mut rd,
+        &mut trainer,
+        &prepared,
+        n,
+        None,
+        "memaudit train",
+    )?;
     Ok(outcome.report)
 }
 
@@ -319,12 +457,22 @@ pub fn train_with_report<'a>(
         total_steps: total,
     };
     if let Some(from) = &trainer.resumed_from {
-        ctx.note(format!("resuming from {} (epoch {}, step {})", from.display(), trainer.epoch, trainer.step));
+        ctx.note(format!(
+            "resuming from {} (epoch {}, step {})",
+            from.display(),
+            trainer.epoch,
+            trainer.step
+        ));
     }
-    let stop = trainer.run(prepared.train.as_ref(), prepared.valid.as_deref(), &mut obs).map_err(|e| user(e.to_string()))?;
+    let stop = trainer
+        .run(prepared.train.as_ref(), prepared.valid.as_deref(), &mut obs)
+        .map_err(|e| user(e.to_string()))?;
     obs.progress.finish();
     if stop == StopReason::PrivacyBudget {
-        ctx.note(format!("stopped at step {}: the next step would exceed --max-epsilon", trainer.step));
+        ctx.note(format!(
+            "stopped at step {}: the next step would exceed --max-epsilon",
+            trainer.step
+        ));
     }
     let epochs_done = trainer.step as f64 / steps_per_epoch.max(1) as f64;
     let statement = statement_text(&cfg, n, epochs_done)?;
@@ -350,7 +498,11 @@ pub fn train_with_report<'a>(
         "sampling": cfg.sampling,
         "privacy_statement": statement.as_ref().map(|s| s.1.clone()),
     });
-    let mut html = report::Report::new(&format!("{title}: {} on {}", model_name(&cfg.model), prepared.name));
+    let mut html = report::Report::new(&format!(
+        "{title}: {} on {}",
+        model_name(&cfg.model),
+        prepared.name
+    ));
     html.table(
         &["", ""],
         &[
@@ -358,10 +510,23 @@ pub fn train_with_report<'a>(
             vec!["training examples".into(), n.to_string()],
             vec!["model".into(), model_name(&cfg.model)],
             vec!["parameters".into(), trainer.model.num_params().to_string()],
-            vec!["epochs, steps".into(), format!("{}, {}", trainer.epoch, trainer.step)],
+            vec![
+                "epochs, steps".into(),
+                format!("{}, {}", trainer.epoch, trainer.step),
+            ],
             vec!["seed".into(), cfg.seed.to_string()],
-            vec!["valid loss".into(), last.as_ref().and_then(|e| e.valid_loss).map_or("-".into(), fmt_f64)],
-            vec!["valid accuracy".into(), last.as_ref().and_then(|e| e.valid_accuracy).map_or("-".into(), fmt_f64)],
+            vec![
+                "valid loss".into(),
+                last.as_ref()
+                    .and_then(|e| e.valid_loss)
+                    .map_or("-".into(), fmt_f64),
+            ],
+            vec![
+                "valid accuracy".into(),
+                last.as_ref()
+                    .and_then(|e| e.valid_accuracy)
+                    .map_or("-".into(), fmt_f64),
+            ],
             vec!["epsilon".into(), eps.map_or("not private".into(), fmt_f64)],
         ],
     );
@@ -396,14 +561,26 @@ pub fn train_with_report<'a>(
     if let Some((s, _)) = &statement {
         text += &format!("\n\n{s}");
     }
-    text += &format!("\n\nrun folder: {}\nreport: {}", rd.path.display(), rd.file("report.html").display());
-    Ok(TrainOutcome { report: Report::new(text, summary.clone()), epochs: obs.epochs, html, stop, summary })
+    text += &format!(
+        "\n\nrun folder: {}\nreport: {}",
+        rd.path.display(),
+        rd.file("report.html").display()
+    );
+    Ok(TrainOutcome {
+        report: Report::new(text, summary.clone()),
+        epochs: obs.epochs,
+        html,
+        stop,
+        summary,
+    })
 }
 
 pub fn model_name(m: &ModelConfig) -> String {
     match m {
         ModelConfig::Mlp { hidden, .. } => format!("MLP {hidden:?}"),
-        ModelConfig::SparseLogReg { features, .. } => format!("logistic regression ({features} features)"),
+        ModelConfig::SparseLogReg { features, .. } => {
+            format!("logistic regression ({features} features)")
+        }
         ModelConfig::TutorialCnn { .. } => "TF Privacy tutorial CNN".into(),
         ModelConfig::GroupNormCnn { .. } => "GroupNorm CNN".into(),
         ModelConfig::LstmLm { layers, hidden, .. } => format!("LSTM LM {layers}x{hidden}"),
