@@ -33,7 +33,11 @@ fn one_line_error(out: &Output) -> String {
         .filter(|l| l.starts_with("error: "))
         .collect();
     assert_eq!(errors.len(), 1, "one error line: {stderr}");
-    assert_eq!(stderr.trim_end().lines().last(), Some(errors[0]), "{stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().last(),
+        Some(errors[0]),
+        "{stderr}"
+    );
     errors[0].to_string()
 }
 
@@ -44,7 +48,11 @@ fn json_ok(out: &Output) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout.clone()).unwrap();
-    assert_eq!(text.trim_end().lines().count(), 1, "one JSON object: {text}");
+    assert_eq!(
+        text.trim_end().lines().count(),
+        1,
+        "one JSON object: {text}"
+    );
     serde_json::from_str(&text).unwrap()
 }
 
@@ -59,14 +67,31 @@ fn noise_fractions_outside_the_unit_interval_are_refused() {
     for bad in ["0.2,1.5", "-0.1", "nan"] {
         let flag = format!("--fractions={bad}");
         let err = one_line_error(&memaudit(&[
-            "dynamics", "curves", "--data", "digits", &flag, "--out", path(&out),
+            "dynamics",
+            "curves",
+            "--data",
+            "digits",
+            &flag,
+            "--out",
+            path(&out),
         ]));
-        assert!(err.contains("--fractions") && err.contains("[0, 1]"), "{err}");
+        assert!(
+            err.contains("--fractions") && err.contains("[0, 1]"),
+            "{err}"
+        );
         assert!(!out.exists(), "a refused run writes nothing");
     }
     // --json puts the same error on stdout as one object.
     let o = memaudit(&[
-        "--json", "dynamics", "curves", "--data", "digits", "--fractions", "2", "--out", path(&out),
+        "--json",
+        "dynamics",
+        "curves",
+        "--data",
+        "digits",
+        "--fractions",
+        "2",
+        "--out",
+        path(&out),
     ]);
     assert_eq!(o.status.code(), Some(2));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -80,8 +105,24 @@ fn a_non_positive_lass_radius_is_refused() {
     for r in ["0", "-0.3", "inf"] {
         let flag = format!("--lass-r={r}");
         for cmd in [
-            vec!["dynamics", "curves", "--data", "digits", &flag, "--out", path(&out)],
-            vec!["dynamics", "regularizers", "--data", "digits", &flag, "--out", path(&out)],
+            vec![
+                "dynamics",
+                "curves",
+                "--data",
+                "digits",
+                &flag,
+                "--out",
+                path(&out),
+            ],
+            vec![
+                "dynamics",
+                "regularizers",
+                "--data",
+                "digits",
+                &flag,
+                "--out",
+                path(&out),
+            ],
             vec!["dynamics", "csr", "--run", path(&out), &flag],
         ] {
             let err = one_line_error(&memaudit(&cmd));
@@ -120,7 +161,11 @@ fn run_json_for(dir: &Path, model: ModelConfig, data: &str) {
         "status": "completed",
     });
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("run.json"), serde_json::to_vec_pretty(&rj).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("run.json"),
+        serde_json::to_vec_pretty(&rj).unwrap(),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -129,22 +174,44 @@ fn csr_needs_a_softmax_classifier_over_dense_inputs() {
     let lm = d.path().join("lm");
     run_json_for(
         &lm,
-        ModelConfig::LstmLm { vocab: 30, embed: 4, hidden: 8, layers: 1, dropout: 0.0 },
+        ModelConfig::LstmLm {
+            vocab: 30,
+            embed: 4,
+            hidden: 8,
+            layers: 1,
+            dropout: 0.0,
+        },
         "embedded",
     );
     let err = one_line_error(&memaudit(&["dynamics", "csr", "--run", path(&lm)]));
     assert!(
-        err.contains("not a softmax classifier over dense inputs") && err.contains("language model"),
+        err.contains("not a softmax classifier over dense inputs")
+            && err.contains("language model"),
         "{err}"
     );
     let tfidf = d.path().join("logreg");
-    run_json_for(&tfidf, ModelConfig::SparseLogReg { features: 100, classes: 2 }, "imdb");
+    run_json_for(
+        &tfidf,
+        ModelConfig::SparseLogReg {
+            features: 100,
+            classes: 2,
+        },
+        "imdb",
+    );
     let o = memaudit(&["--json", "dynamics", "csr", "--run", path(&tfidf)]);
     assert_eq!(o.status.code(), Some(2));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let err = v["error"].as_str().unwrap();
-    assert!(err.contains("not a softmax classifier over dense inputs") && err.contains("sparse"), "{err}");
-    let err = one_line_error(&memaudit(&["dynamics", "csr", "--run", path(&d.path().join("none"))]));
+    assert!(
+        err.contains("not a softmax classifier over dense inputs") && err.contains("sparse"),
+        "{err}"
+    );
+    let err = one_line_error(&memaudit(&[
+        "dynamics",
+        "csr",
+        "--run",
+        path(&d.path().join("none")),
+    ]));
     assert!(err.contains("run.json"), "{err}");
 }
 
@@ -154,14 +221,94 @@ fn other_bad_flags_are_one_line_errors() {
     let out = d.path().join("run");
     let o = path(&out);
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["dynamics", "curves", "--data", "embedded", "--out", o], "image dataset"),
-        (vec!["dynamics", "curves", "--data", "digits", "--noise", "pink", "--out", o], "--noise pink"),
-        (vec!["dynamics", "capacity", "--data", "digits", "--kinds", "real,randz", "--out", o], "--kinds randz"),
-        (vec!["dynamics", "capacity", "--data", "digits", "--fit-threshold", "1.5", "--out", o], "--fit-threshold"),
-        (vec!["dynamics", "easy-hard", "--data", "digits", "--runs", "1", "--out", o], "--runs 1"),
-        (vec!["dynamics", "sensitivity", "--data", "digits", "--variants", "real,blue", "--out", o], "--variants blue"),
-        (vec!["dynamics", "regularizers", "--data", "digits", "--dropout-rates", "0.5,1.0", "--out", o], "--dropout-rates 1.0"),
-        (vec!["dynamics", "regularizers", "--data", "digits", "--adversarial-weights", "2", "--out", o], "--adversarial-weights 2"),
+        (
+            vec!["dynamics", "curves", "--data", "embedded", "--out", o],
+            "image dataset",
+        ),
+        (
+            vec![
+                "dynamics", "curves", "--data", "digits", "--noise", "pink", "--out", o,
+            ],
+            "--noise pink",
+        ),
+        (
+            vec![
+                "dynamics",
+                "capacity",
+                "--data",
+                "digits",
+                "--kinds",
+                "real,randz",
+                "--out",
+                o,
+            ],
+            "--kinds randz",
+        ),
+        (
+            vec![
+                "dynamics",
+                "capacity",
+                "--data",
+                "digits",
+                "--fit-threshold",
+                "1.5",
+                "--out",
+                o,
+            ],
+            "--fit-threshold",
+        ),
+        (
+            vec![
+                "dynamics",
+                "easy-hard",
+                "--data",
+                "digits",
+                "--runs",
+                "1",
+                "--out",
+                o,
+            ],
+            "--runs 1",
+        ),
+        (
+            vec![
+                "dynamics",
+                "sensitivity",
+                "--data",
+                "digits",
+                "--variants",
+                "real,blue",
+                "--out",
+                o,
+            ],
+            "--variants blue",
+        ),
+        (
+            vec![
+                "dynamics",
+                "regularizers",
+                "--data",
+                "digits",
+                "--dropout-rates",
+                "0.5,1.0",
+                "--out",
+                o,
+            ],
+            "--dropout-rates 1.0",
+        ),
+        (
+            vec![
+                "dynamics",
+                "regularizers",
+                "--data",
+                "digits",
+                "--adversarial-weights",
+                "2",
+                "--out",
+                o,
+            ],
+            "--adversarial-weights 2",
+        ),
     ];
     for (args, want) in cases {
         let err = one_line_error(&memaudit(&args));
@@ -175,9 +322,28 @@ fn curves_on_digits_track_clean_and_noisy_examples_and_csr() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("curves");
     let v = json_ok(&memaudit(&[
-        "--json", "dynamics", "curves", "--data", "digits", "--max-train", "400", "--valid-size",
-        "200", "--hidden", "32", "--epochs", "3", "--batch-size", "20", "--fractions", "0,0.5",
-        "--csr-size", "100", "--gini", "--out", path(&out),
+        "--json",
+        "dynamics",
+        "curves",
+        "--data",
+        "digits",
+        "--max-train",
+        "400",
+        "--valid-size",
+        "200",
+        "--hidden",
+        "32",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "20",
+        "--fractions",
+        "0,0.5",
+        "--csr-size",
+        "100",
+        "--gini",
+        "--out",
+        path(&out),
     ]));
     let runs = v["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2);
@@ -204,7 +370,12 @@ fn curves_on_digits_track_clean_and_noisy_examples_and_csr() {
     assert_eq!(rj["results"]["runs"].as_array().unwrap().len(), 2);
     // The folder now holds a run: reusing it needs --force.
     let err = one_line_error(&memaudit(&[
-        "dynamics", "curves", "--data", "digits", "--out", path(&out),
+        "dynamics",
+        "curves",
+        "--data",
+        "digits",
+        "--out",
+        path(&out),
     ]));
     assert!(err.contains("--force"), "{err}");
 }
@@ -214,12 +385,30 @@ fn csr_of_a_saved_digits_mlp() {
     let d = tempfile::tempdir().unwrap();
     let run = d.path().join("mlp");
     let o = memaudit(&[
-        "--quiet", "train", "--data", "digits", "--hidden", "16", "--epochs", "2", "--seed", "1",
-        "--out", path(&run),
+        "--quiet",
+        "train",
+        "--data",
+        "digits",
+        "--hidden",
+        "16",
+        "--epochs",
+        "2",
+        "--seed",
+        "1",
+        "--out",
+        path(&run),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v = json_ok(&memaudit(&[
-        "--json", "dynamics", "csr", "--run", path(&run), "--csr-size", "300", "--lass-r", "8",
+        "--json",
+        "dynamics",
+        "csr",
+        "--run",
+        path(&run),
+        "--csr-size",
+        "300",
+        "--lass-r",
+        "8",
     ]));
     assert_eq!(v["examples"], 300);
     let csr = v["csr"].as_f64().unwrap();
@@ -234,8 +423,22 @@ fn csr_of_a_saved_digits_mlp() {
 fn the_other_experiments_run_on_digits() {
     let d = tempfile::tempdir().unwrap();
     let v = json_ok(&memaudit(&[
-        "--json", "dynamics", "easy-hard", "--data", "digits", "--max-train", "300", "--hidden",
-        "16", "--runs", "3", "--batch-size", "20", "--lr", "0.05", "--out",
+        "--json",
+        "dynamics",
+        "easy-hard",
+        "--data",
+        "digits",
+        "--max-train",
+        "300",
+        "--hidden",
+        "16",
+        "--runs",
+        "3",
+        "--batch-size",
+        "20",
+        "--lr",
+        "0.05",
+        "--out",
         path(&d.path().join("eh")),
     ]));
     let kinds = v["kinds"].as_array().unwrap();
@@ -245,20 +448,55 @@ fn the_other_experiments_run_on_digits() {
     assert_eq!(rates.lines().count(), 301);
 
     let v = json_ok(&memaudit(&[
-        "--json", "dynamics", "capacity", "--data", "digits", "--kinds", "real,randy",
-        "--hidden-sizes", "8,32", "--train-sizes", "100,200", "--epochs", "3", "--batch-size",
-        "20", "--fit-threshold", "0.5", "--lr", "0.1", "--out", path(&d.path().join("cap")),
+        "--json",
+        "dynamics",
+        "capacity",
+        "--data",
+        "digits",
+        "--kinds",
+        "real,randy",
+        "--hidden-sizes",
+        "8,32",
+        "--train-sizes",
+        "100,200",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "20",
+        "--fit-threshold",
+        "0.5",
+        "--lr",
+        "0.1",
+        "--out",
+        path(&d.path().join("cap")),
     ]));
     // 2 kinds x (2 widths at n = 200, plus n = 100 at width 32).
     assert_eq!(v["results"].as_array().unwrap().len(), 6);
 
     let v = json_ok(&memaudit(&[
-        "--json", "dynamics", "sensitivity", "--data", "digits", "--examples", "100", "--hidden",
-        "4,4", "--epochs", "1", "--batch-size", "10", "--every", "5", "--variants", "real,unique",
-        "--out", path(&d.path().join("ls")),
+        "--json",
+        "dynamics",
+        "sensitivity",
+        "--data",
+        "digits",
+        "--examples",
+        "100",
+        "--hidden",
+        "4,4",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "10",
+        "--every",
+        "5",
+        "--variants",
+        "real,unique,unique-randx",
+        "--out",
+        path(&d.path().join("ls")),
     ]));
     let vs = v["variants"].as_array().unwrap();
-    assert_eq!(vs.len(), 2);
+    let names: Vec<&str> = vs.iter().map(|x| x["variant"].as_str().unwrap()).collect();
+    assert_eq!(names, ["real", "unique", "unique-randx"]);
     for x in vs {
         assert_eq!(x["points"].as_array().unwrap().len(), 2);
         let g = x["gini_unrolled_final"].as_f64().unwrap();
@@ -266,15 +504,43 @@ fn the_other_experiments_run_on_digits() {
     }
 
     let v = json_ok(&memaudit(&[
-        "--json", "dynamics", "regularizers", "--data", "digits", "--max-train", "200",
-        "--valid-size", "100", "--hidden", "16", "--epochs", "2", "--batch-size", "20",
-        "--dropout-rates", "0.5", "--input-dropout-rates", "none", "--input-noise-stds", "0.3",
-        "--weight-decays", "0.01", "--adversarial-weights", "0.5", "--out",
+        "--json",
+        "dynamics",
+        "regularizers",
+        "--data",
+        "digits",
+        "--max-train",
+        "200",
+        "--valid-size",
+        "100",
+        "--hidden",
+        "16",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "20",
+        "--dropout-rates",
+        "0.5",
+        "--input-dropout-rates",
+        "none",
+        "--input-noise-stds",
+        "0.3",
+        "--weight-decays",
+        "0.01",
+        "--adversarial-weights",
+        "0.5",
+        "--out",
         path(&d.path().join("reg")),
     ]));
     let pts = v["points"].as_array().unwrap();
     assert_eq!(pts.len(), 5);
     assert_eq!(pts[0]["label"], "none");
     assert!(pts.iter().all(|p| p["randy_train_accuracy"].is_number()));
-    assert!(std::fs::read_to_string(d.path().join("reg/sweep.csv")).unwrap().lines().count() == 6);
+    assert!(
+        std::fs::read_to_string(d.path().join("reg/sweep.csv"))
+            .unwrap()
+            .lines()
+            .count()
+            == 6
+    );
 }

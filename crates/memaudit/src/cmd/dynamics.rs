@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use memaudit_audit::dynamics::{
     self, CsrTracking, DynamicsError, EpochRecord, LassConfig, NoiseKind, Regularizer,
-    SensitivityConfig, SweepPoint, TrainSpec, Tracking,
+    SensitivityConfig, SweepPoint, Tracking, TrainSpec,
 };
 use memaudit_engine::ModelConfig;
 use memaudit_engine::datasets::DenseDataset;
@@ -137,7 +137,10 @@ impl LassArgs {
                 self.lass_r
             )));
         }
-        for (flag, v) in [("--lass-alpha", self.lass_alpha), ("--lass-beta", self.lass_beta)] {
+        for (flag, v) in [
+            ("--lass-alpha", self.lass_alpha),
+            ("--lass-beta", self.lass_beta),
+        ] {
             if !(v >= 0.0 && v.is_finite()) {
                 return Err(user(format!("{flag} {v}: must be >= 0")));
             }
@@ -263,7 +266,11 @@ pub struct SensitivityArgs {
     pub include_direct: bool,
     /// Label/input variants: real, randx, randy, unique (real inputs, one class per example),
     /// unique-randx (Gaussian inputs, one class per example).
-    #[arg(long, default_value = "real,randx,randy,unique,unique-randx", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "real,randx,randy,unique,unique-randx",
+        value_delimiter = ','
+    )]
     pub variants: Vec<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -348,10 +355,14 @@ fn activation(name: &str) -> Result<ActivationKind> {
 
 fn kinds(list: &[String], flag: &str) -> Result<Vec<NoiseKind>> {
     if list.is_empty() {
-        return Err(user(format!("{flag}: give at least one of real, randy, randx")));
+        return Err(user(format!(
+            "{flag}: give at least one of real, randy, randx"
+        )));
     }
     list.iter()
-        .map(|k| NoiseKind::parse(k).map_err(|_| user(format!("{flag} {k}: use real, randy or randx"))))
+        .map(|k| {
+            NoiseKind::parse(k).map_err(|_| user(format!("{flag} {k}: use real, randy or randx")))
+        })
         .collect()
 }
 
@@ -371,9 +382,16 @@ fn flat(mut d: DenseDataset) -> DenseDataset {
     d
 }
 
-fn load_images(data: &str, data_dir: &Option<PathBuf>, max_train: usize, valid_size: usize) -> Result<Images> {
+fn load_images(
+    data: &str,
+    data_dir: &Option<PathBuf>,
+    max_train: usize,
+    valid_size: usize,
+) -> Result<Images> {
     if !["mnist", "fashion-mnist", "digits"].contains(&data) {
-        return Err(user(format!("--data {data}: dynamics needs an image dataset (mnist, fashion-mnist or digits)")));
+        return Err(user(format!(
+            "--data {data}: dynamics needs an image dataset (mnist, fashion-mnist or digits)"
+        )));
     }
     if max_train < 2 {
         return Err(user(format!("--max-train {max_train}: must be at least 2")));
@@ -407,7 +425,9 @@ fn load_images(data: &str, data_dir: &Option<PathBuf>, max_train: usize, valid_s
 impl MlpArgs {
     fn config(&self, input: usize, classes: usize) -> Result<ModelConfig> {
         if self.hidden.is_empty() || self.hidden.contains(&0) {
-            return Err(user("--hidden: give one or more non-zero layer sizes, e.g. 512,512"));
+            return Err(user(
+                "--hidden: give one or more non-zero layer sizes, e.g. 512,512",
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) || !(0.0..1.0).contains(&self.input_dropout) {
             return Err(user("--dropout and --input-dropout must be in [0, 1)"));
@@ -428,7 +448,10 @@ fn spec(model: ModelConfig, optim: &OptimArgs, run: &RunFlags, n: usize) -> Resu
         return Err(user("--epochs must be at least 1"));
     }
     if run.batch_size == 0 || run.batch_size > n {
-        return Err(user(format!("--batch-size {} must be between 1 and the training set size {n}", run.batch_size)));
+        return Err(user(format!(
+            "--batch-size {} must be between 1 and the training set size {n}",
+            run.batch_size
+        )));
     }
     Ok(TrainSpec {
         model,
@@ -443,7 +466,16 @@ fn spec(model: ModelConfig, optim: &OptimArgs, run: &RunFlags, n: usize) -> Resu
 }
 
 fn open_run(run: &RunFlags, command: &str, config: &Value) -> Result<RunDir> {
-    RunDir::open(&run.out, command, config, Some(run.seed), Reuse { force: run.force, resume: false })
+    RunDir::open(
+        &run.out,
+        command,
+        config,
+        Some(run.seed),
+        Reuse {
+            force: run.force,
+            resume: false,
+        },
+    )
 }
 
 fn opt(x: Option<f64>) -> String {
@@ -455,49 +487,95 @@ fn first_epoch(records: &[EpochRecord], f: impl Fn(&EpochRecord) -> bool) -> Opt
 }
 
 /// Write `report.html`, record the results, finish the run, and build the CLI report.
-fn finish(mut rd: RunDir, html: report::Report, results: Value, mut text: String) -> Result<Report> {
+fn finish(
+    mut rd: RunDir,
+    html: report::Report,
+    results: Value,
+    mut text: String,
+) -> Result<Report> {
     html.write(&rd.file("report.html"))?;
     rd.set("results", results.clone())?;
     rd.finish("completed")?;
-    let _ = write!(text, "\n\nrun folder: {}\nreport: {}", rd.path.display(), rd.file("report.html").display());
+    let _ = write!(
+        text,
+        "\n\nrun folder: {}\nreport: {}",
+        rd.path.display(),
+        rd.file("report.html").display()
+    );
     Ok(Report::new(text, results))
 }
 
 fn series(name: &str, recs: &[EpochRecord], f: impl Fn(&EpochRecord) -> Option<f64>) -> Series {
-    Series::line(name, recs.iter().filter_map(|r| f(r).map(|y| (r.epoch as f64, y))).collect())
+    Series::line(
+        name,
+        recs.iter()
+            .filter_map(|r| f(r).map(|y| (r.epoch as f64, y)))
+            .collect(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
 // curves
 
 fn curves(a: &CurvesArgs, ctx: &Ctx) -> Result<Report> {
-    let noise = NoiseKind::parse(&a.noise).map_err(|_| user(format!("--noise {}: use randy or randx", a.noise)))?;
+    let noise = NoiseKind::parse(&a.noise)
+        .map_err(|_| user(format!("--noise {}: use randy or randx", a.noise)))?;
     if noise == NoiseKind::Real {
-        return Err(user("--noise real corrupts nothing: use randy or randx (fraction 0 is the real-data run)"));
+        return Err(user(
+            "--noise real corrupts nothing: use randy or randx (fraction 0 is the real-data run)",
+        ));
     }
     if a.fractions.is_empty() {
-        return Err(user("--fractions: give at least one noise fraction in [0, 1]"));
+        return Err(user(
+            "--fractions: give at least one noise fraction in [0, 1]",
+        ));
     }
     for &f in &a.fractions {
         if !(0.0..=1.0).contains(&f) {
-            return Err(user(format!("--fractions {f}: a noise fraction must be in [0, 1]")));
+            return Err(user(format!(
+                "--fractions {f}: a noise fraction must be in [0, 1]"
+            )));
         }
     }
     let lass = a.lass.config()?;
-    let img = load_images(&a.data.data, &a.data.data_dir, a.data.max_train.unwrap_or(5000), a.data.valid_size)?;
+    let img = load_images(
+        &a.data.data,
+        &a.data.data_dir,
+        a.data.max_train.unwrap_or(5000),
+        a.data.valid_size,
+    )?;
     let n = img.train.labels.len();
     let model = a.mlp.config(img.train.per_example(), img.classes)?;
     let base = spec(model.clone(), &a.optim, &a.run, n)?;
-    let csr_data = img.valid.subset(&(0..a.csr_size.min(img.valid.labels.len())).collect::<Vec<_>>());
+    let csr_data = img
+        .valid
+        .subset(&(0..a.csr_size.min(img.valid.labels.len())).collect::<Vec<_>>());
     let config = json!({ "experiment": "curves", "data": a.data, "mlp": a.mlp, "optim": a.optim, "run": a.run, "lass": lass,
         "noise": noise, "fractions": a.fractions, "csr_every": a.csr_every, "csr_size": csr_data.labels.len(), "train_spec": base });
     let rd = open_run(&a.run, "dynamics curves", &config)?;
     let metrics = MetricsCsv::open(
         &rd.file("metrics.csv"),
-        &["fraction", "epoch", "train_loss", "train_accuracy", "clean_accuracy", "noisy_accuracy", "valid_loss", "valid_accuracy", "csr", "lass_iterations", "input_gradient_gini", "seconds"],
+        &[
+            "fraction",
+            "epoch",
+            "train_loss",
+            "train_accuracy",
+            "clean_accuracy",
+            "noisy_accuracy",
+            "valid_loss",
+            "valid_accuracy",
+            "csr",
+            "lass_iterations",
+            "input_gradient_gini",
+            "seconds",
+        ],
         false,
     )?;
-    let mut progress = Progress::new("curves", (a.fractions.len() * a.run.epochs) as u64, ctx.quiet || ctx.json);
+    let mut progress = Progress::new(
+        "curves",
+        (a.fractions.len() * a.run.epochs) as u64,
+        ctx.quiet || ctx.json,
+    );
     let mut done = 0u64;
     let mut runs: Vec<(f64, dynamics::Corrupted, Vec<EpochRecord>)> = Vec::new();
     for &f in &a.fractions {
@@ -505,7 +583,11 @@ fn curves(a: &CurvesArgs, ctx: &Ctx) -> Result<Report> {
         let tracking = Tracking {
             valid: Some(&img.valid),
             noisy: Some(&c.mask),
-            csr: (a.csr_every > 0).then(|| CsrTracking { data: &csr_data, every: a.csr_every, lass: lass.clone() }),
+            csr: (a.csr_every > 0).then(|| CsrTracking {
+                data: &csr_data,
+                every: a.csr_every,
+                lass: lass.clone(),
+            }),
             stop_at_train_accuracy: None,
             input_gradient_gini: a.gini,
         };
@@ -513,12 +595,27 @@ fn curves(a: &CurvesArgs, ctx: &Ctx) -> Result<Report> {
             done += 1;
             progress.set(done, &format!("{} {f}: epoch {}", noise.name(), r.epoch));
             let _ = metrics.append(&[
-                Some(f), Some(r.epoch as f64), Some(r.train_loss), Some(r.train_accuracy), r.clean_accuracy, r.noisy_accuracy,
-                r.valid_loss, r.valid_accuracy, r.csr, r.lass_iterations.map(|v| v as f64), r.input_gradient_gini, Some(r.seconds),
+                Some(f),
+                Some(r.epoch as f64),
+                Some(r.train_loss),
+                Some(r.train_accuracy),
+                r.clean_accuracy,
+                r.noisy_accuracy,
+                r.valid_loss,
+                r.valid_accuracy,
+                r.csr,
+                r.lass_iterations.map(|v| v as f64),
+                r.input_gradient_gini,
+                Some(r.seconds),
             ]);
             progress.line(&format!(
                 "{} {f} epoch {}: clean {} noisy {} valid {} csr {}",
-                noise.name(), r.epoch, opt(r.clean_accuracy), opt(r.noisy_accuracy), opt(r.valid_accuracy), opt(r.csr)
+                noise.name(),
+                r.epoch,
+                opt(r.clean_accuracy),
+                opt(r.noisy_accuracy),
+                opt(r.valid_accuracy),
+                opt(r.csr)
             ));
             Ok(())
         })
@@ -530,10 +627,13 @@ fn curves(a: &CurvesArgs, ctx: &Ctx) -> Result<Report> {
     let mut summary = Vec::new();
     let mut rows = Vec::new();
     for (f, c, recs) in &runs {
-        let best = recs.iter().filter_map(|r| r.valid_accuracy.map(|v| (r.epoch, v))).fold(None, |b: Option<(usize, f64)>, (e, v)| match b {
-            Some((_, bv)) if bv >= v => b,
-            _ => Some((e, v)),
-        });
+        let best = recs
+            .iter()
+            .filter_map(|r| r.valid_accuracy.map(|v| (r.epoch, v)))
+            .fold(None, |b: Option<(usize, f64)>, (e, v)| match b {
+                Some((_, bv)) if bv >= v => b,
+                _ => Some((e, v)),
+            });
         let last = recs.last();
         let fit50 = first_epoch(recs, |r| r.noisy_accuracy.is_some_and(|v| v >= 0.5));
         let fit90 = first_epoch(recs, |r| r.noisy_accuracy.is_some_and(|v| v >= 0.9));
@@ -568,27 +668,75 @@ fn curves(a: &CurvesArgs, ctx: &Ctx) -> Result<Report> {
         ]);
         summary.push(s);
     }
-    let headers = ["noise fraction", "best valid acc", "final valid acc", "final clean train acc", "final noisy train acc", "noisy >= 50% at epoch", "noisy >= 90% at epoch", "CSR first epoch", "CSR last epoch"];
-    let mut html = report::Report::new(&format!("memaudit dynamics curves: {} on {} ({} examples), MLP {:?}", noise.name(), img.name, n, a.mlp.hidden));
+    let headers = [
+        "noise fraction",
+        "best valid acc",
+        "final valid acc",
+        "final clean train acc",
+        "final noisy train acc",
+        "noisy >= 50% at epoch",
+        "noisy >= 90% at epoch",
+        "CSR first epoch",
+        "CSR last epoch",
+    ];
+    let mut html = report::Report::new(&format!(
+        "memaudit dynamics curves: {} on {} ({} examples), MLP {:?}",
+        noise.name(),
+        img.name,
+        n,
+        a.mlp.hidden
+    ));
     html.para("Arpit et al. (ICML 2017) §4: with noise in the training set, validation accuracy should peak before the corrupted examples are fitted, and the critical sample ratio (LASS, on validation data) should be higher on noisier data. Accuracies are in evaluation mode after each epoch; 'noisy' is the accuracy on the corrupted training examples against their noisy labels.");
     html.table(&headers, &rows);
     let per = |f: &dyn Fn(&EpochRecord) -> Option<f64>| -> Vec<Series> {
-        runs.iter().map(|(fr, _, recs)| series(&format!("{} {fr}", noise.name()), recs, f)).collect()
+        runs.iter()
+            .map(|(fr, _, recs)| series(&format!("{} {fr}", noise.name()), recs, f))
+            .collect()
     };
-    html.svg(&chart("Validation accuracy", "epoch", "accuracy", &per(&|r| r.valid_accuracy)));
-    html.svg(&chart("Training accuracy on corrupted examples (noise fitted)", "epoch", "accuracy", &per(&|r| r.noisy_accuracy)));
-    html.svg(&chart("Training accuracy on clean examples", "epoch", "accuracy", &per(&|r| r.clean_accuracy)));
+    html.svg(&chart(
+        "Validation accuracy",
+        "epoch",
+        "accuracy",
+        &per(&|r| r.valid_accuracy),
+    ));
+    html.svg(&chart(
+        "Training accuracy on corrupted examples (noise fitted)",
+        "epoch",
+        "accuracy",
+        &per(&|r| r.noisy_accuracy),
+    ));
+    html.svg(&chart(
+        "Training accuracy on clean examples",
+        "epoch",
+        "accuracy",
+        &per(&|r| r.clean_accuracy),
+    ));
     if a.csr_every > 0 {
-        html.svg(&chart("Critical sample ratio (validation, LASS)", "epoch", "CSR", &per(&|r| r.csr)));
+        html.svg(&chart(
+            "Critical sample ratio (validation, LASS)",
+            "epoch",
+            "CSR",
+            &per(&|r| r.csr),
+        ));
     }
     if a.gini {
-        html.svg(&chart("Gini of direct input-gradient norms (cheap loss-sensitivity estimate)", "epoch", "Gini", &per(&|r| r.input_gradient_gini)));
+        html.svg(&chart(
+            "Gini of direct input-gradient norms (cheap loss-sensitivity estimate)",
+            "epoch",
+            "Gini",
+            &per(&|r| r.input_gradient_gini),
+        ));
     }
     html.heading("Configuration");
     html.pre(&serde_json::to_string_pretty(&config)?);
     let results = json!({ "experiment": "curves", "run": rd.path.display().to_string(), "data": img.name, "train_examples": n,
         "valid_examples": img.valid.labels.len(), "noise": noise, "model": model, "runs": summary });
-    let mut text = format!("dynamics curves: {} on {} ({n} training examples), MLP {:?}\n", noise.name(), img.name, a.mlp.hidden);
+    let mut text = format!(
+        "dynamics curves: {} on {} ({n} training examples), MLP {:?}\n",
+        noise.name(),
+        img.name,
+        a.mlp.hidden
+    );
     text += &table_text(&headers, &rows);
     finish(rd, html, results, text)
 }
@@ -600,7 +748,14 @@ fn table_text(headers: &[&str], rows: &[Vec<String>]) -> String {
             w[k] = w[k].max(c.len());
         }
     }
-    let line = |cells: Vec<&str>| cells.iter().enumerate().map(|(k, c)| format!("{c:>width$}", width = w[k])).collect::<Vec<_>>().join("  ");
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(k, c)| format!("{c:>width$}", width = w[k]))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
     let mut s = line(headers.to_vec());
     for r in rows {
         s.push('\n');
@@ -615,18 +770,25 @@ fn table_text(headers: &[&str], rows: &[Vec<String>]) -> String {
 fn capacity(a: &CapacityArgs, ctx: &Ctx) -> Result<Report> {
     let kinds = kinds(&a.kinds, "--kinds")?;
     if a.hidden_sizes.is_empty() || a.hidden_sizes.contains(&0) || a.layers == 0 {
-        return Err(user("--hidden-sizes and --layers: give non-zero sizes and at least one layer"));
+        return Err(user(
+            "--hidden-sizes and --layers: give non-zero sizes and at least one layer",
+        ));
     }
     if a.train_sizes.is_empty() || a.train_sizes.iter().any(|&s| s < 2) {
         return Err(user("--train-sizes: give sizes of at least 2"));
     }
     if !(a.fit_threshold > 0.0 && a.fit_threshold <= 1.0) {
-        return Err(user(format!("--fit-threshold {}: must be in (0, 1]", a.fit_threshold)));
+        return Err(user(format!(
+            "--fit-threshold {}: must be in (0, 1]",
+            a.fit_threshold
+        )));
     }
     let max_n = *a.train_sizes.iter().max().unwrap();
     let max_h = *a.hidden_sizes.iter().max().unwrap();
     if a.data.max_train.is_some() {
-        return Err(user("--max-train: capacity sets its training set sizes with --train-sizes"));
+        return Err(user(
+            "--max-train: capacity sets its training set sizes with --train-sizes",
+        ));
     }
     let img = load_images(&a.data.data, &a.data.data_dir, max_n, a.data.valid_size)?;
     let max_n = max_n.min(img.train.labels.len());
@@ -647,22 +809,67 @@ fn capacity(a: &CapacityArgs, ctx: &Ctx) -> Result<Report> {
     let config = json!({ "experiment": "capacity", "data": a.data, "optim": a.optim, "run": a.run, "kinds": kinds,
         "hidden_sizes": a.hidden_sizes, "layers": a.layers, "train_sizes": a.train_sizes, "fit_threshold": a.fit_threshold });
     let rd = open_run(&a.run, "dynamics capacity", &config)?;
-    let metrics = MetricsCsv::open(&rd.file("metrics.csv"), &["kind", "hidden", "train_size", "epoch", "train_accuracy", "valid_accuracy", "seconds"], false)?;
-    let mut progress = Progress::new("capacity", (settings.len() * a.run.epochs) as u64, ctx.quiet || ctx.json);
+    let metrics = MetricsCsv::open(
+        &rd.file("metrics.csv"),
+        &[
+            "kind",
+            "hidden",
+            "train_size",
+            "epoch",
+            "train_accuracy",
+            "valid_accuracy",
+            "seconds",
+        ],
+        false,
+    )?;
+    let mut progress = Progress::new(
+        "capacity",
+        (settings.len() * a.run.epochs) as u64,
+        ctx.quiet || ctx.json,
+    );
     let mut done = 0u64;
     let mut results = Vec::new();
     for (i, &(kind, h, n)) in settings.iter().enumerate() {
         let sub = img.train.subset(&(0..n).collect::<Vec<_>>());
-        let c = dynamics::corrupt(&sub, img.classes, kind, if kind == NoiseKind::Real { 0.0 } else { 1.0 }, a.run.seed).map_err(lib)?;
-        let model = ModelConfig::Mlp { input: sub.per_example(), hidden: vec![h; a.layers], classes: img.classes, activation: ActivationKind::Relu, dropout: 0.0, input_dropout: 0.0 };
+        let c = dynamics::corrupt(
+            &sub,
+            img.classes,
+            kind,
+            if kind == NoiseKind::Real { 0.0 } else { 1.0 },
+            a.run.seed,
+        )
+        .map_err(lib)?;
+        let model = ModelConfig::Mlp {
+            input: sub.per_example(),
+            hidden: vec![h; a.layers],
+            classes: img.classes,
+            activation: ActivationKind::Relu,
+            dropout: 0.0,
+            input_dropout: 0.0,
+        };
         let s = spec(model, &a.optim, &a.run, n)?;
-        let tracking = Tracking { valid: Some(&img.valid), stop_at_train_accuracy: Some(a.fit_threshold), ..Default::default() };
+        let tracking = Tracking {
+            valid: Some(&img.valid),
+            stop_at_train_accuracy: Some(a.fit_threshold),
+            ..Default::default()
+        };
         let started = std::time::Instant::now();
         let kcode = kinds.iter().position(|&k| k == kind).unwrap_or(0) as f64;
         let trained = dynamics::train_tracked(&s, &c.data, &tracking, &mut |r| {
             done += 1;
-            progress.set(done, &format!("{} h{h} n{n} epoch {}", kind.name(), r.epoch));
-            let _ = metrics.append(&[Some(kcode), Some(h as f64), Some(n as f64), Some(r.epoch as f64), Some(r.train_accuracy), r.valid_accuracy, Some(r.seconds)]);
+            progress.set(
+                done,
+                &format!("{} h{h} n{n} epoch {}", kind.name(), r.epoch),
+            );
+            let _ = metrics.append(&[
+                Some(kcode),
+                Some(h as f64),
+                Some(n as f64),
+                Some(r.epoch as f64),
+                Some(r.train_accuracy),
+                r.valid_accuracy,
+                Some(r.seconds),
+            ]);
             Ok(())
         })
         .map_err(lib)?;
@@ -687,48 +894,98 @@ fn capacity(a: &CapacityArgs, ctx: &Ctx) -> Result<Report> {
     }
     progress.finish();
     let fitted = |k: NoiseKind, h: usize, n: usize| -> (Option<u64>, Option<f64>, Option<f64>) {
-        results.iter().find(|r| r["kind"] == json!(k) && r["hidden"] == json!(h) && r["train_size"] == json!(n))
-            .map_or((None, None, None), |r| (r["fitted_epoch"].as_u64(), r["final_train_accuracy"].as_f64(), r["best_valid_accuracy"].as_f64()))
+        results
+            .iter()
+            .find(|r| {
+                r["kind"] == json!(k) && r["hidden"] == json!(h) && r["train_size"] == json!(n)
+            })
+            .map_or((None, None, None), |r| {
+                (
+                    r["fitted_epoch"].as_u64(),
+                    r["final_train_accuracy"].as_f64(),
+                    r["best_valid_accuracy"].as_f64(),
+                )
+            })
     };
     let cell = |(e, acc, _): (Option<u64>, Option<f64>, Option<f64>)| match e {
         Some(e) => e.to_string(),
         None => format!("> {} ({})", a.run.epochs, opt(acc)),
     };
-    let mut html = report::Report::new(&format!("memaudit dynamics capacity: epochs to {} training accuracy on {}", a.fit_threshold, img.name));
+    let mut html = report::Report::new(&format!(
+        "memaudit dynamics capacity: epochs to {} training accuracy on {}",
+        a.fit_threshold, img.name
+    ));
     html.para("Arpit et al. §3.3 (Figs. 5-6): noise data needs more capacity and more epochs to fit, and its time to fit grows with the data size. A cell is the first epoch whose training accuracy (evaluation mode) reached the threshold; '> E (acc)' means not within the epoch budget, with the accuracy reached.");
-    let mut headers_h: Vec<String> = vec!["hidden width (n = ".to_string() + &max_n.to_string() + ")"];
+    let mut headers_h: Vec<String> =
+        vec!["hidden width (n = ".to_string() + &max_n.to_string() + ")"];
     headers_h.extend(kinds.iter().map(|k| k.name().to_string()));
-    headers_h.extend(kinds.iter().map(|k| format!("best valid acc ({})", k.name())));
-    let rows_h: Vec<Vec<String>> = a.hidden_sizes.iter().map(|&h| {
-        let mut r = vec![h.to_string()];
-        r.extend(kinds.iter().map(|&k| cell(fitted(k, h, max_n))));
-        r.extend(kinds.iter().map(|&k| opt(fitted(k, h, max_n).2)));
-        r
-    }).collect();
+    headers_h.extend(
+        kinds
+            .iter()
+            .map(|k| format!("best valid acc ({})", k.name())),
+    );
+    let rows_h: Vec<Vec<String>> = a
+        .hidden_sizes
+        .iter()
+        .map(|&h| {
+            let mut r = vec![h.to_string()];
+            r.extend(kinds.iter().map(|&k| cell(fitted(k, h, max_n))));
+            r.extend(kinds.iter().map(|&k| opt(fitted(k, h, max_n).2)));
+            r
+        })
+        .collect();
     let mut headers_n: Vec<String> = vec![format!("training examples (hidden {max_h})")];
     headers_n.extend(kinds.iter().map(|k| k.name().to_string()));
-    let rows_n: Vec<Vec<String>> = a.train_sizes.iter().map(|&n| {
-        let n = n.min(img.train.labels.len());
-        let mut r = vec![n.to_string()];
-        r.extend(kinds.iter().map(|&k| cell(fitted(k, max_h, n))));
-        r
-    }).collect();
+    let rows_n: Vec<Vec<String>> = a
+        .train_sizes
+        .iter()
+        .map(|&n| {
+            let n = n.min(img.train.labels.len());
+            let mut r = vec![n.to_string()];
+            r.extend(kinds.iter().map(|&k| cell(fitted(k, max_h, n))));
+            r
+        })
+        .collect();
     let hh: Vec<&str> = headers_h.iter().map(String::as_str).collect();
     let hn: Vec<&str> = headers_n.iter().map(String::as_str).collect();
     html.table(&hh, &rows_h);
     html.table(&hn, &rows_n);
-    let pts = |xs: &[usize], f: &dyn Fn(usize) -> (Option<u64>, Option<f64>, Option<f64>)| -> Vec<(f64, f64)> {
-        xs.iter().filter_map(|&x| f(x).0.map(|e| (x as f64, e as f64))).collect()
+    let pts = |xs: &[usize],
+               f: &dyn Fn(usize) -> (Option<u64>, Option<f64>, Option<f64>)|
+     -> Vec<(f64, f64)> {
+        xs.iter()
+            .filter_map(|&x| f(x).0.map(|e| (x as f64, e as f64)))
+            .collect()
     };
-    html.svg(&chart("Epochs to fit against hidden width", "hidden units per layer", "epochs",
-        &kinds.iter().map(|&k| Series::line(k.name(), pts(&a.hidden_sizes, &|h| fitted(k, h, max_n)))).collect::<Vec<_>>()));
-    html.svg(&chart("Epochs to fit against training set size", "training examples", "epochs",
-        &kinds.iter().map(|&k| Series::line(k.name(), pts(&a.train_sizes, &|n| fitted(k, max_h, n)))).collect::<Vec<_>>()));
+    html.svg(&chart(
+        "Epochs to fit against hidden width",
+        "hidden units per layer",
+        "epochs",
+        &kinds
+            .iter()
+            .map(|&k| Series::line(k.name(), pts(&a.hidden_sizes, &|h| fitted(k, h, max_n))))
+            .collect::<Vec<_>>(),
+    ));
+    html.svg(&chart(
+        "Epochs to fit against training set size",
+        "training examples",
+        "epochs",
+        &kinds
+            .iter()
+            .map(|&k| Series::line(k.name(), pts(&a.train_sizes, &|n| fitted(k, max_h, n))))
+            .collect::<Vec<_>>(),
+    ));
     html.heading("Configuration");
     html.pre(&serde_json::to_string_pretty(&config)?);
     let out = json!({ "experiment": "capacity", "run": rd.path.display().to_string(), "data": img.name, "fit_threshold": a.fit_threshold,
         "max_epochs": a.run.epochs, "results": results });
-    let text = format!("dynamics capacity on {}: epochs to reach training accuracy {}\n{}\n\n{}", img.name, a.fit_threshold, table_text(&hh, &rows_h), table_text(&hn, &rows_n));
+    let text = format!(
+        "dynamics capacity on {}: epochs to reach training accuracy {}\n{}\n\n{}",
+        img.name,
+        a.fit_threshold,
+        table_text(&hh, &rows_h),
+        table_text(&hn, &rows_n)
+    );
     finish(rd, html, out, text)
 }
 
@@ -738,25 +995,57 @@ fn capacity(a: &CapacityArgs, ctx: &Ctx) -> Result<Report> {
 fn easy_hard(a: &EasyHardArgs, ctx: &Ctx) -> Result<Report> {
     let kinds = kinds(&a.kinds, "--kinds")?;
     if a.runs < 2 {
-        return Err(user(format!("--runs {}: need at least 2 (the paper: 100)", a.runs)));
+        return Err(user(format!(
+            "--runs {}: need at least 2 (the paper: 100)",
+            a.runs
+        )));
     }
-    let img = load_images(&a.data.data, &a.data.data_dir, a.data.max_train.unwrap_or(5000), a.data.valid_size)?;
+    let img = load_images(
+        &a.data.data,
+        &a.data.data_dir,
+        a.data.max_train.unwrap_or(5000),
+        a.data.valid_size,
+    )?;
     let n = img.train.labels.len();
     let model = a.mlp.config(img.train.per_example(), img.classes)?;
-    let base = spec(model.clone(), &a.optim, &RunFlags { epochs: 1, ..a.run.clone() }, n)?;
+    let base = spec(
+        model.clone(),
+        &a.optim,
+        &RunFlags {
+            epochs: 1,
+            ..a.run.clone()
+        },
+        n,
+    )?;
     let config = json!({ "experiment": "easy-hard", "data": a.data, "mlp": a.mlp, "optim": a.optim, "run": a.run, "runs": a.runs, "kinds": kinds, "train_spec": base });
     let rd = open_run(&a.run, "dynamics easy-hard", &config)?;
-    let mut progress = Progress::new("easy-hard", (kinds.len() * a.runs) as u64, ctx.quiet || ctx.json);
+    let mut progress = Progress::new(
+        "easy-hard",
+        (kinds.len() * a.runs) as u64,
+        ctx.quiet || ctx.json,
+    );
     let mut outs = Vec::new();
     for (ki, &k) in kinds.iter().enumerate() {
-        let c = dynamics::corrupt(&img.train, img.classes, k, if k == NoiseKind::Real { 0.0 } else { 1.0 }, a.run.seed).map_err(lib)?;
+        let c = dynamics::corrupt(
+            &img.train,
+            img.classes,
+            k,
+            if k == NoiseKind::Real { 0.0 } else { 1.0 },
+            a.run.seed,
+        )
+        .map_err(lib)?;
         let started = std::time::Instant::now();
         let r = dynamics::easy_hard(&base, &c.data, a.runs, a.run.seed, &mut |done| {
             progress.set((ki * a.runs + done) as u64, k.name());
             Ok(())
         })
         .map_err(lib)?;
-        progress.line(&format!("{}: mean accuracy {}, variance / binomial {}", k.name(), fmt_f64(r.mean_accuracy), fmt_f64(r.dispersion.ratio)));
+        progress.line(&format!(
+            "{}: mean accuracy {}, variance / binomial {}",
+            k.name(),
+            fmt_f64(r.mean_accuracy),
+            fmt_f64(r.dispersion.ratio)
+        ));
         outs.push((k, r, started.elapsed().as_secs_f64()));
     }
     progress.finish();
@@ -774,23 +1063,69 @@ fn easy_hard(a: &EasyHardArgs, ctx: &Ctx) -> Result<Report> {
         csv.push('\n');
     }
     write_atomic(&rd.file("misclassification.csv"), csv.as_bytes())?;
-    let headers = ["data", "mean accuracy after 1 epoch", "variance of per-example rates", "binomial variance", "ratio", "within-class ratio", "always right (binomial expects)", "always wrong (binomial expects)", "seconds"];
-    let rows: Vec<Vec<String>> = outs.iter().map(|(k, r, s)| {
-        let d = &r.dispersion;
-        vec![k.name().into(), fmt_f64(r.mean_accuracy), fmt_f64(d.variance), fmt_f64(d.binomial_variance), fmt_f64(d.ratio), fmt_f64(r.within_class_ratio),
-            format!("{} ({:.1})", d.at_one, d.binomial_expected_at_one), format!("{} ({:.1})", d.at_zero, d.binomial_expected_at_zero), format!("{s:.1}")]
-    }).collect();
-    let mut html = report::Report::new(&format!("memaudit dynamics easy-hard: {} one-epoch runs on {} ({} examples)", a.runs, img.name, n));
+    let headers = [
+        "data",
+        "mean accuracy after 1 epoch",
+        "variance of per-example rates",
+        "binomial variance",
+        "ratio",
+        "within-class ratio",
+        "always right (binomial expects)",
+        "always wrong (binomial expects)",
+        "seconds",
+    ];
+    let rows: Vec<Vec<String>> = outs
+        .iter()
+        .map(|(k, r, s)| {
+            let d = &r.dispersion;
+            vec![
+                k.name().into(),
+                fmt_f64(r.mean_accuracy),
+                fmt_f64(d.variance),
+                fmt_f64(d.binomial_variance),
+                fmt_f64(d.ratio),
+                fmt_f64(r.within_class_ratio),
+                format!("{} ({:.1})", d.at_one, d.binomial_expected_at_one),
+                format!("{} ({:.1})", d.at_zero, d.binomial_expected_at_zero),
+                format!("{s:.1}"),
+            ]
+        })
+        .collect();
+    let mut html = report::Report::new(&format!(
+        "memaudit dynamics easy-hard: {} one-epoch runs on {} ({} examples)",
+        a.runs, img.name, n
+    ));
     html.para("Arpit et al. §3.1 (Fig. 1): on real data some examples are consistently learned after one epoch and others consistently missed (per-example rates spread far beyond identical coins: ratio >> 1); on randX every example is equally hard and the rates look like Binomial(runs, p) / runs (ratio near 1); randY lies in between. A network that can only learn the label prior (randX) predicts the frequent classes, which makes correctness depend on the label alone; the within-class ratio removes that (variance around each class's mean over the class-wise binomial variance). 'Always right/wrong' counts examples correct/wrong in every run, with what identical Binomial coins would give.");
     html.table(&headers, &rows);
-    let sorted: Vec<Series> = outs.iter().map(|(k, r, _)| {
-        let mut v = r.misclassification.clone();
-        v.sort_by(|x, y| x.total_cmp(y));
-        Series::line(k.name(), v.iter().enumerate().map(|(i, &m)| (i as f64 / n as f64, m)).collect())
-    }).collect();
-    html.svg(&chart("Per-example misclassification rate, sorted", "fraction of examples", "misclassification rate", &sorted));
+    let sorted: Vec<Series> = outs
+        .iter()
+        .map(|(k, r, _)| {
+            let mut v = r.misclassification.clone();
+            v.sort_by(|x, y| x.total_cmp(y));
+            Series::line(
+                k.name(),
+                v.iter()
+                    .enumerate()
+                    .map(|(i, &m)| (i as f64 / n as f64, m))
+                    .collect(),
+            )
+        })
+        .collect();
+    html.svg(&chart(
+        "Per-example misclassification rate, sorted",
+        "fraction of examples",
+        "misclassification rate",
+        &sorted,
+    ));
     for (k, r, _) in &outs {
-        html.svg(&histogram(&format!("{}: per-example misclassification rate", k.name()), "misclassification rate", &r.misclassification, a.runs.min(50), None, &[]));
+        html.svg(&histogram(
+            &format!("{}: per-example misclassification rate", k.name()),
+            "misclassification rate",
+            &r.misclassification,
+            a.runs.min(50),
+            None,
+            &[],
+        ));
     }
     html.heading("Configuration");
     html.pre(&serde_json::to_string_pretty(&config)?);
@@ -801,7 +1136,13 @@ fn easy_hard(a: &EasyHardArgs, ctx: &Ctx) -> Result<Report> {
             "binomial_expected_always_right": num(r.dispersion.binomial_expected_at_one), "binomial_expected_always_wrong": num(r.dispersion.binomial_expected_at_zero) },
             "within_class_ratio": num(r.within_class_ratio), "class_correct": r.class_correct.iter().map(|&v| num(v)).collect::<Vec<_>>(),
             "seconds": s })).collect::<Vec<_>>() });
-    let text = format!("dynamics easy-hard: {} one-epoch runs on {} ({n} examples)\n{}\n\nper-example rates: {}", a.runs, img.name, table_text(&headers, &rows), rd.file("misclassification.csv").display());
+    let text = format!(
+        "dynamics easy-hard: {} one-epoch runs on {} ({n} examples)\n{}\n\nper-example rates: {}",
+        a.runs,
+        img.name,
+        table_text(&headers, &rows),
+        rd.file("misclassification.csv").display()
+    );
     finish(rd, html, results, text)
 }
 
@@ -815,10 +1156,17 @@ fn sensitivity(a: &SensitivityArgs, ctx: &Ctx) -> Result<Report> {
     }
     let variants: Vec<String> = a.variants.iter().map(|v| v.to_ascii_lowercase()).collect();
     if variants.is_empty() {
-        return Err(user("--variants: give at least one of real, randx, randy, unique, unique-randx"));
+        return Err(user(
+            "--variants: give at least one of real, randx, randy, unique, unique-randx",
+        ));
     }
-    if let Some(v) = variants.iter().find(|v| !["real", "randx", "randy", "unique", "unique-randx"].contains(&v.as_str())) {
-        return Err(user(format!("--variants {v}: use real, randx, randy, unique or unique-randx")));
+    if let Some(v) = variants
+        .iter()
+        .find(|v| !["real", "randx", "randy", "unique", "unique-randx"].contains(&v.as_str()))
+    {
+        return Err(user(format!(
+            "--variants {v}: use real, randx, randy, unique or unique-randx"
+        )));
     }
     if a.hidden.is_empty() || a.hidden.contains(&0) {
         return Err(user("--hidden: give non-zero layer sizes, e.g. 16,16"));
@@ -829,54 +1177,161 @@ fn sensitivity(a: &SensitivityArgs, ctx: &Ctx) -> Result<Report> {
     }
     let factor = a.downscale.unwrap_or(if img.height == 28 { 2 } else { 1 });
     let data = if factor > 1 {
-        dynamics::downscale(&img.train, img.height, img.width, factor).map_err(|e| user(format!("--downscale: {e}")))?
+        dynamics::downscale(&img.train, img.height, img.width, factor)
+            .map_err(|e| user(format!("--downscale: {e}")))?
     } else {
         img.train.clone()
     };
     let n = data.labels.len();
-    let cfg = SensitivityConfig { hidden: a.hidden.clone(), activation: act, lr: a.lr, batch_size: a.batch_size, epochs: a.epochs, seed: a.seed, every: a.every, include_direct: a.include_direct };
+    let cfg = SensitivityConfig {
+        hidden: a.hidden.clone(),
+        activation: act,
+        lr: a.lr,
+        batch_size: a.batch_size,
+        epochs: a.epochs,
+        seed: a.seed,
+        every: a.every,
+        include_direct: a.include_direct,
+    };
     let config = json!({ "experiment": "sensitivity", "data": a.data, "examples": n, "downscale": factor, "side": img.height / factor, "variants": variants, "sensitivity": cfg });
-    let run = RunFlags { epochs: a.epochs, batch_size: a.batch_size, seed: a.seed, out: a.out.clone(), force: a.force };
+    let run = RunFlags {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        seed: a.seed,
+        out: a.out.clone(),
+        force: a.force,
+    };
     let rd = open_run(&run, "dynamics sensitivity", &config)?;
-    let metrics = MetricsCsv::open(&rd.file("metrics.csv"), &["variant", "step", "epoch", "gini_unrolled", "gini_direct", "mean_unrolled", "mean_direct", "train_accuracy"], false)?;
+    let metrics = MetricsCsv::open(
+        &rd.file("metrics.csv"),
+        &[
+            "variant",
+            "step",
+            "epoch",
+            "gini_unrolled",
+            "gini_direct",
+            "mean_unrolled",
+            "mean_direct",
+            "train_accuracy",
+        ],
+        false,
+    )?;
     let progress = Progress::new("sensitivity", variants.len() as u64, ctx.quiet || ctx.json);
     let mut outs = Vec::new();
     for (vi, v) in variants.iter().enumerate() {
         let (d, classes) = match v.as_str() {
             "real" => (data.clone(), img.classes),
-            "randx" => (dynamics::corrupt(&data, img.classes, NoiseKind::RandX, 1.0, a.seed).map_err(lib)?.data, img.classes),
-            "randy" => (dynamics::corrupt(&data, img.classes, NoiseKind::RandY, 1.0, a.seed).map_err(lib)?.data, img.classes),
+            "randx" => (
+                dynamics::corrupt(&data, img.classes, NoiseKind::RandX, 1.0, a.seed)
+                    .map_err(lib)?
+                    .data,
+                img.classes,
+            ),
+            "randy" => (
+                dynamics::corrupt(&data, img.classes, NoiseKind::RandY, 1.0, a.seed)
+                    .map_err(lib)?
+                    .data,
+                img.classes,
+            ),
             "unique" => (dynamics::unique_class_labels(&data), n),
-            _ => (dynamics::unique_class_labels(&dynamics::corrupt(&data, img.classes, NoiseKind::RandX, 1.0, a.seed).map_err(lib)?.data), n),
+            "unique-randx" => (
+                dynamics::unique_class_labels(
+                    &dynamics::corrupt(&data, img.classes, NoiseKind::RandX, 1.0, a.seed)
+                        .map_err(lib)?
+                        .data,
+                ),
+                n,
+            ),
+            other => {
+                return Err(user(format!(
+                    "--variants {other}: use real, randx, randy, unique or unique-randx"
+                )));
+            }
         };
         let started = std::time::Instant::now();
-        let r = dynamics::loss_sensitivity(&d, classes, &cfg).map_err(|e| user(format!("sensitivity ({v}): {e}")))?;
+        let r = dynamics::loss_sensitivity(&d, classes, &cfg)
+            .map_err(|e| user(format!("sensitivity ({v}): {e}")))?;
         let secs = started.elapsed().as_secs_f64();
         for p in &r.points {
-            let _ = metrics.append(&[Some(vi as f64), Some(p.step as f64), Some(p.epoch), Some(p.gini_unrolled), Some(p.gini_direct), Some(p.mean_unrolled), Some(p.mean_direct), Some(p.train_accuracy)]);
+            let _ = metrics.append(&[
+                Some(vi as f64),
+                Some(p.step as f64),
+                Some(p.epoch),
+                Some(p.gini_unrolled),
+                Some(p.gini_direct),
+                Some(p.mean_unrolled),
+                Some(p.mean_direct),
+                Some(p.train_accuracy),
+            ]);
         }
         let last = r.points.last();
-        progress.line(&format!("{v}: Gini (unrolled) {}, Gini (direct) {}, train accuracy {} ({secs:.1}s)",
-            opt(last.map(|p| p.gini_unrolled)), opt(last.map(|p| p.gini_direct)), opt(last.map(|p| p.train_accuracy))));
+        progress.line(&format!(
+            "{v}: Gini (unrolled) {}, Gini (direct) {}, train accuracy {} ({secs:.1}s)",
+            opt(last.map(|p| p.gini_unrolled)),
+            opt(last.map(|p| p.gini_direct)),
+            opt(last.map(|p| p.train_accuracy))
+        ));
         outs.push((v.clone(), r, secs));
     }
     progress.finish();
-    let headers = ["variant", "Gini of unrolled loss-sensitivity (final)", "Gini, mean over points", "Gini of direct input gradient (final)", "train accuracy", "steps", "parameters", "seconds"];
-    let rows: Vec<Vec<String>> = outs.iter().map(|(v, r, s)| {
-        let last = r.points.last();
-        let mean_g = r.points.iter().map(|p| p.gini_unrolled).sum::<f64>() / r.points.len().max(1) as f64;
-        vec![v.clone(), opt(last.map(|p| p.gini_unrolled)), fmt_f64(mean_g), opt(last.map(|p| p.gini_direct)), opt(last.map(|p| p.train_accuracy)), r.steps.to_string(), r.parameters.to_string(), format!("{s:.1}")]
-    }).collect();
+    let headers = [
+        "variant",
+        "Gini of unrolled loss-sensitivity (final)",
+        "Gini, mean over points",
+        "Gini of direct input gradient (final)",
+        "train accuracy",
+        "steps",
+        "parameters",
+        "seconds",
+    ];
+    let rows: Vec<Vec<String>> = outs
+        .iter()
+        .map(|(v, r, s)| {
+            let last = r.points.last();
+            let mean_g = r.points.iter().map(|p| p.gini_unrolled).sum::<f64>()
+                / r.points.len().max(1) as f64;
+            vec![
+                v.clone(),
+                opt(last.map(|p| p.gini_unrolled)),
+                fmt_f64(mean_g),
+                opt(last.map(|p| p.gini_direct)),
+                opt(last.map(|p| p.train_accuracy)),
+                r.steps.to_string(),
+                r.parameters.to_string(),
+                format!("{s:.1}"),
+            ]
+        })
+        .collect();
     let side = img.height / factor;
-    let mut html = report::Report::new(&format!("memaudit dynamics sensitivity: MLP {:?} on {n} {} digits at {side}x{side}", a.hidden, img.name));
+    let mut html = report::Report::new(&format!(
+        "memaudit dynamics sensitivity: MLP {:?} on {n} {} digits at {side}x{side}",
+        a.hidden, img.name
+    ));
     html.para("Arpit et al. §3.2 (Fig. 3): loss-sensitivity g_x^t = ||∂L_t/∂x||₁, the gradient of the loss after t SGD steps w.r.t. a training input, back-propagated through the unrolled steps; ḡ_x averages it over the measured steps. Its Gini coefficient over examples should be higher for real data (a few examples dominate) than for random data. The 'direct input gradient' is the cheaper estimate ||∇_x ℓ(θ_t; x)||₁ (no unrolling), shown for comparison, not as a replacement.");
     html.table(&headers, &rows);
     let pts = |f: &dyn Fn(&dynamics::SensitivityPoint) -> f64| -> Vec<Series> {
-        outs.iter().map(|(v, r, _)| Series::line(v, r.points.iter().map(|p| (p.epoch, f(p))).collect())).collect()
+        outs.iter()
+            .map(|(v, r, _)| Series::line(v, r.points.iter().map(|p| (p.epoch, f(p))).collect()))
+            .collect()
     };
-    html.svg(&chart("Gini coefficient of unrolled loss-sensitivity ḡ_x", "epoch", "Gini", &pts(&|p| p.gini_unrolled)));
-    html.svg(&chart("Gini coefficient of the direct input-gradient norm (cheap estimate)", "epoch", "Gini", &pts(&|p| p.gini_direct)));
-    html.svg(&chart("Training accuracy", "epoch", "accuracy", &pts(&|p| p.train_accuracy)));
+    html.svg(&chart(
+        "Gini coefficient of unrolled loss-sensitivity ḡ_x",
+        "epoch",
+        "Gini",
+        &pts(&|p| p.gini_unrolled),
+    ));
+    html.svg(&chart(
+        "Gini coefficient of the direct input-gradient norm (cheap estimate)",
+        "epoch",
+        "Gini",
+        &pts(&|p| p.gini_direct),
+    ));
+    html.svg(&chart(
+        "Training accuracy",
+        "epoch",
+        "accuracy",
+        &pts(&|p| p.train_accuracy),
+    ));
     html.heading("Configuration");
     html.pre(&serde_json::to_string_pretty(&config)?);
     let results = json!({ "experiment": "sensitivity", "run": rd.path.display().to_string(), "data": img.name, "examples": n, "side": side,
@@ -885,7 +1340,14 @@ fn sensitivity(a: &SensitivityArgs, ctx: &Ctx) -> Result<Report> {
             "gini_direct_final": r.points.last().map(|p| num(p.gini_direct)),
             "points": r.points.iter().map(|p| json!({ "step": p.step, "epoch": num(p.epoch), "gini_unrolled": num(p.gini_unrolled),
                 "gini_direct": num(p.gini_direct), "train_accuracy": num(p.train_accuracy) })).collect::<Vec<_>>() })).collect::<Vec<_>>() });
-    let text = format!("dynamics sensitivity: MLP {:?} on {n} {} images at {side}x{side}, {} epochs of plain SGD (lr {})\n{}", a.hidden, img.name, a.epochs, a.lr, table_text(&headers, &rows));
+    let text = format!(
+        "dynamics sensitivity: MLP {:?} on {n} {} images at {side}x{side}, {} epochs of plain SGD (lr {})\n{}",
+        a.hidden,
+        img.name,
+        a.epochs,
+        a.lr,
+        table_text(&headers, &rows)
+    );
     finish(rd, html, results, text)
 }
 
@@ -898,32 +1360,59 @@ fn csr(a: &CsrArgs, ctx: &Ctx) -> Result<Report> {
     let declared = std::fs::read(a.run.join("run.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|v| serde_json::from_value::<ModelConfig>(v["config"]["train"]["model"].clone()).ok());
+        .and_then(|v| {
+            serde_json::from_value::<ModelConfig>(v["config"]["train"]["model"].clone()).ok()
+        });
     if let Some(m) = declared {
-        dynamics::require_dense_classifier(&m).map_err(|e| user(format!("--run {}: {e}", a.run.display())))?;
+        dynamics::require_dense_classifier(&m)
+            .map_err(|e| user(format!("--run {}: {e}", a.run.display())))?;
     }
     let saved = super::eval::load_run(&a.run)?;
-    dynamics::require_dense_classifier(&saved.config.model).map_err(|e| user(format!("--run {}: {e}", a.run.display())))?;
+    dynamics::require_dense_classifier(&saved.config.model)
+        .map_err(|e| user(format!("--run {}: {e}", a.run.display())))?;
     if !saved.data.is_image() {
-        return Err(user(format!("--run {}: trained on --data {}, not images in [0, 1]; LASS's radius is defined for pixels", a.run.display(), saved.data.data)));
+        return Err(user(format!(
+            "--run {}: trained on --data {}, not images in [0, 1]; LASS's radius is defined for pixels",
+            a.run.display(),
+            saved.data.data
+        )));
     }
     let img = saved.data.images()?;
     let model = saved.config.model.build()?;
-    let mut valid = img.test.subset(&(0..a.csr_size.min(img.test.labels.len())).collect::<Vec<_>>());
+    let mut valid = img
+        .test
+        .subset(&(0..a.csr_size.min(img.test.labels.len())).collect::<Vec<_>>());
     if matches!(saved.config.model, ModelConfig::Mlp { .. }) {
         valid = flat(valid);
     }
-    ctx.note(format!("LASS on {} validation examples of {}", valid.labels.len(), saved.data.data));
+    ctx.note(format!(
+        "LASS on {} validation examples of {}",
+        valid.labels.len(),
+        saved.data.data
+    ));
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
     let started = std::time::Instant::now();
-    let o = dynamics::lass(&model, &saved.checkpoint.params, &valid.x, &valid.example_shape, &lass, &mut rng).map_err(lib)?;
+    let o = dynamics::lass(
+        &model,
+        &saved.checkpoint.params,
+        &valid.x,
+        &valid.example_shape,
+        &lass,
+        &mut rng,
+    )
+    .map_err(lib)?;
     let secs = started.elapsed().as_secs_f64();
     let critical = o.critical.iter().filter(|&&c| c).count();
     let j = json!({ "run": a.run.display().to_string(), "examples": valid.labels.len(), "critical": critical, "csr": num(o.csr()),
         "iterations": o.iterations, "new_per_iteration": o.new_per_iteration, "lass": lass, "seconds": secs,
         "step": saved.checkpoint.state.step });
-    let text = format!("CSR {} ({critical} critical of {} validation examples; LASS r = {}/255, {} iterations, {secs:.1}s)",
-        fmt_f64(o.csr()), valid.labels.len(), a.lass.lass_r, o.iterations);
+    let text = format!(
+        "CSR {} ({critical} critical of {} validation examples; LASS r = {}/255, {} iterations, {secs:.1}s)",
+        fmt_f64(o.csr()),
+        valid.labels.len(),
+        a.lass.lass_r,
+        o.iterations
+    );
     Ok(Report::new(text, j))
 }
 
@@ -938,50 +1427,137 @@ fn value_list(flag: &str, text: &str, ok: impl Fn(f32) -> bool, rule: &str) -> R
     }
     t.split(',')
         .map(|v| {
-            let x: f32 = v.trim().parse().map_err(|_| user(format!("{flag} {v}: not a number")))?;
-            if x.is_finite() && ok(x) { Ok(x) } else { Err(user(format!("{flag} {v}: {rule}"))) }
+            let x: f32 = v
+                .trim()
+                .parse()
+                .map_err(|_| user(format!("{flag} {v}: not a number")))?;
+            if x.is_finite() && ok(x) {
+                Ok(x)
+            } else {
+                Err(user(format!("{flag} {v}: {rule}")))
+            }
         })
         .collect()
 }
 
 fn regularizers(a: &RegularizersArgs, ctx: &Ctx) -> Result<Report> {
     let lass = a.lass.config()?;
-    let dropout_rates = value_list("--dropout-rates", &a.dropout_rates, |v| (0.0..1.0).contains(&v), "a dropout rate must be in [0, 1)")?;
-    let input_dropout_rates = value_list("--input-dropout-rates", &a.input_dropout_rates, |v| (0.0..1.0).contains(&v), "a dropout rate must be in [0, 1)")?;
-    let input_noise_stds = value_list("--input-noise-stds", &a.input_noise_stds, |v| v >= 0.0, "must be >= 0")?;
-    let weight_decays = value_list("--weight-decays", &a.weight_decays, |v| v >= 0.0, "must be >= 0")?;
-    let adversarial_weights = value_list("--adversarial-weights", &a.adversarial_weights, |v| (0.0..=1.0).contains(&v), "must be in [0, 1]")?;
+    let dropout_rates = value_list(
+        "--dropout-rates",
+        &a.dropout_rates,
+        |v| (0.0..1.0).contains(&v),
+        "a dropout rate must be in [0, 1)",
+    )?;
+    let input_dropout_rates = value_list(
+        "--input-dropout-rates",
+        &a.input_dropout_rates,
+        |v| (0.0..1.0).contains(&v),
+        "a dropout rate must be in [0, 1)",
+    )?;
+    let input_noise_stds = value_list(
+        "--input-noise-stds",
+        &a.input_noise_stds,
+        |v| v >= 0.0,
+        "must be >= 0",
+    )?;
+    let weight_decays = value_list(
+        "--weight-decays",
+        &a.weight_decays,
+        |v| v >= 0.0,
+        "must be >= 0",
+    )?;
+    let adversarial_weights = value_list(
+        "--adversarial-weights",
+        &a.adversarial_weights,
+        |v| (0.0..=1.0).contains(&v),
+        "must be in [0, 1]",
+    )?;
     let mut settings = vec![Regularizer::None];
-    settings.extend(dropout_rates.iter().map(|&rate| Regularizer::Dropout { rate }));
-    settings.extend(input_dropout_rates.iter().map(|&rate| Regularizer::InputDropout { rate }));
-    settings.extend(input_noise_stds.iter().map(|&std| Regularizer::InputNoise { std }));
-    settings.extend(weight_decays.iter().map(|&decay| Regularizer::WeightDecay { decay }));
-    settings.extend(adversarial_weights.iter().map(|&weight| Regularizer::AdversarialDropout { weight, dropout: a.adversarial_dropout }));
+    settings.extend(
+        dropout_rates
+            .iter()
+            .map(|&rate| Regularizer::Dropout { rate }),
+    );
+    settings.extend(
+        input_dropout_rates
+            .iter()
+            .map(|&rate| Regularizer::InputDropout { rate }),
+    );
+    settings.extend(
+        input_noise_stds
+            .iter()
+            .map(|&std| Regularizer::InputNoise { std }),
+    );
+    settings.extend(
+        weight_decays
+            .iter()
+            .map(|&decay| Regularizer::WeightDecay { decay }),
+    );
+    settings.extend(
+        adversarial_weights
+            .iter()
+            .map(|&weight| Regularizer::AdversarialDropout {
+                weight,
+                dropout: a.adversarial_dropout,
+            }),
+    );
     if !(0.0..1.0).contains(&a.adversarial_dropout) {
-        return Err(user(format!("--adversarial-dropout {}: must be in [0, 1)", a.adversarial_dropout)));
+        return Err(user(format!(
+            "--adversarial-dropout {}: must be in [0, 1)",
+            a.adversarial_dropout
+        )));
     }
-    let img = load_images(&a.data.data, &a.data.data_dir, a.data.max_train.unwrap_or(5000), a.data.valid_size)?;
+    let img = load_images(
+        &a.data.data,
+        &a.data.data_dir,
+        a.data.max_train.unwrap_or(5000),
+        a.data.valid_size,
+    )?;
     let n = img.train.labels.len();
     let model = a.mlp.config(img.train.per_example(), img.classes)?;
     let base = spec(model, &a.optim, &a.run, n)?;
-    let randy = dynamics::corrupt(&img.train, img.classes, NoiseKind::RandY, 1.0, a.run.seed).map_err(lib)?.data;
+    let randy = dynamics::corrupt(&img.train, img.classes, NoiseKind::RandY, 1.0, a.run.seed)
+        .map_err(lib)?
+        .data;
     let config = json!({ "experiment": "regularizers", "data": a.data, "mlp": a.mlp, "optim": a.optim, "run": a.run, "lass": lass,
         "settings": settings, "tolerance": a.tolerance, "train_spec": base });
     let rd = open_run(&a.run, "dynamics regularizers", &config)?;
-    let mut progress = Progress::new("regularizers", (settings.len() * 2 * a.run.epochs) as u64, ctx.quiet || ctx.json);
+    let mut progress = Progress::new(
+        "regularizers",
+        (settings.len() * 2 * a.run.epochs) as u64,
+        ctx.quiet || ctx.json,
+    );
     let mut done = 0u64;
     let mut points: Vec<(SweepPoint, f64)> = Vec::new();
-    let mut csv = String::from("family,label,value,randy_train_accuracy,real_best_valid_accuracy,real_best_epoch,real_final_valid_accuracy,seconds\n");
+    let mut csv = String::from(
+        "family,label,value,randy_train_accuracy,real_best_valid_accuracy,real_best_epoch,real_final_valid_accuracy,seconds\n",
+    );
     for reg in &settings {
         let started = std::time::Instant::now();
-        let p = dynamics::sweep_point(&base, reg, &lass, &img.train, &randy, &img.valid, &mut |which, r| {
-            done += 1;
-            progress.set(done, &format!("{} ({which}) epoch {}", reg.label(), r.epoch));
-            Ok(())
-        })
+        let p = dynamics::sweep_point(
+            &base,
+            reg,
+            &lass,
+            &img.train,
+            &randy,
+            &img.valid,
+            &mut |which, r| {
+                done += 1;
+                progress.set(
+                    done,
+                    &format!("{} ({which}) epoch {}", reg.label(), r.epoch),
+                );
+                Ok(())
+            },
+        )
         .map_err(lib)?;
         let secs = started.elapsed().as_secs_f64();
-        progress.line(&format!("{}: randY train accuracy {}, real best valid accuracy {} ({secs:.0}s)", reg.label(), fmt_f64(p.randy_train_accuracy), fmt_f64(p.real_best_valid_accuracy)));
+        progress.line(&format!(
+            "{}: randY train accuracy {}, real best valid accuracy {} ({secs:.0}s)",
+            reg.label(),
+            fmt_f64(p.randy_train_accuracy),
+            fmt_f64(p.real_best_valid_accuracy)
+        ));
         let value = match reg {
             Regularizer::None => 0.0,
             Regularizer::Dropout { rate } | Regularizer::InputDropout { rate } => *rate as f64,
@@ -989,24 +1565,74 @@ fn regularizers(a: &RegularizersArgs, ctx: &Ctx) -> Result<Report> {
             Regularizer::WeightDecay { decay } => *decay as f64,
             Regularizer::AdversarialDropout { weight, .. } => *weight as f64,
         };
-        let _ = writeln!(csv, "{},{},{value},{},{},{},{},{secs}", reg.family(), reg.label(), p.randy_train_accuracy, p.real_best_valid_accuracy, p.real_best_epoch, p.real_final_valid_accuracy);
+        let _ = writeln!(
+            csv,
+            "{},{},{value},{},{},{},{},{secs}",
+            reg.family(),
+            reg.label(),
+            p.randy_train_accuracy,
+            p.real_best_valid_accuracy,
+            p.real_best_epoch,
+            p.real_final_valid_accuracy
+        );
         write_atomic(&rd.file("sweep.csv"), csv.as_bytes())?;
         points.push((p, secs));
     }
     progress.finish();
     let pts: Vec<SweepPoint> = points.iter().map(|p| p.0.clone()).collect();
     let best = dynamics::least_memorization_at_equal_accuracy(&pts, a.tolerance);
-    let headers = ["setting", "randY final train acc", "real best valid acc (epoch)", "real final valid acc", "seconds"];
-    let rows: Vec<Vec<String>> = points.iter().map(|(p, s)| vec![p.regularizer.label(), fmt_f64(p.randy_train_accuracy),
-        format!("{} ({})", fmt_f64(p.real_best_valid_accuracy), p.real_best_epoch), fmt_f64(p.real_final_valid_accuracy), format!("{s:.0}")]).collect();
+    let headers = [
+        "setting",
+        "randY final train acc",
+        "real best valid acc (epoch)",
+        "real final valid acc",
+        "seconds",
+    ];
+    let rows: Vec<Vec<String>> = points
+        .iter()
+        .map(|(p, s)| {
+            vec![
+                p.regularizer.label(),
+                fmt_f64(p.randy_train_accuracy),
+                format!(
+                    "{} ({})",
+                    fmt_f64(p.real_best_valid_accuracy),
+                    p.real_best_epoch
+                ),
+                fmt_f64(p.real_final_valid_accuracy),
+                format!("{s:.0}"),
+            ]
+        })
+        .collect();
     let base_acc = pts.first().map_or(f64::NAN, |p| p.real_best_valid_accuracy);
     let base_fit = pts.first().map_or(f64::NAN, |p| p.randy_train_accuracy);
-    let headers_b = ["family", "least randY fit within tolerance", "randY train acc", "real best valid acc"];
-    let rows_b: Vec<Vec<String>> = best.iter().map(|(f, p)| match p {
-        Some(p) => vec![f.clone(), p.regularizer.label(), fmt_f64(p.randy_train_accuracy), fmt_f64(p.real_best_valid_accuracy)],
-        None => vec![f.clone(), "none within tolerance".into(), "-".into(), "-".into()],
-    }).collect();
-    let mut html = report::Report::new(&format!("memaudit dynamics regularizers: MLP {:?} on {} ({n} examples)", a.mlp.hidden, img.name));
+    let headers_b = [
+        "family",
+        "least randY fit within tolerance",
+        "randY train acc",
+        "real best valid acc",
+    ];
+    let rows_b: Vec<Vec<String>> = best
+        .iter()
+        .map(|(f, p)| match p {
+            Some(p) => vec![
+                f.clone(),
+                p.regularizer.label(),
+                fmt_f64(p.randy_train_accuracy),
+                fmt_f64(p.real_best_valid_accuracy),
+            ],
+            None => vec![
+                f.clone(),
+                "none within tolerance".into(),
+                "-".into(),
+                "-".into(),
+            ],
+        })
+        .collect();
+    let mut html = report::Report::new(&format!(
+        "memaudit dynamics regularizers: MLP {:?} on {} ({n} examples)",
+        a.mlp.hidden, img.name
+    ));
     html.para(&format!("Arpit et al. §5 (Figs. 10-11): one model per setting trained on randY (all labels random) and one on real data. x: final training accuracy on randY (memorisation of noise); y: best validation accuracy on real data. The paper finds dropout (especially with adversarial training on LASS samples) lowers memorisation most without lowering real accuracy. Unregularised: randY fit {}, real best valid {}. Second table: per family, the setting with the least randY fit whose real accuracy is within {} of the unregularised run.", fmt_f64(base_fit), fmt_f64(base_acc), a.tolerance));
     html.table(&headers, &rows);
     html.table(&headers_b, &rows_b);
@@ -1016,9 +1642,24 @@ fn regularizers(a: &RegularizersArgs, ctx: &Ctx) -> Result<Report> {
             fams.push(p.regularizer.family());
         }
     }
-    let scatter: Vec<Series> = fams.iter().map(|f| Series::scatter(f, pts.iter().filter(|p| p.regularizer.family() == *f)
-        .map(|p| (p.randy_train_accuracy, p.real_best_valid_accuracy)).collect())).collect();
-    html.svg(&chart("Regularisers: memorisation of randY against real generalisation", "final training accuracy on randY", "best validation accuracy on real data", &scatter));
+    let scatter: Vec<Series> = fams
+        .iter()
+        .map(|f| {
+            Series::scatter(
+                f,
+                pts.iter()
+                    .filter(|p| p.regularizer.family() == *f)
+                    .map(|p| (p.randy_train_accuracy, p.real_best_valid_accuracy))
+                    .collect(),
+            )
+        })
+        .collect();
+    html.svg(&chart(
+        "Regularisers: memorisation of randY against real generalisation",
+        "final training accuracy on randY",
+        "best validation accuracy on real data",
+        &scatter,
+    ));
     html.heading("Configuration");
     html.pre(&serde_json::to_string_pretty(&config)?);
     let results = json!({ "experiment": "regularizers", "run": rd.path.display().to_string(), "data": img.name, "train_examples": n,
@@ -1028,6 +1669,13 @@ fn regularizers(a: &RegularizersArgs, ctx: &Ctx) -> Result<Report> {
         "tolerance": a.tolerance,
         "least_memorization_at_equal_accuracy": best.iter().map(|(f, p)| json!({ "family": f, "setting": p.as_ref().map(|p| p.regularizer.label()),
             "randy_train_accuracy": opt_num(p.as_ref().map(|p| p.randy_train_accuracy)), "real_best_valid_accuracy": opt_num(p.as_ref().map(|p| p.real_best_valid_accuracy)) })).collect::<Vec<_>>() });
-    let text = format!("dynamics regularizers: MLP {:?} on {} ({n} examples), {} epochs\n{}\n\n{}", a.mlp.hidden, img.name, a.run.epochs, table_text(&headers, &rows), table_text(&headers_b, &rows_b));
+    let text = format!(
+        "dynamics regularizers: MLP {:?} on {} ({n} examples), {} epochs\n{}\n\n{}",
+        a.mlp.hidden,
+        img.name,
+        a.run.epochs,
+        table_text(&headers, &rows),
+        table_text(&headers_b, &rows_b)
+    );
     finish(rd, html, results, text)
 }
