@@ -169,7 +169,7 @@ pub fn downscale(
     width: usize,
     factor: usize,
 ) -> Result<DenseDataset> {
-    if factor == 0 || height % factor != 0 || width % factor != 0 {
+    if factor == 0 || !height.is_multiple_of(factor) || !width.is_multiple_of(factor) {
         return Err(invalid(
             format!("downscale factor {factor}"),
             format!("must divide the image size {height}x{width}"),

@@ -81,7 +81,7 @@ impl LassConfig {
             ));
         }
         if let Some((lo, hi)) = self.clip
-            && !(lo < hi)
+            && lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less)
         {
             return Err(invalid(
                 format!("LASS input range [{lo}, {hi}]"),
@@ -208,7 +208,7 @@ pub fn lass(
 ) -> Result<LassOutcome> {
     cfg.validate()?;
     let per: usize = example_shape.iter().product();
-    if per == 0 || x.len() % per != 0 {
+    if per == 0 || !x.len().is_multiple_of(per) {
         return Err(invalid(
             "LASS inputs",
             format!(
