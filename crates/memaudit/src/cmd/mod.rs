@@ -4,10 +4,13 @@ pub mod args;
 pub mod attack;
 pub mod bench;
 pub mod bench_accounting;
+pub mod bench_engine;
 pub mod data;
+pub mod dp_sweep;
 pub mod epsilon;
 pub mod eval;
 pub mod noise;
+pub mod sanity;
 pub mod statement;
 pub mod train;
 
