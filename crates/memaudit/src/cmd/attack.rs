@@ -407,6 +407,9 @@ impl Trained {
     }
 }
 
+/// The attack's own measure of a model, traced after every epoch.
+type EpochMetric<'a> = Box<dyn Fn(&Model, &[f32]) -> f64 + 'a>;
+
 /// What one training run is given.
 struct TrainSpec<'a> {
     sub: &'a str,
@@ -417,7 +420,7 @@ struct TrainSpec<'a> {
     /// Recorded in the sub-run's run.json next to `train` and `data`.
     attack: Value,
     penalty: Option<Box<dyn ParamPenalty>>,
-    metric: Option<Box<dyn Fn(&Model, &[f32]) -> f64 + 'a>>,
+    metric: Option<EpochMetric<'a>>,
 }
 
 /// Train into `OUT/<sub>` (an ordinary training run folder), resuming it when the attack is
