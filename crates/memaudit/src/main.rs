@@ -69,7 +69,7 @@ enum Command {
     /// Song et al.'s malicious training algorithms and their decoders.
     Attack(cmd::attack::Args),
     /// Arpit et al.'s memorization dynamics.
-    Dynamics(cmd::Stub),
+    Dynamics(cmd::dynamics::Args),
 }
 
 /// What every subcommand gets besides its own flags.
@@ -116,7 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         Command::Exposure(a) => a.run("exposure", &ctx),
         Command::Extract(a) => a.run("extract", &ctx),
         Command::Attack(a) => cmd::attack::run(&a, &ctx),
-        Command::Dynamics(a) => a.run("dynamics", &ctx),
+        Command::Dynamics(a) => cmd::dynamics::run(&a, &ctx),
     }
 }
 

@@ -27,14 +27,22 @@ fn assert_usage_error(r: &(i32, String, String), needle: &str) {
 fn private_training_reports_epsilon_and_the_statement() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("run");
-    let (code, stdout, _) = train(&out, &["--noise-multiplier", "1.1", "--clip", "1", "--json"]);
+    let o = out.to_str().unwrap();
+    let (code, stdout, _) = memaudit(&[
+        "train", "--data", "digits", "--epochs", "2", "--batch-size", "64", "--seed", "3", "--quiet", "--out", o,
+        "--noise-multiplier", "1.1", "--clip", "1", "--json",
+    ]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(v["private"], true);
     assert_eq!(v["sampling"], "poisson");
-    // 1 epoch of ceil(1348 / 64) = 22 Poisson steps, q = 64/1348, sigma 1.1, delta 1e-5.
-    let want = memaudit_engine::privacy::epsilon(64.0 / 1348.0, 1.1, 22, 1e-5, memaudit_engine::privacy::AccountantKind::Rdp).unwrap();
+    // 2 epochs of ceil(1348 / 64) = 22 Poisson steps, q = 64/1348, sigma 1.1, delta 1e-5. The
+    // statement must count the 44 steps run, not TF Privacy's ceil(2 * 1348 / 64) = 43.
+    let want = memaudit_engine::privacy::epsilon(64.0 / 1348.0, 1.1, 44, 1e-5, memaudit_engine::privacy::AccountantKind::Rdp).unwrap();
+    assert_eq!(v["steps"], 44);
     assert!((v["epsilon"].as_f64().unwrap() - want).abs() < 1e-9);
+    assert_eq!(v["privacy_statement"]["poisson_steps"], 44);
+    assert!((v["privacy_statement"]["epsilon_poisson"].as_f64().unwrap() - want).abs() < 1e-9);
     assert!(v["privacy_statement"]["epsilon_once_per_epoch"].as_f64().unwrap() > want);
     assert!(out.join("report.html").exists() && out.join("metrics.csv").exists());
     let run: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();

@@ -7,7 +7,7 @@
 use anyhow::Result;
 use memaudit_engine::privacy;
 use memaudit_engine::sampler::SamplingMode;
-use memaudit_engine::train::{Dataset, PrivacyConfig, Silent, TrainConfig, Trainer};
+use memaudit_engine::train::{PrivacyConfig, Silent, TrainConfig, Trainer};
 use serde_json::json;
 
 use super::args::{ModelArgs, OptimArgs, PrivacyArgs};

@@ -7,6 +7,7 @@ pub mod bench_accounting;
 pub mod bench_engine;
 pub mod data;
 pub mod dp_sweep;
+pub mod dynamics;
 pub mod epsilon;
 pub mod eval;
 pub mod noise;
