@@ -138,6 +138,65 @@ pub fn grid_svg(image: &GrayImage, title: &str) -> Result<String> {
     ))
 }
 
+/// Decodes a PNG (any colour type and bit depth) to 8-bit gray, so a user's own pictures can be
+/// a secret. Colour becomes `0.299 R + 0.587 G + 0.114 B`, truncated to u8, which is how the
+/// authors gray their CIFAR-10 targets (papers.md §1.2); alpha is dropped; 16-bit samples keep
+/// their high byte; palettes are expanded.
+pub fn decode_png_gray(bytes: &[u8]) -> Result<GrayImage> {
+    let bad = |e: png::DecodingError| AttackError::Image(format!("not a readable PNG: {e}"));
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().map_err(bad)?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| AttackError::Image("PNG too large to decode".into()))?;
+    let mut buf = vec![0; size];
+    let info = reader.next_frame(&mut buf).map_err(bad)?;
+    buf.truncate(info.buffer_size());
+    let channels = match info.color_type {
+        png::ColorType::Grayscale => 1,
+        png::ColorType::GrayscaleAlpha => 2,
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        png::ColorType::Indexed => {
+            return Err(AttackError::Image(
+                "indexed PNG left unexpanded by the decoder".into(),
+            ));
+        }
+    };
+    if info.bit_depth != png::BitDepth::Eight {
+        return Err(AttackError::Image(format!(
+            "PNG decoded to {:?}-bit samples, expected 8",
+            info.bit_depth
+        )));
+    }
+    let (width, height) = (info.width as usize, info.height as usize);
+    let pixels = buf
+        .chunks_exact(channels)
+        .take(width * height)
+        .map(|px| match channels {
+            1 | 2 => px[0],
+            _ => {
+                let luma =
+                    0.299 * f64::from(px[0]) + 0.587 * f64::from(px[1]) + 0.114 * f64::from(px[2]);
+                // truncation, as numpy's astype(uint8); luma <= 255 since the weights sum to 1
+                luma.min(255.0) as u8
+            }
+        })
+        .collect::<Vec<u8>>();
+    if pixels.len() != width * height {
+        return Err(AttackError::Image(format!(
+            "PNG of {width}x{height} decoded to {} pixels",
+            pixels.len()
+        )));
+    }
+    Ok(GrayImage {
+        width,
+        height,
+        pixels,
+    })
+}
+
 fn escape_xml(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -197,6 +256,36 @@ mod tests {
             .decode(&svg[start..end])
             .unwrap();
         assert_eq!(decode_png(&embedded), grid);
+    }
+
+    #[test]
+    fn png_decodes_to_gray_with_the_authors_luma() {
+        let gray = GrayImage {
+            width: 3,
+            height: 2,
+            pixels: vec![0, 1, 2, 100, 200, 255],
+        };
+        assert_eq!(decode_png_gray(&encode_png(&gray).unwrap()).unwrap(), gray);
+        // an RGB PNG: red, green, blue, white, a mid colour, black
+        let rgb = [
+            255u8, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255, 10, 20, 30, 0, 0, 0,
+        ];
+        let mut out = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut out, 3, 2);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_depth(png::BitDepth::Eight);
+            let mut w = enc.write_header().unwrap();
+            w.write_image_data(&rgb).unwrap();
+        }
+        let decoded = decode_png_gray(&out).unwrap();
+        // 0.299*255 = 76.2, 0.587*255 = 149.7, 0.114*255 = 29.07, white 255 (254.99.. in f64
+        // sums to 255.0 exactly here), 0.299*10 + 0.587*20 + 0.114*30 = 18.13
+        assert_eq!(decoded.pixels, vec![76, 149, 29, 255, 18, 0]);
+        assert!(matches!(
+            decode_png_gray(b"not a png"),
+            Err(AttackError::Image(_))
+        ));
     }
 
     #[test]

@@ -25,7 +25,8 @@
 //! - `postcard` (+ `serde`): compact serialization of the payload before compression.
 //! - `rand`/`rand_chacha`: seeded nonces, salts and synthetic inputs (everything random takes a
 //!   seed).
-//! - `png`, `base64`: image grids as PNG and as SVG with the PNG embedded.
+//! - `png`, `base64`: image grids as PNG and as SVG with the PNG embedded; reading a user's own PNG
+//!   pictures as a secret ([`grid::decode_png_gray`]).
 //! - `thiserror`: the typed [`AttackError`].
 
 pub mod bits;
@@ -46,9 +47,10 @@ pub use correlation::{
     CorrelationPenalty, CorrelationScores, decode_correlation_images, score_correlation_decoding,
 };
 pub use error::{AttackError, Result, ensure_fits};
-pub use grid::{GrayImage, comparison_grid, encode_png, grid_svg};
+pub use grid::{GrayImage, comparison_grid, decode_png_gray, encode_png, grid_svg};
 pub use lsb::{
-    AttackerKey, LsbConfig, LsbReport, lsb_capacity_bits, lsb_embed, lsb_extract, tensor_changes,
+    AttackerKey, LsbConfig, LsbReport, lsb_capacity_bits, lsb_embed, lsb_extract, lsb_stream_bits,
+    tensor_changes,
 };
 pub use memaudit_engine::params::ParamSpec;
 pub use memaudit_engine::penalty::ParamPenalty;

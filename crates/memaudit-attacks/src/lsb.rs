@@ -241,6 +241,13 @@ fn payload_stream(payload: &Payload, cfg: &LsbConfig) -> Result<(Vec<bool>, usiz
     Ok((crate::bits::bytes_to_bits(&bytes), serialized, compressed))
 }
 
+/// Length in bits of the stream [`lsb_embed`] would write for `payload` (length prefix and
+/// envelope, after compression and encryption): what must fit in `n_params * b`. Lets a caller
+/// check the capacity (or find how many images fit) before it has trained anything.
+pub fn lsb_stream_bits(payload: &Payload, cfg: &LsbConfig) -> Result<u64> {
+    Ok(payload_stream(payload, cfg)?.0.len() as u64)
+}
+
 /// Overwrites the low `b` bits of every parameter of `params` with the payload stream (then
 /// zeros), and reports how much the model changed. Errors: `b` outside `1..=23`, a non-finite
 /// parameter, a payload whose compressed stream exceeds `n_params * b` bits (says how many fit).
@@ -499,6 +506,21 @@ mod tests {
             })
             .collect();
         Payload::Images(ImageSecret::new(n, 28, 28, pixels).unwrap())
+    }
+
+    #[test]
+    fn stream_bits_is_what_embedding_writes() {
+        let payload = image_payload(3, 4);
+        for key in [None, Some(AttackerKey::Raw([7; 32]))] {
+            let cfg = LsbConfig {
+                bits_per_param: 8,
+                key,
+                seed: 1,
+            };
+            let mut params = random_params(20_000, 2);
+            let report = lsb_embed(&mut params, &payload, &cfg).unwrap();
+            assert_eq!(lsb_stream_bits(&payload, &cfg).unwrap(), report.stream_bits);
+        }
     }
 
     #[test]

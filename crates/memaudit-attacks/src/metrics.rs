@@ -126,6 +126,52 @@ pub fn mean_image_baseline_mape(reference: &ImageSecret, targets: &ImageSecret) 
     Ok(total / targets.pixels().len() as f64)
 }
 
+/// The per-pixel median of a set of images (the lower median for an even count).
+pub fn median_image(images: &ImageSecret) -> Vec<u8> {
+    let len = images.image_len();
+    // 256-bin histograms per pixel: exact, and linear in the number of images
+    let mut counts = vec![[0u32; 256]; len];
+    for i in 0..images.n_images() {
+        for (c, &p) in counts.iter_mut().zip(images.image(i)) {
+            c[p as usize] += 1;
+        }
+    }
+    let rank = (images.n_images() as u32).saturating_sub(1) / 2;
+    counts
+        .iter()
+        .map(|c| {
+            let mut seen = 0u32;
+            (0..=255u8)
+                .find(|&v| {
+                    seen += c[v as usize];
+                    seen > rank
+                })
+                .unwrap_or(255)
+        })
+        .collect()
+}
+
+/// The median-image baseline: MAPE of guessing `median_image(reference)` for every target
+/// image. A constant minimises the mean absolute error at a median, so this is the best guess
+/// that ignores the model. On MNIST, whose pixels are mostly black, it is nearly all black and
+/// beats the mean-image guess: a decoder that outputs black images already scores below the
+/// mean-image baseline, which is why reports show this one too.
+pub fn median_image_baseline_mape(reference: &ImageSecret, targets: &ImageSecret) -> Result<f64> {
+    reference.check_same_size(targets, "median-image baseline")?;
+    let median = median_image(reference);
+    let total: u64 = targets
+        .pixels()
+        .chunks(targets.image_len())
+        .flat_map(|image| {
+            image
+                .iter()
+                .zip(&median)
+                .map(|(&p, &m)| u64::from(p.abs_diff(m)))
+        })
+        .sum();
+    Ok(total as f64 / targets.pixels().len() as f64)
+}
+
 /// Secret bits carried per model parameter.
 pub fn bits_per_parameter(secret_bits: u64, n_params: usize) -> f64 {
     if n_params == 0 {
@@ -248,6 +294,33 @@ mod tests {
         assert_eq!(abs_cosine(&[0, 0], &[4, 3]).unwrap(), 0.0);
         assert!(mape(&[1, 2], &[1]).is_err());
         assert!(mape(&[], &[]).is_err());
+    }
+
+    #[test]
+    fn median_image_baseline_is_the_best_constant_guess() {
+        // pixel 0 over 4 images: 0, 0, 10, 250 (lower median 0); pixel 1: 5, 6, 7, 8 (6)
+        let reference = ImageSecret::new(4, 1, 2, vec![0, 5, 0, 6, 10, 7, 250, 8]).unwrap();
+        assert_eq!(median_image(&reference), vec![0, 6]);
+        // |0-0| + |5-6| + |0-0| + |6-6| + |10-0| + |7-6| + |250-0| + |8-6| = 264 over 8 pixels
+        let m = median_image_baseline_mape(&reference, &reference).unwrap();
+        assert_eq!(m, 33.0);
+        // the mean image (65, 6.5) does worse under absolute error on this skewed pixel
+        assert!(mean_image_baseline_mape(&reference, &reference).unwrap() > m);
+        // brute force: no constant image does better than the median
+        for a in 0..=255u8 {
+            for b in [5u8, 6, 7, 8] {
+                let guess: u64 = [[0u8, 5], [0, 6], [10, 7], [250, 8]]
+                    .iter()
+                    .map(|p| u64::from(p[0].abs_diff(a)) + u64::from(p[1].abs_diff(b)))
+                    .sum();
+                assert!(guess as f64 / 8.0 >= m);
+            }
+        }
+        let other = ImageSecret::new(1, 2, 1, vec![0, 0]).unwrap();
+        assert!(matches!(
+            median_image_baseline_mape(&reference, &other),
+            Err(AttackError::ImageSizeMismatch { .. })
+        ));
     }
 
     #[test]

@@ -67,7 +67,7 @@ enum Command {
     /// Extract canaries from a saved run by shortest-path search.
     Extract(cmd::Stub),
     /// Song et al.'s malicious training algorithms and their decoders.
-    Attack(cmd::Stub),
+    Attack(cmd::attack::Args),
     /// Arpit et al.'s memorization dynamics.
     Dynamics(cmd::dynamics::Args),
 }
@@ -115,7 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         Command::SecretSharer(a) => a.run("secret-sharer", &ctx),
         Command::Exposure(a) => a.run("exposure", &ctx),
         Command::Extract(a) => a.run("extract", &ctx),
-        Command::Attack(a) => a.run("attack", &ctx),
+        Command::Attack(a) => cmd::attack::run(&a, &ctx),
         Command::Dynamics(a) => cmd::dynamics::run(&a, &ctx),
     }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod args;
+pub mod attack;
 pub mod bench;
 pub mod bench_accounting;
 pub mod bench_engine;
