@@ -266,8 +266,24 @@ impl DataArgs {
         for (i, r) in reviews.into_iter().enumerate() {
             if i % 5 == 4 { te.push(r) } else { tr.push(r) }
         }
-        if let Some(m) = self.max_train {
-            tr.truncate(m);
+        // The IMDB file is sorted by label, so a prefix would hold one class: keep m evenly
+        // spaced reviews instead (deterministic, and balanced like the whole set).
+        if let Some(m) = self.max_train
+            && m < tr.len()
+        {
+            let n = tr.len();
+            let mut picked = Vec::with_capacity(m);
+            let mut taken = tr.into_iter().enumerate();
+            for k in 0..m {
+                let want = k * n / m;
+                for (i, r) in taken.by_ref() {
+                    if i == want {
+                        picked.push(r);
+                        break;
+                    }
+                }
+            }
+            tr = picked;
         }
         let docs: Vec<&str> = tr.iter().map(|r| r.text.as_str()).collect();
         let vec = memaudit_data::TextVectorizer::fit(
