@@ -3,10 +3,16 @@
 pub mod args;
 pub mod bench;
 pub mod bench_accounting;
+pub mod bench_exposure;
 pub mod data;
+pub mod demo;
 pub mod epsilon;
 pub mod eval;
+pub mod exposure;
+pub mod extract;
 pub mod noise;
+pub mod sample;
+pub mod secret_sharer;
 pub mod statement;
 pub mod train;
 
