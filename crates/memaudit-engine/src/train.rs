@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, CheckpointState};
-use crate::dp::{AdaptiveClip, NoiseSource, privatize};
+use crate::dp::{AdaptiveClip, NoiseSource, add_noise_and_average};
 use crate::error::{EngineError, Result};
 use crate::model::{Batch, Clipping, GradRequest, Model};
 use crate::models::ModelConfig;
@@ -482,33 +482,40 @@ impl Trainer {
                 }
                 let idx = sampler.next_batch();
                 let clipping = self.clipping();
-                let mut grad = vec![0.0f32; self.params.len()];
-                let mut norms: Vec<f32> = Vec::with_capacity(idx.len());
-                let mut step_loss = 0.0f64;
+                let noise_std = match (&self.config.privacy, &clipping) {
+                    (Some(p), Some(clip)) => {
+                        let z = match &self.adaptive {
+                            Some(a) => {
+                                AdaptiveClip::split_noise(p.noise_multiplier, a.count_stddev)?
+                                    .sum_multiplier
+                            }
+                            None => p.noise_multiplier,
+                        };
+                        Some(z * clip.sensitivity())
+                    }
+                    _ => None,
+                };
                 let mut dropout_rng =
                     ChaCha8Rng::seed_from_u64(mix(self.config.seed, 2_000_000 + self.step));
-                for chunk in idx.chunks(phys) {
-                    let batch = train.batch(chunk);
-                    let out = self.model.gradients(
-                        &self.params,
-                        &batch,
-                        GradRequest {
-                            clipping: clipping.as_ref(),
-                            input_grad: false,
-                            train: true,
-                            rng: &mut dropout_rng,
-                        },
-                    )?;
-                    for (g, o) in grad.iter_mut().zip(&out.grad) {
-                        *g += o;
-                    }
-                    step_loss += out.loss_sum;
-                    correct += out.correct;
-                    counted += out.counted;
-                    if let Some(n) = out.norms {
-                        norms.extend(n);
-                    }
-                }
+                let StepGradients {
+                    mut grad,
+                    norms,
+                    loss: step_loss,
+                    correct: c,
+                    counted: k,
+                } = self.logical_batch_gradients(
+                    train,
+                    &idx,
+                    clipping.as_ref(),
+                    phys,
+                    &mut dropout_rng,
+                )?;
+                let noise_vec = match (noise_std, self.noise.as_mut()) {
+                    (Some(std), Some(src)) => Some(src.gaussian_vector(grad.len(), std)),
+                    _ => None,
+                };
+                correct += c;
+                counted += k;
                 if !step_loss.is_finite() {
                     return Err(EngineError::NonFinite {
                         what: "loss".into(),
@@ -522,26 +529,18 @@ impl Trainer {
                 }
                 loss_sum += step_loss;
                 n_ex += idx.len();
-                if let (Some(p), Some(clip)) = (&self.config.privacy, &clipping) {
+                if let (Some(_), Some(clip)) = (&self.config.privacy, &clipping) {
                     let bound = match clip {
                         Clipping::Flat(c) => *c,
                         Clipping::PerGroup { .. } => f32::INFINITY,
                     };
                     n_clipped += norms.iter().filter(|&&n| n > bound).count();
                     let noise = self.noise.as_mut().unwrap();
-                    let (sum_multiplier, count_std) = match &self.adaptive {
-                        Some(a) => {
-                            let s = AdaptiveClip::split_noise(p.noise_multiplier, a.count_stddev)?;
-                            (s.sum_multiplier, s.count_stddev)
-                        }
-                        None => (p.noise_multiplier, 0.0),
-                    };
-                    privatize(
+                    let count_std = self.adaptive.as_ref().map_or(0.0, |a| a.count_stddev);
+                    add_noise_and_average(
                         &mut grad,
-                        sum_multiplier,
-                        clip.sensitivity(),
+                        noise_vec.as_deref().unwrap_or(&[]),
                         expected_batch,
-                        noise,
                     );
                     if let Some(a) = self.adaptive.as_mut() {
                         a.update(&norms, expected_batch, count_std, noise);
@@ -633,6 +632,47 @@ impl Trainer {
         Ok(reason)
     }
 
+    /// The summed (clipped) gradient of a logical batch, run as physical chunks of `phys` examples.
+    fn logical_batch_gradients(
+        &self,
+        train: &dyn Dataset,
+        idx: &[usize],
+        clipping: Option<&Clipping>,
+        phys: usize,
+        dropout_rng: &mut ChaCha8Rng,
+    ) -> Result<StepGradients> {
+        let mut acc = StepGradients {
+            grad: vec![0.0f32; self.params.len()],
+            norms: Vec::with_capacity(idx.len()),
+            loss: 0.0,
+            correct: 0,
+            counted: 0,
+        };
+        for chunk in idx.chunks(phys) {
+            let batch = train.batch(chunk);
+            let out = self.model.gradients(
+                &self.params,
+                &batch,
+                GradRequest {
+                    clipping,
+                    input_grad: false,
+                    train: true,
+                    rng: dropout_rng,
+                },
+            )?;
+            for (g, o) in acc.grad.iter_mut().zip(&out.grad) {
+                *g += o;
+            }
+            acc.loss += out.loss_sum;
+            acc.correct += out.correct;
+            acc.counted += out.counted;
+            if let Some(n) = out.norms {
+                acc.norms.extend(n);
+            }
+        }
+        Ok(acc)
+    }
+
     /// The largest number of private steps whose epsilon stays within `max_epsilon`.
     fn max_private_steps(&self) -> Result<Option<u64>> {
         let Some(p) = &self.config.privacy else {
@@ -699,6 +739,15 @@ impl Trainer {
     pub fn private_steps(&self) -> u64 {
         self.private_steps
     }
+}
+
+/// What one logical batch contributes: summed (clipped) gradient, per-example norms, loss.
+struct StepGradients {
+    grad: Vec<f32>,
+    norms: Vec<f32>,
+    loss: f64,
+    correct: usize,
+    counted: usize,
 }
 
 /// Loss and accuracy of `params` on a dataset.

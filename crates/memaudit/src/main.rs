@@ -58,9 +58,8 @@ enum Command {
     Noise(cmd::noise::Args),
     /// A plain-language privacy statement for a DP-SGD run.
     Statement(cmd::statement::Args),
-    /// Accountant benchmark (temporary home of `memaudit bench accounting`).
     /// Train at one fixed epsilon across batch sizes.
-    DpSweep(cmd::Stub),
+    DpSweep(cmd::dp_sweep::Args),
     /// The Secret Sharer end to end: canaries, training, exposure, extraction.
     SecretSharer(cmd::secret_sharer::Args),
     /// Exposure of the canaries of a saved run.
@@ -112,7 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         Command::Epsilon(a) => cmd::epsilon::run(&a, &ctx),
         Command::Noise(a) => cmd::noise::run(&a, &ctx),
         Command::Statement(a) => cmd::statement::run(&a, &ctx),
-        Command::DpSweep(a) => a.run("dp-sweep", &ctx),
+        Command::DpSweep(a) => cmd::dp_sweep::run(&a, &ctx),
         Command::SecretSharer(a) => cmd::secret_sharer::run(&a, &ctx),
         Command::Exposure(a) => cmd::exposure::run(&a, &ctx),
         Command::Extract(a) => cmd::extract::run(&a, &ctx),
@@ -146,7 +145,12 @@ fn tune_allocator() {
 fn main() {
     tune_allocator();
     let json_requested = std::env::args().any(|a| a == "--json");
-    let cli = match Cli::try_parse() {
+    // Negative numbers are values, not flags ("--clip -1" must reach validation and get an error
+    // that names --clip, not "unexpected argument '-1'").
+    use clap::{CommandFactory, FromArgMatches};
+    let command = Cli::command().mut_subcommands(|c| c.allow_negative_numbers(true).mut_subcommands(|c| c.allow_negative_numbers(true)));
+    let parsed = command.try_get_matches().and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;

@@ -16,9 +16,9 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 pub enum What {
     /// Engine step times (plain and with per-example clipping) and peak RSS.
-    Engine(super::Stub),
+    Engine(super::bench_engine::Args),
     /// DP-SGD step vs plain step on the engine's shapes, and peak RSS.
-    Dp(super::Stub),
+    Dp(super::bench_engine::Args),
     /// Accountant speed (RDP and PLD epsilon).
     Accounting(super::bench_accounting::Args),
     /// Exact exposure over 10^6 candidates by the trie walk.
@@ -27,8 +27,8 @@ pub enum What {
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     match &args.what {
-        What::Engine(a) => a.run("bench engine", ctx),
-        What::Dp(a) => a.run("bench dp", ctx),
+        What::Engine(a) => super::bench_engine::run_shapes(a, ctx, "bench engine"),
+        What::Dp(a) => super::bench_engine::run_shapes(a, ctx, "bench dp"),
         What::Accounting(a) => super::bench_accounting::run(a, ctx),
         What::Exposure(a) => super::bench_exposure::run(a, ctx),
     }

@@ -31,6 +31,9 @@ pub struct Args {
     pub privacy: PrivacyArgs,
     #[command(flatten)]
     pub run: RunArgs,
+    /// Skip the sanity checks printed before private training.
+    #[arg(long)]
+    pub no_sanity_checks: bool,
 }
 
 /// Data ready for the trainer.
@@ -390,6 +393,18 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     if let Some(tok) = &prepared.tokenizer {
         tok.save(&rd.file("tokenizer.json"))
             .context("saving the tokenizer")?;
+    }
+    let sanity = if args.no_sanity_checks || rd.resuming {
+        None
+    } else {
+        match prepared.valid.as_deref() {
+            Some(v) => super::sanity::run(&cfg, n, v)?,
+            None => None,
+        }
+    };
+    if let Some(s) = &sanity {
+        ctx.note(&s.text);
+        rd.set("sanity_checks", s.json.clone())?;
     }
     let mut trainer = Trainer::new(cfg.clone(), n, Some(&rd.checkpoints()), rd.resuming)
         .map_err(|e| user(e.to_string()))?;
