@@ -148,8 +148,13 @@ fn main() {
     // Negative numbers are values, not flags ("--clip -1" must reach validation and get an error
     // that names --clip, not "unexpected argument '-1'").
     use clap::{CommandFactory, FromArgMatches};
-    let command = Cli::command().mut_subcommands(|c| c.allow_negative_numbers(true).mut_subcommands(|c| c.allow_negative_numbers(true)));
-    let parsed = command.try_get_matches().and_then(|m| Cli::from_arg_matches(&m));
+    let command = Cli::command().mut_subcommands(|c| {
+        c.allow_negative_numbers(true)
+            .mut_subcommands(|c| c.allow_negative_numbers(true))
+    });
+    let parsed = command
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
     let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {

@@ -213,7 +213,11 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     if digits == 6 && args.run.is_none() {
         text += &format!(
             "\n  target: <= {TARGET_SECONDS} s for 10^6: {}",
-            if walk <= TARGET_SECONDS { "met" } else { "NOT met" }
+            if walk <= TARGET_SECONDS {
+                "met"
+            } else {
+                "NOT met"
+            }
         );
     }
     let mut j = json!({

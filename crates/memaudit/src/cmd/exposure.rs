@@ -48,7 +48,11 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         set.manifest.template,
         set.tpl.space().size(),
         set.references.len(),
-        if exact { ", exact ranks by the trie walk" } else { "" }
+        if exact {
+            ", exact ranks by the trie walk"
+        } else {
+            ""
+        }
     ));
     let a = audit(lm.as_ref(), &set, exact, args.exposure.exact_limit, None)?;
     let summary = a.summary(&set);

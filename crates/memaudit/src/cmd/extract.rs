@@ -11,8 +11,7 @@ use serde_json::json;
 
 use super::sample::load_lm;
 use super::secret_sharer::{
-    CanarySet, ExtractSettings, MANIFEST_FILE, extract_canaries, parse_template,
-    tokenize_template,
+    CanarySet, ExtractSettings, MANIFEST_FILE, extract_canaries, parse_template, tokenize_template,
 };
 use crate::Ctx;
 use crate::error::user;
@@ -46,7 +45,9 @@ pub struct Args {
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     if args.top == 0 || args.budget == 0 || args.batch == 0 || args.beam == Some(0) {
-        return Err(user("--top, --budget, --batch and --beam must be at least 1"));
+        return Err(user(
+            "--top, --budget, --batch and --beam must be at least 1",
+        ));
     }
     let (saved, lm, tok) = load_lm(&args.run)?;
     let manifest_path = args

@@ -163,7 +163,9 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         )?);
     }
     if args.seed.is_none() {
-        ctx.note(format!("seed {seed} (pass --seed {seed} to draw the same text)"));
+        ctx.note(format!(
+            "seed {seed} (pass --seed {seed} to draw the same text)"
+        ));
     }
     let text = samples.join("\n\n----\n\n");
     Ok(Report::new(

@@ -168,7 +168,10 @@ pub fn parse_count(s: &str) -> std::result::Result<u128, String> {
     if let Some((m, e)) = t.split_once(['e', 'E']) {
         let m: u128 = m.parse().map_err(|_| bad())?;
         let e: u32 = e.parse().map_err(|_| bad())?;
-        return 10u128.checked_pow(e).and_then(|p| p.checked_mul(m)).ok_or_else(bad);
+        return 10u128
+            .checked_pow(e)
+            .and_then(|p| p.checked_mul(m))
+            .ok_or_else(bad);
     }
     t.parse().map_err(|_| bad())
 }
@@ -248,9 +251,9 @@ impl CanaryTokenizer for VocabTokenizer<'_> {
             .id(&symbol.to_string())
             .filter(|&id| Some(id) != self.0.unk_id());
         id.ok_or_else(|| match self.0.kind() {
-            TokenizerKind::Char => format!(
-                "character {symbol:?} is not in the character model's vocabulary"
-            ),
+            TokenizerKind::Char => {
+                format!("character {symbol:?} is not in the character model's vocabulary")
+            }
             TokenizerKind::Word => {
                 format!("slot symbol {symbol:?} is not a token of the word model's vocabulary")
             }
@@ -371,9 +374,9 @@ impl CanarySet {
                 ))
             })?;
         for c in &manifest.canaries {
-            let ids = tpl.canary_tokens(c.secret_index).map_err(|e| {
-                user(format!("{}: canary {}: {e}", mp.display(), c.id))
-            })?;
+            let ids = tpl
+                .canary_tokens(c.secret_index)
+                .map_err(|e| user(format!("{}: canary {}: {e}", mp.display(), c.id)))?;
             if ids != c.token_ids {
                 return Err(user(format!(
                     "{}: canary {} has other token ids under the vocabulary of --run {}: the manifest belongs to a run from a different model",
@@ -415,7 +418,11 @@ impl CanarySet {
     /// Draw `count` references (capped at the candidates left), replacing the current ones.
     pub fn draw_references(&mut self, count: usize, seed: u64) -> Result<usize> {
         let secrets = self.secrets();
-        let left = self.tpl.space().size().saturating_sub(secrets.len() as u128);
+        let left = self
+            .tpl
+            .space()
+            .size()
+            .saturating_sub(secrets.len() as u128);
         let count = (count as u128).min(left) as usize;
         self.references = sample_references(self.tpl.space(), count, &secrets, seed)
             .map_err(|e| user(e.to_string()))?;
@@ -477,7 +484,10 @@ pub fn measure(
     let reference_scores = scorer.log_perplexities(&set.references)?;
     let interpolated = interpolation_exposures(&log_perplexity, &reference_scores)?;
     let fit = fit_skew_normal(&reference_scores)?;
-    let extrapolated = log_perplexity.iter().map(|&p| fit.dist.exposure(p)).collect();
+    let extrapolated = log_perplexity
+        .iter()
+        .map(|&p| fit.dist.exposure(p))
+        .collect();
     let (ranks, walk) = if exact {
         let r = scorer.exact_ranks(&secrets, exact_limit)?;
         (Some(r.ranks), Some(r.stats))
@@ -1005,7 +1015,9 @@ pub fn report_sections(
     );
 
     if let Some((search, _)) = &a.extraction {
-        html.heading(&format!("{label}extraction: the search's most likely candidates"));
+        html.heading(&format!(
+            "{label}extraction: the search's most likely candidates"
+        ));
         html.para(&format!(
             "Best-first (Dijkstra) search over the slots: {} expansions in {} batched LM calls, stopped: {:?}{}.",
             search.expansions,
@@ -1070,7 +1082,6 @@ pub struct Outcome {
     pub audit: Audit,
     pub log: ExposureLog,
     pub epochs: Vec<EpochInfo>,
-    pub html: report::Report,
     pub config: TrainConfig,
     pub epsilon: Option<f64>,
     pub valid_loss: Option<f64>,
@@ -1078,8 +1089,6 @@ pub struct Outcome {
     pub params: Vec<f32>,
     pub tokenizer: Tokenizer,
     pub statement: Option<String>,
-    pub run_dir: std::path::PathBuf,
-    pub train_seconds: f64,
 }
 
 /// Checks on the flags alone (before any data is read or anything written).
@@ -1195,19 +1204,17 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
         .map(|(i, _)| i + 1)
         .filter(|&b| b < limit)
         .collect();
-    let stream = insert_canaries(
-        &stream,
-        &bounds,
-        w,
-        &mut manifest,
-        derive_seed(cseed, 1),
-    )
-    .map_err(|e| user(format!("--canary/--seq-len/--repetitions: {e}")))?;
+    let stream = insert_canaries(&stream, &bounds, w, &mut manifest, derive_seed(cseed, 1))
+        .map_err(|e| user(format!("--canary/--seq-len/--repetitions: {e}")))?;
     let train = TokenWindowDataset::new(stream, w)?;
     let n = train.len();
     let covered = n * w + 1;
     for c in &manifest.canaries {
-        if let Some(&p) = c.positions.iter().find(|&&p| p + c.token_ids.len() + 1 > covered) {
+        if let Some(&p) = c
+            .positions
+            .iter()
+            .find(|&&p| p + c.token_ids.len() + 1 > covered)
+        {
             return Err(user(format!(
                 "internal: canary {} at {p} lies outside the training windows",
                 c.id
@@ -1339,8 +1346,13 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
     };
     if log.records.is_empty() {
         let lm = model_cfg.incremental_lm(&trainer.params)?;
-        let m = measure(lm.as_ref(), &set, exact_track, job.tracking.track_exact_limit)
-            .map_err(|e| user(format!("exposure before training: {e}")))?;
+        let m = measure(
+            lm.as_ref(),
+            &set,
+            exact_track,
+            job.tracking.track_exact_limit,
+        )
+        .map_err(|e| user(format!("exposure before training: {e}")))?;
         for r in m.records(&set, 0, 0) {
             log.push(r);
         }
@@ -1355,7 +1367,6 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
         csv: csv_path.clone(),
         quiet: ctx.quiet || ctx.json,
     });
-    let started = std::time::Instant::now();
     let epoch_hook = |e: &EpochInfo, _m: &Model, p: &[f32]| {
         tracker.borrow_mut().record(e.epoch as u32, e.step, p)
     };
@@ -1388,7 +1399,6 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
         },
         title,
     )?;
-    let train_seconds = started.elapsed().as_secs_f64();
     let log = tracker.into_inner().log;
     log.write_json(&rd.file(EXPOSURE_JSON))
         .map_err(|e| user(e.to_string()))?;
@@ -1480,7 +1490,12 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
             .map(|s| s.0);
     let mut text = format!(
         "{}\n\nexposure of {:?} (log2|R| = {:.2}) after {} epochs{}{}:\n{}",
-        outcome.report.text.split("\n\nrun folder:").next().unwrap_or(""),
+        outcome
+            .report
+            .text
+            .split("\n\nrun folder:")
+            .next()
+            .unwrap_or(""),
         set.manifest.template,
         set.tpl.space().log2_size(),
         trainer.epoch,
@@ -1522,7 +1537,6 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
         audit: a,
         log,
         epochs: outcome.epochs,
-        html,
         config: cfg,
         epsilon,
         valid_loss,
@@ -1530,8 +1544,6 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
         params: trainer.params.clone(),
         tokenizer: tok,
         statement,
-        run_dir: rd.path.clone(),
-        train_seconds,
     })
 }
 
