@@ -324,6 +324,11 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     let eps_text = eps.map_or("not accounted".to_string(), |e| format!("{e:.2}"));
     let loss = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     let seconds = started.elapsed().as_secs_f64();
+    // DP-SGD's guarantee is per training example; a canary inserted r times is r examples, and
+    // group privacy only bounds it at r x epsilon.
+    let group_note = format!(
+        "DP protects each training window at epsilon {eps_text}; a canary inserted r times is r windows, covered only at about r x epsilon (group privacy), so frequently repeated canaries can still show."
+    );
     let headline = format!(
         "plain model: valid loss {} nats/char; private model: valid loss {} nats/char, epsilon {} (delta 1e-5, Poisson sampling)\n\
          greedy completion of \"my pin is \": plain {:?}{}, private {:?}{}",
@@ -377,6 +382,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
             .collect::<Vec<_>>(),
     );
     html.pre(&headline);
+    html.para(&group_note);
     html.heading("Text sampled from the plain model (temperature 0.8)");
     html.pre(&sample);
     html.heading("Commands of the two runs");
@@ -433,7 +439,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         .as_bytes(),
     )?;
     let text = format!(
-        "sample from the plain model:\n{}\n\n{table}{headline}\n\nreport: {} ({seconds:.0} s)",
+        "sample from the plain model:\n{}\n\n{table}{headline}\n{group_note}\n\nreport: {} ({seconds:.0} s)",
         sample.trim_end(),
         report_path.display()
     );
