@@ -217,6 +217,10 @@ fn command_line(argv: &[String], out: &Path) -> String {
     )
 }
 
+/// One repetition count: (repetitions, canaries, plain exposure, private exposure, plain
+/// extracted, private extracted).
+type Row = (u32, usize, f64, f64, Option<usize>, Option<usize>);
+
 fn exposure_of(s: &RepSummary) -> f64 {
     s.exposure_mean.unwrap_or(s.interpolated_mean)
 }
@@ -289,7 +293,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     // Plain vs private, per repetition count.
     let ps = plain.audit.summary(&plain.set);
     let qs = private.audit.summary(&private.set);
-    let rows: Vec<(u32, usize, f64, f64, Option<usize>, Option<usize>)> = ps
+    let rows: Vec<Row> = ps
         .iter()
         .zip(&qs)
         .map(|(p, q)| {

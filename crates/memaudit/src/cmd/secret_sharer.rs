@@ -1372,7 +1372,10 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
     };
     let every = job.tracking.track_every;
     let step_hook = |s: &StepInfo, _m: &Model, p: &[f32]| {
-        if every > 0 && s.step % every == 0 && s.step % s.steps_per_epoch.max(1) != 0 {
+        if every > 0
+            && s.step.is_multiple_of(every)
+            && !s.step.is_multiple_of(s.steps_per_epoch.max(1))
+        {
             tracker.borrow_mut().record(s.epoch as u32, s.step, p)
         } else {
             Ok(())

@@ -459,6 +459,10 @@ pub fn train_with_report<'a>(
     )
 }
 
+/// A per-epoch hook (e.g. exposure after every epoch).
+pub type EpochHook<'a> =
+    Box<dyn FnMut(&EpochInfo, &Model, &[f32]) -> memaudit_engine::Result<()> + 'a>;
+
 /// A per-step hook (e.g. exposure every N steps).
 pub type StepHook<'a> =
     Box<dyn FnMut(&StepInfo, &Model, &[f32]) -> memaudit_engine::Result<()> + 'a>;
@@ -466,8 +470,7 @@ pub type StepHook<'a> =
 /// What `train_with_report_hooks` does besides training.
 pub struct TrainHooks<'a> {
     /// Runs after each epoch (after the metrics line).
-    pub epoch:
-        Option<Box<dyn FnMut(&EpochInfo, &Model, &[f32]) -> memaudit_engine::Result<()> + 'a>>,
+    pub epoch: Option<EpochHook<'a>>,
     /// Runs after each optimizer step.
     pub step: Option<StepHook<'a>>,
     /// Write report.html (a caller that combines several runs into one report turns it off).
