@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Secret Sharer on PTB (reduced scale): a 2-layer 200-unit character LSTM with 9-digit
 # canaries inserted 1, 4, 16 and 64 times, trained plainly, with dropout and weight decay, and
-# with DP-SGD at epsilon 8 (Poisson sampling). Exposure is tracked after every epoch.
+# with DP-SGD at epsilon 8 and 1 (Poisson sampling). Exposure is tracked after every epoch.
 #
 # Scale (set by the 2-core budget, see docs/secret-sharer.md): the first MAX_TRAIN windows of
 # 100 characters of PTB's training text (5000 -> 0.5M characters, about a tenth of PTB), EPOCHS
@@ -28,3 +28,4 @@ run() {
 run plain
 run dropout-wd --dropout 0.3 --weight-decay 0.0001
 run dp-eps8 --target-epsilon 8 --clip 1.0
+run dp-eps1 --target-epsilon 1 --clip 1.0

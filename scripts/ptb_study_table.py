@@ -13,7 +13,7 @@ import statistics
 import sys
 
 out = sys.argv[1] if len(sys.argv) > 1 else "runs/ptb-study"
-runs = [r for r in ("plain", "dropout-wd", "dp-eps8") if os.path.isfile(os.path.join(out, r, "exposure.csv"))]
+runs = [r for r in ("plain", "dropout-wd", "dp-eps8", "dp-eps1") if os.path.isfile(os.path.join(out, r, "exposure.csv"))]
 
 
 def fmt(x):
