@@ -43,6 +43,8 @@ for name in runs:
         f = lambda v: f"{float(v):.3f}" if v not in ("", None) else "-"
         print(f"| {e} | {f(tl)} | {f(vl)} | {f(eps)} | " + " | ".join(cells) + " |")
     res_path = os.path.join(out, name + ".json")
+    if not os.path.isfile(res_path):
+        res_path = os.path.join(out, name, "secret_sharer.json")
     if os.path.isfile(res_path):
         try:
             d = json.load(open(res_path))
