@@ -647,7 +647,10 @@ impl IncrementalLm for RecurrentLm {
     ) {
         let (width, v) = (self.state_width(), self.vocab);
         let rows = parent.len();
-        assert_eq!(parents.width, width, "LmState width does not match the model");
+        assert_eq!(
+            parents.width, width,
+            "LmState width does not match the model"
+        );
         assert_eq!(tokens.len(), rows, "one token per child");
         assert_eq!(log_probs.len(), rows * v, "log_probs must be [rows, vocab]");
         if let Some(t) = tokens.iter().find(|&&t| t as usize >= v) {
@@ -782,11 +785,17 @@ mod tests {
                     lm.step(&mut parents, &t, &mut lp);
                 }
                 let adjacent: Vec<u32> = (0..np as u32).flat_map(|p| [p; 10]).collect();
-                let scattered: Vec<u32> = (0..300).map(|_| rng.random_range(0..np as u32)).collect();
-                let mixed: Vec<u32> = adjacent[..150].iter().chain(&scattered[..200]).copied().collect();
+                let scattered: Vec<u32> =
+                    (0..300).map(|_| rng.random_range(0..np as u32)).collect();
+                let mixed: Vec<u32> = adjacent[..150]
+                    .iter()
+                    .chain(&scattered[..200])
+                    .copied()
+                    .collect();
                 for parent in [adjacent, scattered, mixed] {
                     let rows = parent.len();
-                    let tokens: Vec<u32> = (0..rows).map(|_| rng.random_range(0..v as u32)).collect();
+                    let tokens: Vec<u32> =
+                        (0..rows).map(|_| rng.random_range(0..v as u32)).collect();
                     let mut fused = LmState::zeros(0, 0);
                     let mut lp_fused = vec![0.0; rows * v];
                     lm.step_children(&parents, &parent, &tokens, &mut fused, &mut lp_fused);
@@ -803,7 +812,9 @@ mod tests {
                     }
                     // One more level from the fused children.
                     let grand: Vec<u32> = (0..rows as u32).flat_map(|p| [p; 3]).collect();
-                    let gt: Vec<u32> = (0..grand.len()).map(|_| rng.random_range(0..v as u32)).collect();
+                    let gt: Vec<u32> = (0..grand.len())
+                        .map(|_| rng.random_range(0..v as u32))
+                        .collect();
                     let mut g1 = LmState::zeros(0, 0);
                     let mut l1 = vec![0.0; grand.len() * v];
                     lm.step_children(&fused, &grand, &gt, &mut g1, &mut l1);
@@ -812,11 +823,13 @@ mod tests {
                     let mut l2 = vec![0.0; grand.len() * v];
                     lm.step(&mut g2, &gt, &mut l2);
                     for (a, b) in l1.iter().zip(&l2) {
-                        assert!((a - b).abs() < 5e-5, "{cfg:?}: grandchild log-prob {a} vs {b}");
+                        assert!(
+                            (a - b).abs() < 5e-5,
+                            "{cfg:?}: grandchild log-prob {a} vs {b}"
+                        );
                     }
                 }
             }
         }
     }
-
 }
