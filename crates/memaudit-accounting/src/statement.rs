@@ -25,6 +25,9 @@ pub struct StatementParams {
     pub batch_size: u64,
     /// Passes over the data (may be fractional).
     pub epochs: f64,
+    /// Poisson-sampled steps actually run, when a trainer knows them (it may round steps per
+    /// epoch up, ceil(N/B) per epoch); `None` uses TF Privacy's count ceil(epochs / q).
+    pub steps: Option<u64>,
     /// Noise standard deviation / clipping norm.
     pub noise_multiplier: f64,
     /// Target delta.
@@ -75,6 +78,9 @@ fn check_params(p: &StatementParams) -> Result<()> {
     }
     if !(p.epochs > 0.0 && p.epochs.is_finite()) {
         return Err(invalid("epochs", p.epochs, "must be a finite number > 0"));
+    }
+    if p.steps == Some(0) {
+        return Err(invalid("steps", 0.0, "must be at least 1"));
     }
     if !(p.noise_multiplier >= 0.0 && p.noise_multiplier.is_finite()) {
         return Err(invalid(
@@ -166,7 +172,7 @@ pub fn privacy_statement(params: &StatementParams) -> Result<PrivacyStatement> {
     } else {
         params.noise_multiplier
     };
-    let poisson_steps = (params.epochs / q).ceil() as u64;
+    let poisson_steps = params.steps.unwrap_or((params.epochs / q).ceil() as u64);
     let epoch_steps = params.epochs.ceil() as u64;
     let poisson = DpEvent::self_composed(
         DpEvent::poisson_sampled(q, DpEvent::gaussian(sigma)),
@@ -315,14 +321,14 @@ impl fmt::Display for PrivacyStatement {
         if p.delta >= inv_n {
             writeln!(
                 f,
-                "  - Warning: delta = {:e} is not below 1/N = {:e}; such a delta allows releasing a few examples \
+                "  - Warning: delta = {:e} is not below 1/N = {:.3e}; such a delta allows releasing a few examples \
                  outright. Use delta well below 1/N.",
                 p.delta, inv_n
             )?;
         } else {
             writeln!(
                 f,
-                "  - delta = {:e} is below 1/N = {:e}, as it should be.",
+                "  - delta = {:e} is below 1/N = {:.3e}, as it should be.",
                 p.delta, inv_n
             )?;
         }

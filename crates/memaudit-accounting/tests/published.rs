@@ -217,6 +217,7 @@ fn example_privacy_tests_rdp_and_pld() {
 #[test]
 fn privacy_statement_numbers() {
     let mut params = StatementParams {
+        steps: None,
         dataset_size: 10000,
         batch_size: 64,
         epochs: 5.0,

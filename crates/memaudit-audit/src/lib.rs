@@ -14,15 +14,22 @@
 //! - [`tracking`]: per-epoch exposure records as CSV/JSON.
 //! - [`testing`]: a deterministic n-gram mock LM with a planted sequence, for oracle tests.
 //!
+//! And Arpit et al., "A Closer Look at Memorization in Deep Networks" (ICML 2017), on the
+//! engine's MLPs: [`dynamics`] (noise data, training curves, easy/hard examples, unrolled
+//! loss-sensitivity and its Gini coefficient, critical samples by LASS, regulariser sweep).
+//!
 //! How it is computed, with tolerances: `docs/secret-sharer.md` in the repository.
 //!
-//! Dependencies: `memaudit-engine` (the `IncrementalLm` trait); `thiserror` (typed errors);
+//! Dependencies: `memaudit-engine` (the `IncrementalLm` trait; models, optimizers and input
+//! gradients for `dynamics`); `thiserror` (typed errors);
 //! `serde`/`serde_json` (manifest, records); `csv` (exposure tables); `rand`/`rand_chacha`
 //! (seeded, platform-independent draws); `rayon` (parallel subtrees and batches); `libm`
 //! (`erfc`, accurate in the tails, for Φ; no maintained crate has Owen's T or a skew-normal fit
-//! matching scipy, so those are here).
+//! matching scipy, so those are here); `rand_distr` (Ziggurat normals for randX data, LASS's
+//! Langevin noise and input-noise regularisation).
 
 pub mod canaries;
+pub mod dynamics;
 pub mod error;
 pub mod exposure;
 pub mod extraction;

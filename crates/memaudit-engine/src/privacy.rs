@@ -63,6 +63,7 @@ pub fn statement(
     n: u64,
     batch: u64,
     epochs: f64,
+    steps: Option<u64>,
     noise_multiplier: f64,
     delta: f64,
     kind: AccountantKind,
@@ -71,6 +72,7 @@ pub fn statement(
         dataset_size: n,
         batch_size: batch,
         epochs,
+        steps,
         noise_multiplier,
         delta,
         // memaudit clips every example on its own (microbatches of one).

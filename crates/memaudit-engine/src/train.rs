@@ -149,7 +149,7 @@ impl TrainConfig {
                 _ => {}
             }
             if let Some(m) = p.max_epsilon
-                && !(m > 0.0)
+                && (m.is_nan() || m <= 0.0)
             {
                 return Err(EngineError::Config(format!(
                     "--max-epsilon must be > 0, got {m}"

@@ -69,7 +69,7 @@ enum Command {
     /// Song et al.'s malicious training algorithms and their decoders.
     Attack(cmd::Stub),
     /// Arpit et al.'s memorization dynamics.
-    Dynamics(cmd::Stub),
+    Dynamics(cmd::dynamics::Args),
 }
 
 /// What every subcommand gets besides its own flags.
@@ -116,7 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         Command::Exposure(a) => cmd::exposure::run(&a, &ctx),
         Command::Extract(a) => cmd::extract::run(&a, &ctx),
         Command::Attack(a) => a.run("attack", &ctx),
-        Command::Dynamics(a) => a.run("dynamics", &ctx),
+        Command::Dynamics(a) => cmd::dynamics::run(&a, &ctx),
     }
 }
 

@@ -368,7 +368,7 @@ impl PrivacyArgs {
             )));
         }
         if let Some(m) = self.max_epsilon
-            && !(m > 0.0)
+            && (m.is_nan() || m <= 0.0)
         {
             return Err(user(format!("--max-epsilon must be > 0, got {m}")));
         }

@@ -8,6 +8,7 @@ pub mod bench_exposure;
 pub mod data;
 pub mod demo;
 pub mod dp_sweep;
+pub mod dynamics;
 pub mod epsilon;
 pub mod eval;
 pub mod exposure;

@@ -78,6 +78,7 @@ pub fn run(args: &Args, _ctx: &Ctx) -> anyhow::Result<Report> {
         StatementAccountant::Pld => AccountantKind::Pld,
     };
     let params = StatementParams {
+        steps: None,
         dataset_size: args.dataset_size,
         batch_size: args.batch_size,
         epochs: args.epochs,

@@ -135,11 +135,11 @@ pub fn flatten_for(model: &ModelConfig, prepared: Prepared) -> Prepared {
             let mut b = self.0.batch(idx);
             if let memaudit_engine::Value::Dense(t) = &mut b.input {
                 let n = t.shape[0];
-                let f = if n == 0 {
-                    t.shape[1..].iter().product()
-                } else {
-                    t.data.len() / n
-                };
+                let f = t
+                    .data
+                    .len()
+                    .checked_div(n)
+                    .unwrap_or_else(|| t.shape[1..].iter().product());
                 t.shape = vec![n, f];
             }
             b
@@ -200,6 +200,7 @@ pub fn statement_text(
     cfg: &TrainConfig,
     n: usize,
     epochs_done: f64,
+    steps_done: u64,
 ) -> Result<Option<(String, Value)>> {
     let Some(p) = &cfg.privacy else {
         return Ok(None);
@@ -208,6 +209,7 @@ pub fn statement_text(
         n as u64,
         cfg.batch_size as u64,
         epochs_done,
+        Some(steps_done),
         p.noise_multiplier,
         p.delta,
         p.accountant,
@@ -225,13 +227,16 @@ pub fn statement_text(
     Ok(Some((text, st.1)))
 }
 
+/// A per-epoch hook: sees the epoch's numbers, the model and its parameters.
+pub type EpochHook<'a> =
+    Box<dyn FnMut(&EpochInfo, &Model, &[f32]) -> memaudit_engine::Result<()> + 'a>;
+
 /// Progress, metrics.csv and per-epoch lines, plus an optional extra per-epoch hook.
 pub struct CliObserver<'a> {
     pub progress: Progress,
     pub metrics: MetricsCsv,
     pub epochs: Vec<EpochInfo>,
-    pub extra:
-        Option<Box<dyn FnMut(&EpochInfo, &Model, &[f32]) -> memaudit_engine::Result<()> + 'a>>,
+    pub extra: Option<EpochHook<'a>>,
     pub total_steps: u64,
 }
 
@@ -440,7 +445,7 @@ pub fn train_with_report<'a>(
     trainer: &mut Trainer,
     prepared: &Prepared,
     n: usize,
-    extra: Option<Box<dyn FnMut(&EpochInfo, &Model, &[f32]) -> memaudit_engine::Result<()> + 'a>>,
+    extra: Option<EpochHook<'a>>,
     title: &str,
 ) -> Result<TrainOutcome> {
     train_with_report_hooks(
@@ -458,10 +463,6 @@ pub fn train_with_report<'a>(
         title,
     )
 }
-
-/// A per-epoch hook (e.g. exposure after every epoch).
-pub type EpochHook<'a> =
-    Box<dyn FnMut(&EpochInfo, &Model, &[f32]) -> memaudit_engine::Result<()> + 'a>;
 
 /// A per-step hook (e.g. exposure every N steps).
 pub type StepHook<'a> =
@@ -548,7 +549,7 @@ pub fn train_with_report_hooks<'a>(
         ));
     }
     let epochs_done = trainer.step as f64 / steps_per_epoch.max(1) as f64;
-    let statement = statement_text(&cfg, n, epochs_done)?;
+    let statement = statement_text(&cfg, n, epochs_done, trainer.step)?;
     let eps = trainer.epsilon()?;
     let last = obs.epochs.last().cloned();
     let summary = json!({
