@@ -62,6 +62,9 @@ pub struct ExtractedCandidate {
     pub index: u128,
     /// Log-perplexity of the scored part, bits.
     pub log_perplexity: f64,
+    /// Expansions done when it was emitted: the search's cost of finding it (a search that
+    /// stops at this candidate reports the same number, since the order is deterministic).
+    pub expansions: u64,
 }
 
 /// Why the search ended.
@@ -269,6 +272,7 @@ pub fn extract<L: IncrementalLm + ?Sized>(
             out.candidates.push(ExtractedCandidate {
                 index: top.index as u128,
                 log_perplexity: top.cost,
+                expansions: out.expansions,
             });
             if opts.target == Some(top.index as u128) {
                 out.target_position = Some(out.candidates.len() as u64);

@@ -451,26 +451,20 @@ impl<'a, L: IncrementalLm + ?Sized> Scorer<'a, L> {
         }
     }
 
-    /// Gather the parents' states into `next` and step them with `next.tokens`. (A fused
-    /// "step the children of these parents" in `IncrementalLm` would let an LSTM compute the
-    /// recurrent products W_hh h once per parent instead of once per child; see the docs.)
+    /// Step the children in `next` (parents in `cur`) with one `step_children` call: the LM
+    /// computes what depends only on a parent's state once per parent (the fused recurrent
+    /// products of `memaudit-engine`'s LSTM/GRU), not once per child.
     fn step_level(&self, cur: &Level, next: &mut Level, stats: &mut WalkStats) {
-        let width = cur.state.width;
         let rows = next.tokens.len();
-        next.state.width = width;
-        next.state.rows = rows;
-        next.state.data.clear();
-        next.state.data.reserve(rows * width);
-        for &p in &next.parent {
-            let p = p as usize;
-            next.state
-                .data
-                .extend_from_slice(&cur.state.data[p * width..(p + 1) * width]);
-        }
         next.log_probs.resize(rows * self.lm.vocab_size(), 0.0);
+        self.lm.step_children(
+            &cur.state,
+            &next.parent,
+            &next.tokens,
+            &mut next.state,
+            &mut next.log_probs,
+        );
         if rows > 0 {
-            self.lm
-                .step(&mut next.state, &next.tokens, &mut next.log_probs);
             stats.lm_calls += 1;
             stats.lm_rows += rows as u64;
         }

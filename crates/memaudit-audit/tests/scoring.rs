@@ -169,3 +169,63 @@ fn never_inserted_canaries_have_chance_exposure() {
         "mean exposure {mean}"
     );
 }
+
+/// The engine's LSTM and GRU LMs, whose trie walk goes through the fused `step_children`
+/// (parent products once per parent): every candidate's walk score agrees with scoring it as
+/// its own sequence (plain `step`) to 1e-3 bits (f32 arithmetic in two summation orders over 5
+/// tokens; observed differences are ~1e-5), and the streaming exact ranks agree with sorting
+/// the walk's own scores.
+#[test]
+fn engine_lm_walk_agrees_with_per_candidate_scoring() {
+    use rand::SeedableRng;
+    let tpl = tokenized("pin {digits:4}");
+    let v = common::VOCAB.chars().count();
+    for cfg in [
+        memaudit_engine::ModelConfig::LstmLm {
+            vocab: v,
+            embed: 8,
+            hidden: 24,
+            layers: 2,
+            dropout: 0.0,
+        },
+        memaudit_engine::ModelConfig::GruLm {
+            vocab: v,
+            embed: 8,
+            hidden: 24,
+            layers: 2,
+            dropout: 0.0,
+        },
+    ] {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        // Scaled-up random weights make the distributions far from uniform.
+        let params: Vec<f32> = cfg
+            .build()
+            .unwrap()
+            .init_params(&mut rng)
+            .iter()
+            .map(|w| 4.0 * w)
+            .collect();
+        let lm = cfg.incremental_lm(&params).unwrap();
+        let scorer = Scorer::new(lm.as_ref(), &tpl, opts(512, 1)).unwrap();
+        let all = scorer.all_scores(1_000_000).unwrap();
+        let every: Vec<u128> = (0..10_000).collect();
+        let single = scorer.log_perplexities(&every).unwrap();
+        let worst = all
+            .scores
+            .iter()
+            .zip(&single)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-3, "{cfg:?}: {worst}");
+        let spread = single.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+            - single.iter().cloned().fold(f64::INFINITY, f64::min);
+        assert!(spread > 5.0, "weights too flat for a meaningful test: {spread}");
+        let secrets: Vec<u128> = (0..10_000).step_by(499).collect();
+        let ranks = scorer.exact_ranks(&secrets, 1_000_000).unwrap();
+        let sorted = ranks_from_scores(&all.scores, &secrets).unwrap();
+        for (r, s) in ranks.ranks.iter().zip(&sorted) {
+            // Only a near-tie within the 1e-3-bit disagreement could move a rank.
+            assert!((r.rank as i128 - *s as i128).abs() <= 2, "{r:?} vs {s}");
+        }
+    }
+}

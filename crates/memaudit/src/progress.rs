@@ -46,12 +46,6 @@ impl Progress {
         }
     }
 
-    pub fn set_message(&mut self, msg: &str) {
-        if let Some(b) = &self.bar {
-            b.set_message(format!("{} {msg}", self.label));
-        }
-    }
-
     pub fn set(&mut self, pos: u64, note: &str) {
         self.pos = pos;
         if let Some(b) = &self.bar {

@@ -439,6 +439,155 @@ impl RecurrentLm {
         );
         rnn::log_softmax_rows(log_probs, v);
     }
+
+    /// The output projection and log-softmax of a block (`state` `[n, width]`).
+    fn output_block(&self, state: &[f32], n: usize, log_probs: &mut [f32]) {
+        let (h, l, v) = (self.hidden, self.layers, self.vocab);
+        for row in log_probs.chunks_exact_mut(v) {
+            row.copy_from_slice(&self.out_b);
+        }
+        compute::sgemm_serial(
+            MatMut::row_major(log_probs, n, v),
+            1.0,
+            state_view(state, n, self.state_width(), (l - 1) * h, h),
+            MatRef::row_major(&self.out_w, v, h).t(),
+            1.0,
+        );
+        rnn::log_softmax_rows(log_probs, v);
+    }
+
+    /// `W_hh` of layer `k` as the `B` operand of `x W_hh^T` (`[H, G H]`). LSTM layers >= 1 keep
+    /// it as the right half of `[W_ih | W_hh]`.
+    fn w_hh_t(&self, k: usize) -> MatRef<'_> {
+        let (h, gh) = (self.hidden, self.cell.gates() * self.hidden);
+        let w = &self.steps[k].w_rec;
+        match (self.cell, k) {
+            (Cell::Lstm, k) if k > 0 => MatRef::new(&w[h..], gh, h, 2 * h, 1).t(),
+            _ => MatRef::row_major(w, gh, h).t(),
+        }
+    }
+
+    /// `W_ih` of layer `k >= 1` as the `B` operand of `x W_ih^T` (`[H, G H]`).
+    fn w_ih_t(&self, k: usize) -> MatRef<'_> {
+        let (h, gh) = (self.hidden, self.cell.gates() * self.hidden);
+        match self.cell {
+            Cell::Lstm => MatRef::new(&self.steps[k].w_rec, gh, h, 2 * h, 1).t(),
+            Cell::Gru => MatRef::row_major(&self.steps[k].w_ih, gh, h).t(),
+        }
+    }
+
+    /// One block of `step_children`: `state` (`[n, width]`) already holds each child's parent
+    /// row; `slot[i]` is child i's index in `parent_rows` (`[P, width]`, the distinct parents of
+    /// the block). Per layer, the parent part of the pre-activation (`W_hh h_parent`, plus the
+    /// recurrent bias) is one `[P, H] x [H, G H]` GEMM; each child adds its input part (the token
+    /// table at layer 0, `W_ih h_{k-1}` of the child above it) and runs the cell in place.
+    #[allow(clippy::too_many_arguments)]
+    fn step_children_block(
+        &self,
+        parent_rows: &[f32],
+        slot: &[u32],
+        state: &mut [f32],
+        tokens: &[u32],
+        log_probs: &mut [f32],
+        scratch: &mut ChildScratch,
+    ) {
+        let (h, l) = (self.hidden, self.layers);
+        let gh = self.cell.gates() * h;
+        let width = self.state_width();
+        let n = tokens.len();
+        let p = parent_rows.len() / width;
+        let serial = compute::sgemm_serial;
+        scratch.shared.resize(p * gh, 0.0);
+        scratch.pre.resize(n * gh, 0.0);
+        for k in 0..l {
+            let shared = &mut scratch.shared[..p * gh];
+            // Parent part, once per parent.
+            match (self.cell, k) {
+                (Cell::Lstm, 0) => shared.fill(0.0),
+                (Cell::Lstm, _) => {
+                    for row in shared.chunks_exact_mut(gh) {
+                        row.copy_from_slice(&self.steps[k].b_x);
+                    }
+                }
+                (Cell::Gru, _) => {
+                    for row in shared.chunks_exact_mut(gh) {
+                        row.copy_from_slice(&self.steps[k].b_h);
+                    }
+                }
+            }
+            serial(
+                MatMut::row_major(shared, p, gh),
+                1.0,
+                state_view(parent_rows, p, width, k * h, h),
+                self.w_hh_t(k),
+                1.0,
+            );
+            let pre = &mut scratch.pre[..n * gh];
+            match self.cell {
+                Cell::Lstm => {
+                    if k == 0 {
+                        self.layer0_input(tokens, pre, &mut scratch.x);
+                        for (row, &s) in pre.chunks_exact_mut(gh).zip(slot) {
+                            let s = s as usize;
+                            for (a, b) in row.iter_mut().zip(&shared[s * gh..(s + 1) * gh]) {
+                                *a += b;
+                            }
+                        }
+                    } else {
+                        for (row, &s) in pre.chunks_exact_mut(gh).zip(slot) {
+                            let s = s as usize;
+                            row.copy_from_slice(&shared[s * gh..(s + 1) * gh]);
+                        }
+                        serial(
+                            MatMut::row_major(pre, n, gh),
+                            1.0,
+                            state_view(state, n, width, (k - 1) * h, h),
+                            self.w_ih_t(k),
+                            1.0,
+                        );
+                    }
+                    rnn::lstm_step_rows(pre, state, width, k * h, (l + k) * h, h);
+                }
+                Cell::Gru => {
+                    // gx: the child's input part; gh: the parent's, expanded per child.
+                    if k == 0 {
+                        self.layer0_input(tokens, pre, &mut scratch.x);
+                    } else {
+                        for row in pre.chunks_exact_mut(gh) {
+                            row.copy_from_slice(&self.steps[k].b_x);
+                        }
+                        serial(
+                            MatMut::row_major(pre, n, gh),
+                            1.0,
+                            state_view(state, n, width, (k - 1) * h, h),
+                            self.w_ih_t(k),
+                            1.0,
+                        );
+                    }
+                    scratch.expanded.resize(n * gh, 0.0);
+                    let expanded = &mut scratch.expanded[..n * gh];
+                    for (row, &s) in expanded.chunks_exact_mut(gh).zip(slot) {
+                        let s = s as usize;
+                        row.copy_from_slice(&shared[s * gh..(s + 1) * gh]);
+                    }
+                    rnn::gru_step_rows(pre, expanded, state, width, k * h, h);
+                }
+            }
+        }
+        self.output_block(state, n, log_probs);
+    }
+}
+
+/// Per-thread buffers of `step_children`.
+#[derive(Default)]
+struct ChildScratch {
+    /// Distinct parents' rows of the block.
+    parents: Vec<f32>,
+    slot: Vec<u32>,
+    shared: Vec<f32>,
+    pre: Vec<f32>,
+    expanded: Vec<f32>,
+    x: Vec<f32>,
 }
 
 impl IncrementalLm for RecurrentLm {
@@ -480,6 +629,72 @@ impl IncrementalLm for RecurrentLm {
                 || (Vec::new(), Vec::new()),
                 |scratch, ((s, t), lp)| self.step_block(s, t, lp, scratch),
             );
+    }
+
+    /// Fused: the parents' recurrent products are computed once per distinct parent of a block
+    /// (see `step_children_block`), the children's input products once per child. For the 2x200
+    /// LSTM with 10 children per parent this is ~2.4x fewer multiply-adds than `step`.
+    ///
+    /// # Panics
+    /// As `step`, and if a parent index is out of range.
+    fn step_children(
+        &self,
+        parents: &LmState,
+        parent: &[u32],
+        tokens: &[u32],
+        out: &mut LmState,
+        log_probs: &mut [f32],
+    ) {
+        let (width, v) = (self.state_width(), self.vocab);
+        let rows = parent.len();
+        assert_eq!(
+            parents.width, width,
+            "LmState width does not match the model"
+        );
+        assert_eq!(tokens.len(), rows, "one token per child");
+        assert_eq!(log_probs.len(), rows * v, "log_probs must be [rows, vocab]");
+        if let Some(t) = tokens.iter().find(|&&t| t as usize >= v) {
+            panic!("token {t} is outside the vocabulary of {v}");
+        }
+        if let Some(p) = parent.iter().find(|&&p| p as usize >= parents.rows) {
+            panic!("parent {p} is outside the {} parent rows", parents.rows);
+        }
+        crate::lm::gather_rows(parents, parent, out);
+        if rows == 0 {
+            return;
+        }
+        let threads = rayon::current_num_threads().max(1);
+        let block = rows.div_ceil(4 * threads).clamp(32, STEP_BLOCK_ROWS);
+        out.data
+            .par_chunks_mut(block * width)
+            .zip(tokens.par_chunks(block))
+            .zip(parent.par_chunks(block))
+            .zip(log_probs.par_chunks_mut(block * v))
+            .for_each_init(ChildScratch::default, |sc, (((s, t), par), lp)| {
+                // Distinct adjacent parents of the block, and each child's slot among them.
+                sc.parents.clear();
+                sc.slot.clear();
+                let mut last = u32::MAX;
+                for &p in par {
+                    if p != last {
+                        sc.parents.extend_from_slice(parents.row(p as usize));
+                        last = p;
+                    }
+                    sc.slot.push((sc.parents.len() / width - 1) as u32);
+                }
+                let parent_rows = std::mem::take(&mut sc.parents);
+                let slot = std::mem::take(&mut sc.slot);
+                if parent_rows.len() / width * 2 > par.len() {
+                    // Little sharing: the plain step (one GEMM per layer) is cheaper.
+                    let mut bufs = (std::mem::take(&mut sc.pre), std::mem::take(&mut sc.x));
+                    self.step_block(s, t, lp, &mut bufs);
+                    (sc.pre, sc.x) = bufs;
+                } else {
+                    self.step_children_block(&parent_rows, &slot, s, t, lp, sc);
+                }
+                sc.parents = parent_rows;
+                sc.slot = slot;
+            });
     }
 }
 
@@ -529,6 +744,90 @@ mod tests {
                 proj.step(&mut s2, &tok, &mut l2);
                 for (a, b) in l1.iter().zip(&l2) {
                     assert!((a - b).abs() < 1e-5, "{cell:?}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    /// The fused `step_children` equals gathering the parents and calling `step` (to f32
+    /// rounding of another summation order), for both cells and 1-3 layers, with children of a
+    /// parent adjacent (the fused path), scattered (the plain fallback inside a block) and a mix
+    /// across blocks; the state after a second fused step agrees too.
+    #[test]
+    fn step_children_matches_gather_then_step() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for layers in 1..=3 {
+            for cfg in [
+                ModelConfig::LstmLm {
+                    vocab: 13,
+                    embed: 6,
+                    hidden: 9,
+                    layers,
+                    dropout: 0.0,
+                },
+                ModelConfig::GruLm {
+                    vocab: 13,
+                    embed: 6,
+                    hidden: 9,
+                    layers,
+                    dropout: 0.0,
+                },
+            ] {
+                let params = cfg.build().unwrap().init_params(&mut rng);
+                let lm = cfg.incremental_lm(&params).unwrap();
+                let v = lm.vocab_size();
+                // Parents with a non-trivial state: a few random steps from the initial state.
+                let np = 37;
+                let mut parents = lm.initial_state(np);
+                let mut lp = vec![0.0; np * v];
+                for _ in 0..3 {
+                    let t: Vec<u32> = (0..np).map(|_| rng.random_range(0..v as u32)).collect();
+                    lm.step(&mut parents, &t, &mut lp);
+                }
+                let adjacent: Vec<u32> = (0..np as u32).flat_map(|p| [p; 10]).collect();
+                let scattered: Vec<u32> =
+                    (0..300).map(|_| rng.random_range(0..np as u32)).collect();
+                let mixed: Vec<u32> = adjacent[..150]
+                    .iter()
+                    .chain(&scattered[..200])
+                    .copied()
+                    .collect();
+                for parent in [adjacent, scattered, mixed] {
+                    let rows = parent.len();
+                    let tokens: Vec<u32> =
+                        (0..rows).map(|_| rng.random_range(0..v as u32)).collect();
+                    let mut fused = LmState::zeros(0, 0);
+                    let mut lp_fused = vec![0.0; rows * v];
+                    lm.step_children(&parents, &parent, &tokens, &mut fused, &mut lp_fused);
+                    let idx: Vec<usize> = parent.iter().map(|&p| p as usize).collect();
+                    let mut plain = parents.gather(&idx);
+                    let mut lp_plain = vec![0.0; rows * v];
+                    lm.step(&mut plain, &tokens, &mut lp_plain);
+                    assert_eq!((fused.rows, fused.width), (plain.rows, plain.width));
+                    for (a, b) in lp_fused.iter().zip(&lp_plain) {
+                        assert!((a - b).abs() < 2e-5, "{cfg:?}: log-prob {a} vs {b}");
+                    }
+                    for (a, b) in fused.data.iter().zip(&plain.data) {
+                        assert!((a - b).abs() < 2e-5, "{cfg:?}: state {a} vs {b}");
+                    }
+                    // One more level from the fused children.
+                    let grand: Vec<u32> = (0..rows as u32).flat_map(|p| [p; 3]).collect();
+                    let gt: Vec<u32> = (0..grand.len())
+                        .map(|_| rng.random_range(0..v as u32))
+                        .collect();
+                    let mut g1 = LmState::zeros(0, 0);
+                    let mut l1 = vec![0.0; grand.len() * v];
+                    lm.step_children(&fused, &grand, &gt, &mut g1, &mut l1);
+                    let gi: Vec<usize> = grand.iter().map(|&p| p as usize).collect();
+                    let mut g2 = plain.gather(&gi);
+                    let mut l2 = vec![0.0; grand.len() * v];
+                    lm.step(&mut g2, &gt, &mut l2);
+                    for (a, b) in l1.iter().zip(&l2) {
+                        assert!(
+                            (a - b).abs() < 5e-5,
+                            "{cfg:?}: grandchild log-prob {a} vs {b}"
+                        );
+                    }
                 }
             }
         }

@@ -22,7 +22,7 @@ pub enum What {
     /// Accountant speed (RDP and PLD epsilon).
     Accounting(super::bench_accounting::Args),
     /// Exact exposure over 10^6 candidates by the trie walk.
-    Exposure(super::Stub),
+    Exposure(super::bench_exposure::Args),
 }
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
@@ -30,6 +30,6 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         What::Engine(a) => super::bench_engine::run_shapes(a, ctx, "bench engine"),
         What::Dp(a) => super::bench_engine::run_shapes(a, ctx, "bench dp"),
         What::Accounting(a) => super::bench_accounting::run(a, ctx),
-        What::Exposure(a) => a.run("bench exposure", ctx),
+        What::Exposure(a) => super::bench_exposure::run(a, ctx),
     }
 }

@@ -5,7 +5,7 @@ use memaudit_data::Tokenizer;
 use memaudit_engine::privacy;
 use memaudit_engine::sampler::SamplingMode;
 use memaudit_engine::train::{
-    Dataset, EpochInfo, PrivacyConfig, StopReason, TrainConfig, TrainObserver, Trainer,
+    Dataset, EpochInfo, PrivacyConfig, StepInfo, StopReason, TrainConfig, TrainObserver, Trainer,
 };
 use memaudit_engine::{Model, ModelConfig};
 use serde_json::{Value, json};
@@ -237,7 +237,6 @@ pub struct CliObserver<'a> {
     pub metrics: MetricsCsv,
     pub epochs: Vec<EpochInfo>,
     pub extra: Option<EpochHook<'a>>,
-    pub total_steps: u64,
 }
 
 pub const METRIC_COLUMNS: [&str; 11] = [
@@ -433,7 +432,6 @@ pub struct TrainOutcome {
     pub report: Report,
     pub epochs: Vec<EpochInfo>,
     pub html: report::Report,
-    pub stop: StopReason,
     pub summary: Value,
 }
 
@@ -448,18 +446,81 @@ pub fn train_with_report<'a>(
     extra: Option<EpochHook<'a>>,
     title: &str,
 ) -> Result<TrainOutcome> {
+    train_with_report_hooks(
+        ctx,
+        rd,
+        trainer,
+        prepared,
+        n,
+        TrainHooks {
+            epoch: extra,
+            step: None,
+            write_html: true,
+            finish_run: true,
+        },
+        title,
+    )
+}
+
+/// A per-step hook (e.g. exposure every N steps).
+pub type StepHook<'a> =
+    Box<dyn FnMut(&StepInfo, &Model, &[f32]) -> memaudit_engine::Result<()> + 'a>;
+
+/// What `train_with_report_hooks` does besides training.
+pub struct TrainHooks<'a> {
+    /// Runs after each epoch (after the metrics line).
+    pub epoch: Option<EpochHook<'a>>,
+    /// Runs after each optimizer step.
+    pub step: Option<StepHook<'a>>,
+    /// Write report.html (a caller that combines several runs into one report turns it off).
+    pub write_html: bool,
+    /// Mark run.json completed (a caller with more work after training marks it itself).
+    pub finish_run: bool,
+}
+
+/// `CliObserver` plus a per-step hook.
+struct HookedObserver<'a> {
+    inner: CliObserver<'a>,
+    step: Option<StepHook<'a>>,
+}
+
+impl TrainObserver for HookedObserver<'_> {
+    fn on_step(&mut self, info: &StepInfo, m: &Model, p: &[f32]) -> memaudit_engine::Result<()> {
+        self.inner.on_step(info, m, p)?;
+        match self.step.as_mut() {
+            Some(h) => h(info, m, p),
+            None => Ok(()),
+        }
+    }
+    fn on_epoch(&mut self, e: &EpochInfo, m: &Model, p: &[f32]) -> memaudit_engine::Result<()> {
+        self.inner.on_epoch(e, m, p)
+    }
+}
+
+/// `train_with_report` with a per-step hook and control over what is written.
+pub fn train_with_report_hooks<'a>(
+    ctx: &Ctx,
+    rd: &mut RunDir,
+    trainer: &mut Trainer,
+    prepared: &Prepared,
+    n: usize,
+    hooks: TrainHooks<'a>,
+    title: &str,
+) -> Result<TrainOutcome> {
     let cfg = trainer.config.clone();
     let steps_per_epoch = match cfg.sampling {
         SamplingMode::Poisson => n.div_ceil(cfg.batch_size),
         SamplingMode::Shuffle => n / cfg.batch_size,
     } as u64;
     let total = steps_per_epoch * cfg.epochs as u64;
-    let mut obs = CliObserver {
-        progress: Progress::new("train", total, ctx.quiet || ctx.json),
-        metrics: MetricsCsv::open(&rd.file("metrics.csv"), &METRIC_COLUMNS, rd.resuming)?,
-        epochs: Vec::new(),
-        extra,
-        total_steps: total,
+    let mut hooked = HookedObserver {
+        inner: CliObserver {
+            progress: Progress::new("train", total, ctx.quiet || ctx.json),
+            metrics: MetricsCsv::open(&rd.file("metrics.csv"), &METRIC_COLUMNS, rd.resuming)?,
+            epochs: Vec::new(),
+            extra: hooks.epoch,
+        },
+        step: hooks.step,
     };
     if let Some(from) = &trainer.resumed_from {
         ctx.note(format!(
@@ -470,8 +531,13 @@ pub fn train_with_report<'a>(
         ));
     }
     let stop = trainer
-        .run(prepared.train.as_ref(), prepared.valid.as_deref(), &mut obs)
+        .run(
+            prepared.train.as_ref(),
+            prepared.valid.as_deref(),
+            &mut hooked,
+        )
         .map_err(|e| user(e.to_string()))?;
+    let obs = hooked.inner;
     obs.progress.finish();
     if stop == StopReason::PrivacyBudget {
         ctx.note(format!(
@@ -545,9 +611,13 @@ pub fn train_with_report<'a>(
     }
     html.heading("Configuration");
     html.pre(&serde_json::to_string_pretty(&cfg)?);
-    html.write(&rd.file("report.html"))?;
+    if hooks.write_html {
+        html.write(&rd.file("report.html"))?;
+    }
     rd.set("results", summary.clone())?;
-    rd.finish("completed")?;
+    if hooks.finish_run {
+        rd.finish("completed")?;
+    }
     let mut text = format!(
         "trained {} on {} for {} epochs ({} steps)",
         model_name(&cfg.model),
@@ -575,7 +645,6 @@ pub fn train_with_report<'a>(
         report: Report::new(text, summary.clone()),
         epochs: obs.epochs,
         html,
-        stop,
         summary,
     })
 }
