@@ -109,7 +109,12 @@ fn extraction_top_candidates_on_a_larger_space() {
             },
         )
         .unwrap();
-        assert!(joint.candidates.windows(2).all(|w| w[0].expansions <= w[1].expansions));
+        assert!(
+            joint
+                .candidates
+                .windows(2)
+                .all(|w| w[0].expansions <= w[1].expansions)
+        );
         for c in joint.candidates.iter().step_by(7) {
             let alone = extract(
                 &scorer,
@@ -181,6 +186,9 @@ fn budget_and_beam() {
     // with a wide beam the top of the list is still found
     assert_eq!(
         (beam.candidates[0].index, beam.candidates[0].log_perplexity),
-        (exact.candidates[0].index, exact.candidates[0].log_perplexity)
+        (
+            exact.candidates[0].index,
+            exact.candidates[0].log_perplexity
+        )
     );
 }

@@ -219,7 +219,10 @@ fn engine_lm_walk_agrees_with_per_candidate_scoring() {
         assert!(worst < 1e-3, "{cfg:?}: {worst}");
         let spread = single.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
             - single.iter().cloned().fold(f64::INFINITY, f64::min);
-        assert!(spread > 5.0, "weights too flat for a meaningful test: {spread}");
+        assert!(
+            spread > 5.0,
+            "weights too flat for a meaningful test: {spread}"
+        );
         let secrets: Vec<u128> = (0..10_000).step_by(499).collect();
         let ranks = scorer.exact_ranks(&secrets, 1_000_000).unwrap();
         let sorted = ranks_from_scores(&all.scores, &secrets).unwrap();

@@ -22,8 +22,8 @@ fn kneser_ney_trigram_nats(train: &[u32], valid: &[u32], vocab: usize, d: f64) -
     for w in train.windows(2) {
         *c2.entry((w[0], w[1])).or_default() += 1.0;
     }
-    let (mut ctx2, mut types2): (HashMap<(u32, u32), f64>, HashMap<(u32, u32), f64>) =
-        Default::default();
+    let mut ctx2: HashMap<(u32, u32), f64> = HashMap::new();
+    let mut types2: HashMap<(u32, u32), f64> = HashMap::new();
     for (&(a, b, _), &n) in &c3 {
         *ctx2.entry((a, b)).or_default() += n;
         *types2.entry((a, b)).or_default() += 1.0;

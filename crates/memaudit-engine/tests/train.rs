@@ -251,7 +251,12 @@ fn private_config(dim: usize, max_epsilon: Option<f64>) -> TrainConfig {
     use memaudit_engine::train::{ClipConfig, PrivacyConfig};
     TrainConfig {
         model: mlp(dim, 16),
-        optimizer: OptimizerConfig::Sgd { lr: 0.2, momentum: 0.0, nesterov: false, weight_decay: 0.0 },
+        optimizer: OptimizerConfig::Sgd {
+            lr: 0.2,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        },
         schedule: Schedule::Constant,
         epochs: 2,
         batch_size: 50,
@@ -274,7 +279,13 @@ fn private_run_learns_reports_epsilon_and_a_resumed_run_continues_the_accounting
     use memaudit_engine::privacy::{AccountantKind, epsilon};
     let (train, test) = (Blobs::new(1000, 10, 1), Blobs::new(500, 10, 2));
     let dir = tempfile::tempdir().unwrap();
-    let mut t = Trainer::new(private_config(10, None), train.len(), Some(dir.path()), false).unwrap();
+    let mut t = Trainer::new(
+        private_config(10, None),
+        train.len(),
+        Some(dir.path()),
+        false,
+    )
+    .unwrap();
     t.run(&train, None, &mut Silent).unwrap();
     assert!(t.evaluate(&test).unwrap().accuracy > 0.9);
     // 2 epochs of ceil(1000 / 50) = 20 Poisson steps each, q = 0.05.
@@ -288,14 +299,22 @@ fn private_run_learns_reports_epsilon_and_a_resumed_run_continues_the_accounting
     assert_eq!(r.private_steps(), 40);
     r.run(&train, None, &mut Silent).unwrap();
     assert_eq!(r.private_steps(), 60);
-    assert!((r.epsilon().unwrap().unwrap() - epsilon(0.05, 1.0, 60, 1e-5, AccountantKind::Rdp).unwrap()).abs() < 1e-12);
+    assert!(
+        (r.epsilon().unwrap().unwrap()
+            - epsilon(0.05, 1.0, 60, 1e-5, AccountantKind::Rdp).unwrap())
+        .abs()
+            < 1e-12
+    );
     // Different privacy parameters are refused on resume.
     let mut other = private_config(10, None);
     other.epochs = 4;
     if let Some(p) = other.privacy.as_mut() {
         p.noise_multiplier = 2.0;
     }
-    let err = Trainer::new(other, train.len(), Some(dir.path()), true).err().expect("must refuse").to_string();
+    let err = Trainer::new(other, train.len(), Some(dir.path()), true)
+        .err()
+        .expect("must refuse")
+        .to_string();
     assert!(err.contains("privacy parameters"), "{err}");
 }
 
@@ -333,17 +352,46 @@ fn physical_chunks_give_the_same_clipped_sum_as_one_batch() {
     let idx: Vec<usize> = (0..64).collect();
     let clip = Clipping::Flat(0.5);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let whole = model.gradients(&params, &data.batch(&idx), GradRequest { clipping: Some(&clip), input_grad: false, train: false, rng: &mut rng }).unwrap();
+    let whole = model
+        .gradients(
+            &params,
+            &data.batch(&idx),
+            GradRequest {
+                clipping: Some(&clip),
+                input_grad: false,
+                train: false,
+                rng: &mut rng,
+            },
+        )
+        .unwrap();
     let mut summed = vec![0.0f32; params.len()];
     for c in idx.chunks(9) {
-        let out = model.gradients(&params, &data.batch(c), GradRequest { clipping: Some(&clip), input_grad: false, train: false, rng: &mut rng }).unwrap();
+        let out = model
+            .gradients(
+                &params,
+                &data.batch(c),
+                GradRequest {
+                    clipping: Some(&clip),
+                    input_grad: false,
+                    train: false,
+                    rng: &mut rng,
+                },
+            )
+            .unwrap();
         for (s, g) in summed.iter_mut().zip(&out.grad) {
             *s += g;
         }
     }
     let scale = whole.grad.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let diff = whole.grad.iter().zip(&summed).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(diff <= 1e-5 * scale, "chunked sum differs by {diff} (scale {scale})");
+    let diff = whole
+        .grad
+        .iter()
+        .zip(&summed)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff <= 1e-5 * scale,
+        "chunked sum differs by {diff} (scale {scale})"
+    );
 }
 
 /// Per-layer clipping: each layer group is clipped to its own bound; the sum equals the batch-1
@@ -357,16 +405,46 @@ fn per_group_clipping_matches_its_oracle() {
     let idx: Vec<usize> = (0..24).collect();
     let batch = data.batch(&idx);
     let bounds = vec![0.3f32, 0.05];
-    let clip = Clipping::PerGroup { bounds: bounds.clone(), group_of_layer: vec![0, 0, 1] };
+    let clip = Clipping::PerGroup {
+        bounds: bounds.clone(),
+        group_of_layer: vec![0, 0, 1],
+    };
     assert!((clip.sensitivity() - (0.3f64.powi(2) + 0.05f64.powi(2)).sqrt()).abs() < 1e-7);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let fast = model.gradients(&params, &batch, GradRequest { clipping: Some(&clip), input_grad: false, train: false, rng: &mut rng }).unwrap();
+    let fast = model
+        .gradients(
+            &params,
+            &batch,
+            GradRequest {
+                clipping: Some(&clip),
+                input_grad: false,
+                train: false,
+                rng: &mut rng,
+            },
+        )
+        .unwrap();
     let ranges = [model.param_range(0), model.param_range(2)];
     let mut want = vec![0.0f64; params.len()];
     for i in 0..24 {
-        let g = model.gradients(&params, &batch.select(&[i]), GradRequest { clipping: None, input_grad: false, train: false, rng: &mut rng }).unwrap().grad;
+        let g = model
+            .gradients(
+                &params,
+                &batch.select(&[i]),
+                GradRequest {
+                    clipping: None,
+                    input_grad: false,
+                    train: false,
+                    rng: &mut rng,
+                },
+            )
+            .unwrap()
+            .grad;
         for (r, &c) in ranges.iter().zip(&bounds) {
-            let norm = g[r.clone()].iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+            let norm = g[r.clone()]
+                .iter()
+                .map(|v| (*v as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
             let f = (c as f64 / norm).min(1.0);
             for k in r.clone() {
                 want[k] += f * g[k] as f64;
@@ -374,8 +452,15 @@ fn per_group_clipping_matches_its_oracle() {
         }
     }
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let diff = fast.grad.iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
-    assert!(diff <= 1e-5 * scale, "per-group clipped sum differs by {diff} (scale {scale})");
+    let diff = fast
+        .grad
+        .iter()
+        .zip(&want)
+        .fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
+    assert!(
+        diff <= 1e-5 * scale,
+        "per-group clipped sum differs by {diff} (scale {scale})"
+    );
     let gn = fast.group_norms.unwrap();
     assert_eq!(gn.len(), 2);
 }

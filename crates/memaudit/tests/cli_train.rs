@@ -5,13 +5,33 @@ use std::path::Path;
 use std::process::Command;
 
 fn memaudit(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_memaudit")).args(args).output().expect("run memaudit");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(env!("CARGO_BIN_EXE_memaudit"))
+        .args(args)
+        .output()
+        .expect("run memaudit");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn train(out: &Path, extra: &[&str]) -> (i32, String, String) {
     let o = out.to_str().unwrap();
-    let mut a = vec!["train", "--data", "digits", "--epochs", "1", "--batch-size", "64", "--seed", "3", "--quiet", "--out", o];
+    let mut a = vec![
+        "train",
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--seed",
+        "3",
+        "--quiet",
+        "--out",
+        o,
+    ];
     a.extend_from_slice(extra);
     memaudit(&a)
 }
@@ -19,7 +39,10 @@ fn train(out: &Path, extra: &[&str]) -> (i32, String, String) {
 fn assert_usage_error(r: &(i32, String, String), needle: &str) {
     assert_eq!(r.0, 2, "exit code for {needle}: stderr {}", r.2);
     let line = r.2.trim();
-    assert!(line.starts_with("error: ") && !line.contains('\n'), "one-line error expected, got {line:?}");
+    assert!(
+        line.starts_with("error: ") && !line.contains('\n'),
+        "one-line error expected, got {line:?}"
+    );
     assert!(line.contains(needle), "error should name {needle}: {line}");
 }
 
@@ -29,8 +52,23 @@ fn private_training_reports_epsilon_and_the_statement() {
     let out = d.path().join("run");
     let o = out.to_str().unwrap();
     let (code, stdout, _) = memaudit(&[
-        "train", "--data", "digits", "--epochs", "2", "--batch-size", "64", "--seed", "3", "--quiet", "--out", o,
-        "--noise-multiplier", "1.1", "--clip", "1", "--json",
+        "train",
+        "--data",
+        "digits",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--seed",
+        "3",
+        "--quiet",
+        "--out",
+        o,
+        "--noise-multiplier",
+        "1.1",
+        "--clip",
+        "1",
+        "--json",
     ]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -38,14 +76,27 @@ fn private_training_reports_epsilon_and_the_statement() {
     assert_eq!(v["sampling"], "poisson");
     // 2 epochs of ceil(1348 / 64) = 22 Poisson steps, q = 64/1348, sigma 1.1, delta 1e-5. The
     // statement must count the 44 steps run, not TF Privacy's ceil(2 * 1348 / 64) = 43.
-    let want = memaudit_engine::privacy::epsilon(64.0 / 1348.0, 1.1, 44, 1e-5, memaudit_engine::privacy::AccountantKind::Rdp).unwrap();
+    let want = memaudit_engine::privacy::epsilon(
+        64.0 / 1348.0,
+        1.1,
+        44,
+        1e-5,
+        memaudit_engine::privacy::AccountantKind::Rdp,
+    )
+    .unwrap();
     assert_eq!(v["steps"], 44);
     assert!((v["epsilon"].as_f64().unwrap() - want).abs() < 1e-9);
     assert_eq!(v["privacy_statement"]["poisson_steps"], 44);
     assert!((v["privacy_statement"]["epsilon_poisson"].as_f64().unwrap() - want).abs() < 1e-9);
-    assert!(v["privacy_statement"]["epsilon_once_per_epoch"].as_f64().unwrap() > want);
+    assert!(
+        v["privacy_statement"]["epsilon_once_per_epoch"]
+            .as_f64()
+            .unwrap()
+            > want
+    );
     assert!(out.join("report.html").exists() && out.join("metrics.csv").exists());
-    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
     assert!(run["sanity_checks"]["clipped_fraction"].is_number());
     let report = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(report.contains("Privacy statement") && report.contains("Poisson"));
@@ -64,16 +115,43 @@ fn zero_noise_reports_infinite_epsilon() {
 fn bad_privacy_flags_are_one_line_errors() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("r");
-    assert_usage_error(&train(&out, &["--noise-multiplier", "1", "--clip", "0"]), "--clip");
-    assert_usage_error(&train(&out, &["--noise-multiplier", "1", "--clip", "-1"]), "--clip");
-    assert_usage_error(&train(&out, &["--noise-multiplier=-0.5"]), "--noise-multiplier");
-    assert_usage_error(&train(&out, &["--noise-multiplier", "nan"]), "--noise-multiplier");
-    assert_usage_error(&train(&out, &["--target-epsilon", "2", "--delta", "1.5"]), "--delta");
-    assert_usage_error(&train(&out, &["--target-epsilon", "2", "--delta", "0"]), "--delta");
+    assert_usage_error(
+        &train(&out, &["--noise-multiplier", "1", "--clip", "0"]),
+        "--clip",
+    );
+    assert_usage_error(
+        &train(&out, &["--noise-multiplier", "1", "--clip", "-1"]),
+        "--clip",
+    );
+    assert_usage_error(
+        &train(&out, &["--noise-multiplier=-0.5"]),
+        "--noise-multiplier",
+    );
+    assert_usage_error(
+        &train(&out, &["--noise-multiplier", "nan"]),
+        "--noise-multiplier",
+    );
+    assert_usage_error(
+        &train(&out, &["--target-epsilon", "2", "--delta", "1.5"]),
+        "--delta",
+    );
+    assert_usage_error(
+        &train(&out, &["--target-epsilon", "2", "--delta", "0"]),
+        "--delta",
+    );
     assert_usage_error(&train(&out, &["--batch-size", "5000"]), "--batch-size");
-    assert_usage_error(&train(&out, &["--noise-multiplier", "1", "--sampling", "random"]), "--sampling");
-    assert_usage_error(&train(&out, &["--noise-multiplier", "1", "--accountant", "gdp"]), "--accountant");
-    assert_usage_error(&train(&out, &["--noise-multiplier", "1", "--target-epsilon", "2"]), "--target-epsilon");
+    assert_usage_error(
+        &train(&out, &["--noise-multiplier", "1", "--sampling", "random"]),
+        "--sampling",
+    );
+    assert_usage_error(
+        &train(&out, &["--noise-multiplier", "1", "--accountant", "gdp"]),
+        "--accountant",
+    );
+    assert_usage_error(
+        &train(&out, &["--noise-multiplier", "1", "--target-epsilon", "2"]),
+        "--target-epsilon",
+    );
     assert!(!out.exists(), "refused runs must not create the run folder");
 }
 
@@ -85,12 +163,31 @@ fn a_resumed_run_with_different_privacy_parameters_is_refused_and_nothing_is_ove
     let before: Vec<(String, Vec<u8>)> = snapshot(&out);
     let r = train(&out, &["--noise-multiplier", "2.0", "--resume"]);
     assert_usage_error(&r, "--out");
-    assert_eq!(snapshot(&out), before, "the refused resume changed the run folder");
+    assert_eq!(
+        snapshot(&out),
+        before,
+        "the refused resume changed the run folder"
+    );
     // Without --resume or --force a run folder is never reused.
     assert_usage_error(&train(&out, &["--noise-multiplier", "1.1"]), "--resume");
     // The same settings with more epochs resume.
     let o = out.to_str().unwrap();
-    let (code, _, err) = memaudit(&["train", "--data", "digits", "--epochs", "2", "--batch-size", "64", "--seed", "3", "--out", o, "--noise-multiplier", "1.1", "--resume"]);
+    let (code, _, err) = memaudit(&[
+        "train",
+        "--data",
+        "digits",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--seed",
+        "3",
+        "--out",
+        o,
+        "--noise-multiplier",
+        "1.1",
+        "--resume",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("resuming from"), "{err}");
 }

@@ -20,4 +20,3 @@ pub mod sanity;
 pub mod secret_sharer;
 pub mod statement;
 pub mod train;
-

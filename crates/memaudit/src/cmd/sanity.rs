@@ -31,8 +31,14 @@ pub struct SanityReport {
 const SAMPLE: usize = 512;
 const NOISE_FREE_STEPS: usize = 60;
 
-pub fn run(cfg: &TrainConfig, n_train: usize, heldout: &dyn Dataset) -> Result<Option<SanityReport>> {
-    let Some(p) = &cfg.privacy else { return Ok(None) };
+pub fn run(
+    cfg: &TrainConfig,
+    n_train: usize,
+    heldout: &dyn Dataset,
+) -> Result<Option<SanityReport>> {
+    let Some(p) = &cfg.privacy else {
+        return Ok(None);
+    };
     let q = cfg.batch_size as f64 / n_train as f64;
     let steps_per_epoch = n_train.div_ceil(cfg.batch_size) as u64;
     let steps = steps_per_epoch * cfg.epochs as u64;
@@ -55,7 +61,10 @@ pub fn run(cfg: &TrainConfig, n_train: usize, heldout: &dyn Dataset) -> Result<O
     let m = heldout.len().min(SAMPLE);
     if m == 0 {
         lines.push("  2-3. skipped: no held-out data to check on".into());
-        return Ok(Some(SanityReport { text: lines.join("\n"), json: out }));
+        return Ok(Some(SanityReport {
+            text: lines.join("\n"),
+            json: out,
+        }));
     }
     let model = cfg.model.build()?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -68,7 +77,16 @@ pub fn run(cfg: &TrainConfig, n_train: usize, heldout: &dyn Dataset) -> Result<O
         ClipConfig::PerLayer { bounds, .. } => bounds.iter().map(|b| b * b).sum::<f64>().sqrt(),
     };
     let clip = Clipping::Flat(c as f32);
-    let g = model.gradients(&params, &sample, GradRequest { clipping: Some(&clip), input_grad: false, train: false, rng: &mut rng })?;
+    let g = model.gradients(
+        &params,
+        &sample,
+        GradRequest {
+            clipping: Some(&clip),
+            input_grad: false,
+            train: false,
+            rng: &mut rng,
+        },
+    )?;
     let norms = g.norms.unwrap_or_default();
     let clipped = norms.iter().filter(|&&x| x as f64 > c).count() as f64 / m as f64;
     let mut sorted = norms.clone();
@@ -77,7 +95,11 @@ pub fn run(cfg: &TrainConfig, n_train: usize, heldout: &dyn Dataset) -> Result<O
     let mean_norm = (g.grad.iter().map(|v| (*v as f64).powi(2)).sum::<f64>()).sqrt() / m as f64;
     let d = params.len() as f64;
     let noise_norm = p.noise_multiplier * c * d.sqrt() / cfg.batch_size as f64;
-    let snr = if noise_norm > 0.0 { mean_norm / noise_norm } else { f64::INFINITY };
+    let snr = if noise_norm > 0.0 {
+        mean_norm / noise_norm
+    } else {
+        f64::INFINITY
+    };
     lines.push(format!(
         "  2. gradients at initialisation, {m} held-out examples: {:.1}% clipped at C = {} (median norm {}); signal-to-noise ||mean clipped gradient|| / (sigma C sqrt(d) / B) = {} / {} = {}",
         clipped * 100.0,
@@ -102,7 +124,16 @@ pub fn run(cfg: &TrainConfig, n_train: usize, heldout: &dyn Dataset) -> Result<O
         let start = (s * b) % m;
         let chunk: Vec<usize> = (0..b).map(|k| (start + k) % m).collect();
         let sub = sample.select(&chunk);
-        let gr = model.gradients(&params, &sub, GradRequest { clipping: Some(&clip), input_grad: false, train: true, rng: &mut rng })?;
+        let gr = model.gradients(
+            &params,
+            &sub,
+            GradRequest {
+                clipping: Some(&clip),
+                input_grad: false,
+                train: true,
+                rng: &mut rng,
+            },
+        )?;
         let mut grad = gr.grad;
         let inv = 1.0 / b as f32;
         grad.iter_mut().for_each(|v| *v *= inv);
@@ -121,7 +152,13 @@ pub fn run(cfg: &TrainConfig, n_train: usize, heldout: &dyn Dataset) -> Result<O
     let big = (cfg.batch_size * 4).min(n_train);
     if big > cfg.batch_size && eps_rdp.is_finite() {
         let steps_big = n_train.div_ceil(big) as u64 * cfg.epochs as u64;
-        if let Ok(s_big) = privacy::calibrate(big as f64 / n_train as f64, steps_big, p.delta, eps_rdp, AccountantKind::Rdp) {
+        if let Ok(s_big) = privacy::calibrate(
+            big as f64 / n_train as f64,
+            steps_big,
+            p.delta,
+            eps_rdp,
+            AccountantKind::Rdp,
+        ) {
             lines.push(format!(
                 "  4. large batches: the same epsilon over the same epochs allows noise multiplier {} at batch {big} (vs {} at {}): noise on the averaged gradient sigma C / B = {} vs {} (see `memaudit dp-sweep`)",
                 fmt_f64(s_big),
@@ -142,7 +179,10 @@ pub fn run(cfg: &TrainConfig, n_train: usize, heldout: &dyn Dataset) -> Result<O
     out["noise_free_loss_before"] = num(before);
     out["noise_free_loss_after"] = num(after);
     out["noise_free_learns"] = json!(learns);
-    Ok(Some(SanityReport { text: lines.join("\n"), json: out }))
+    Ok(Some(SanityReport {
+        text: lines.join("\n"),
+        json: out,
+    }))
 }
 
 /// A fixed batch seen as a dataset.
