@@ -21,7 +21,6 @@ use memaudit_audit::{
 };
 use memaudit_data::{Tokenizer, TokenizerKind};
 use memaudit_engine::datasets::TokenWindowDataset;
-use memaudit_engine::sampler::SamplingMode;
 use memaudit_engine::train::{Dataset, EpochInfo, StepInfo, TrainConfig, Trainer};
 use memaudit_engine::{EngineError, Model, ModelConfig};
 use rand::SeedableRng;
@@ -29,7 +28,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::args::{InputShape, ModelArgs, OptimArgs, PrivacyArgs, RunArgs};
-use super::train::{Prepared, TrainHooks, privacy_config, train_with_report_hooks};
+use super::train::{Prepared, TrainHooks, train_with_report_hooks};
 use crate::Ctx;
 use crate::datasets::DataArgs;
 use crate::error::user;
@@ -1263,31 +1262,17 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
             job.run.batch_size
         )));
     }
-    let privacy = privacy_config(
+    let cfg = super::train::train_config(
         job.privacy,
+        job.optim,
+        job.run,
         &model,
+        &model_cfg,
         n,
-        job.run.batch_size,
-        job.run.epochs,
+        seed,
         ctx,
     )?;
-    let sampling = job.privacy.sampling()?;
-    let steps_per_epoch = match sampling {
-        SamplingMode::Poisson => n.div_ceil(job.run.batch_size),
-        SamplingMode::Shuffle => n / job.run.batch_size,
-    } as u64;
-    let cfg = TrainConfig {
-        model: model_cfg.clone(),
-        optimizer: job.optim.config()?,
-        schedule: job.optim.schedule(steps_per_epoch, job.run.epochs)?,
-        epochs: job.run.epochs,
-        batch_size: job.run.batch_size,
-        physical_batch: job.privacy.physical_batch,
-        sampling,
-        seed,
-        privacy,
-        seeded_noise: job.privacy.seeded_noise,
-    };
+    let steps_per_epoch = super::train::steps_per_epoch(cfg.sampling, n, cfg.batch_size);
     let exact_final = job.exposure.exact_for(set.tpl.space().size())?;
     let exact_track = exact_final && set.tpl.space().size() <= job.tracking.track_exact_limit;
     let extract_settings = job.extraction.settings()?;

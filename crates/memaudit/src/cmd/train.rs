@@ -342,6 +342,45 @@ pub fn epoch_plots(r: &mut report::Report, epochs: &[EpochInfo]) {
     }
 }
 
+/// Steps in one epoch: ceil(N/B) Poisson batches (the accountant's count), or N/B full
+/// shuffled batches.
+pub fn steps_per_epoch(sampling: SamplingMode, n: usize, batch: usize) -> u64 {
+    (match sampling {
+        SamplingMode::Poisson => n.div_ceil(batch),
+        SamplingMode::Shuffle => n / batch,
+    }) as u64
+}
+
+/// The trainer's configuration from the shared flag groups: privacy (noise calibrated here when
+/// `--target-epsilon` is given), sampling, optimizer and schedule.
+#[allow(clippy::too_many_arguments)]
+pub fn train_config(
+    privacy: &PrivacyArgs,
+    optim: &OptimArgs,
+    run: &RunArgs,
+    model: &Model,
+    model_cfg: &ModelConfig,
+    n: usize,
+    seed: u64,
+    ctx: &Ctx,
+) -> Result<TrainConfig> {
+    let dp = privacy_config(privacy, model, n, run.batch_size, run.epochs, ctx)?;
+    let sampling = privacy.sampling()?;
+    let steps_per_epoch = steps_per_epoch(sampling, n, run.batch_size);
+    Ok(TrainConfig {
+        model: model_cfg.clone(),
+        optimizer: optim.config()?,
+        schedule: optim.schedule(steps_per_epoch, run.epochs)?,
+        epochs: run.epochs,
+        batch_size: run.batch_size,
+        physical_batch: privacy.physical_batch,
+        sampling,
+        seed,
+        privacy: dp,
+        seeded_noise: privacy.seeded_noise,
+    })
+}
+
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     args.privacy.validate()?;
     if args.run.epochs == 0 {
@@ -361,31 +400,16 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         )));
     }
     let seed = args.run.seed();
-    let privacy = privacy_config(
+    let cfg = train_config(
         &args.privacy,
+        &args.optim,
+        &args.run,
         &model,
+        &model_cfg,
         n,
-        args.run.batch_size,
-        args.run.epochs,
+        seed,
         ctx,
     )?;
-    let sampling = args.privacy.sampling()?;
-    let steps_per_epoch = match sampling {
-        SamplingMode::Poisson => n.div_ceil(args.run.batch_size),
-        SamplingMode::Shuffle => n / args.run.batch_size,
-    } as u64;
-    let cfg = TrainConfig {
-        model: model_cfg.clone(),
-        optimizer: args.optim.config()?,
-        schedule: args.optim.schedule(steps_per_epoch, args.run.epochs)?,
-        epochs: args.run.epochs,
-        batch_size: args.run.batch_size,
-        physical_batch: args.privacy.physical_batch,
-        sampling,
-        seed,
-        privacy,
-        seeded_noise: args.privacy.seeded_noise,
-    };
     let run_cfg = json!({ "train": cfg, "data": args.data });
     let mut rd = RunDir::open(
         &args.run.out,
@@ -508,10 +532,7 @@ pub fn train_with_report_hooks<'a>(
     title: &str,
 ) -> Result<TrainOutcome> {
     let cfg = trainer.config.clone();
-    let steps_per_epoch = match cfg.sampling {
-        SamplingMode::Poisson => n.div_ceil(cfg.batch_size),
-        SamplingMode::Shuffle => n / cfg.batch_size,
-    } as u64;
+    let steps_per_epoch = steps_per_epoch(cfg.sampling, n, cfg.batch_size);
     let total = steps_per_epoch * cfg.epochs as u64;
     let mut hooked = HookedObserver {
         inner: CliObserver {
