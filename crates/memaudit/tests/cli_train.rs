@@ -208,3 +208,21 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v.sort();
     v
 }
+
+#[test]
+fn standardised_inputs_are_recorded_and_eval_uses_them() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("run");
+    let (code, stdout, _) = train(&out, &["--standardize", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let (code, stdout, _) = memaudit(&["eval", "--run", out.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0);
+    let e: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    // eval must rebuild the same standardised inputs, so it sees the same validation loss.
+    let (a, b) = (
+        v["valid_loss"].as_f64().unwrap(),
+        e["loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-6, "train {a} vs eval {b}");
+}

@@ -144,6 +144,7 @@ impl CommonArgs {
             valid_fraction: 0.1,
             max_train: self.max_train,
             vocab_size: 10_000,
+            standardize: false,
         }
     }
 
@@ -925,6 +926,7 @@ mod tests {
             valid_fraction: 0.1,
             max_train: None,
             vocab_size: 10_000,
+            standardize: false,
         };
         Task::Text(TextTask {
             data,

@@ -407,6 +407,7 @@ fn load_images(
         valid_fraction: 0.1,
         max_train: Some(max_train),
         vocab_size: 10_000,
+        standardize: false,
     };
     let img = da.images()?;
     let n_valid = valid_size.min(img.test.labels.len());
