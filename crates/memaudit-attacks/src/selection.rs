@@ -160,6 +160,35 @@ impl ParamSelection {
         }
         Ok(out)
     }
+    /// A penalty over the selected values, evaluated in f64: gathers them, calls
+    /// `f(theta, local_grad)`, adds the local gradient back into `grad` at the selected
+    /// indices, and returns the value. Shared by the regulariser attacks' `ParamPenalty` impls.
+    ///
+    /// Panics if `params` or `grad` is shorter than the selection needs: the engine passes the
+    /// vector its own specs describe, so a mismatch is a wiring bug, not user input.
+    pub fn penalty_f64(
+        &self,
+        params: &[f32],
+        grad: &mut [f32],
+        f: impl FnOnce(&[f64], &mut [f64]) -> f64,
+    ) -> f64 {
+        assert!(
+            grad.len() >= params.len(),
+            "gradient shorter than the parameters"
+        );
+        let theta: Vec<f64> = self
+            .gather(params)
+            .expect("penalty built for a larger parameter vector")
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let mut local = vec![0.0f64; theta.len()];
+        let value = f(&theta, &mut local);
+        for (index, g) in self.indices().zip(&local) {
+            grad[index] += *g as f32;
+        }
+        value
+    }
     /// Errors unless a parameter vector of `n` floats covers every selected index.
     pub fn check_params(&self, n: usize) -> Result<()> {
         if n < self.params_needed {

@@ -106,26 +106,9 @@ impl ParamPenalty for SignPenalty {
         "sign_encoding"
     }
 
-    /// Panics if `params` or `grad` is shorter than the selection needs: the engine passes the
-    /// vector its own specs describe, so a mismatch is a wiring bug, not user input.
     fn value_and_grad(&self, params: &[f32], grad: &mut [f32]) -> f64 {
-        assert!(
-            grad.len() >= params.len(),
-            "gradient shorter than the parameters"
-        );
-        let theta: Vec<f64> = self
-            .selection
-            .gather(params)
-            .expect("sign penalty built for a larger parameter vector")
-            .into_iter()
-            .map(f64::from)
-            .collect();
-        let mut local = vec![0.0f64; theta.len()];
-        let value = self.value_and_grad_f64(&theta, &mut local);
-        for (index, g) in self.selection.indices().zip(&local) {
-            grad[index] += *g as f32;
-        }
-        value
+        self.selection
+            .penalty_f64(params, grad, |theta, g| self.value_and_grad_f64(theta, g))
     }
 }
 
