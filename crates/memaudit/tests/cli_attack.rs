@@ -6,7 +6,10 @@
 //! before anything is trained or written.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::*;
 
 use serde_json::Value;
 
@@ -25,14 +28,6 @@ const QUICK: &[&str] = &[
 
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
-fn memaudit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_memaudit"))
-        .args(args)
-        .env_remove("MEMAUDIT_DATA")
-        .output()
-        .unwrap()
-}
-
 fn attack(kind: &str, extra: &[&str], out: &Path) -> Output {
     let mut a = vec!["attack", kind];
     a.extend_from_slice(QUICK);
@@ -44,29 +39,15 @@ fn attack(kind: &str, extra: &[&str], out: &Path) -> Output {
     memaudit(&a)
 }
 
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "stdout {} stderr {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
-}
-
-fn one_line_error(out: &Output) -> String {
+/// The shared check, and with --quiet nothing else on stderr.
+fn quiet_one_line_error(out: &Output) -> String {
+    let line = one_line_error(out);
     assert_eq!(
-        out.status.code(),
-        Some(2),
-        "stdout {} stderr {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stderr).lines().count(),
+        1,
+        "exactly one line (--quiet)"
     );
-    let stderr = String::from_utf8(out.stderr.clone()).unwrap();
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "exactly one line (--quiet): {stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    lines[0].to_string()
+    line
 }
 
 fn f(v: &Value) -> f64 {
@@ -78,7 +59,7 @@ fn f(v: &Value) -> f64 {
 fn lsb_decodes_the_exact_secret_at_every_b_and_reports_the_capacity() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("lsb");
-    let j = json_of(&attack(
+    let j = ok_json(&attack(
         "lsb",
         &["--epochs", "2", "--bits", "1,8,23", "--key", KEY, "--json"],
         &out,
@@ -132,7 +113,7 @@ fn lsb_decodes_the_exact_secret_at_every_b_and_reports_the_capacity() {
     // The conventional run is an ordinary training run: `memaudit eval` reads it.
     let conv_dir = out.join("conventional");
     let e = memaudit(&["eval", "--run", conv_dir.to_str().unwrap(), "--json"]);
-    let e = json_of(&e);
+    let e = ok_json(&e);
     assert_eq!(f(&e["accuracy"]), conv);
 }
 
@@ -146,7 +127,7 @@ fn sign_encoding_recovers_the_images_and_reuses_a_conventional_model() {
         if let Some(r) = reuse {
             a.extend_from_slice(&["--conventional", r.to_str().unwrap()]);
         }
-        json_of(&attack("sign", &a, out))
+        ok_json(&attack("sign", &a, out))
     };
     let first = sign("100", &d.path().join("a"), None);
     // 64x64 + 64x10 weights carry 4736 bits: 9 whole 8x8 images of 512 bits.
@@ -181,14 +162,14 @@ fn sign_encoding_recovers_the_images_and_reuses_a_conventional_model() {
     let mal_dir = d.path().join("a/malicious");
     let mut a: Vec<&str> = train_flags.to_vec();
     a.extend_from_slice(&["--conventional", mal_dir.to_str().unwrap()]);
-    let err = one_line_error(&attack("sign", &a, &d.path().join("c")));
+    let err = quiet_one_line_error(&attack("sign", &a, &d.path().join("c")));
     assert!(err.contains("malicious"), "{err}");
 }
 
 #[test]
 fn correlation_encoding_correlates_weights_with_the_secret() {
     let d = tempfile::tempdir().unwrap();
-    let j = json_of(&attack(
+    let j = ok_json(&attack(
         "correlation",
         &[
             "--epochs",
@@ -223,7 +204,7 @@ fn correlation_encoding_correlates_weights_with_the_secret() {
 #[test]
 fn capacity_abuse_reads_labels_back_from_queries() {
     let d = tempfile::tempdir().unwrap();
-    let j = json_of(&attack(
+    let j = ok_json(&attack(
         "capacity",
         &[
             "--hidden",
@@ -265,7 +246,7 @@ fn bad_inputs_fail_before_training_with_one_line() {
     let out = d.path().join("never");
     let small = ["--hidden", "8"];
     let check = |kind: &str, extra: &[&str], needles: &[&str]| {
-        let err = one_line_error(&attack(kind, extra, &out));
+        let err = quiet_one_line_error(&attack(kind, extra, &out));
         for n in needles {
             assert!(err.contains(n), "{kind} {extra:?}: {err} lacks {n}");
         }
@@ -369,7 +350,7 @@ fn bad_inputs_fail_before_training_with_one_line() {
         &["--labels", "nibble-pairs", "--inputs", "stars"],
         &["--inputs stars"],
     );
-    let err = one_line_error(&memaudit(&[
+    let err = quiet_one_line_error(&memaudit(&[
         "--quiet",
         "attack",
         "sign",

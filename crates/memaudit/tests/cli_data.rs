@@ -4,39 +4,9 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn memaudit(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_memaudit"));
-    c.args(args).env_remove("MEMAUDIT_DATA");
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
-
-fn one_line_error(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "stdout {} stderr {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Progress notes may come first (without --quiet); the error is one line, the last.
-    let stderr = String::from_utf8(out.stderr.clone()).unwrap();
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "one error line: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().last(),
-        Some(errors[0]),
-        "{stderr}"
-    );
-    errors[0].to_string()
-}
+mod common;
+use common::*;
 
 fn corrupt_mnist(dir: &Path) -> std::path::PathBuf {
     fs::create_dir_all(dir.join("mnist")).unwrap();
@@ -49,7 +19,7 @@ fn corrupt_mnist(dir: &Path) -> std::path::PathBuf {
 fn unknown_dataset_names_and_flags_are_usage_errors() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().to_str().unwrap();
-    let err = one_line_error(&memaudit(
+    let err = one_line_error(&memaudit_env(
         &[
             "--quiet",
             "data",
@@ -65,9 +35,9 @@ fn unknown_dataset_names_and_flags_are_usage_errors() {
         err.contains("--only") && err.contains("cifar10") && err.contains("known: ptb"),
         "{err}"
     );
-    let err = one_line_error(&memaudit(&["data", "fetch", "--bogus"], &[]));
+    let err = one_line_error(&memaudit_env(&["data", "fetch", "--bogus"], &[]));
     assert!(err.contains("--bogus"), "{err}");
-    let err = one_line_error(&memaudit(
+    let err = one_line_error(&memaudit_env(
         &["data", "fetch", "--dir", dir, "--only", ""],
         &[],
     ));
@@ -84,7 +54,7 @@ fn a_checksum_mismatch_in_the_cache_is_refused_and_left_alone() {
     let d = tempfile::tempdir().unwrap();
     let p = corrupt_mnist(d.path());
     let dir = d.path().to_str().unwrap();
-    let err = one_line_error(&memaudit(
+    let err = one_line_error(&memaudit_env(
         &["--quiet", "data", "fetch", "--dir", dir, "--only", "mnist"],
         &[],
     ));
@@ -94,7 +64,7 @@ fn a_checksum_mismatch_in_the_cache_is_refused_and_left_alone() {
     );
     assert_eq!(fs::read(&p).unwrap(), b"not the pinned file");
     // --json: the error as one object on stdout, same exit code.
-    let out = memaudit(
+    let out = memaudit_env(
         &["--json", "data", "fetch", "--dir", dir, "--only", "mnist"],
         &[],
     );
@@ -108,7 +78,7 @@ fn a_checksum_mismatch_in_the_cache_is_refused_and_left_alone() {
         "{v}"
     );
     // MEMAUDIT_DATA is the default cache folder.
-    let err = one_line_error(&memaudit(
+    let err = one_line_error(&memaudit_env(
         &["data", "fetch", "--only", "mnist"],
         &[("MEMAUDIT_DATA", dir)],
     ));
@@ -120,7 +90,7 @@ fn a_checksum_mismatch_in_the_cache_is_refused_and_left_alone() {
 fn a_missing_registry_client_is_named() {
     let d = tempfile::tempdir().unwrap();
     let empty_path = tempfile::tempdir().unwrap();
-    let out = memaudit(
+    let out = memaudit_env(
         &[
             "--quiet",
             "data",
@@ -150,7 +120,7 @@ fn a_file_as_the_cache_folder_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("file");
     fs::write(&f, "x").unwrap();
-    let err = one_line_error(&memaudit(
+    let err = one_line_error(&memaudit_env(
         &[
             "data",
             "fetch",
@@ -167,7 +137,7 @@ fn a_file_as_the_cache_folder_is_refused() {
 #[test]
 #[ignore = "needs `memaudit data fetch` into the default cache first"]
 fn a_fetched_cache_is_verified_without_downloading() {
-    let out = memaudit(&["--json", "data", "fetch"], &[]);
+    let out = memaudit_env(&["--json", "data", "fetch"], &[]);
     assert_eq!(
         out.status.code(),
         Some(0),

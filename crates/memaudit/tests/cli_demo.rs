@@ -3,17 +3,12 @@
 //! previous folder and refuses any other.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::*;
 
 use serde_json::Value;
-
-fn memaudit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_memaudit"))
-        .args(args)
-        .env_remove("MEMAUDIT_DATA")
-        .output()
-        .unwrap()
-}
 
 fn quick(out: &str) -> Output {
     memaudit(&["--quiet", "demo", "--quick", "--out", out, "--json"])

@@ -3,43 +3,16 @@
 //! the numbers the report plots.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::*;
 
 use memaudit_engine::ModelConfig;
 use memaudit_engine::optim::{OptimizerConfig, Schedule};
 use memaudit_engine::sampler::SamplingMode;
 use memaudit_engine::train::TrainConfig;
 use serde_json::Value;
-
-fn memaudit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_memaudit"))
-        .args(args)
-        .env_remove("MEMAUDIT_DATA")
-        .output()
-        .unwrap()
-}
-
-fn one_line_error(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "stdout {} stderr {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stderr = String::from_utf8(out.stderr.clone()).unwrap();
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "one error line: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().last(),
-        Some(errors[0]),
-        "{stderr}"
-    );
-    errors[0].to_string()
-}
 
 fn json_ok(out: &Output) -> Value {
     assert!(

@@ -4,48 +4,19 @@
 //! ones rising with repetitions).
 
 use std::path::Path;
-use std::process::{Command, Output};
+
+mod common;
+use common::*;
 
 use serde_json::Value;
 
-fn memaudit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_memaudit"))
-        .args(args)
-        .env_remove("MEMAUDIT_DATA")
-        .output()
-        .unwrap()
-}
-
-fn ok_json(args: &[&str]) -> Value {
-    let out = memaudit(args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{args:?}\nstdout {}\nstderr {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+fn run_json(args: &[&str]) -> Value {
+    ok_json(&memaudit(args))
 }
 
 /// Exit code 2 and exactly one `error:` line, the last on stderr; returns it.
-fn one_line_error(args: &[&str]) -> String {
-    let out = memaudit(args);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{args:?}\nstdout {}\nstderr {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "one error line: {stderr}");
-    assert_eq!(stderr.trim_end().lines().last(), Some(errors[0]));
-    errors[0].to_string()
+fn error_of(args: &[&str]) -> String {
+    one_line_error(&memaudit(args))
 }
 
 /// A tiny secret-sharer run on the embedded corpus (seconds).
@@ -92,7 +63,7 @@ fn tiny_run(dir: &Path, name: &str, extra: &[&str]) -> (String, Value) {
     args.push("--json");
     let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
-    let j = ok_json(&refs);
+    let j = run_json(&refs);
     (out, j)
 }
 
@@ -117,7 +88,7 @@ fn bad_templates_and_vocabulary_are_one_line_errors() {
             })
             .collect();
         let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
-        one_line_error(&refs)
+        error_of(&refs)
     };
     let e = with("no slot here", &[]);
     assert!(e.contains("--canary") && e.contains("slot"), "{e}");
@@ -181,7 +152,7 @@ fn json_contract_and_the_saved_run_commands() {
     }
 
     // `exposure` on the saved run reproduces the run's exact ranks.
-    let e = ok_json(&["--quiet", "exposure", "--run", &run, "--json"]);
+    let e = run_json(&["--quiet", "exposure", "--run", &run, "--json"]);
     let ranks = |v: &Value| -> Vec<(String, u64)> {
         v["canaries"]
             .as_array()
@@ -197,7 +168,7 @@ fn json_contract_and_the_saved_run_commands() {
     };
     assert_eq!(ranks(&e), ranks(&j));
     // Demanding exact exposure above the limit is refused.
-    let err = one_line_error(&[
+    let err = error_of(&[
         "--quiet",
         "exposure",
         "--run",
@@ -211,7 +182,7 @@ fn json_contract_and_the_saved_run_commands() {
 
     // `extract`: candidates in increasing log-perplexity, the whole space is 1000 so the search
     // is exact.
-    let x = ok_json(&["--quiet", "extract", "--run", &run, "--top", "5", "--json"]);
+    let x = run_json(&["--quiet", "extract", "--run", &run, "--top", "5", "--json"]);
     let s = x.to_string();
     let lps: Vec<f64> = x["candidates"]
         .as_array()
@@ -223,17 +194,17 @@ fn json_contract_and_the_saved_run_commands() {
     assert!(lps.windows(2).all(|w| w[0] <= w[1]), "{lps:?}");
 
     // `sample`: the same seed draws the same text; the prefix is kept.
-    let a = ok_json(&[
+    let a = run_json(&[
         "--quiet", "sample", "--run", &run, "--prefix", "the ", "--length", "30", "--seed", "5",
         "--json",
     ]);
-    let b = ok_json(&[
+    let b = run_json(&[
         "--quiet", "sample", "--run", &run, "--prefix", "the ", "--length", "30", "--seed", "5",
         "--json",
     ]);
     assert_eq!(a["samples"], b["samples"]);
     assert!(a["samples"][0].as_str().unwrap().starts_with("the "));
-    let err = one_line_error(&["--quiet", "sample", "--run", &run, "--prefix", "\u{2603}"]);
+    let err = error_of(&["--quiet", "sample", "--run", &run, "--prefix", "\u{2603}"]);
     assert!(err.contains("--prefix"), "{err}");
 
     // The output folder now holds a run: a second secret-sharer refuses it without --force.
@@ -257,7 +228,7 @@ fn private_run_reports_epsilon_and_sampled_exposure_above_the_limit() {
     );
     let i = a.iter().position(|&s| s == "my pin is {digits:3}").unwrap();
     a[i] = "my pin is {digits:9}";
-    let j = ok_json(&a);
+    let j = run_json(&a);
     let eps = j["epsilon"].as_f64().unwrap();
     assert!(eps > 0.0 && eps <= 4.0 + 1e-6, "{eps}");
     for c in j["canaries"].as_array().unwrap() {
@@ -272,7 +243,7 @@ fn runs_of_other_models_are_refused() {
     // An image model's run.
     let mlp = d.path().join("mlp");
     let mlp = mlp.to_str().unwrap();
-    ok_json(&[
+    run_json(&[
         "--quiet",
         "train",
         "--data",
@@ -292,7 +263,7 @@ fn runs_of_other_models_are_refused() {
         "--json",
     ]);
     for cmd in ["exposure", "extract", "sample"] {
-        let e = one_line_error(&["--quiet", cmd, "--run", mlp]);
+        let e = error_of(&["--quiet", cmd, "--run", mlp]);
         assert!(
             e.contains("--run") && e.contains("not a language model"),
             "{cmd}: {e}"
@@ -301,7 +272,7 @@ fn runs_of_other_models_are_refused() {
     // A language model without canaries: exposure needs a manifest; extract needs a template.
     let lm = d.path().join("lm");
     let lm = lm.to_str().unwrap();
-    ok_json(&[
+    run_json(&[
         "--quiet",
         "train",
         "--data",
@@ -326,12 +297,12 @@ fn runs_of_other_models_are_refused() {
         lm,
         "--json",
     ]);
-    let e = one_line_error(&["--quiet", "exposure", "--run", lm]);
+    let e = error_of(&["--quiet", "exposure", "--run", lm]);
     assert!(
         e.contains("canaries.json") || e.contains("--manifest"),
         "{e}"
     );
-    let e = one_line_error(&["--quiet", "extract", "--run", lm]);
+    let e = error_of(&["--quiet", "extract", "--run", lm]);
     assert!(e.contains("--canary"), "{e}");
     // A manifest from a run with another vocabulary (the canary's symbols were added to it)
     // does not fit this model.
@@ -340,9 +311,9 @@ fn runs_of_other_models_are_refused() {
     let mut a = tiny_args(out, &["--extend-vocab"]);
     let i = a.iter().position(|&s| s == "my pin is {digits:3}").unwrap();
     a[i] = "pin {alphabet=\u{2603}\u{2605}:6}";
-    ok_json(&[a.as_slice(), &["--json"]].concat());
+    run_json(&[a.as_slice(), &["--json"]].concat());
     let manifest = Path::new(out).join("canaries.json");
-    let e = one_line_error(&[
+    let e = error_of(&[
         "--quiet",
         "exposure",
         "--run",
@@ -361,7 +332,7 @@ fn runs_of_other_models_are_refused() {
 fn chance_exposure_for_held_out_canaries_and_rising_with_repetitions() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("stat");
-    let j = ok_json(&[
+    let j = run_json(&[
         "--quiet",
         "secret-sharer",
         "--corpus",
