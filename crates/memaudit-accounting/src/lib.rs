@@ -55,8 +55,9 @@ pub trait PrivacyAccountant {
     fn delta(&self, epsilon: f64) -> Result<f64>;
 }
 
-/// Which accountant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Which accountant (serialised as "rdp" / "pld" in configs and checkpoint ledgers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AccountantKind {
     /// Rényi DP with dp_accounting's default orders and the improved conversion.
     Rdp,

@@ -32,10 +32,14 @@ const NOISE_CHUNK: usize = 1 << 15;
 /// Normals per Box-Muller batch inside a chunk (3 random words per pair).
 const BM_BATCH: usize = 2048;
 
+/// Stream tag that keeps the seeded noise apart from every other stream derived from the seed.
+const NOISE_STREAM: u64 = 3 << 40;
+
 /// The CSPRNG behind DP noise.
 pub struct NoiseSource {
     master: ChaCha12Rng,
-    seeded: bool,
+    /// The user's seed under `--seeded-noise` (then step t's noise is a function of (seed, t)).
+    seed: Option<u64>,
 }
 
 impl NoiseSource {
@@ -43,21 +47,36 @@ impl NoiseSource {
     pub fn from_os() -> Self {
         Self {
             master: ChaCha12Rng::from_os_rng(),
-            seeded: false,
+            seed: None,
         }
     }
 
     /// Seeded for reproducible research: anyone with the seed can regenerate the noise.
     pub fn from_seed(seed: u64) -> Self {
-        Self {
-            master: ChaCha12Rng::seed_from_u64(seed ^ 0xD1FF_5EED_0000_0001),
-            seeded: true,
-        }
+        let mut s = Self {
+            master: ChaCha12Rng::seed_from_u64(0),
+            seed: Some(seed),
+        };
+        s.begin_step(0);
+        s
     }
 
     /// Whether the noise is reproducible from a user-given seed (reports must say so).
     pub fn is_seeded(&self) -> bool {
-        self.seeded
+        self.seed.is_some()
+    }
+
+    /// Called before drawing global step `step`'s noise. Seeded, it rekeys the generator from
+    /// (seed, step), so the noise of a step never depends on how many processes the run took (a
+    /// resumed run adds exactly the noise of an uninterrupted one, and no segment repeats
+    /// another's). From the OS, the stream simply continues: nothing to do.
+    pub fn begin_step(&mut self, step: u64) {
+        if let Some(seed) = self.seed {
+            self.master = ChaCha12Rng::seed_from_u64(crate::sampler::mix_seed(
+                seed,
+                NOISE_STREAM + step,
+            ));
+        }
     }
 
     /// `x[i] += std * N(0, 1)` for every element.
@@ -183,8 +202,9 @@ crate::simd_kernel! {
     }
 }
 
-/// Turn the summed clipped gradient into the private averaged gradient, in place:
-/// `(sum + N(0, (sigma S)^2)) / expected_batch`.
+/// DP-SGD's noise step, the one the trainer runs: turn the summed clipped gradient into the
+/// private averaged gradient, in place, `(sum + N(0, (sigma S)^2 I)) / expected_batch`, with S the
+/// clipped sum's L2 sensitivity and the divisor the *expected* batch size.
 pub fn privatize(
     sum: &mut [f32],
     noise_multiplier: f64,
@@ -197,7 +217,7 @@ pub fn privatize(
 }
 
 /// `sum = (sum + noise) / expected_batch`, with noise drawn beforehand (see `gaussian_vector`).
-pub fn add_noise_and_average(sum: &mut [f32], noise: &[f32], expected_batch: f64) {
+fn add_noise_and_average(sum: &mut [f32], noise: &[f32], expected_batch: f64) {
     let inv = (1.0 / expected_batch) as f32;
     if noise.is_empty() {
         sum.iter_mut().for_each(|v| *v *= inv);

@@ -18,6 +18,9 @@ pub enum EngineError {
         step: u64,
         layer: String,
     },
+    /// The accountant refused an event or failed to compute epsilon.
+    #[error("accounting: {0}")]
+    Accounting(#[from] memaudit_accounting::AccountingError),
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,

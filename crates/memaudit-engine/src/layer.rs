@@ -243,27 +243,47 @@ pub trait Layer: Send + Sync {
     ) -> Result<(Option<Tensor>, GradState)>;
 
     /// Add each example's squared norm of this layer's parameter gradient into `out` (len B).
-    fn add_sq_norms(
-        &self,
-        _p: &[f32],
-        _x: &Value,
-        _cache: &Cache,
-        _st: &GradState,
-        _out: &mut [f32],
-    ) {
-    }
+    ///
+    /// No default, on purpose: a layer with parameters that forgot its rule would train without
+    /// clipping and silently void DP. Layers without parameters say so with
+    /// `no_parameter_gradients!()`, and `Model::new` refuses that marker on a layer that declares
+    /// parameters (see `per_example_rule`).
+    ///
+    /// ```compile_fail
+    /// // A layer that implements neither per-example rule does not compile.
+    /// use memaudit_engine::layer::*;
+    /// use memaudit_engine::{Result, Tensor};
+    /// struct Forgetful;
+    /// impl Layer for Forgetful {
+    ///     fn kind(&self) -> &'static str { "forgetful" }
+    ///     fn out_shape(&self, i: &[usize]) -> Result<Vec<usize>> { Ok(i.to_vec()) }
+    ///     fn forward(&self, _: &[f32], x: &Value, _: &mut ForwardCtx<'_>) -> Result<(Tensor, Cache)> {
+    ///         Ok((x.dense()?.clone(), nothing()))
+    ///     }
+    ///     fn backward(&self, _: &[f32], _: &Value, _: &Cache, dy: Tensor, _: bool)
+    ///         -> Result<(Option<Tensor>, GradState)> { Ok((Some(dy), nothing())) }
+    ///     fn reference_forward(&self, _: &[f64], x: &RefValue) -> Result<RefValue> { Ok(x.clone()) }
+    /// }
+    /// ```
+    fn add_sq_norms(&self, p: &[f32], x: &Value, cache: &Cache, st: &GradState, out: &mut [f32]);
 
     /// Add `sum_i scale[i] * grad_i` (or the plain sum when `scale` is None) into `grad`, this
-    /// layer's slice of the flat gradient.
+    /// layer's slice of the flat gradient. No default, for the same reason as `add_sq_norms`.
     fn add_grads(
         &self,
-        _p: &[f32],
-        _x: &Value,
-        _cache: &Cache,
-        _st: &GradState,
-        _scale: Option<&[f32]>,
-        _grad: &mut [f32],
-    ) {
+        p: &[f32],
+        x: &Value,
+        cache: &Cache,
+        st: &GradState,
+        scale: Option<&[f32]>,
+        grad: &mut [f32],
+    );
+
+    /// Whether this layer's per-example rules are real (`Implemented`) or the parameterless
+    /// marker. `no_parameter_gradients!()` overrides it; `Model::new` refuses a layer that has
+    /// parameters but reports `NoParameters`.
+    fn per_example_rule(&self) -> PerExampleRule {
+        PerExampleRule::Implemented
     }
 
     /// Naive f64 forward (same semantics, evaluation mode) for finite-difference oracles.
@@ -271,6 +291,45 @@ pub trait Layer: Send + Sync {
 
     /// Force the per-example norm rule (tests exercise both paths); `None` = choose by cost.
     fn set_norm_rule(&mut self, _rule: Option<crate::compute::NormRule>) {}
+}
+
+/// What a layer's `add_sq_norms` / `add_grads` do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PerExampleRule {
+    /// The layer computes its per-example norms and (clipped) gradient sums.
+    Implemented,
+    /// The layer has no parameters, so both rules are no-ops.
+    NoParameters,
+}
+
+/// The per-example rules of a layer without parameters: both no-ops, and a declaration that
+/// `Model::new` checks against `params()` (inside an `impl Layer for ...` block).
+#[macro_export]
+macro_rules! no_parameter_gradients {
+    () => {
+        fn add_sq_norms(
+            &self,
+            _p: &[f32],
+            _x: &$crate::layer::Value,
+            _cache: &$crate::layer::Cache,
+            _st: &$crate::layer::GradState,
+            _out: &mut [f32],
+        ) {
+        }
+        fn add_grads(
+            &self,
+            _p: &[f32],
+            _x: &$crate::layer::Value,
+            _cache: &$crate::layer::Cache,
+            _st: &$crate::layer::GradState,
+            _scale: Option<&[f32]>,
+            _grad: &mut [f32],
+        ) {
+        }
+        fn per_example_rule(&self) -> $crate::layer::PerExampleRule {
+            $crate::layer::PerExampleRule::NoParameters
+        }
+    };
 }
 
 /// Downcast a cache or gradient state to the layer's own type.

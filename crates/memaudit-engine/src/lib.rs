@@ -19,6 +19,7 @@ pub mod dp;
 pub mod error;
 pub mod layer;
 pub mod layers;
+pub mod ledger;
 pub mod lm;
 pub mod loss;
 pub mod model;
@@ -33,6 +34,7 @@ pub mod testing;
 pub mod train;
 
 pub use error::{EngineError, Result};
+pub use ledger::{LedgerSegment, PrivacyLedger};
 pub use layer::{Layer, SparseInput, TokenInput, Value};
 pub use lm::{IncrementalLm, LmState};
 pub use model::{Batch, Clipping, GradOutput, GradRequest, Model};

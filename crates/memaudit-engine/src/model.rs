@@ -115,14 +115,23 @@ pub struct Model {
 }
 
 impl Model {
-    /// Assemble layers (named, e.g. `fc1`) into a model.
-    pub fn new(layers: Vec<(String, Box<dyn Layer>)>) -> Self {
+    /// Assemble layers (named, e.g. `fc1`) into a model. Fails closed: a layer that declares
+    /// parameters but only the parameterless no-op per-example rules is refused, since it would
+    /// train without clipping and void DP.
+    pub fn new(layers: Vec<(String, Box<dyn Layer>)>) -> Result<Self> {
         let mut specs = Vec::new();
         let mut ranges = Vec::new();
         let mut names = Vec::new();
         let mut off = 0;
         let mut boxed = Vec::new();
         for (li, (name, layer)) in layers.into_iter().enumerate() {
+            if !layer.params().is_empty() && layer.per_example_rule() == PerExampleRule::NoParameters
+            {
+                return Err(EngineError::Config(format!(
+                    "layer {name} ({}) has parameters but no per-example gradient rule: it cannot be clipped, so it cannot train",
+                    layer.kind()
+                )));
+            }
             let start = off;
             for d in layer.params() {
                 let len = d.len();
@@ -139,12 +148,12 @@ impl Model {
             names.push(name);
             boxed.push(layer);
         }
-        Self {
+        Ok(Self {
             layers: boxed,
             names,
             ranges,
             specs,
-        }
+        })
     }
 
     pub fn num_params(&self) -> usize {

@@ -4,31 +4,16 @@
 //! noise: dp_accounting's rule for composed Gaussians, `z = (z_sum^-2 + (2 sigma_b)^-2)^(-1/2)`).
 
 use memaudit_accounting as acc;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
+use crate::ledger::{epsilon_of, planned_event};
+use crate::sampler::SamplingMode;
 
-/// Which accountant reports epsilon.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AccountantKind {
-    /// Rényi DP, dp_accounting's default orders, improved conversion.
-    Rdp,
-    /// Privacy loss distributions, dp_accounting's default discretisation.
-    Pld,
-}
-
-impl From<AccountantKind> for acc::AccountantKind {
-    fn from(k: AccountantKind) -> Self {
-        match k {
-            AccountantKind::Rdp => acc::AccountantKind::Rdp,
-            AccountantKind::Pld => acc::AccountantKind::Pld,
-        }
-    }
-}
+/// Which accountant reports epsilon: the accounting crate's one type (serialised "rdp"/"pld").
+pub use memaudit_accounting::AccountantKind;
 
 fn err(e: acc::AccountingError) -> EngineError {
-    EngineError::Config(format!("accounting: {e}"))
+    EngineError::Accounting(e)
 }
 
 /// Epsilon of `steps` Poisson-subsampled Gaussian steps (q = 1: unsampled); infinite for z = 0.
@@ -40,22 +25,56 @@ pub fn epsilon(
     kind: AccountantKind,
 ) -> Result<f64> {
     let ev = acc::dp_sgd_event(q, noise_multiplier, steps);
-    Ok(acc::epsilon_for(&ev, delta, kind.into())
+    Ok(acc::epsilon_for(&ev, delta, kind)
         .map_err(err)?
         .epsilon)
 }
 
 /// The smallest noise multiplier (to 1e-4 relative, never overshooting) whose epsilon after
-/// `steps` steps is <= `target`.
+/// `steps` Poisson steps is <= `target`.
 pub fn calibrate(q: f64, steps: u64, delta: f64, target: f64, kind: AccountantKind) -> Result<f64> {
+    let c = acc::calibrate_noise(|s| acc::dp_sgd_event(q, s, steps), delta, target, kind)
+        .map_err(err)?;
+    Ok(c.noise_multiplier)
+}
+
+/// The smallest noise multiplier whose *guarantee* after `epochs` epochs of `sampling` is <=
+/// `target`: Poisson steps for Poisson runs, one unamplified Gaussian per epoch for shuffled
+/// ones (the rule the run's ledger applies afterwards, `ledger::planned_event`).
+pub fn calibrate_planned(
+    sampling: SamplingMode,
+    n: u64,
+    batch: u64,
+    epochs: u64,
+    delta: f64,
+    target: f64,
+    kind: AccountantKind,
+) -> Result<f64> {
     let c = acc::calibrate_noise(
-        |s| acc::dp_sgd_event(q, s, steps),
+        |s| planned_event(sampling, n, batch, s, epochs),
         delta,
         target,
-        kind.into(),
+        kind,
     )
     .map_err(err)?;
     Ok(c.noise_multiplier)
+}
+
+/// The guarantee of a planned run of `epochs` epochs (see `calibrate_planned`).
+pub fn planned_epsilon(
+    sampling: SamplingMode,
+    n: u64,
+    batch: u64,
+    noise_multiplier: f64,
+    epochs: u64,
+    delta: f64,
+    kind: AccountantKind,
+) -> Result<f64> {
+    epsilon_of(
+        &planned_event(sampling, n, batch, noise_multiplier, epochs),
+        delta,
+        kind,
+    )
 }
 
 /// A privacy statement (TF Privacy's `compute_dp_sgd_privacy_statement`): its text and numbers.
@@ -78,7 +97,7 @@ pub fn statement(
         // memaudit clips every example on its own (microbatches of one).
         used_microbatching: false,
         max_examples_per_user: None,
-        accountant: kind.into(),
+        accountant: kind,
     })
     .map_err(err)?;
     let fin = |x: f64| {

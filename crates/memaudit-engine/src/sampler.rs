@@ -25,19 +25,52 @@ pub enum SamplingMode {
     Shuffle,
 }
 
-/// Draws the example indices of successive batches.
+/// SplitMix64 finaliser of (seed, k): independent per-purpose, per-step seeds from one run seed
+/// (the one seed-mixing function of the workspace).
+pub fn mix_seed(seed: u64, k: u64) -> u64 {
+    let mut z = seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Stream tags of the seeded sampler (kept apart from the trainer's other per-step streams).
+const POISSON_STREAM: u64 = 1 << 40;
+const SHUFFLE_STREAM: u64 = 2 << 40;
+
+/// Draws the example indices of successive batches, one per global training step.
+///
+/// Seeded, the batch of global step t is a function of (seed, t) alone (Poisson: a generator
+/// keyed by (seed, t); shuffled: the permutation of window t / (n / batch), keyed by (seed,
+/// window)), so a resumed run draws exactly the batches of an uninterrupted one. Unseeded (private
+/// runs), one OS-seeded CSPRNG stream feeds every draw. Shuffled windows are aligned to multiples
+/// of n / batch global steps; a sampler started mid-window draws a fresh permutation for the rest of
+/// it (the privacy ledger charges that window again, see `ledger.rs`).
 pub struct BatchSampler {
     mode: SamplingMode,
     n: usize,
     batch: usize,
+    seed: Option<u64>,
     rng: ChaCha20Rng,
     perm: Vec<usize>,
-    pos: usize,
+    perm_window: Option<u64>,
+    step: u64,
 }
 
 impl BatchSampler {
-    /// `seed = None` seeds from the OS.
+    /// `seed = None` seeds from the OS. The first batch is that of step 0.
     pub fn new(mode: SamplingMode, n: usize, batch: usize, seed: Option<u64>) -> Result<Self> {
+        Self::starting_at(mode, n, batch, seed, 0)
+    }
+
+    /// A sampler whose next batch is that of global step `step` (resumed runs).
+    pub fn starting_at(
+        mode: SamplingMode,
+        n: usize,
+        batch: usize,
+        seed: Option<u64>,
+        step: u64,
+    ) -> Result<Self> {
         if n == 0 {
             return Err(EngineError::Config("the training set is empty".into()));
         }
@@ -54,9 +87,11 @@ impl BatchSampler {
             mode,
             n,
             batch,
+            seed,
             rng,
             perm: Vec::new(),
-            pos: usize::MAX,
+            perm_window: None,
+            step,
         })
     }
 
@@ -68,10 +103,7 @@ impl BatchSampler {
     /// Steps that make one epoch: n / batch for Poisson (rounded up, as TF Privacy counts
     /// `ceil(epochs * n / batch)`), full batches for shuffling.
     pub fn steps_per_epoch(&self) -> usize {
-        match self.mode {
-            SamplingMode::Poisson => self.n.div_ceil(self.batch),
-            SamplingMode::Shuffle => self.n / self.batch,
-        }
+        crate::ledger::steps_per_epoch(self.mode, self.n as u64, self.batch as u64) as usize
     }
 
     pub fn mode(&self) -> SamplingMode {
@@ -80,45 +112,62 @@ impl BatchSampler {
 
     /// Indices of the next batch (sorted for Poisson; may be empty).
     pub fn next_batch(&mut self) -> Vec<usize> {
+        let t = self.step;
+        self.step += 1;
+        let q = self.sampling_rate();
         match self.mode {
-            SamplingMode::Poisson => self.poisson(),
+            SamplingMode::Poisson => match self.seed {
+                Some(s) => {
+                    let mut rng = ChaCha20Rng::seed_from_u64(mix_seed(s, POISSON_STREAM + t));
+                    poisson(&mut rng, self.n, q)
+                }
+                None => poisson(&mut self.rng, self.n, q),
+            },
             SamplingMode::Shuffle => {
-                if self.pos == usize::MAX || self.pos + self.batch > self.n {
+                let per_window = (self.n / self.batch) as u64;
+                let window = t / per_window;
+                if self.perm_window != Some(window) {
                     self.perm = (0..self.n).collect();
+                    let mut keyed;
+                    let rng = match self.seed {
+                        Some(s) => {
+                            keyed = ChaCha20Rng::seed_from_u64(mix_seed(s, SHUFFLE_STREAM + window));
+                            &mut keyed
+                        }
+                        None => &mut self.rng,
+                    };
                     // Fisher-Yates.
                     for i in (1..self.n).rev() {
-                        let j = self.rng.random_range(0..=i);
+                        let j = rng.random_range(0..=i);
                         self.perm.swap(i, j);
                     }
-                    self.pos = 0;
+                    self.perm_window = Some(window);
                 }
-                let out = self.perm[self.pos..self.pos + self.batch].to_vec();
-                self.pos += self.batch;
-                out
+                let pos = (t % per_window) as usize * self.batch;
+                self.perm[pos..pos + self.batch].to_vec()
             }
         }
     }
+}
 
-    /// Poisson sampling by geometric gaps: O(q n) work per batch instead of n coin flips.
-    fn poisson(&mut self) -> Vec<usize> {
-        let q = self.sampling_rate();
-        if q >= 1.0 {
-            return (0..self.n).collect();
-        }
-        let log1mq = (-q).ln_1p();
-        let mut out = Vec::with_capacity((q * self.n as f64 * 1.2) as usize + 4);
-        let mut i: f64 = -1.0;
-        loop {
-            // Gap to the next included example: Geometric(q) on {1, 2, ...}.
-            let u: f64 = 1.0 - self.rng.random::<f64>(); // (0, 1]
-            i += (u.ln() / log1mq).floor() + 1.0;
-            if i >= self.n as f64 {
-                break;
-            }
-            out.push(i as usize);
-        }
-        out
+/// Poisson sampling by geometric gaps: O(q n) work per batch instead of n coin flips.
+fn poisson(rng: &mut ChaCha20Rng, n: usize, q: f64) -> Vec<usize> {
+    if q >= 1.0 {
+        return (0..n).collect();
     }
+    let log1mq = (-q).ln_1p();
+    let mut out = Vec::with_capacity((q * n as f64 * 1.2) as usize + 4);
+    let mut i: f64 = -1.0;
+    loop {
+        // Gap to the next included example: Geometric(q) on {1, 2, ...}.
+        let u: f64 = 1.0 - rng.random::<f64>(); // (0, 1]
+        i += (u.ln() / log1mq).floor() + 1.0;
+        if i >= n as f64 {
+            break;
+        }
+        out.push(i as usize);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -171,6 +220,21 @@ mod tests {
         seen.sort();
         seen.dedup();
         assert_eq!(seen.len(), 9);
+    }
+
+    #[test]
+    fn a_seeded_sampler_started_mid_run_draws_the_same_batches() {
+        // Resume = a new sampler at the checkpoint's step: it must continue the same sequence.
+        for mode in [SamplingMode::Poisson, SamplingMode::Shuffle] {
+            let mut whole = BatchSampler::new(mode, 50, 7, Some(9)).unwrap();
+            let all: Vec<Vec<usize>> = (0..30).map(|_| whole.next_batch()).collect();
+            for start in [0u64, 7, 10, 13] {
+                let mut part = BatchSampler::starting_at(mode, 50, 7, Some(9), start).unwrap();
+                for t in start as usize..30 {
+                    assert_eq!(part.next_batch(), all[t], "{mode:?} from {start}, step {t}");
+                }
+            }
+        }
     }
 
     #[test]

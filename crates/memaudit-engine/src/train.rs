@@ -15,14 +15,15 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, CheckpointState};
-use crate::dp::{AdaptiveClip, NoiseSource, add_noise_and_average};
+use crate::dp::{AdaptiveClip, NoiseSource, privatize};
 use crate::error::{EngineError, Result};
 use crate::model::{Batch, Clipping, GradRequest, Model};
 use crate::models::ModelConfig;
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::penalty::ParamPenalty;
-use crate::privacy::{self, AccountantKind};
-use crate::sampler::{BatchSampler, SamplingMode};
+use crate::ledger::{self, PrivacyLedger};
+use crate::privacy::AccountantKind;
+use crate::sampler::{BatchSampler, SamplingMode, mix_seed};
 
 /// A set of examples the trainer can draw batches from.
 pub trait Dataset: Sync {
@@ -164,11 +165,14 @@ impl TrainConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct TrainerState {
     config: TrainConfig,
-    /// Steps accounted so far (each one Poisson-subsampled Gaussian with the config's q and z).
-    private_steps: u64,
+    /// Every private step run so far, segment by segment (None for a non-private run).
+    ledger: Option<PrivacyLedger>,
     /// Current adaptive clip bound.
     clip: Option<f64>,
+    /// The ledger's epsilon when the checkpoint was written (informative; recomputed on load).
     epsilon: Option<f64>,
+    /// Global step at which the current epoch began (a budget stop can checkpoint mid-epoch).
+    epoch_start_step: u64,
 }
 
 /// Progress of one step.
@@ -190,10 +194,12 @@ pub struct EpochInfo {
     pub train_accuracy: f64,
     pub valid_loss: Option<f64>,
     pub valid_accuracy: Option<f64>,
-    /// Epsilon so far with the configured accountant (Poisson sampling assumed).
+    /// The run's guarantee so far: its privacy ledger's epsilon, at the sampling it really used
+    /// (for shuffled batches, the no-amplification figure).
     pub epsilon: Option<f64>,
-    /// Under shuffled sampling: the no-amplification epsilon (each example once per epoch).
-    pub epsilon_no_amplification: Option<f64>,
+    /// Shuffled runs only: what the accountant would say had the same steps been Poisson-sampled.
+    /// Not a guarantee of this run; always shown under that label.
+    pub epsilon_if_poisson: Option<f64>,
     pub clip_bound: Option<f64>,
     /// Fraction of examples whose gradient was clipped this epoch.
     pub clipped_fraction: Option<f64>,
@@ -241,7 +247,10 @@ pub struct Trainer {
     checkpoint_dir: Option<PathBuf>,
     pub step: u64,
     pub epoch: u64,
-    private_steps: u64,
+    /// Global step at which the current epoch began.
+    epoch_start_step: u64,
+    /// What the run has done to the data, privately: the source of every epsilon it reports.
+    ledger: Option<PrivacyLedger>,
     adaptive: Option<AdaptiveClip>,
     noise: Option<NoiseSource>,
     n_train: usize,
@@ -249,12 +258,13 @@ pub struct Trainer {
     pub resumed_from: Option<PathBuf>,
 }
 
+/// Per-purpose streams derived from the run seed (see `sampler::mix_seed`).
+const INIT_STREAM: u64 = 0;
+const SAMPLER_STREAM: u64 = 1_000_000;
+const DROPOUT_STREAM: u64 = 2_000_000;
+
 fn mix(seed: u64, k: u64) -> u64 {
-    // SplitMix64 finaliser: decorrelates per-step seeds.
-    let mut z = seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    mix_seed(seed, k)
 }
 
 impl Trainer {
@@ -268,7 +278,7 @@ impl Trainer {
     ) -> Result<Self> {
         config.validate(n_train)?;
         let model = config.model.build()?;
-        let mut init_rng = ChaCha8Rng::seed_from_u64(mix(config.seed, 0));
+        let mut init_rng = ChaCha8Rng::seed_from_u64(mix(config.seed, INIT_STREAM));
         let params = model.init_params(&mut init_rng);
         let optimizer = Optimizer::new(
             config.optimizer.clone(),
@@ -298,6 +308,10 @@ impl Trainer {
                 NoiseSource::from_os()
             }
         });
+        let ledger = config
+            .privacy
+            .as_ref()
+            .map(|p| PrivacyLedger::new(p.delta, p.accountant));
         let mut t = Self {
             config,
             model,
@@ -307,7 +321,8 @@ impl Trainer {
             checkpoint_dir: checkpoint_dir.map(Path::to_path_buf),
             step: 0,
             epoch: 0,
-            private_steps: 0,
+            epoch_start_step: 0,
+            ledger,
             adaptive,
             noise,
             n_train,
@@ -331,33 +346,63 @@ impl Trainer {
                 msg: "no checkpoint to resume from".into(),
             });
         };
+        let ck_path = ck.path.display().to_string();
+        let refuse = |msg: String| EngineError::Checkpoint {
+            path: ck_path.clone(),
+            msg,
+        };
         let st: TrainerState = serde_json::from_value(ck.state.trainer.clone()).map_err(|e| {
-            EngineError::Checkpoint {
-                path: ck.path.display().to_string(),
-                msg: format!("trainer state unreadable: {e}"),
-            }
+            refuse(format!(
+                "trainer state unreadable ({e}): written by another memaudit version, or edited; start a new run with --force"
+            ))
         })?;
-        let mut saved = st.config.clone();
-        saved.epochs = self.config.epochs;
-        if saved.privacy != self.config.privacy {
-            return Err(EngineError::Config(format!(
-                "the checkpoint in {} was trained with privacy parameters {:?}, this run asks for {:?}; resume with the same parameters or start a new run",
-                dir.display(),
-                st.config.privacy,
-                self.config.privacy
+        check_resumable(&st.config, &self.config, dir)?;
+        let (step, epoch) = (ck.state.step, ck.state.epoch);
+        // The ledger must describe this very run: the data, the checkpoint's step and epoch
+        // counters. An edited sidecar (fewer steps, an impossible step) is refused, not believed.
+        match (st.ledger, self.ledger.as_mut()) {
+            (Some(saved), Some(mine)) => {
+                saved
+                    .check_consistent(self.n_train as u64, step, epoch)
+                    .map_err(|e| refuse(e.to_string()))?;
+                if saved.delta != mine.delta || saved.accountant != mine.accountant {
+                    return Err(refuse(
+                        "the privacy ledger's delta or accountant differs from the run's configuration".into(),
+                    ));
+                }
+                *mine = saved;
+            }
+            (None, None) => {}
+            _ => {
+                return Err(refuse(
+                    "the checkpoint's privacy ledger does not match its configuration (private vs non-private)".into(),
+                ));
+            }
+        }
+        let spe = self.steps_per_epoch();
+        let max_spe = self
+            .ledger
+            .iter()
+            .flat_map(|l| l.segments.iter().map(|s| s.steps_per_epoch()))
+            .fold(spe, u64::max);
+        if st.epoch_start_step > step || step - st.epoch_start_step > max_spe {
+            return Err(refuse(format!(
+                "step {step} is inconsistent with the current epoch's start at step {}",
+                st.epoch_start_step
             )));
         }
-        if saved != self.config {
-            return Err(EngineError::Config(format!(
-                "the checkpoint in {} belongs to a different run configuration (model, optimizer, batch or seed differ); start a new run or use --force",
-                dir.display()
+        if st.config.batch_size == self.config.batch_size
+            && step > epoch.saturating_add(1).saturating_mul(spe)
+        {
+            return Err(refuse(format!(
+                "{step} steps cannot make {epoch} epochs of {spe} steps"
             )));
         }
         self.params = ck.params;
         self.optimizer.load_state(ck.optimizer)?;
-        self.step = ck.state.step;
-        self.epoch = ck.state.epoch;
-        self.private_steps = st.private_steps;
+        self.step = step;
+        self.epoch = epoch;
+        self.epoch_start_step = st.epoch_start_step;
         if let (Some(a), Some(c)) = (self.adaptive.as_mut(), st.clip) {
             a.clip = c;
         }
@@ -374,36 +419,31 @@ impl Trainer {
         self.noise.as_ref().is_some_and(|n| n.is_seeded())
     }
 
-    fn q(&self) -> f64 {
-        self.config.batch_size as f64 / self.n_train as f64
+    /// Steps in one epoch under the current configuration.
+    fn steps_per_epoch(&self) -> u64 {
+        ledger::steps_per_epoch(
+            self.config.sampling,
+            self.n_train as u64,
+            self.config.batch_size as u64,
+        )
     }
 
-    /// Epsilon after `steps` private steps (Poisson sampling), or None for a non-private run.
-    pub fn epsilon_after(&self, steps: u64) -> Result<Option<f64>> {
-        let Some(p) = &self.config.privacy else {
-            return Ok(None);
-        };
-        if steps == 0 {
-            return Ok(Some(0.0));
-        }
-        privacy::epsilon(self.q(), p.noise_multiplier, steps, p.delta, p.accountant).map(Some)
+    /// The run's privacy ledger (None for a non-private run).
+    pub fn ledger(&self) -> Option<&PrivacyLedger> {
+        self.ledger.as_ref()
     }
 
-    /// Epsilon so far.
+    /// The run's guarantee so far, from its ledger, or None for a non-private run.
     pub fn epsilon(&self) -> Result<Option<f64>> {
-        self.epsilon_after(self.private_steps)
+        self.ledger.as_ref().map(|l| l.epsilon()).transpose()
     }
 
-    /// The no-amplification epsilon for `epochs` epochs of shuffled batches (each example in one
-    /// batch per epoch: `epochs` Gaussian mechanisms).
-    pub fn epsilon_no_amplification(&self, epochs: u64) -> Result<Option<f64>> {
-        let Some(p) = &self.config.privacy else {
-            return Ok(None);
-        };
-        if epochs == 0 {
-            return Ok(Some(0.0));
+    /// Shuffled runs only: the epsilon had the same steps been Poisson-sampled (not a guarantee).
+    pub fn epsilon_if_poisson(&self) -> Result<Option<f64>> {
+        match &self.ledger {
+            Some(l) => l.epsilon_if_poisson(),
+            None => Ok(None),
         }
-        privacy::epsilon(1.0, p.noise_multiplier, epochs, p.delta, p.accountant).map(Some)
     }
 
     fn clipping(&self) -> Option<Clipping> {
@@ -449,54 +489,62 @@ impl Trainer {
                 train.len()
             )));
         }
+        // Seeded (non-private runs, or --seeded-noise), batch t is a function of (seed, t).
         let sampler_seed = if self.config.privacy.is_none() || self.config.seeded_noise {
-            Some(mix(self.config.seed, 1_000_000 + self.step))
+            Some(mix(self.config.seed, SAMPLER_STREAM))
         } else {
             None
         };
-        let mut sampler = BatchSampler::new(
+        let mut sampler = BatchSampler::starting_at(
             self.config.sampling,
             self.n_train,
             self.config.batch_size,
             sampler_seed,
+            self.step,
         )?;
         let steps_per_epoch = sampler.steps_per_epoch() as u64;
         let expected_batch = self.config.batch_size as f64;
         let phys = self.physical_batch();
-        let max_private_steps = self.max_private_steps()?;
+        if let (Some(l), Some(p)) = (self.ledger.as_mut(), self.config.privacy.as_ref()) {
+            l.open_segment(
+                self.config.sampling,
+                self.n_train as u64,
+                self.config.batch_size as u64,
+                p.noise_multiplier,
+                self.step,
+            );
+        }
+        let max_segment_steps = self.max_segment_steps()?;
+        let mut segment_steps = 0u64;
         let mut reason = StopReason::Completed;
 
         'epochs: while self.epoch < self.config.epochs as u64 {
             let started = Instant::now();
             let (mut loss_sum, mut n_ex, mut correct, mut counted, mut n_clipped) =
                 (0.0f64, 0usize, 0usize, 0usize, 0usize);
-            let first_step_of_epoch = self.epoch * steps_per_epoch;
             // A resumed run starts mid-epoch where the checkpoint left off.
-            let start = self.step.max(first_step_of_epoch) - first_step_of_epoch;
+            let start = (self.step - self.epoch_start_step).min(steps_per_epoch);
             for _ in start..steps_per_epoch {
-                if let Some(maxs) = max_private_steps
-                    && self.private_steps + 1 > maxs
+                if let Some(maxs) = max_segment_steps
+                    && segment_steps + 1 > maxs
                 {
                     reason = StopReason::PrivacyBudget;
                     break 'epochs;
                 }
                 let idx = sampler.next_batch();
                 let clipping = self.clipping();
-                let noise_std = match (&self.config.privacy, &clipping) {
-                    (Some(p), Some(clip)) => {
-                        let z = match &self.adaptive {
-                            Some(a) => {
-                                AdaptiveClip::split_noise(p.noise_multiplier, a.count_stddev)?
-                                    .sum_multiplier
-                            }
-                            None => p.noise_multiplier,
-                        };
-                        Some(z * clip.sensitivity())
-                    }
-                    _ => None,
+                // The multiplier on the gradient sum's noise (with adaptive clipping, the part of
+                // the total z left after the clip count's share).
+                let sum_multiplier = match (&self.config.privacy, &self.adaptive) {
+                    (Some(p), Some(a)) => Some(
+                        AdaptiveClip::split_noise(p.noise_multiplier, a.count_stddev)?
+                            .sum_multiplier,
+                    ),
+                    (Some(p), None) => Some(p.noise_multiplier),
+                    (None, _) => None,
                 };
                 let mut dropout_rng =
-                    ChaCha8Rng::seed_from_u64(mix(self.config.seed, 2_000_000 + self.step));
+                    ChaCha8Rng::seed_from_u64(mix(self.config.seed, DROPOUT_STREAM + self.step));
                 let StepGradients {
                     mut grad,
                     norms,
@@ -510,10 +558,6 @@ impl Trainer {
                     phys,
                     &mut dropout_rng,
                 )?;
-                let noise_vec = match (noise_std, self.noise.as_mut()) {
-                    (Some(std), Some(src)) => Some(src.gaussian_vector(grad.len(), std)),
-                    _ => None,
-                };
                 correct += c;
                 counted += k;
                 if !step_loss.is_finite() {
@@ -529,23 +573,26 @@ impl Trainer {
                 }
                 loss_sum += step_loss;
                 n_ex += idx.len();
-                if let (Some(_), Some(clip)) = (&self.config.privacy, &clipping) {
+                if let (Some(z), Some(clip)) = (sum_multiplier, &clipping) {
                     let bound = match clip {
                         Clipping::Flat(c) => *c,
                         Clipping::PerGroup { .. } => f32::INFINITY,
                     };
                     n_clipped += norms.iter().filter(|&&n| n > bound).count();
-                    let noise = self.noise.as_mut().unwrap();
-                    let count_std = self.adaptive.as_ref().map_or(0.0, |a| a.count_stddev);
-                    add_noise_and_average(
-                        &mut grad,
-                        noise_vec.as_deref().unwrap_or(&[]),
-                        expected_batch,
-                    );
+                    let noise = self
+                        .noise
+                        .as_mut()
+                        .expect("a private run always has a noise source");
+                    noise.begin_step(self.step);
+                    privatize(&mut grad, z, clip.sensitivity(), expected_batch, noise);
                     if let Some(a) = self.adaptive.as_mut() {
+                        let count_std = a.count_stddev;
                         a.update(&norms, expected_batch, count_std, noise);
                     }
-                    self.private_steps += 1;
+                    if let Some(l) = self.ledger.as_mut() {
+                        l.record_step();
+                    }
+                    segment_steps += 1;
                 } else if !idx.is_empty() {
                     let inv = 1.0 / idx.len() as f32;
                     grad.iter_mut().for_each(|g| *g *= inv);
@@ -583,16 +630,13 @@ impl Trainer {
                 obs.on_step(&info, &self.model, &self.params)?;
             }
             self.epoch += 1;
+            self.epoch_start_step = self.step;
             let valid_eval = match valid {
                 Some(v) if !v.is_empty() => Some(self.evaluate(v)?),
                 _ => None,
             };
             let epsilon = self.epsilon()?;
-            let eps_na = if self.config.sampling == SamplingMode::Shuffle {
-                self.epsilon_no_amplification(self.epoch)?
-            } else {
-                None
-            };
+            let epsilon_if_poisson = self.epsilon_if_poisson()?;
             let info = EpochInfo {
                 epoch: self.epoch,
                 step: self.step,
@@ -609,7 +653,7 @@ impl Trainer {
                 valid_loss: valid_eval.map(|e| e.loss),
                 valid_accuracy: valid_eval.map(|e| e.accuracy),
                 epsilon,
-                epsilon_no_amplification: eps_na,
+                epsilon_if_poisson,
                 clip_bound: self.clipping().and_then(|c| match c {
                     Clipping::Flat(c) => Some(c as f64),
                     _ => None,
@@ -673,16 +717,20 @@ impl Trainer {
         Ok(acc)
     }
 
-    /// The largest number of private steps whose epsilon stays within `max_epsilon`.
-    fn max_private_steps(&self) -> Result<Option<u64>> {
-        let Some(p) = &self.config.privacy else {
+    /// The most steps the open segment may run before the ledger's epsilon would exceed
+    /// `max_epsilon` (None: no budget).
+    fn max_segment_steps(&self) -> Result<Option<u64>> {
+        let (Some(p), Some(l)) = (&self.config.privacy, &self.ledger) else {
             return Ok(None);
         };
         let Some(max_eps) = p.max_epsilon else {
             return Ok(None);
         };
-        let eps = |t: u64| -> Result<f64> { Ok(self.epsilon_after(t)?.unwrap_or(0.0)) };
         if p.noise_multiplier == 0.0 {
+            return Ok(Some(0));
+        }
+        let eps = |t: u64| l.epsilon_after_extra_steps(t);
+        if eps(0)? > max_eps {
             return Ok(Some(0));
         }
         // Epsilon grows with steps: double, then bisect.
@@ -712,9 +760,10 @@ impl Trainer {
         };
         let trainer = TrainerState {
             config: self.config.clone(),
-            private_steps: self.private_steps,
+            ledger: self.ledger.clone(),
             clip: self.adaptive.as_ref().map(|a| a.clip),
             epsilon,
+            epoch_start_step: self.epoch_start_step,
         };
         let state = CheckpointState {
             format: checkpoint::CHECKPOINT_FORMAT,
@@ -737,7 +786,7 @@ impl Trainer {
 
     /// Private steps accounted so far.
     pub fn private_steps(&self) -> u64 {
-        self.private_steps
+        self.ledger.as_ref().map_or(0, PrivacyLedger::total_steps)
     }
 }
 
@@ -748,6 +797,42 @@ struct StepGradients {
     loss: f64,
     correct: usize,
     counted: usize,
+}
+
+/// Refuse to resume `saved` as `wanted` unless they differ only in what a resume may change
+/// (see `ledger.rs`): epochs, batch size, sampling, physical batch, schedule, noise multiplier and
+/// `--max-epsilon`. The model, data, optimizer, clip rule, delta, accountant and seed never change.
+fn check_resumable(saved: &TrainConfig, wanted: &TrainConfig, dir: &Path) -> Result<()> {
+    let mut s = saved.clone();
+    s.epochs = wanted.epochs;
+    s.batch_size = wanted.batch_size;
+    s.sampling = wanted.sampling;
+    s.physical_batch = wanted.physical_batch;
+    s.schedule = wanted.schedule.clone();
+    if let (Some(sp), Some(wp)) = (s.privacy.as_mut(), wanted.privacy.as_ref()) {
+        sp.noise_multiplier = wp.noise_multiplier;
+        sp.max_epsilon = wp.max_epsilon;
+    }
+    if s == *wanted {
+        return Ok(());
+    }
+    let (a, b) = (
+        serde_json::to_value(&s).unwrap_or_default(),
+        serde_json::to_value(wanted).unwrap_or_default(),
+    );
+    let differ: Vec<String> = match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => b
+            .keys()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect(),
+        _ => vec![],
+    };
+    Err(EngineError::Config(format!(
+        "the checkpoint in {} belongs to a different run ({} differ; a resume may change only epochs, batch size, sampling, physical batch, schedule, noise multiplier and max epsilon); start a new run or use --force",
+        dir.display(),
+        if differ.is_empty() { "settings".to_string() } else { differ.join(", ") },
+    )))
 }
 
 /// Loss and accuracy of `params` on a dataset.

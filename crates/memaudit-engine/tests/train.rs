@@ -305,17 +305,34 @@ fn private_run_learns_reports_epsilon_and_a_resumed_run_continues_the_accounting
         .abs()
             < 1e-12
     );
-    // Different privacy parameters are refused on resume.
-    let mut other = private_config(10, None);
-    other.epochs = 4;
-    if let Some(p) = other.privacy.as_mut() {
+    // A resume may change the noise multiplier: the ledger then composes both segments.
+    let mut noisier = private_config(10, None);
+    noisier.epochs = 4;
+    if let Some(p) = noisier.privacy.as_mut() {
         p.noise_multiplier = 2.0;
+    }
+    let mut r2 = Trainer::new(noisier.clone(), train.len(), Some(dir.path()), true).unwrap();
+    r2.run(&train, None, &mut Silent).unwrap();
+    let composed = memaudit_accounting::DpEvent::Composed(vec![
+        memaudit_accounting::dp_sgd_event(0.05, 1.0, 60),
+        memaudit_accounting::dp_sgd_event(0.05, 2.0, 20),
+    ]);
+    let want = memaudit_accounting::epsilon_for(&composed, 1e-5, AccountantKind::Rdp)
+        .unwrap()
+        .epsilon;
+    assert!((r2.epsilon().unwrap().unwrap() - want).abs() < 1e-12);
+    assert_eq!(r2.ledger().unwrap().segments.len(), 3);
+    // The clip rule is part of the mechanism's definition and may not change on resume.
+    let mut other = noisier;
+    other.epochs = 5;
+    if let Some(p) = other.privacy.as_mut() {
+        p.clipping = memaudit_engine::train::ClipConfig::Flat { bound: 2.0 };
     }
     let err = Trainer::new(other, train.len(), Some(dir.path()), true)
         .err()
         .expect("must refuse")
         .to_string();
-    assert!(err.contains("privacy parameters"), "{err}");
+    assert!(err.contains("privacy differ"), "{err}");
 }
 
 #[test]
@@ -344,54 +361,28 @@ fn zero_noise_means_clipping_only_and_infinite_epsilon() {
     assert!(t.epsilon().unwrap().unwrap().is_infinite());
 }
 
+/// The trainer's own chunking: a logical batch run as physical chunks of 7 gives the parameters of
+/// the same run in one piece (same seeded batches and noise). Tolerance: the chunked sum adds the
+/// same f32 terms in another order, ~1e-6 relative per step over 20 steps.
 #[test]
-fn physical_chunks_give_the_same_clipped_sum_as_one_batch() {
-    let data = Blobs::new(64, 10, 3);
-    let model = mlp(10, 12).build().unwrap();
-    let params = model.init_params(&mut ChaCha8Rng::seed_from_u64(1));
-    let idx: Vec<usize> = (0..64).collect();
-    let clip = Clipping::Flat(0.5);
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let whole = model
-        .gradients(
-            &params,
-            &data.batch(&idx),
-            GradRequest {
-                clipping: Some(&clip),
-                input_grad: false,
-                train: false,
-                rng: &mut rng,
-            },
-        )
-        .unwrap();
-    let mut summed = vec![0.0f32; params.len()];
-    for c in idx.chunks(9) {
-        let out = model
-            .gradients(
-                &params,
-                &data.batch(c),
-                GradRequest {
-                    clipping: Some(&clip),
-                    input_grad: false,
-                    train: false,
-                    rng: &mut rng,
-                },
-            )
-            .unwrap();
-        for (s, g) in summed.iter_mut().zip(&out.grad) {
-            *s += g;
-        }
-    }
-    let scale = whole.grad.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+fn the_trainers_physical_chunks_give_the_parameters_of_one_batch() {
+    let train = Blobs::new(1000, 10, 3);
+    let run = |phys: Option<usize>| {
+        let mut cfg = private_config(10, None);
+        cfg.epochs = 1;
+        cfg.physical_batch = phys;
+        let mut t = Trainer::new(cfg, train.len(), None, false).unwrap();
+        t.run(&train, None, &mut Silent).unwrap();
+        t.params
+    };
+    let (whole, chunked) = (run(None), run(Some(7)));
+    let scale = whole.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let diff = whole
-        .grad
         .iter()
-        .zip(&summed)
+        .zip(&chunked)
         .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(
-        diff <= 1e-5 * scale,
-        "chunked sum differs by {diff} (scale {scale})"
-    );
+    assert!(diff <= 1e-4 * scale, "chunked run differs by {diff} (scale {scale})");
+    assert!(diff > 0.0 || whole == chunked);
 }
 
 /// Per-layer clipping: each layer group is clipped to its own bound; the sum equals the batch-1

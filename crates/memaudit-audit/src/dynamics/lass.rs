@@ -328,7 +328,7 @@ mod tests {
     /// A linear classifier on 2-D inputs whose boundary is the line x0 = 0.5: logits
     /// z0 = 0, z1 = x0 - 0.5 (class 1 on the right).
     fn half_plane() -> (Model, Vec<f32>) {
-        let m = Model::new(vec![("fc".into(), Box::new(Linear::new(2, 2, true)))]);
+        let m = Model::new(vec![("fc".into(), Box::new(Linear::new(2, 2, true)))]).unwrap();
         // Weight [out, in] row-major, then bias.
         let p = vec![0.0, 0.0, 1.0, 0.0, 0.0, -0.5];
         (m, p)

@@ -60,6 +60,8 @@ crate::simd_kernel! {
 }
 
 impl Layer for Activation {
+    crate::no_parameter_gradients!();
+
     fn kind(&self) -> &'static str {
         match self.kind {
             ActivationKind::Relu => "relu",

@@ -26,6 +26,8 @@ impl Dropout {
 }
 
 impl Layer for Dropout {
+    crate::no_parameter_gradients!();
+
     fn kind(&self) -> &'static str {
         "dropout"
     }

@@ -8,6 +8,8 @@ use crate::tensor::Tensor;
 pub struct Flatten;
 
 impl Layer for Flatten {
+    crate::no_parameter_gradients!();
+
     fn kind(&self) -> &'static str {
         "flatten"
     }

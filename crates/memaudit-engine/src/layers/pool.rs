@@ -126,6 +126,8 @@ struct ArgMax {
 }
 
 impl Layer for MaxPool2d {
+    crate::no_parameter_gradients!();
+
     fn kind(&self) -> &'static str {
         "maxpool2d"
     }
@@ -191,6 +193,8 @@ impl AvgPool2d {
 }
 
 impl Layer for AvgPool2d {
+    crate::no_parameter_gradients!();
+
     fn kind(&self) -> &'static str {
         "avgpool2d"
     }

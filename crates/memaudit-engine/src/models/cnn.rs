@@ -121,7 +121,7 @@ pub(crate) fn build_tutorial_cnn(
     s.push("fc1", Box::new(Linear::new(f, 32, true)))?;
     s.push("relu3", relu())?;
     s.push("fc2", Box::new(Linear::new(32, classes, true)))?;
-    Ok(Model::new(s.layers))
+    Model::new(s.layers)
 }
 
 /// Conv widths of the GroupNorm CNN's three blocks.
@@ -157,7 +157,7 @@ pub(crate) fn build_groupnorm_cnn(
     s.push("fc1", Box::new(Linear::new(f, GN_HIDDEN, true)))?;
     s.push("relu_fc", relu())?;
     s.push("fc2", Box::new(Linear::new(GN_HIDDEN, classes, true)))?;
-    Ok(Model::new(s.layers))
+    Model::new(s.layers)
 }
 
 #[cfg(test)]

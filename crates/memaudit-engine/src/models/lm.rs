@@ -93,7 +93,7 @@ fn build(
         input = hidden;
     }
     v.push(("output".into(), Box::new(Linear::new(hidden, vocab, true))));
-    Ok(Model::new(v))
+    Model::new(v)
 }
 
 pub(crate) fn build_lstm_lm(

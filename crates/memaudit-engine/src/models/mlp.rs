@@ -44,5 +44,5 @@ pub(crate) fn build_mlp(
         format!("fc{}", hidden.len() + 1),
         Box::new(Linear::new(prev, classes, true)),
     ));
-    Ok(Model::new(layers))
+    Model::new(layers)
 }

@@ -105,10 +105,10 @@ impl ModelConfig {
                         "logistic regression needs features >= 1 and classes >= 2".into(),
                     ));
                 }
-                Ok(Model::new(vec![(
+                Model::new(vec![(
                     "fc".into(),
                     Box::new(crate::layers::Linear::new(*features, *classes, true)),
-                )]))
+                )])
             }
             ModelConfig::TutorialCnn {
                 channels,
