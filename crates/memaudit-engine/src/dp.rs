@@ -72,10 +72,8 @@ impl NoiseSource {
     /// another's). From the OS, the stream simply continues: nothing to do.
     pub fn begin_step(&mut self, step: u64) {
         if let Some(seed) = self.seed {
-            self.master = ChaCha12Rng::seed_from_u64(crate::sampler::mix_seed(
-                seed,
-                NOISE_STREAM + step,
-            ));
+            self.master =
+                ChaCha12Rng::seed_from_u64(crate::sampler::mix_seed(seed, NOISE_STREAM + step));
         }
     }
 

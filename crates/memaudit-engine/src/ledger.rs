@@ -78,9 +78,7 @@ impl LedgerSegment {
             SamplingMode::Poisson => {
                 acc::dp_sgd_event(self.sampling_rate(), self.noise_multiplier, self.steps)
             }
-            SamplingMode::Shuffle => {
-                acc::dp_sgd_event(1.0, self.noise_multiplier, self.windows())
-            }
+            SamplingMode::Shuffle => acc::dp_sgd_event(1.0, self.noise_multiplier, self.windows()),
         }
     }
 
@@ -352,9 +350,13 @@ mod tests {
             .epsilon;
         assert_eq!(l.epsilon().unwrap(), want);
         // More noise later costs less than the same steps at the first segment's noise.
-        let low = acc::epsilon_for(&acc::dp_sgd_event(0.05, 1.1, 150), 1e-5, AccountantKind::Rdp)
-            .unwrap()
-            .epsilon;
+        let low = acc::epsilon_for(
+            &acc::dp_sgd_event(0.05, 1.1, 150),
+            1e-5,
+            AccountantKind::Rdp,
+        )
+        .unwrap()
+        .epsilon;
         assert!(want > 0.0 && want != low);
     }
 

@@ -34,8 +34,8 @@ pub mod testing;
 pub mod train;
 
 pub use error::{EngineError, Result};
-pub use ledger::{LedgerSegment, PrivacyLedger};
 pub use layer::{Layer, SparseInput, TokenInput, Value};
+pub use ledger::{LedgerSegment, PrivacyLedger};
 pub use lm::{IncrementalLm, LmState};
 pub use model::{Batch, Clipping, GradOutput, GradRequest, Model};
 pub use models::{InputKind, ModelConfig};

@@ -125,7 +125,8 @@ impl Model {
         let mut off = 0;
         let mut boxed = Vec::new();
         for (li, (name, layer)) in layers.into_iter().enumerate() {
-            if !layer.params().is_empty() && layer.per_example_rule() == PerExampleRule::NoParameters
+            if !layer.params().is_empty()
+                && layer.per_example_rule() == PerExampleRule::NoParameters
             {
                 return Err(EngineError::Config(format!(
                     "layer {name} ({}) has parameters but no per-example gradient rule: it cannot be clipped, so it cannot train",

@@ -25,9 +25,7 @@ pub fn epsilon(
     kind: AccountantKind,
 ) -> Result<f64> {
     let ev = acc::dp_sgd_event(q, noise_multiplier, steps);
-    Ok(acc::epsilon_for(&ev, delta, kind)
-        .map_err(err)?
-        .epsilon)
+    Ok(acc::epsilon_for(&ev, delta, kind).map_err(err)?.epsilon)
 }
 
 /// The smallest noise multiplier (to 1e-4 relative, never overshooting) whose epsilon after

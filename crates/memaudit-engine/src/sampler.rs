@@ -131,7 +131,8 @@ impl BatchSampler {
                     let mut keyed;
                     let rng = match self.seed {
                         Some(s) => {
-                            keyed = ChaCha20Rng::seed_from_u64(mix_seed(s, SHUFFLE_STREAM + window));
+                            keyed =
+                                ChaCha20Rng::seed_from_u64(mix_seed(s, SHUFFLE_STREAM + window));
                             &mut keyed
                         }
                         None => &mut self.rng,

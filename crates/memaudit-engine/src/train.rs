@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{self, CheckpointState};
 use crate::dp::{AdaptiveClip, NoiseSource, privatize};
 use crate::error::{EngineError, Result};
+use crate::ledger::{self, PrivacyLedger};
 use crate::model::{Batch, Clipping, GradRequest, Model};
 use crate::models::ModelConfig;
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::penalty::ParamPenalty;
-use crate::ledger::{self, PrivacyLedger};
 use crate::privacy::AccountantKind;
 use crate::sampler::{BatchSampler, SamplingMode, mix_seed};
 
@@ -831,7 +831,11 @@ fn check_resumable(saved: &TrainConfig, wanted: &TrainConfig, dir: &Path) -> Res
     Err(EngineError::Config(format!(
         "the checkpoint in {} belongs to a different run ({} differ; a resume may change only epochs, batch size, sampling, physical batch, schedule, noise multiplier and max epsilon); start a new run or use --force",
         dir.display(),
-        if differ.is_empty() { "settings".to_string() } else { differ.join(", ") },
+        if differ.is_empty() {
+            "settings".to_string()
+        } else {
+            differ.join(", ")
+        },
     )))
 }
 

@@ -125,8 +125,8 @@ fn a_seeded_run_resumed_after_each_epoch_equals_the_uninterrupted_run() {
     ] {
         let cfg = config(16, 40, sampling, 1.1, clip);
         let whole_dir = tempfile::tempdir().unwrap();
-        let mut whole = Trainer::new(cfg.clone(), train.len(), Some(whole_dir.path()), false)
-            .unwrap();
+        let mut whole =
+            Trainer::new(cfg.clone(), train.len(), Some(whole_dir.path()), false).unwrap();
         whole.run(&train, None, &mut Silent).unwrap();
 
         let dir = tempfile::tempdir().unwrap();
@@ -143,7 +143,10 @@ fn a_seeded_run_resumed_after_each_epoch_equals_the_uninterrupted_run() {
                 );
                 // The same steps, so the same guarantee (Poisson: composition is associative;
                 // shuffled: every segment starts on a window boundary here).
-                let (a, b) = (t.epsilon().unwrap().unwrap(), whole.epsilon().unwrap().unwrap());
+                let (a, b) = (
+                    t.epsilon().unwrap().unwrap(),
+                    whole.epsilon().unwrap().unwrap(),
+                );
                 assert!((a - b).abs() < 1e-9 * a, "{a} vs {b}");
                 assert_eq!(t.ledger().unwrap().segments.len(), 3);
             }
@@ -160,7 +163,13 @@ fn the_trainers_update_noise_has_std_sigma_c_over_the_expected_batch() {
     let train = Blobs::new(1000, 10, 2);
     for (batch, steps) in [(1000usize, 1u64), (50, 20)] {
         let (z, c) = (1e4, 1e-6);
-        let mut cfg = config(256, batch, SamplingMode::Poisson, z, ClipConfig::Flat { bound: c });
+        let mut cfg = config(
+            256,
+            batch,
+            SamplingMode::Poisson,
+            z,
+            ClipConfig::Flat { bound: c },
+        );
         cfg.epochs = 1;
         cfg.optimizer = OptimizerConfig::Sgd {
             lr: 1.0,
@@ -204,7 +213,13 @@ fn the_trainers_update_noise_has_std_sigma_c_over_the_expected_batch() {
 #[test]
 fn shuffled_runs_report_and_budget_the_no_amplification_epsilon() {
     let train = Blobs::new(600, 10, 3);
-    let mut cfg = config(16, 60, SamplingMode::Shuffle, 1.0, ClipConfig::Flat { bound: 1.0 });
+    let mut cfg = config(
+        16,
+        60,
+        SamplingMode::Shuffle,
+        1.0,
+        ClipConfig::Flat { bound: 1.0 },
+    );
     cfg.epochs = 2;
     let mut t = Trainer::new(cfg.clone(), train.len(), None, false).unwrap();
     t.run(&train, None, &mut Silent).unwrap();
@@ -221,7 +236,10 @@ fn shuffled_runs_report_and_budget_the_no_amplification_epsilon() {
         p.max_epsilon = Some((one + guarantee) / 2.0);
     }
     let mut b = Trainer::new(cfg.clone(), train.len(), None, false).unwrap();
-    assert_eq!(b.run(&train, None, &mut Silent).unwrap(), StopReason::PrivacyBudget);
+    assert_eq!(
+        b.run(&train, None, &mut Silent).unwrap(),
+        StopReason::PrivacyBudget
+    );
     assert_eq!(b.step, 10);
     assert!(b.epsilon().unwrap().unwrap() <= (one + guarantee) / 2.0);
 
@@ -245,7 +263,13 @@ fn shuffled_runs_report_and_budget_the_no_amplification_epsilon() {
 #[test]
 fn an_edited_checkpoint_ledger_is_refused() {
     let train = Blobs::new(600, 10, 4);
-    let mut cfg = config(8, 40, SamplingMode::Poisson, 1.0, ClipConfig::Flat { bound: 1.0 });
+    let mut cfg = config(
+        8,
+        40,
+        SamplingMode::Poisson,
+        1.0,
+        ClipConfig::Flat { bound: 1.0 },
+    );
     cfg.epochs = 1;
     let dir = tempfile::tempdir().unwrap();
     Trainer::new(cfg.clone(), train.len(), Some(dir.path()), false)
@@ -294,7 +318,12 @@ fn a_layer_with_parameters_but_no_per_example_rule_cannot_train() {
         fn out_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
             Ok(input.to_vec())
         }
-        fn forward(&self, _p: &[f32], x: &Value, _c: &mut ForwardCtx<'_>) -> Result<(Tensor, Cache)> {
+        fn forward(
+            &self,
+            _p: &[f32],
+            x: &Value,
+            _c: &mut ForwardCtx<'_>,
+        ) -> Result<(Tensor, Cache)> {
             Ok((x.dense()?.clone(), nothing()))
         }
         fn backward(

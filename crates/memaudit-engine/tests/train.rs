@@ -381,7 +381,10 @@ fn the_trainers_physical_chunks_give_the_parameters_of_one_batch() {
         .iter()
         .zip(&chunked)
         .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(diff <= 1e-4 * scale, "chunked run differs by {diff} (scale {scale})");
+    assert!(
+        diff <= 1e-4 * scale,
+        "chunked run differs by {diff} (scale {scale})"
+    );
     assert!(diff > 0.0 || whole == chunked);
 }
 

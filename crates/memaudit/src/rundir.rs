@@ -1,8 +1,8 @@
 //! Run folders: every run writes `--out DIR` with `run.json`, `metrics.csv`, checkpoints and
 //! `report.html`.
 //!
-//! A folder that already holds a run is refused unless `--resume` (same command and config:
-//! continue it) or `--force` (discard it). Checks happen before anything is written, so a refused
+//! A folder that already holds a run is refused unless `--resume` (continue it: same command and
+//! config, except the settings in `RESUMABLE`) or `--force` (discard it). Checks happen before anything is written, so a refused
 //! command leaves the folder exactly as it was.
 
 use std::fs;
@@ -79,7 +79,8 @@ impl RunDir {
             match previous {
                 Some(prev) => {
                     let same = prev.get("command").and_then(Value::as_str) == Some(command)
-                        && prev.get("config").map(without_epochs) == Some(without_epochs(config));
+                        && prev.get("config").map(without_resumable)
+                            == Some(without_resumable(config));
                     if reuse.resume && !reuse.force {
                         if !same {
                             return Err(user(format!(
@@ -171,16 +172,28 @@ impl RunDir {
     }
 }
 
-/// `v` with every `epochs` field removed: what must match for `--resume`.
-fn without_epochs(v: &Value) -> Value {
+/// Settings a `--resume` may change (the trainer checks the rest and records a new privacy-ledger
+/// segment; see the engine's `ledger.rs`).
+const RESUMABLE: [&str; 7] = [
+    "epochs",
+    "batch_size",
+    "physical_batch",
+    "schedule",
+    "sampling",
+    "noise_multiplier",
+    "max_epsilon",
+];
+
+/// `v` without the fields a resume may change: what must match for `--resume`.
+fn without_resumable(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
-                .filter(|(k, _)| k.as_str() != "epochs")
-                .map(|(k, v)| (k.clone(), without_epochs(v)))
+                .filter(|(k, _)| !RESUMABLE.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), without_resumable(v)))
                 .collect(),
         ),
-        Value::Array(a) => Value::Array(a.iter().map(without_epochs).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(without_resumable).collect()),
         other => other.clone(),
     }
 }

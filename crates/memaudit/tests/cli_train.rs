@@ -161,7 +161,12 @@ fn a_resumed_run_with_different_privacy_parameters_is_refused_and_nothing_is_ove
     let out = d.path().join("r");
     assert_eq!(train(&out, &["--noise-multiplier", "1.1"]).0, 0);
     let before: Vec<(String, Vec<u8>)> = snapshot(&out);
-    let r = train(&out, &["--noise-multiplier", "2.0", "--resume"]);
+    // The clip bound defines the mechanism: a resume may not change it (the noise multiplier, batch
+    // size and epochs it may: see cli_privacy_core.rs).
+    let r = train(
+        &out,
+        &["--noise-multiplier", "1.1", "--clip", "2", "--resume"],
+    );
     assert_usage_error(&r, "--out");
     assert_eq!(
         snapshot(&out),

@@ -272,11 +272,11 @@ pub struct PrivacyArgs {
     /// Calibrate the noise multiplier so that epsilon after all epochs is at most this.
     #[arg(long, value_name = "EPS")]
     pub target_epsilon: Option<f64>,
-    /// Per-example clip bound C (flat, over all parameters).
-    #[arg(long, default_value_t = 1.0)]
-    pub clip: f64,
+    /// Per-example clip bound C (flat, over all parameters; default 1; the start with --adaptive-clip).
+    #[arg(long, value_name = "C")]
+    pub clip: Option<f64>,
     /// Per-layer clip bounds, one per parameterised layer in order (total sensitivity sqrt(sum C_k^2)).
-    #[arg(long, value_delimiter = ',', conflicts_with = "adaptive_clip")]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["adaptive_clip", "clip"])]
     pub clip_per_layer: Option<Vec<f64>>,
     /// Adaptive clipping to a quantile of the gradient norms (Andrew et al.); --clip is the start.
     #[arg(long)]
@@ -316,6 +316,11 @@ impl PrivacyArgs {
         self.noise_multiplier.is_some() || self.target_epsilon.is_some()
     }
 
+    /// The flat clip bound C (1 unless --clip says otherwise).
+    pub fn clip(&self) -> f64 {
+        self.clip.unwrap_or(1.0)
+    }
+
     pub fn accountant(&self) -> Result<AccountantKind> {
         match self.accountant.as_str() {
             "rdp" => Ok(AccountantKind::Rdp),
@@ -353,8 +358,25 @@ impl PrivacyArgs {
                 "--target-epsilon must be > 0 and finite, got {e}"
             )));
         }
-        if !(self.clip > 0.0 && self.clip.is_finite()) {
-            return Err(user(format!("--clip must be > 0, got {}", self.clip)));
+        if let Some(c) = self.clip
+            && !(c > 0.0 && c.is_finite())
+        {
+            return Err(user(format!("--clip must be > 0, got {c}")));
+        }
+        if !self.is_private() {
+            // Flags that only mean something under DP-SGD would be silently ignored otherwise.
+            let private_only = [
+                ("--clip", self.clip.is_some()),
+                ("--clip-per-layer", self.clip_per_layer.is_some()),
+                ("--adaptive-clip", self.adaptive_clip),
+                ("--max-epsilon", self.max_epsilon.is_some()),
+                ("--seeded-noise", self.seeded_noise),
+            ];
+            if let Some((flag, _)) = private_only.iter().find(|(_, given)| *given) {
+                return Err(user(format!(
+                    "{flag} applies only to private training: add --noise-multiplier or --target-epsilon, or drop {flag}"
+                )));
+            }
         }
         if let Some(b) = &self.clip_per_layer
             && b.iter().any(|c| !(*c > 0.0 && c.is_finite()))
@@ -391,7 +413,7 @@ impl PrivacyArgs {
     pub fn clip_config(&self, param_layers: &[usize], n_layers: usize) -> Result<ClipConfig> {
         if self.adaptive_clip {
             return Ok(ClipConfig::Adaptive {
-                initial: self.clip,
+                initial: self.clip(),
                 target_quantile: self.target_quantile,
                 learning_rate: self.clip_lr,
                 count_stddev: self.clip_count_stddev,
@@ -416,7 +438,7 @@ impl PrivacyArgs {
                 group_of_layer,
             });
         }
-        Ok(ClipConfig::Flat { bound: self.clip })
+        Ok(ClipConfig::Flat { bound: self.clip() })
     }
 }
 

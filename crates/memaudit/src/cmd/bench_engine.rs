@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use memaudit_engine::dp::{NoiseSource, add_noise_and_average};
+use memaudit_engine::dp::{NoiseSource, privatize};
 use memaudit_engine::model::{Batch, Clipping, GradRequest};
 use memaudit_engine::optim::{Optimizer, OptimizerConfig, Schedule};
 use memaudit_engine::tensor::Tensor;
@@ -198,9 +198,15 @@ impl Bench {
                 rng,
             },
         );
-        let z = dp.then(|| noise.gaussian_vector(params.len(), 1.1 * 1.0));
         let mut g = out?.grad;
-        add_noise_and_average(&mut g, z.as_deref().unwrap_or(&[]), self.batch.len() as f64);
+        let b = self.batch.len() as f64;
+        if dp {
+            // The trainer's own noise step (sigma 1.1, C 1).
+            privatize(&mut g, 1.1, 1.0, b, noise);
+        } else {
+            let inv = (1.0 / b) as f32;
+            g.iter_mut().for_each(|v| *v *= inv);
+        }
         self.opt.step(&mut self.params, &g);
         Ok(t.elapsed().as_secs_f64() * 1e3)
     }

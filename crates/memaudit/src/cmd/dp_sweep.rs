@@ -6,12 +6,11 @@
 
 use anyhow::Result;
 use memaudit_engine::privacy;
-use memaudit_engine::sampler::SamplingMode;
 use memaudit_engine::train::{PrivacyConfig, Silent, TrainConfig, Trainer};
 use serde_json::json;
 
 use super::args::{ModelArgs, OptimArgs, PrivacyArgs};
-use super::train::{flatten_for, prepare};
+use super::train::{flatten_for, prepare, steps_per_epoch};
 use crate::Ctx;
 use crate::datasets::DataArgs;
 use crate::error::user;
@@ -49,10 +48,16 @@ pub struct Args {
 }
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
-    args.privacy.validate()?;
     let target = args.privacy.target_epsilon.ok_or_else(|| {
         user("dp-sweep needs --target-epsilon (the epsilon every batch size is trained at)")
     })?;
+    args.privacy.validate()?;
+    if args.privacy.max_epsilon.is_some() {
+        return Err(user(
+            "--max-epsilon does not apply to dp-sweep: every batch size is calibrated to --target-epsilon",
+        ));
+    }
+    let sampling = args.privacy.sampling()?;
     if args.batch_sizes.is_empty() || args.batch_sizes.contains(&0) {
         return Err(user("--batch-sizes: give one or more sizes >= 1"));
     }
@@ -100,10 +105,19 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     let mut rows = Vec::new();
     let mut table = Vec::new();
     for &b in &args.batch_sizes {
-        let steps = n.div_ceil(b) as u64 * args.epochs as u64;
-        let q = b as f64 / n as f64;
-        let sigma = privacy::calibrate(q, steps, args.privacy.delta, target, accountant)
-            .map_err(|e| user(format!("batch {b}: {e}")))?;
+        let spe = steps_per_epoch(sampling, n, b);
+        let steps = spe * args.epochs as u64;
+        // Calibrated to the guarantee of this sampling (shuffled: no amplification).
+        let sigma = privacy::calibrate_planned(
+            sampling,
+            n as u64,
+            b as u64,
+            args.epochs as u64,
+            args.privacy.delta,
+            target,
+            accountant,
+        )
+        .map_err(|e| user(format!("batch {b}: {e}")))?;
         let mut optimizer = base_optim.clone();
         let lr = optimizer.lr() * scale(b)?;
         match &mut optimizer {
@@ -117,11 +131,11 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         let cfg = TrainConfig {
             model: model_cfg.clone(),
             optimizer,
-            schedule: args.optim.schedule(n.div_ceil(b) as u64, args.epochs)?,
+            schedule: args.optim.schedule(spe, args.epochs)?,
             epochs: args.epochs,
             batch_size: b,
             physical_batch: Some(args.privacy.physical_batch.unwrap_or(512)),
-            sampling: SamplingMode::Poisson,
+            sampling,
             seed,
             privacy: Some(PrivacyConfig {
                 noise_multiplier: sigma,
@@ -156,13 +170,13 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
             b.to_string(),
             steps.to_string(),
             format!("{sigma:.4}"),
-            format!("{:.5}", sigma * args.privacy.clip / b as f64),
+            format!("{:.5}", sigma * args.privacy.clip() / b as f64),
             format!("{lr}"),
             fmt_f64(acc),
             fmt_f64(eps),
             format!("{secs:.0}"),
         ]);
-        rows.push(json!({ "batch_size": b, "steps": steps, "noise_multiplier": sigma, "noise_on_mean_gradient": sigma * args.privacy.clip / b as f64, "lr": lr, "test_accuracy": num(acc), "test_loss": eval.map(|e| num(e.loss)), "epsilon": num(eps), "seconds": secs }));
+        rows.push(json!({ "batch_size": b, "steps": steps, "noise_multiplier": sigma, "noise_on_mean_gradient": sigma * args.privacy.clip() / b as f64, "lr": lr, "test_accuracy": num(acc), "test_loss": eval.map(|e| num(e.loss)), "epsilon": num(eps), "seconds": secs }));
     }
     let headers = [
         "batch",

@@ -1,10 +1,13 @@
 //! `memaudit epsilon`: epsilon of DP-SGD (Poisson-sampled Gaussian) for given sampling, noise and
-//! steps, with the RDP and/or PLD accountant.
+//! steps, with the RDP and/or PLD accountant; or of a heterogeneous composition, given segment by
+//! segment (`--segment q,sigma,steps`, repeatable) or as a run's privacy ledger (`--ledger FILE`),
+//! so anyone can check a resumed run's epsilon by hand.
 
 use memaudit_accounting::rdp::{Conversion, RdpAccountant};
 use memaudit_accounting::{
-    AccountingError, NeighboringRelation, PldAccountant, PrivacyAccountant, dp_sgd_event,
+    AccountingError, DpEvent, NeighboringRelation, PldAccountant, PrivacyAccountant, dp_sgd_event,
 };
+use memaudit_engine::PrivacyLedger;
 use serde_json::{Value, json};
 
 use crate::Ctx;
@@ -76,6 +79,14 @@ pub struct SamplingArgs {
     /// Target delta in (0, 1).
     #[arg(long, value_name = "D", allow_negative_numbers = true)]
     pub delta: f64,
+}
+
+/// `memaudit train`'s count for the same flags: E x ceil(N/B) Poisson steps (whole epochs of
+/// ceil(N/B) batches), where TF Privacy's bookkeeping counts ceil(E N / B). None unless the
+/// dataset flags were given with a whole number of epochs.
+fn train_steps(s: &SamplingArgs) -> Option<u64> {
+    let (n, b, e) = (s.dataset_size?, s.batch_size?, s.epochs?);
+    (e.fract() == 0.0 && b > 0).then(|| e as u64 * n.div_ceil(b))
 }
 
 impl SamplingArgs {
@@ -186,8 +197,22 @@ pub struct Args {
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Noise multiplier sigma: noise standard deviation / clipping norm (0: no noise).
-    #[arg(long, value_name = "S", allow_negative_numbers = true)]
-    pub noise_multiplier: f64,
+    #[arg(
+        long,
+        value_name = "S",
+        allow_negative_numbers = true,
+        required_unless_present_any = ["segment", "ledger"]
+    )]
+    pub noise_multiplier: Option<f64>,
+    /// One segment of a heterogeneous run, "q,sigma,steps" (Poisson rate, noise multiplier, steps;
+    /// q = 1 for unsampled Gaussian steps, e.g. one per epoch of shuffled batches). Repeat it;
+    /// the segments are composed. Replaces the sampling flags and --noise-multiplier.
+    #[arg(long, value_name = "Q,SIGMA,STEPS", conflicts_with_all = ["noise_multiplier", "ledger", "sampling_rate", "steps", "dataset_size", "batch_size", "epochs"])]
+    pub segment: Vec<String>,
+    /// A run's privacy ledger: a JSON file holding it (a checkpoint's state.json, a run.json, or
+    /// the ledger alone, as `train --json` prints under privacy_statement.ledger).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["noise_multiplier", "sampling_rate", "steps", "dataset_size", "batch_size", "epochs"])]
+    pub ledger: Option<std::path::PathBuf>,
     /// Accountant(s) to run.
     #[arg(long, value_enum, default_value = "all")]
     pub accountant: AccountantChoice,
@@ -204,19 +229,149 @@ pub struct Args {
     pub orders: Option<Vec<f64>>,
 }
 
+/// Parse one `--segment q,sigma,steps`.
+fn parse_segment(spec: &str) -> anyhow::Result<(f64, f64, u64)> {
+    let bad = |why: &str| {
+        user(format!(
+            "--segment {spec}: {why}; write q,sigma,steps, e.g. 0.01,1.1,1000"
+        ))
+    };
+    let parts: Vec<&str> = spec.split(',').map(str::trim).collect();
+    let [q, sigma, steps] = parts[..] else {
+        return Err(bad("three comma-separated numbers expected"));
+    };
+    let q: f64 = q.parse().map_err(|_| bad("q is not a number"))?;
+    let sigma: f64 = sigma.parse().map_err(|_| bad("sigma is not a number"))?;
+    let steps: u64 = steps
+        .parse()
+        .map_err(|_| bad("steps is not a whole number"))?;
+    if !(q > 0.0 && q <= 1.0) {
+        return Err(bad("q must be in (0, 1]"));
+    }
+    if !(sigma >= 0.0 && sigma.is_finite()) {
+        return Err(bad("sigma must be a finite number >= 0"));
+    }
+    Ok((q, sigma, steps))
+}
+
+/// The ledger inside a JSON file: the ledger itself, a checkpoint sidecar or a run.json.
+fn read_ledger(path: &std::path::Path) -> anyhow::Result<PrivacyLedger> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| user(format!("--ledger {}: {e}", path.display())))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| user(format!("--ledger {}: not JSON: {e}", path.display())))?;
+    let found = [
+        &v,
+        &v["trainer"]["ledger"],
+        &v["privacy_statement"]["ledger"],
+        &v["results"]["privacy_statement"]["ledger"],
+    ]
+    .into_iter()
+    .find(|c| c.get("segments").is_some())
+    .ok_or_else(|| {
+        user(format!(
+            "--ledger {}: no privacy ledger (an object with \"segments\") in this file",
+            path.display()
+        ))
+    })?;
+    serde_json::from_value(found.clone())
+        .map_err(|e| user(format!("--ledger {}: {e}", path.display())))
+}
+
 pub fn run(args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
-    let (q, steps) = args.sampling.resolve()?;
-    check_noise(args.noise_multiplier)?;
     check_orders(&args.orders)?;
     let delta = args.sampling.delta;
-    let sigma = args.noise_multiplier;
-    let event = dp_sgd_event(q, sigma, steps);
+    if !(delta > 0.0 && delta < 1.0) {
+        return Err(user(format!("--delta must be in (0, 1), got {delta}")));
+    }
     let mut results: Vec<Value> = Vec::new();
     let mut warnings: Vec<String> = Vec::new();
-    let mut text = format!(
-        "DP-SGD: sampling rate q = {}, noise multiplier {sigma}, {steps} steps, delta = {delta:e}\n",
-        fmt_f64(q)
-    );
+    // The event: one homogeneous DP-SGD run, explicit segments, or a run's ledger.
+    let (event, mut text, mut json) = if let Some(path) = &args.ledger {
+        let ledger = read_ledger(path)?;
+        let mut text = format!(
+            "privacy ledger {} ({} segments, {} private steps), delta = {delta:e}\n",
+            path.display(),
+            ledger.segments.len(),
+            ledger.total_steps()
+        );
+        for (k, s) in ledger.segments.iter().enumerate() {
+            text += &format!(
+                "  segment {}: {:?} sampling, q = {}, noise multiplier {}, {} steps\n",
+                k + 1,
+                s.sampling,
+                fmt_f64(s.sampling_rate()),
+                fmt_f64(s.noise_multiplier),
+                s.steps
+            );
+        }
+        let json = json!({ "ledger": ledger, "delta": num(delta) });
+        (ledger.event(), text, json)
+    } else if !args.segment.is_empty() {
+        let segs = args
+            .segment
+            .iter()
+            .map(|s| parse_segment(s))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut text = format!(
+            "DP-SGD in {} segments, composed, delta = {delta:e}\n",
+            segs.len()
+        );
+        for (k, (q, sigma, steps)) in segs.iter().enumerate() {
+            text += &format!(
+                "  segment {}: q = {}, noise multiplier {sigma}, {steps} steps\n",
+                k + 1,
+                fmt_f64(*q)
+            );
+        }
+        let json = json!({
+            "segments": segs.iter().map(|(q, s, t)| json!({"sampling_rate": num(*q), "noise_multiplier": num(*s), "steps": t})).collect::<Vec<_>>(),
+            "delta": num(delta),
+        });
+        let event = DpEvent::Composed(
+            segs.iter()
+                .map(|&(q, sigma, steps)| dp_sgd_event(q, sigma, steps))
+                .collect(),
+        );
+        (event, text, json)
+    } else {
+        let (q, steps) = args.sampling.resolve()?;
+        let sigma = args.noise_multiplier.unwrap_or_default();
+        check_noise(sigma)?;
+        let mut text = format!(
+            "DP-SGD: sampling rate q = {}, noise multiplier {sigma}, {steps} steps, delta = {delta:e}\n",
+            fmt_f64(q)
+        );
+        let mut json = json!({
+            "sampling_rate": num(q),
+            "steps": steps,
+            "noise_multiplier": num(sigma),
+            "delta": num(delta),
+        });
+        if args.sampling.dataset_size.is_some() {
+            // Say what the step count is, and what `train` would run with these flags.
+            text += &format!(
+                "steps counted as ceil(epochs x N / B) = {steps} (TF Privacy's bookkeeping)"
+            );
+            json["steps_counted_as"] = json!("ceil(epochs*N/B)");
+            if let Some(ts) = train_steps(&args.sampling).filter(|&t| t != steps) {
+                let mut acc = RdpAccountant::new(NeighboringRelation::AddOrRemoveOne);
+                acc.compose(&dp_sgd_event(q, sigma, ts))
+                    .map_err(|e| user(e.to_string()))?;
+                let e = acc
+                    .epsilon_and_order(delta, args.conversion.conversion())
+                    .map_err(|e| user(e.to_string()))?;
+                text += &format!(
+                    "; `memaudit train` runs epochs x ceil(N/B) = {ts} steps with these flags: rdp epsilon {} there",
+                    fmt_f64(e.epsilon)
+                );
+                json["train_steps"] = json!(ts);
+                json["train_steps_epsilon_rdp"] = num(e.epsilon);
+            }
+            text += "\n";
+        }
+        (dp_sgd_event(q, sigma, steps), text, json)
+    };
     if args.accountant.rdp() {
         let mut acc = rdp_accountant(&args.orders).map_err(|e| user(format!("--orders: {e}")))?;
         acc.compose(&event).map_err(|e| user(e.to_string()))?;
@@ -260,14 +415,8 @@ pub fn run(args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
             Err(e) => return Err(user(e.to_string())),
         }
     }
-    let json = json!({
-        "results": results,
-        "sampling_rate": num(q),
-        "steps": steps,
-        "noise_multiplier": num(sigma),
-        "delta": num(delta),
-        "conversion": args.conversion.name(),
-        "warnings": warnings,
-    });
+    json["results"] = json!(results);
+    json["conversion"] = json!(args.conversion.name());
+    json["warnings"] = json!(warnings);
     Ok(Report::new(text, json))
 }

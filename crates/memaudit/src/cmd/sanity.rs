@@ -15,6 +15,7 @@ use anyhow::Result;
 use memaudit_engine::model::{Clipping, GradRequest};
 use memaudit_engine::optim::{Optimizer, Schedule};
 use memaudit_engine::privacy::{self, AccountantKind};
+use memaudit_engine::sampler::SamplingMode;
 use memaudit_engine::train::{ClipConfig, Dataset, TrainConfig, evaluate};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -40,16 +41,32 @@ pub fn run(
         return Ok(None);
     };
     let q = cfg.batch_size as f64 / n_train as f64;
-    let steps_per_epoch = n_train.div_ceil(cfg.batch_size) as u64;
-    let steps = steps_per_epoch * cfg.epochs as u64;
-    let eps_rdp = privacy::epsilon(q, p.noise_multiplier, steps, p.delta, AccountantKind::Rdp)?;
-    let eps_pld = privacy::epsilon(q, p.noise_multiplier, steps, p.delta, AccountantKind::Pld).ok();
+    let (n, b, epochs) = (n_train as u64, cfg.batch_size as u64, cfg.epochs as u64);
+    let steps = memaudit_engine::ledger::steps_per_epoch(cfg.sampling, n, b) * epochs;
+    // The guarantee of the planned run at its own sampling (the ledger's rule).
+    let planned = |kind| {
+        privacy::planned_epsilon(
+            cfg.sampling,
+            n,
+            b,
+            p.noise_multiplier,
+            epochs,
+            p.delta,
+            kind,
+        )
+    };
+    let eps_rdp = planned(AccountantKind::Rdp)?;
+    let eps_pld = planned(AccountantKind::Pld).ok();
+    let how = match cfg.sampling {
+        SamplingMode::Poisson => format!("{steps} Poisson steps at q = {q:.6}"),
+        SamplingMode::Shuffle => {
+            format!("{steps} shuffled steps ({epochs} epochs, no amplification by sampling)")
+        }
+    };
     let mut lines = vec![
         "Sanity checks before private training (Three Tools for Practical DP ML):".to_string(),
         format!(
-            "  1. accounting: {} Poisson steps at q = {:.6}, noise multiplier {:.4}, delta {}: epsilon {} (RDP){}",
-            steps,
-            q,
+            "  1. accounting: {how}, noise multiplier {:.4}, delta {}: epsilon {} (RDP){}",
             p.noise_multiplier,
             p.delta,
             fmt_f64(eps_rdp),
@@ -151,10 +168,11 @@ pub fn run(
     // Large-batch advice.
     let big = (cfg.batch_size * 4).min(n_train);
     if big > cfg.batch_size && eps_rdp.is_finite() {
-        let steps_big = n_train.div_ceil(big) as u64 * cfg.epochs as u64;
-        if let Ok(s_big) = privacy::calibrate(
-            big as f64 / n_train as f64,
-            steps_big,
+        if let Ok(s_big) = privacy::calibrate_planned(
+            cfg.sampling,
+            n,
+            big as u64,
+            epochs,
             p.delta,
             eps_rdp,
             AccountantKind::Rdp,

@@ -1473,13 +1473,7 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
     }
     rd.finish("completed")?;
 
-    let statement = super::train::statement_text(
-        &cfg,
-        n,
-        trainer.step as f64 / steps_per_epoch.max(1) as f64,
-        trainer.step,
-    )?
-    .map(|s| s.0);
+    let statement = super::train::statement_text(&cfg, trainer.ledger(), n)?.map(|s| s.0);
     let mut text = format!(
         "{}\n\nexposure of {:?} (log2|R| = {:.2}) after {} epochs{}{}:\n{}",
         outcome

@@ -7,7 +7,7 @@ use memaudit_engine::sampler::SamplingMode;
 use memaudit_engine::train::{
     Dataset, EpochInfo, PrivacyConfig, StepInfo, StopReason, TrainConfig, TrainObserver, Trainer,
 };
-use memaudit_engine::{Model, ModelConfig};
+use memaudit_engine::{Model, ModelConfig, PrivacyLedger};
 use serde_json::{Value, json};
 
 use super::args::{InputShape, ModelArgs, OptimArgs, PrivacyArgs, RunArgs};
@@ -168,14 +168,35 @@ pub fn privacy_config(
         return Ok(None);
     }
     let accountant = p.accountant()?;
-    let q = batch as f64 / n as f64;
-    let steps = epochs as u64 * n.div_ceil(batch) as u64;
+    let sampling = p.sampling()?;
+    let steps = epochs as u64 * steps_per_epoch(sampling, n, batch);
     let sigma = match (p.noise_multiplier, p.target_epsilon) {
         (Some(s), _) => s,
         (None, Some(target)) => {
-            let s = privacy::calibrate(q, steps, p.delta, target, accountant)
-                .map_err(|e| user(format!("--target-epsilon {target}: {e}")))?;
-            ctx.note(format!("calibrated noise multiplier {s:.5} for epsilon <= {target} at delta {} over {steps} steps (q = {q:.6})", p.delta));
+            // Calibrated to this run's guarantee: Poisson steps, or for shuffled batches one
+            // unamplified Gaussian per epoch (the ledger's rule).
+            let s = privacy::calibrate_planned(
+                sampling,
+                n as u64,
+                batch as u64,
+                epochs as u64,
+                p.delta,
+                target,
+                accountant,
+            )
+            .map_err(|e| user(format!("--target-epsilon {target}: {e}")))?;
+            let how = match sampling {
+                SamplingMode::Poisson => {
+                    format!("{steps} Poisson steps (q = {:.6})", batch as f64 / n as f64)
+                }
+                SamplingMode::Shuffle => format!(
+                    "{epochs} epochs of shuffled batches ({steps} steps, no amplification by sampling)"
+                ),
+            };
+            ctx.note(format!(
+                "calibrated noise multiplier {s:.5} for epsilon <= {target} at delta {} over {how}",
+                p.delta
+            ));
             s
         }
         (None, None) => unreachable!(),
@@ -195,36 +216,83 @@ pub fn privacy_config(
     }))
 }
 
-/// The privacy statement of a finished run, aware of how batches were sampled.
+/// The privacy statement of a finished run, from its ledger: a TF Privacy-style statement when
+/// the run had one setting throughout, else the composition segment by segment. Every epsilon
+/// labelled as the run's is the ledger's.
 pub fn statement_text(
     cfg: &TrainConfig,
+    ledger: Option<&PrivacyLedger>,
     n: usize,
-    epochs_done: f64,
-    steps_done: u64,
 ) -> Result<Option<(String, Value)>> {
-    let Some(p) = &cfg.privacy else {
+    let (Some(p), Some(ledger)) = (&cfg.privacy, ledger) else {
         return Ok(None);
     };
-    let st = privacy::statement(
-        n as u64,
-        cfg.batch_size as u64,
-        epochs_done,
-        Some(steps_done),
-        p.noise_multiplier,
-        p.delta,
-        p.accountant,
-    )?;
+    let epsilon = ledger.epsilon()?;
+    let if_poisson = ledger.epsilon_if_poisson()?;
+    let ran: Vec<_> = ledger.segments.iter().filter(|s| s.steps > 0).collect();
+    let steps = ledger.total_steps();
     let mut text = String::new();
-    if cfg.sampling == SamplingMode::Poisson {
-        text.push_str("This run drew every batch by Poisson sampling, so the Poisson figure below is its guarantee.\n\n");
+    let uniform = ran.windows(2).all(|w| {
+        (w[0].sampling, w[0].batch_size, w[0].noise_multiplier)
+            == (w[1].sampling, w[1].batch_size, w[1].noise_multiplier)
+    });
+    let mut json = json!({});
+    if let (true, Some(first)) = (uniform, ran.first()) {
+        let spe = first.steps_per_epoch().max(1);
+        let st = privacy::statement(
+            n as u64,
+            first.batch_size,
+            steps as f64 / spe as f64,
+            Some(steps),
+            first.noise_multiplier,
+            p.delta,
+            p.accountant,
+        )?;
+        if first.sampling == SamplingMode::Poisson {
+            text.push_str("This run drew every batch by Poisson sampling, so the Poisson figure below is its guarantee.\n\n");
+        } else {
+            text.push_str(
+                "This run used shuffled fixed-size batches, not Poisson sampling. Its guarantee is \
+each example's releases without amplification (the 'once per epoch' figure below, counted per \
+permutation the run drew); the Poisson figure is only what Poisson sampling would have given.\n\n",
+            );
+        }
+        text.push_str(&st.0);
+        json = st.1;
     } else {
-        text.push_str(
-            "This run used shuffled fixed-size batches, not Poisson sampling. The guarantee is the \
-'once per epoch' figure below; the Poisson figure is only an approximation for this run.\n\n",
-        );
+        text.push_str(&format!(
+            "Privacy statement (DP-SGD, differential privacy): {} segments with different settings, composed\n",
+            ran.len()
+        ));
+        for (k, s) in ran.iter().enumerate() {
+            text.push_str(&format!(
+                "  segment {}: steps {}..{}, {} sampling, q = {:.6}, noise multiplier {}\n",
+                k + 1,
+                s.first_step,
+                s.first_step + s.steps,
+                match s.sampling {
+                    SamplingMode::Poisson => "Poisson",
+                    SamplingMode::Shuffle => "shuffled (no amplification)",
+                },
+                s.sampling_rate(),
+                fmt_f64(s.noise_multiplier)
+            ));
+        }
     }
-    text.push_str(&st.0);
-    Ok(Some((text, st.1)))
+    text.push_str(&format!(
+        "\nThis run's guarantee, from its privacy ledger ({steps} private steps, {} accounting): epsilon = {} at delta = {}{}\n",
+        p.accountant.name(),
+        fmt_f64(epsilon),
+        p.delta,
+        if_poisson.map_or(String::new(), |e| format!(
+            " (had every batch been Poisson-sampled: {}; not this run's guarantee)",
+            fmt_f64(e)
+        ))
+    ));
+    json["epsilon"] = num(epsilon);
+    json["epsilon_if_poisson"] = if_poisson.map(num).unwrap_or(Value::Null);
+    json["ledger"] = serde_json::to_value(ledger)?;
+    Ok(Some((text, json)))
 }
 
 /// A per-epoch hook: sees the epoch's numbers, the model and its parameters.
@@ -247,7 +315,7 @@ pub const METRIC_COLUMNS: [&str; 11] = [
     "valid_loss",
     "valid_accuracy",
     "epsilon",
-    "epsilon_no_amplification",
+    "epsilon_if_poisson",
     "clip_bound",
     "clipped_fraction",
     "seconds",
@@ -279,7 +347,7 @@ impl TrainObserver for CliObserver<'_> {
             e.valid_loss,
             e.valid_accuracy,
             e.epsilon,
-            e.epsilon_no_amplification,
+            e.epsilon_if_poisson,
             e.clip_bound,
             e.clipped_fraction,
             f(e.seconds),
@@ -331,11 +399,14 @@ pub fn epoch_plots(r: &mut report::Report, epochs: &[EpochInfo]) {
         ],
     ));
     if epochs.iter().any(|e| e.epsilon.is_some_and(f64::is_finite)) {
-        let mut s = vec![Series::line("epsilon (Poisson)", pts(&|e| e.epsilon))];
-        if epochs.iter().any(|e| e.epsilon_no_amplification.is_some()) {
+        let mut s = vec![Series::line(
+            "epsilon (this run's guarantee)",
+            pts(&|e| e.epsilon),
+        )];
+        if epochs.iter().any(|e| e.epsilon_if_poisson.is_some()) {
             s.push(Series::line(
-                "epsilon (once per epoch)",
-                pts(&|e| e.epsilon_no_amplification),
+                "epsilon if Poisson-sampled (not this run's guarantee)",
+                pts(&|e| e.epsilon_if_poisson),
             ));
         }
         r.svg(&report::chart("Privacy spent", "epoch", "epsilon", &s));
@@ -345,10 +416,7 @@ pub fn epoch_plots(r: &mut report::Report, epochs: &[EpochInfo]) {
 /// Steps in one epoch: ceil(N/B) Poisson batches (the accountant's count), or N/B full
 /// shuffled batches.
 pub fn steps_per_epoch(sampling: SamplingMode, n: usize, batch: usize) -> u64 {
-    (match sampling {
-        SamplingMode::Poisson => n.div_ceil(batch),
-        SamplingMode::Shuffle => n / batch,
-    }) as u64
+    memaudit_engine::ledger::steps_per_epoch(sampling, n as u64, batch as u64)
 }
 
 /// The trainer's configuration from the shared flag groups: privacy (noise calibrated here when
@@ -566,9 +634,9 @@ pub fn train_with_report_hooks<'a>(
             trainer.step
         ));
     }
-    let epochs_done = trainer.step as f64 / steps_per_epoch.max(1) as f64;
-    let statement = statement_text(&cfg, n, epochs_done, trainer.step)?;
+    let statement = statement_text(&cfg, trainer.ledger(), n)?;
     let eps = trainer.epsilon()?;
+    let eps_if_poisson = trainer.epsilon_if_poisson()?;
     let last = obs.epochs.last().cloned();
     let summary = json!({
         "run": rd.path.display().to_string(),
@@ -584,6 +652,7 @@ pub fn train_with_report_hooks<'a>(
         "valid_accuracy": last.as_ref().and_then(|e| e.valid_accuracy).map(num),
         "private": cfg.privacy.is_some(),
         "epsilon": eps.map(num),
+        "epsilon_if_poisson": eps_if_poisson.map(num),
         "delta": cfg.privacy.as_ref().map(|p| p.delta),
         "noise_multiplier": cfg.privacy.as_ref().map(|p| p.noise_multiplier),
         "noise_seeded": trainer.noise_is_seeded(),
