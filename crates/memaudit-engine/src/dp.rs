@@ -2,23 +2,40 @@
 //!
 //! The private gradient of one step is `(sum_i clip(g_i) + N(0, sigma^2 S^2 I)) / B`, where S is
 //! the clipped sum's L2 sensitivity (C for flat clipping, sqrt(sum_k C_k^2) for per-group bounds)
-//! and B the *expected* batch size q n (dividing by the realised size would leak it).
+//! and B the *expected* batch size q n (dividing by the realised size would leak it). `privatize`
+//! is that step, and the trainer's only noise path.
 //!
-//! Noise: ChaCha12, the CSPRNG behind rand's `StdRng` (ChaCha20's extra eight rounds are a margin
-//! against cryptanalysis, not a statistical necessity; at 2.7 vs 1.0-1.6 GB/s here they would
-//! double the DP overhead of small models), seeded from the OS unless the user asked for a fixed
-//! seed (reproducible research; the run then says so). Its output feeds a Box-Muller transform
-//! computed in f64: each pair of normals takes a 52-bit uniform for the radius, so the tails reach
-//! 8.5 sigma (the mass beyond is ~2e-17), and a 32-bit uniform for the angle; log, sin and cos are
-//! branch-free polynomials (errors < 1e-11 relative, tested against libm) so the loop vectorises.
-//! For speed the parameter vector is cut into chunks filled in parallel: each step draws a fresh
-//! 256-bit key from the master generator and chunk c uses ChaCha stream c under that key, so the
-//! output is one deterministic function of the master state however many threads run. The
-//! generator's state is never written to disk.
+//! **The generator.** Two layers. A master ChaCha12 (rand's `StdRng` construction), seeded from
+//! the OS, or under `--seeded-noise` rekeyed at every step from (seed, step) so a resumed run adds
+//! exactly the noise of an uninterrupted one, draws a fresh 128-bit key per step. The bulk noise is
+//! AES-128 in counter mode under that key: the parameter vector is cut into chunks filled in
+//! parallel, chunk c using the counter blocks whose upper 64 bits are c (so chunks never share a
+//! block, and the output is one function of the key however many threads run). Security argument:
+//! AES-CTR output is indistinguishable from random unless AES-128 is distinguishable from a random
+//! permutation (the PRF/PRP switching bound costs q^2 / 2^129 for q blocks; a step uses < 2^24
+//! blocks per key), the construction NIST's CTR_DRBG builds on. With AES-NI it runs at 3-5x
+//! ChaCha12's speed here (`cargo run --release -p memaudit-engine --example chacha_speed`), which
+//! is what brings the DP step of small models close to the plain one. No generator state is ever
+//! written to disk.
 //!
-//! Known limitation, as in Opacus and TF Privacy: floating-point Gaussian sampling is not exactly
-//! the mathematical Gaussian (Mironov 2012; Jin et al. 2022 describe attacks on such samplers).
+//! **The transform.** Box-Muller in f64: each pair of normals takes a 52-bit uniform for the radius,
+//! so the tails reach 8.5 sigma (the mass beyond is ~2e-17), and a 32-bit uniform for the angle;
+//! log, sin and cos are branch-free polynomials (errors < 1e-11 relative, tested against libm), so
+//! the loop vectorises.
+//!
+//! **Floating-point attacks** (Mironov 2012 on the Laplace mechanism; Jin et al. 2022 on Gaussian
+//! samplers such as the one behind Opacus without `secure_mode`): they work when the set of values
+//! the noisy output can take is sparse and depends on the secret, i.e. when the noise is generated
+//! at about the precision of the released number. Here the noise is generated at far finer
+//! resolution than the release: the angle's step is 2 pi 2^-32 ~ 1.5e-9 and the radius has 52 bits,
+//! so a draw of size ~sigma S has granularity ~1e-8 sigma S, while the f32 sum it is added to (and
+//! rounded once into) has spacing >= 6e-8 sigma S near that magnitude. Every f32 value within
+//! +-8.5 sigma S of the clipped sum is reachable, whatever the sum, so the release's support does
+//! not depend on it. This is an argument at the precision of the release, not an exact sampler
+//! (no discrete Gaussian); `docs/dp-sgd.md` says so.
 
+use aes::Aes128;
+use ctr::cipher::{KeyIvInit, StreamCipher};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use rand_distr::StandardNormal;
@@ -27,7 +44,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
 
-/// Normals per parallel chunk (each chunk is its own ChaCha stream).
+/// AES-128 in counter mode with a 128-bit big-endian counter block.
+type Aes128Ctr = ctr::Ctr128BE<Aes128>;
+
+/// Normals per parallel chunk (each chunk is its own range of counter blocks).
 const NOISE_CHUNK: usize = 1 << 15;
 /// Normals per Box-Muller batch inside a chunk (3 random words per pair).
 const BM_BATCH: usize = 2048;
@@ -82,18 +102,26 @@ impl NoiseSource {
         if std == 0.0 || x.is_empty() {
             return;
         }
-        let mut key = [0u8; 32];
+        let mut key = [0u8; 16];
         self.master.fill_bytes(&mut key);
         x.par_chunks_mut(NOISE_CHUNK)
             .enumerate()
             .for_each(|(c, chunk)| {
-                let mut rng = ChaCha12Rng::from_seed(key);
-                rng.set_stream(c as u64);
+                // Chunk c's counter blocks: upper 64 bits c, lower 64 bits 0, 1, ...
+                let mut iv = [0u8; 16];
+                iv[..8].copy_from_slice(&(c as u64).to_be_bytes());
+                let mut cipher = Aes128Ctr::new(&key.into(), &iv.into());
+                let mut bytes = vec![0u8; BM_BATCH / 2 * 3 * 4];
                 let mut words = vec![0u32; BM_BATCH / 2 * 3];
                 for part in chunk.chunks_mut(BM_BATCH) {
-                    let pairs = part.len().div_ceil(2);
-                    rng.fill(&mut words[..pairs * 3]);
-                    add_box_muller(&words[..pairs * 3], part, std);
+                    let n = part.len().div_ceil(2) * 3;
+                    let b = &mut bytes[..n * 4];
+                    b.fill(0);
+                    cipher.apply_keystream(b);
+                    for (w, q) in words[..n].iter_mut().zip(b.chunks_exact(4)) {
+                        *w = u32::from_le_bytes([q[0], q[1], q[2], q[3]]);
+                    }
+                    add_box_muller(&words[..n], part, std);
                 }
             });
     }
@@ -200,9 +228,37 @@ crate::simd_kernel! {
     }
 }
 
-/// DP-SGD's noise step, the one the trainer runs: turn the summed clipped gradient into the
-/// private averaged gradient, in place, `(sum + N(0, (sigma S)^2 I)) / expected_batch`, with S the
-/// clipped sum's L2 sensitivity and the divisor the *expected* batch size.
+/// One step's Gaussian noise, drawn before the gradient sum it is added to exists.
+pub struct StepNoise(Vec<f32>);
+
+impl StepNoise {
+    /// `sum = (sum + noise) / expected_batch`: the private averaged gradient, in place.
+    pub fn apply(self, sum: &mut [f32], expected_batch: f64) {
+        add_noise_and_average(sum, &self.0, expected_batch)
+    }
+}
+
+impl NoiseSource {
+    /// Draw a step's noise, N(0, (sigma S)^2) for each of `len` coordinates, while `work` (the
+    /// step's clipped gradient sum) runs on the other core: the noise does not depend on the data,
+    /// so the two overlap (`rayon::join`). Returns what `work` returned and the noise to `apply`.
+    pub fn draw_step_noise_alongside<R: Send>(
+        &mut self,
+        len: usize,
+        noise_multiplier: f64,
+        sensitivity: f64,
+        work: impl FnOnce() -> R + Send,
+    ) -> (R, StepNoise) {
+        let std = noise_multiplier * sensitivity;
+        let (r, z) = rayon::join(work, || self.gaussian_vector(len, std));
+        (r, StepNoise(z))
+    }
+}
+
+/// DP-SGD's noise step: turn the summed clipped gradient into the private averaged gradient, in
+/// place, `(sum + N(0, (sigma S)^2 I)) / expected_batch`, with S the clipped sum's L2 sensitivity
+/// and the divisor the *expected* batch size. The trainer runs the same two halves
+/// (`draw_step_noise_alongside`, then `StepNoise::apply`) with the gradient computed in between.
 pub fn privatize(
     sum: &mut [f32],
     noise_multiplier: f64,
@@ -210,11 +266,11 @@ pub fn privatize(
     expected_batch: f64,
     noise: &mut NoiseSource,
 ) {
-    let z = noise.gaussian_vector(sum.len(), noise_multiplier * sensitivity);
-    add_noise_and_average(sum, &z, expected_batch);
+    let ((), z) = noise.draw_step_noise_alongside(sum.len(), noise_multiplier, sensitivity, || ());
+    z.apply(sum, expected_batch);
 }
 
-/// `sum = (sum + noise) / expected_batch`, with noise drawn beforehand (see `gaussian_vector`).
+/// `sum = (sum + noise) / expected_batch`, with noise drawn beforehand (an empty `noise`: none).
 fn add_noise_and_average(sum: &mut [f32], noise: &[f32], expected_batch: f64) {
     let inv = (1.0 / expected_batch) as f32;
     if noise.is_empty() {

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, CheckpointState};
-use crate::dp::{AdaptiveClip, NoiseSource, privatize};
+use crate::dp::{AdaptiveClip, NoiseSource};
 use crate::error::{EngineError, Result};
 use crate::ledger::{self, PrivacyLedger};
 use crate::model::{Batch, Clipping, GradRequest, Model};
@@ -545,19 +545,47 @@ impl Trainer {
                 };
                 let mut dropout_rng =
                     ChaCha8Rng::seed_from_u64(mix(self.config.seed, DROPOUT_STREAM + self.step));
+                // Under DP the step's noise is drawn on the other core while the gradient is
+                // computed (it does not depend on the data); it is added below.
+                let (grads, step_noise) = match (sum_multiplier, &clipping, self.noise.take()) {
+                    (Some(z), Some(clip), Some(mut src)) => {
+                        src.begin_step(self.step);
+                        let (g, n) = src.draw_step_noise_alongside(
+                            self.params.len(),
+                            z,
+                            clip.sensitivity(),
+                            || {
+                                self.logical_batch_gradients(
+                                    train,
+                                    &idx,
+                                    clipping.as_ref(),
+                                    phys,
+                                    &mut dropout_rng,
+                                )
+                            },
+                        );
+                        self.noise = Some(src);
+                        (g, Some(n))
+                    }
+                    (_, _, src) => {
+                        self.noise = src;
+                        let g = self.logical_batch_gradients(
+                            train,
+                            &idx,
+                            clipping.as_ref(),
+                            phys,
+                            &mut dropout_rng,
+                        );
+                        (g, None)
+                    }
+                };
                 let StepGradients {
                     mut grad,
                     norms,
                     loss: step_loss,
                     correct: c,
                     counted: k,
-                } = self.logical_batch_gradients(
-                    train,
-                    &idx,
-                    clipping.as_ref(),
-                    phys,
-                    &mut dropout_rng,
-                )?;
+                } = grads?;
                 correct += c;
                 counted += k;
                 if !step_loss.is_finite() {
@@ -573,18 +601,17 @@ impl Trainer {
                 }
                 loss_sum += step_loss;
                 n_ex += idx.len();
-                if let (Some(z), Some(clip)) = (sum_multiplier, &clipping) {
+                if let (Some(step_noise), Some(clip)) = (step_noise, &clipping) {
                     let bound = match clip {
                         Clipping::Flat(c) => *c,
                         Clipping::PerGroup { .. } => f32::INFINITY,
                     };
                     n_clipped += norms.iter().filter(|&&n| n > bound).count();
+                    step_noise.apply(&mut grad, expected_batch);
                     let noise = self
                         .noise
                         .as_mut()
                         .expect("a private run always has a noise source");
-                    noise.begin_step(self.step);
-                    privatize(&mut grad, z, clip.sensitivity(), expected_batch, noise);
                     if let Some(a) = self.adaptive.as_mut() {
                         let count_std = a.count_stddev;
                         a.update(&norms, expected_batch, count_std, noise);

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use memaudit_engine::dp::{NoiseSource, privatize};
+use memaudit_engine::dp::NoiseSource;
 use memaudit_engine::model::{Batch, Clipping, GradRequest};
 use memaudit_engine::optim::{Optimizer, OptimizerConfig, Schedule};
 use memaudit_engine::tensor::Tensor;
@@ -188,25 +188,32 @@ impl Bench {
             &mut self.rng,
             &mut self.noise,
         );
-        let out = model.gradients(
-            params,
-            batch,
-            GradRequest {
-                clipping: if dp { Some(&clip) } else { None },
-                input_grad: false,
-                train: true,
-                rng,
-            },
-        );
-        let mut g = out?.grad;
-        let b = self.batch.len() as f64;
-        if dp {
-            // The trainer's own noise step (sigma 1.1, C 1).
-            privatize(&mut g, 1.1, 1.0, b, noise);
+        let grads = |rng: &mut ChaCha8Rng| {
+            model.gradients(
+                params,
+                batch,
+                GradRequest {
+                    clipping: if dp { Some(&clip) } else { None },
+                    input_grad: false,
+                    train: true,
+                    rng,
+                },
+            )
+        };
+        let b = batch.len() as f64;
+        // The trainer's own DP step: the noise (sigma 1.1, C 1) is drawn alongside the gradient.
+        let g = if dp {
+            let (out, step_noise) =
+                noise.draw_step_noise_alongside(params.len(), 1.1, 1.0, || grads(rng));
+            let mut g = out?.grad;
+            step_noise.apply(&mut g, b);
+            g
         } else {
+            let mut g = grads(rng)?.grad;
             let inv = (1.0 / b) as f32;
             g.iter_mut().for_each(|v| *v *= inv);
-        }
+            g
+        };
         self.opt.step(&mut self.params, &g);
         Ok(t.elapsed().as_secs_f64() * 1e3)
     }
