@@ -347,7 +347,7 @@ pub fn run_shapes(args: &Args, ctx: &Ctx, title: &str) -> Result<Report> {
             "dp_ms_all": dp,
         }));
     }
-    text += "\n(DP step = per-example clipping at C = 1 over all parameters + Gaussian noise sigma = 1.1 from ChaCha12 + SGD update)";
+    text += "\n(DP step = per-example clipping at C = 1 over all parameters + Gaussian noise sigma = 1.1 (AES-128-CTR keyed from ChaCha12, drawn alongside the gradient, the trainer's own step) + SGD update)";
     Ok(Report::new(
         text,
         json!({ "threads": threads, "repeats": args.repeats, "results": rows }),
