@@ -1,5 +1,6 @@
 //! Mechanisms as values (dp_accounting's `DpEvent`): what was run on the data, independent of
-//! how it is accounted. The DP-SGD trainer stores the event with each checkpoint (serde).
+//! how it is accounted. The DP-SGD trainer's privacy ledger (memaudit-engine `ledger.rs`) stores the
+//! run's segments with each checkpoint and derives the run's composed event from them.
 
 use serde::{Deserialize, Serialize};
 

@@ -44,7 +44,7 @@ pub struct CheckpointState {
     pub epoch: u64,
     /// Optimizer buffer names, in order.
     pub optimizer_buffers: Vec<String>,
-    /// Trainer-specific state (privacy parameters, accounting events, adaptive clip bound, ...).
+    /// Trainer-specific state (its config, the privacy ledger, the adaptive clip bound, ...).
     #[serde(default)]
     pub trainer: serde_json::Value,
 }

@@ -393,3 +393,43 @@ fn ignored_or_conflicting_privacy_flags_are_refused_and_step_counts_are_stated()
     assert_eq!(j["train_steps"], 752);
     assert!((j["train_steps_epsilon_rdp"].as_f64().unwrap() - 2.0006).abs() < 1e-4);
 }
+
+/// Item 2 with a real kill: SIGKILL a `--seeded-noise` run as soon as its first checkpoint exists
+/// (wherever it then is: mid-epoch, mid-write or already done), resume it, and compare the final
+/// checkpoint with the uninterrupted run's, byte for byte.
+#[test]
+fn a_killed_and_resumed_seeded_run_equals_the_uninterrupted_run() {
+    let d = tempfile::tempdir().unwrap();
+    let c = [
+        "train", "--data", "digits", "--hidden", "64", "--batch-size", "16", "--epochs", "8",
+        "--noise-multiplier", "1", "--lr", "0.05", "--seed", "5", "--seeded-noise",
+        "--no-sanity-checks", "--quiet",
+    ];
+    let whole = d.path().join("whole");
+    let mut a = c.to_vec();
+    a.extend(["--out", s(&whole)]);
+    assert_eq!(memaudit(&a).status.code(), Some(0));
+
+    let killed = d.path().join("killed");
+    let mut a = c.to_vec();
+    a.extend(["--out", s(&killed)]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_memaudit"))
+        .args(&a)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let latest = killed.join("checkpoints").join("latest");
+    let t0 = std::time::Instant::now();
+    while !latest.exists() && t0.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().ok();
+    child.wait().unwrap();
+    assert!(latest.exists(), "no checkpoint within 120 s");
+    let mut a = c.to_vec();
+    a.extend(["--out", s(&killed), "--resume"]);
+    let r = memaudit(&a);
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(checkpoint_bytes(&whole) == checkpoint_bytes(&killed));
+}

