@@ -717,6 +717,13 @@ pub struct IoSpec {
     pub note: String,
 }
 
+/// A tensor's PyTorch name and shape.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorEntry {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
 /// `config.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExportConfig {
@@ -737,10 +744,10 @@ pub struct ExportConfig {
     pub input: Option<IoSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<IoSpec>,
-    /// Every tensor of `model.safetensors`: PyTorch name -> shape (informative; the strict check
-    /// uses the architecture).
+    /// Every tensor of `model.safetensors` in state-dict order (informative; the strict check
+    /// derives them from the architecture).
     #[serde(default)]
-    pub tensors: BTreeMap<String, Vec<usize>>,
+    pub tensors: Vec<TensorEntry>,
     /// Where the weights came from (memaudit's source run: step, training config, data flags);
     /// free-form, absent for folders written by PyTorch.
     #[serde(default, skip_serializing_if = "Json::is_null")]
@@ -762,7 +769,10 @@ impl ExportConfig {
             .unwrap_or_default();
         let tensors = tensor_map(cfg)?
             .into_iter()
-            .map(|t| (t.pytorch, t.shape))
+            .map(|t| TensorEntry {
+                name: t.pytorch,
+                shape: t.shape,
+            })
             .collect();
         let (input, output) = io_specs(cfg);
         Ok(Self {
