@@ -22,7 +22,7 @@ from pytorch_common import Memaudit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "crates" / "memaudit-engine" / "tests" / "data"
-VOCAB = ["\n", " ", "a", "e", "i", "m", "n", "p", "s", "y", "0", "1"]
+VOCAB = ["\n", " ", "a", "e", "i", "m", "n", "p", "s", "y"] + [str(d) for d in range(10)]
 VOCAB_SIZE, EMBED, HIDDEN, LAYERS, DROPOUT = len(VOCAB), 5, 6, 2, 0.25
 
 

@@ -212,7 +212,9 @@ pub enum TorchModule {
         bias: bool,
     },
     /// `(left, right, top, bottom)`: TF's `'same'` padding when it is asymmetric.
-    ZeroPad2d { padding: [usize; 4] },
+    ZeroPad2d {
+        padding: [usize; 4],
+    },
     GroupNorm {
         num_groups: usize,
         num_channels: usize,
@@ -232,7 +234,9 @@ pub enum TorchModule {
     Relu {},
     Tanh {},
     Sigmoid {},
-    Dropout { p: f32 },
+    Dropout {
+        p: f32,
+    },
 }
 
 /// A module under its attribute name (the prefix of its tensors' names).
@@ -1190,7 +1194,10 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn write_safetensors(path: &Path, tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>) -> Result<()> {
+fn write_safetensors(
+    path: &Path,
+    tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+) -> Result<()> {
     let views = tensors
         .iter()
         .map(|(n, dt, shape, b)| {
@@ -1427,7 +1434,11 @@ pub fn export(dir: &Path, req: &ExportRequest<'_>) -> Result<ExportSummary> {
         tensors: map.len(),
         parameters: n,
         files,
-        probe_max_abs_logit: out.data.iter().map(|x| (*x as f64).abs()).fold(0.0, f64::max),
+        probe_max_abs_logit: out
+            .data
+            .iter()
+            .map(|x| (*x as f64).abs())
+            .fold(0.0, f64::max),
     })
 }
 
@@ -1606,8 +1617,12 @@ fn check_probe(path: &Path, cfg: &ModelConfig, params: &[f32]) -> Result<ProbeCh
         source,
     })?;
     let get = |name: &str| {
-        st.tensor(name)
-            .map_err(|_| format_err(path, format!("no tensor {name:?} (a probe holds input and logits)")))
+        st.tensor(name).map_err(|_| {
+            format_err(
+                path,
+                format!("no tensor {name:?} (a probe holds input and logits)"),
+            )
+        })
     };
     let (inp, out) = (get("input")?, get("logits")?);
     let input = match inp.dtype() {

@@ -62,7 +62,7 @@ fn pytorch_written_language_models_import_with_pytorchs_logits() {
         // The import checked the probe itself ...
         let probe = imp.probe.as_ref().expect("the fixture has a probe");
         assert!(probe.relative_difference <= PROBE_TOLERANCE, "{probe:?}");
-        assert_eq!(probe.values, 9 * 3 * 12);
+        assert_eq!(probe.values, 9 * 3 * 20);
         // ... and so does this test, from the file, with memaudit's own forward pass.
         let (input, expected, shape) = read_probe(&dir.join(pytorch::PROBE_FILE));
         let ours = pytorch::logits(&imp.config, &imp.params, &input).unwrap();
@@ -74,7 +74,12 @@ fn pytorch_written_language_models_import_with_pytorchs_logits() {
         assert!(max > 0.5, "{name}: largest logit {max}");
         // The incremental (one step at a time) inference that exposure uses agrees too.
         let lm = imp.config.incremental_lm(&imp.params).unwrap();
-        let ProbeInput::Tokens { seq_len, batch, ids } = &input else {
+        let ProbeInput::Tokens {
+            seq_len,
+            batch,
+            ids,
+        } = &input
+        else {
             unreachable!()
         };
         let v = lm.vocab_size();
@@ -97,7 +102,7 @@ fn pytorch_written_language_models_import_with_pytorchs_logits() {
             }
         }
         let vocab = imp.vocab.expect("the fixture has a vocabulary");
-        assert_eq!(vocab.tokens.len(), 12);
+        assert_eq!(vocab.tokens.len(), 20);
         assert_eq!(vocab.canary_scoring.context_token_ids, vec![0]);
     }
 }
@@ -322,7 +327,10 @@ fn pytorch_names_and_modules() {
         dropout: 0.3,
     });
     assert_eq!(gru[1]["type"], "GRU");
-    assert_eq!(gru[2], serde_json::json!({"name": "dropout", "type": "Dropout", "p": 0.3}));
+    assert_eq!(
+        gru[2],
+        serde_json::json!({"name": "dropout", "type": "Dropout", "p": 0.3})
+    );
 }
 
 /// Rewrite `model.safetensors` of `dir` through `edit` (name, shape, dtype, bytes).
@@ -444,7 +452,10 @@ fn weights_that_disagree_with_the_probe_are_refused() {
         let t = v.iter_mut().find(|t| t.0 == "lstm.weight_hh_l0").unwrap();
         // Swap the f and g row blocks (rows 5..10 and 10..15 of [20, 5]).
         let row = 5 * 4;
-        let (f, g) = (t.3[5 * row..10 * row].to_vec(), t.3[10 * row..15 * row].to_vec());
+        let (f, g) = (
+            t.3[5 * row..10 * row].to_vec(),
+            t.3[10 * row..15 * row].to_vec(),
+        );
         t.3[5 * row..10 * row].copy_from_slice(&g);
         t.3[10 * row..15 * row].copy_from_slice(&f);
     });
@@ -462,13 +473,19 @@ fn another_gate_order_or_module_list_is_refused() {
     c["gate_order"] = serde_json::json!(["i", "g", "f", "o"]);
     fs::write(&cp, c.to_string()).unwrap();
     let (_, s) = import_error(dir.path());
-    assert!(s.contains("gate_order") && s.contains("\"f\", \"g\""), "{s}");
+    assert!(
+        s.contains("gate_order") && s.contains("\"f\", \"g\""),
+        "{s}"
+    );
 
     let mut c = orig.clone();
     c["modules"][1]["num_layers"] = 3.into();
     fs::write(&cp, c.to_string()).unwrap();
     let (_, s) = import_error(dir.path());
-    assert!(s.contains("module 1 is") && s.contains("\"num_layers\":3"), "{s}");
+    assert!(
+        s.contains("module 1 is") && s.contains("\"num_layers\":3"),
+        "{s}"
+    );
 
     let mut c = orig;
     c["family"] = "transformer_lm".into();

@@ -74,9 +74,7 @@ fn prepare_out(out: &Path, run: &Path, force: bool) -> Result<()> {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         if !entries.is_empty() {
-            let foreign = entries
-                .iter()
-                .find(|n| !EXPORT_FILES.contains(&n.as_str()));
+            let foreign = entries.iter().find(|n| !EXPORT_FILES.contains(&n.as_str()));
             match (force, foreign) {
                 (false, _) => {
                     return Err(user(format!(

@@ -54,8 +54,12 @@ fn tokenizer(v: &ExportVocab, path: &std::path::Path) -> Result<Tokenizer> {
         "unk": v.unk,
         "eos": v.eos,
     });
-    Tokenizer::from_json(&file.to_string())
-        .map_err(|e| user(format!("{}: not a memaudit vocabulary: {e}", path.display())))
+    Tokenizer::from_json(&file.to_string()).map_err(|e| {
+        user(format!(
+            "{}: not a memaudit vocabulary: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// The training settings recorded by memaudit's export, when they describe this model.
@@ -115,9 +119,9 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         (None, false) => None,
     };
     let recorded = recorded_train(&imp);
-    let train = recorded.clone().unwrap_or_else(|| {
-        placeholder_train(&imp.config, imp.optimizer.as_ref().map(|(c, _)| c))
-    });
+    let train = recorded
+        .clone()
+        .unwrap_or_else(|| placeholder_train(&imp.config, imp.optimizer.as_ref().map(|(c, _)| c)));
     let mut data: DataArgs = imp
         .export
         .memaudit
@@ -169,8 +173,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         for f in [MANIFEST_FILE, REFERENCES_FILE] {
             let src = args.from.join(f);
             if src.is_file() {
-                fs::copy(&src, rd.file(f))
-                    .with_context(|| format!("copying {}", src.display()))?;
+                fs::copy(&src, rd.file(f)).with_context(|| format!("copying {}", src.display()))?;
             }
         }
     }
