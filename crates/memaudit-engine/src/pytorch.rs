@@ -1676,7 +1676,7 @@ fn check_probe(path: &Path, cfg: &ModelConfig, params: &[f32]) -> Result<ProbeCh
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     let relative = relative_difference(&ours.data, &theirs);
-    if !(relative <= PROBE_TOLERANCE) {
+    if relative.is_nan() || relative > PROBE_TOLERANCE {
         return Err(PytorchError::Probe {
             path: path.display().to_string(),
             relative,
