@@ -107,6 +107,28 @@ fn pytorch_written_language_models_import_with_pytorchs_logits() {
     }
 }
 
+/// The tutorial CNN written by PyTorch at 1x17x15 (TF 'same' padding of conv1 asymmetric, an
+/// explicit nn.ZeroPad2d): memaudit's 'same' convolution, channels-first flattening and kernel
+/// layout give PyTorch's logits. Tolerance as above.
+#[test]
+fn a_pytorch_written_cnn_with_asymmetric_padding_imports_with_pytorchs_logits() {
+    let dir = fixture("pytorch_cnn");
+    let imp = pytorch::import(&dir).unwrap();
+    assert_eq!(
+        imp.config,
+        ModelConfig::TutorialCnn {
+            channels: 1,
+            height: 17,
+            width: 15,
+            classes: 3
+        }
+    );
+    let probe = imp.probe.expect("the fixture has a probe");
+    assert!(probe.relative_difference <= 1e-5, "{probe:?}");
+    assert_eq!(probe.values, 4 * 3);
+    assert!(imp.vocab.is_none() && imp.optimizer.is_none());
+}
+
 fn small_configs() -> Vec<ModelConfig> {
     vec![
         ModelConfig::Mlp {
