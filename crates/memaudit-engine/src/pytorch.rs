@@ -41,7 +41,7 @@ use crate::error::EngineError;
 use crate::layer::{SparseInput, TokenInput, Value};
 use crate::layers::{ActivationKind, GroupNorm};
 use crate::models::{GN_GROUPS, GN_HIDDEN, GN_WIDTHS, ModelConfig};
-use crate::optim::{OptimizerConfig, OptimizerState};
+use crate::optim::{Optimizer, OptimizerConfig, OptimizerState, Schedule};
 use crate::tensor::Tensor;
 
 /// Format of `config.json` and `optimizer.json`.
@@ -1544,10 +1544,6 @@ pub fn import(dir: &Path) -> Result<Imported> {
                     format!("format {:?}, expected {FORMAT:?}", file.format),
                 ));
             }
-            file.optimizer
-                .validate()
-                .map_err(|e| format_err(&op, e.to_string()))?;
-            let mut bufs: Vec<Vec<f32>> = vec![vec![0.0f32; n]; file.buffers.len()];
             let mut expected = Vec::new();
             for (i, b) in file.buffers.iter().enumerate() {
                 for t in &map {
@@ -1561,13 +1557,19 @@ pub fn import(dir: &Path) -> Result<Imported> {
             }
             let mut flat = vec![0.0f32; n * file.buffers.len()];
             read_exact(&os, &expected, &mut flat)?;
-            for (i, buf) in bufs.iter_mut().enumerate() {
-                buf.copy_from_slice(&flat[i * n..(i + 1) * n]);
-            }
             let state = OptimizerState {
                 step: file.step,
-                buffers: file.buffers.iter().cloned().zip(bufs).collect(),
+                buffers: file
+                    .buffers
+                    .iter()
+                    .cloned()
+                    .zip(flat.chunks_exact(n.max(1)).map(<[f32]>::to_vec))
+                    .collect(),
             };
+            // The buffers must be the ones this optimizer keeps (e.g. Adam: exp_avg, exp_avg_sq).
+            Optimizer::new(file.optimizer.clone(), Schedule::Constant, n)
+                .and_then(|mut o| o.load_state(state.clone()))
+                .map_err(|e| format_err(&op, e.to_string()))?;
             Some((file.optimizer, state))
         }
         (true, false) => {

@@ -456,6 +456,18 @@ fn missing_extra_and_non_f32_tensors_are_refused() {
 
 #[test]
 fn an_optimizer_file_without_its_buffers_is_refused() {
+    // Buffers that are not the optimizer's (Adam keeps exp_avg and exp_avg_sq).
+    let dir = exported_lstm();
+    let op = dir.path().join(pytorch::OPTIMIZER_STATE_FILE);
+    let mut o: serde_json::Value = serde_json::from_slice(&fs::read(&op).unwrap()).unwrap();
+    o["optimizer"] = serde_json::json!({"type": "sgd", "lr": 0.1, "momentum": 0.9});
+    fs::write(&op, o.to_string()).unwrap();
+    let (_, s) = import_error(dir.path());
+    assert!(
+        s.contains("optimizer.json") && s.contains("this optimizer needs [(\"momentum\""),
+        "{s}"
+    );
+
     let dir = exported_lstm();
     fs::remove_file(dir.path().join(pytorch::OPTIMIZER_FILE)).unwrap();
     let (_, s) = import_error(dir.path());
