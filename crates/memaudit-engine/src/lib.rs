@@ -28,6 +28,7 @@ pub mod optim;
 pub mod params;
 pub mod penalty;
 pub mod privacy;
+pub mod pytorch;
 pub mod sampler;
 pub mod tensor;
 pub mod testing;

@@ -66,6 +66,10 @@ enum Command {
     Exposure(cmd::exposure::Args),
     /// Extract canaries from a saved run by shortest-path search.
     Extract(cmd::extract::Args),
+    /// Export a run's newest checkpoint for PyTorch (weights, config, vocabulary, optimizer).
+    Export(cmd::export::Args),
+    /// Import a PyTorch-format folder as a new run (for eval, sample, exposure, extract).
+    Import(cmd::import::Args),
     /// Song et al.'s malicious training algorithms and their decoders.
     Attack(cmd::attack::Args),
     /// Arpit et al.'s memorization dynamics.
@@ -115,6 +119,8 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         Command::SecretSharer(a) => cmd::secret_sharer::run(&a, &ctx),
         Command::Exposure(a) => cmd::exposure::run(&a, &ctx),
         Command::Extract(a) => cmd::extract::run(&a, &ctx),
+        Command::Export(a) => cmd::export::run(&a, &ctx),
+        Command::Import(a) => cmd::import::run(&a, &ctx),
         Command::Attack(a) => cmd::attack::run(&a, &ctx),
         Command::Dynamics(a) => cmd::dynamics::run(&a, &ctx),
     }

@@ -125,12 +125,12 @@ pub(crate) fn build_tutorial_cnn(
 }
 
 /// Conv widths of the GroupNorm CNN's three blocks.
-const GN_WIDTHS: [usize; 3] = [32, 64, 128];
+pub(crate) const GN_WIDTHS: [usize; 3] = [32, 64, 128];
 /// GroupNorm groups in every block (Wu & He's default is 32; 8 keeps 4+ channels per group in the
 /// narrowest block).
-const GN_GROUPS: usize = 8;
+pub(crate) const GN_GROUPS: usize = 8;
 /// Width of the dense hidden layer.
-const GN_HIDDEN: usize = 320;
+pub(crate) const GN_HIDDEN: usize = 320;
 
 pub(crate) fn build_groupnorm_cnn(
     channels: usize,

@@ -4,6 +4,9 @@ mod cnn;
 mod lm;
 mod mlp;
 
+/// The GroupNorm CNN's sizes (the PyTorch export describes its modules).
+pub(crate) use cnn::{GN_GROUPS, GN_HIDDEN, GN_WIDTHS};
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
