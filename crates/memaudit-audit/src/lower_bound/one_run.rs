@@ -271,7 +271,7 @@ pub(crate) mod tests {
             let mut naive = 0.0_f64;
             for i in 1..=v {
                 let hi = binomial_cdf(v - 1, r, q);
-                let lo = if v >= i + 1 {
+                let lo = if v > i {
                     binomial_cdf(v - i - 1, r, q)
                 } else {
                     0.0
