@@ -12,8 +12,9 @@
 //!
 //! Deviation from JAX Privacy, on purpose: JAX takes max |mu|, counting a negative mu as the
 //! reversed test. But the upper bounds of a rate are not bounds of the reversed test's rates:
-//! with few canaries FPR_ub + FNR_ub > 1 for any scores, even identical ones, and |mu| then
-//! certifies a positive eps from nothing. Here mu is clamped at 0 (auditing.md section 3).
+//! with few canaries FPR_ub + FNR_ub > 1 for any scores, and |mu| then certifies a positive eps
+//! from nothing (10 scores a side from one distribution: eps 10.95 at delta 1e-6, see the
+//! tests). Here mu is clamped at 0 (auditing.md section 3).
 
 use memaudit_accounting::gaussian_epsilon_for_delta;
 use memaudit_accounting::special::norm_ppf_from_log;
@@ -149,14 +150,18 @@ mod tests {
 
     #[test]
     fn identical_or_few_scores_certify_nothing() {
-        // With 10 a side, CP upper bounds of 5/10 at 0.05/(2n) exceed 0.5 on both rates: JAX's
-        // |mu| would certify a positive eps here; the clamp gives 0.
-        let s = CanaryScores::new(
-            &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
-            &[0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5, 9.5],
-            ScoreDirection::HigherIsMember,
-        )
-        .unwrap();
+        // Ten IN and ten OUT scores drawn from the same N(0, 1) (NumPy default_rng(1), rounded).
+        // On the 4 frontier thresholds the CP upper bounds at 0.05/8 give mu = -0.70 and -1.99
+        // (JAX Privacy's formula, recomputed with SciPy 1.17.1); JAX's max |mu| = 1.993 would
+        // certify eps = 10.95 at delta 1e-6 from pure noise. The clamp at 0 certifies nothing.
+        let ins = [
+            0.346, 0.822, 0.33, -1.303, 0.905, 0.446, -0.537, 0.581, 0.365, 0.294,
+        ];
+        let outs = [
+            0.028, 0.547, -0.736, -0.163, -0.482, 0.599, 0.04, -0.292, -0.782, -0.257,
+        ];
+        let s = CanaryScores::new(&ins, &outs, ScoreDirection::HigherIsMember).unwrap();
+        assert_eq!(s.frontier().len(), 4);
         let c = LowerBoundConfig {
             delta: 1e-6,
             ..LowerBoundConfig::default()
@@ -164,6 +169,9 @@ mod tests {
         let b = gdp_bound(&s, &c).unwrap();
         assert_eq!(b.epsilon_lower_bound, 0.0, "{b:?}");
         assert_eq!(b.threshold, None);
+        let same =
+            CanaryScores::new(&[0.5; 300], &[0.5; 300], ScoreDirection::HigherIsMember).unwrap();
+        assert_eq!(gdp_bound(&same, &c).unwrap().epsilon_lower_bound, 0.0);
     }
 
     #[test]

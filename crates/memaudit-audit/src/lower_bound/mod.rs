@@ -230,7 +230,7 @@ impl std::fmt::Display for LowerBoundWarning {
         match self {
             LowerBoundWarning::TwoMDeltaNotSmall { m, delta } => write!(
                 f,
-                "2*m*delta = {} (m = {m}, delta = {delta}) is not small: the one-run bound loses power to it; use fewer canaries or a smaller delta",
+                "2*m*delta = {:.4} (m = {m}, delta = {delta}) is not small: the one-run bound loses power to it; use fewer canaries or a smaller delta",
                 2.0 * *m as f64 * delta
             ),
             LowerBoundWarning::TwoMDeltaZeroedBound {

@@ -223,6 +223,15 @@ fn json_report(r: &LowerBoundReport, config: &LowerBoundConfig) -> Value {
     })
 }
 
+/// A number for the table without float noise (0.4 rather than 0.39999999999999997).
+fn short(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() || !(1e-3..1e6).contains(&x.abs()) {
+        return if x == 0.0 { "0".into() } else { fmt_f64(x) };
+    }
+    let s = format!("{x:.6}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 fn threshold_text(t: Option<f64>) -> String {
     t.map_or_else(|| "-".into(), fmt_f64)
 }
@@ -296,7 +305,7 @@ fn text(r: &LowerBoundReport, config: &LowerBoundConfig) -> String {
                 },
                 o.m,
                 o.delta,
-                o.two_m_delta
+                short(o.two_m_delta)
             ),
         };
         s.push_str(&format!(
