@@ -326,6 +326,44 @@ pub(crate) mod tests {
         assert_eq!(jax_scores(1.0).frontier().len(), 386);
     }
 
+    /// m canaries, each IN with probability 1/2, scored by randomized response at `eps`: the
+    /// score is the inclusion bit, flipped with probability 1/(1 + e^eps). That release is exactly
+    /// eps-DP (delta = 0) per canary, so no valid bound may exceed eps (beyond the significance).
+    fn randomized_response(m: usize, eps: f64, seed: u64) -> CanaryScores {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let keep = logistic(eps);
+        let (mut scores, mut included) = (Vec::with_capacity(m), Vec::with_capacity(m));
+        for _ in 0..m {
+            let inc: bool = rng.random_bool(0.5);
+            let bit = if rng.random_bool(keep) { inc } else { !inc };
+            scores.push(if bit { 1.0 } else { 0.0 });
+            included.push(inc);
+        }
+        CanaryScores::from_inclusion(&scores, &included, ScoreDirection::HigherIsMember).unwrap()
+    }
+
+    #[test]
+    fn bounds_on_an_exactly_eps_dp_release_stay_below_eps_and_come_close() {
+        // The sanity law of an audit, on a mechanism whose epsilon is known exactly. Seeds fixed;
+        // each bound fails with probability <= 0.05, so a failure here would be a 5% event per
+        // (seed, method) for a correct implementation, and a certain one for a broken one.
+        // Measured: eps 1 -> one-run 0.939, CP 0.934; eps 2 -> 1.965, 1.974; eps 4 -> 3.787, 3.779.
+        let c = LowerBoundConfig::default();
+        for (eps, seed) in [(1.0, 1), (2.0, 2), (4.0, 3)] {
+            let s = randomized_response(20_000, eps, seed);
+            let one = one_run_bound(&s, &c).unwrap().epsilon_lower_bound;
+            let cp = crate::lower_bound::clopper_pearson_bound(&s, &c)
+                .unwrap()
+                .epsilon_lower_bound;
+            assert!(one <= eps && one > 0.85 * eps, "eps {eps}: one-run {one}");
+            assert!(
+                cp <= eps && cp > 0.85 * eps,
+                "eps {eps}: Clopper-Pearson {cp}"
+            );
+        }
+    }
+
     #[test]
     fn two_m_delta_warning_only_when_not_small() {
         let c = LowerBoundConfig {
