@@ -118,6 +118,8 @@ fn json_shape_and_jax_privacy_golden_values_through_the_command() {
     for r in v["results"].as_array().unwrap() {
         assert!(r["epsilon_lower_bound"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["threshold"].is_f64(), "{r}");
+        let gaussian = matches!(r["method"].as_str(), Some("gdp" | "one-run-fdp"));
+        assert_eq!(r["assumes_gaussian_tradeoff"], gaussian, "{r}");
     }
     assert!((eps(&v, "one-run") - 1.13346).abs() < 2e-6, "{v}");
     assert!((eps(&v, "one-run-fdp") - 2.164749).abs() < 2e-6, "{v}");

@@ -220,8 +220,8 @@ pub fn one_run_bound(scores: &CanaryScores, config: &LowerBoundConfig) -> Result
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::lower_bound::ScoreDirection;
     use crate::lower_bound::binomial::binomial_cdf;
+    use crate::lower_bound::{LowerBoundMethod, ScoreDirection};
 
     // The golden vectors (auditing.md section 3) are printed to 5-7 significant digits and come
     // from SciPy's brentq with xtol 1e-6; our search stops at 1e-9. Tolerance: 2e-6 absolute
@@ -362,6 +362,31 @@ pub(crate) mod tests {
                 "eps {eps}: Clopper-Pearson {cp}"
             );
         }
+    }
+
+    #[test]
+    fn gaussian_methods_can_exceed_eps_on_a_non_gaussian_mechanism() {
+        // Randomized response at eps = 1 is exactly (1, 0)-DP but its trade-off curve is not
+        // Gaussian: GDP and f-DP bound the eps of the Gaussian mechanism that would explain the
+        // guesses, which is larger. This pins the documented assumption
+        // (`LowerBoundMethod::assumes_gaussian_tradeoff`), while the distribution-free bounds
+        // stay below 1.
+        let s = randomized_response(20_000, 1.0, 1);
+        let c = LowerBoundConfig {
+            delta: 1e-5,
+            ..LowerBoundConfig::default()
+        };
+        let gdp = crate::lower_bound::gdp_bound(&s, &c)
+            .unwrap()
+            .epsilon_lower_bound;
+        let fdp = crate::lower_bound::one_run_fdp_bound(&s, &c)
+            .unwrap()
+            .epsilon_lower_bound;
+        let one = one_run_bound(&s, &c).unwrap().epsilon_lower_bound;
+        assert!(gdp > 2.0 && fdp > 1.0, "gdp {gdp} f-DP {fdp}");
+        assert!(one <= 1.0, "one-run {one}");
+        assert!(LowerBoundMethod::Gdp.assumes_gaussian_tradeoff());
+        assert!(!LowerBoundMethod::OneRun.assumes_gaussian_tradeoff());
     }
 
     #[test]

@@ -159,6 +159,7 @@ fn result_json(b: &MethodBound) -> Value {
         "method": b.method().name(),
         "epsilon_lower_bound": num(b.epsilon_lower_bound()),
         "threshold": opt_num(b.threshold()),
+        "assumes_gaussian_tradeoff": b.method().assumes_gaussian_tradeoff(),
     });
     let extra = match b {
         MethodBound::ClopperPearson(c) => json!({
@@ -315,6 +316,14 @@ fn text(r: &LowerBoundReport, config: &LowerBoundConfig) -> String {
             threshold_text(b.threshold()),
             details
         ));
+    }
+    if r.results
+        .iter()
+        .any(|b| b.method().assumes_gaussian_tradeoff())
+    {
+        s.push_str(
+            "gdp and one-run-fdp assume a Gaussian trade-off curve (DP-SGD's is approximately one); on other mechanisms they can exceed the true eps. clopper-pearson and one-run hold for any (eps, delta)-DP mechanism.\n",
+        );
     }
     for w in &r.warnings {
         s.push_str(&format!("warning: {w}\n"));
