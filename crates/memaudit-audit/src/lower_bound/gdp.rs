@@ -14,7 +14,8 @@
 //! reversed test. But the upper bounds of a rate are not bounds of the reversed test's rates:
 //! with few canaries FPR_ub + FNR_ub > 1 for any scores, and |mu| then certifies a positive eps
 //! from nothing (10 scores a side from one distribution: eps 10.95 at delta 1e-6, see the
-//! tests). Here mu is clamped at 0 (auditing.md section 3).
+//! tests; JAX Privacy pull request #270 reports the same). Here mu is clamped at 0
+//! (auditing.md section 3); the reverse direction is not audited.
 
 use memaudit_accounting::gaussian_epsilon_for_delta;
 use memaudit_accounting::special::norm_ppf_from_log;
