@@ -32,7 +32,10 @@ pub mod statement;
 pub use calibrate::{Calibration, calibrate, calibrate_noise};
 pub use error::{AccountingError, Result};
 pub use event::{DpEvent, NeighboringRelation, dp_sgd_event};
-pub use pld::{PldAccountant, PldOptions};
+pub use pld::{
+    PldAccountant, PldOptions, gaussian_delta_for_epsilon, gaussian_epsilon_for_delta,
+    gaussian_sigma_for_epsilon_delta,
+};
 pub use rdp::{Conversion, FractionalSeries, RdpAccountant, RdpEpsilon};
 pub use statement::{PrivacyStatement, StatementParams, privacy_statement};
 

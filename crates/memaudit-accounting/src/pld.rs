@@ -789,8 +789,10 @@ fn compose_pair(
 /// Gaussian Mechanism for Differential Privacy", Thm. 8): Φ(-εσ + 1/(2σ)) - e^ε Φ(-εσ - 1/(2σ)),
 /// written as Φ(a) (1 - e^(ε + log Φ(b) - log Φ(a))) to keep its precision when both are tiny.
 /// Used when every event is an unsampled Gaussian and the discretised PLD would be too large
-/// (tiny effective σ); the value is exact instead of pessimistically discretised.
-fn gaussian_delta_for_epsilon(sigma: f64, eps: f64) -> f64 {
+/// (tiny effective σ); the value is exact instead of pessimistically discretised. Also the
+/// δ(ε) of μ-GDP with μ = 1/σ (Dong, Roth & Su 2019, Cor. 2.13), which the empirical GDP and
+/// f-DP lower bounds of `memaudit-audit` use.
+pub fn gaussian_delta_for_epsilon(sigma: f64, eps: f64) -> f64 {
     let a = -eps * sigma + 0.5 / sigma;
     let b = -eps * sigma - 0.5 / sigma;
     let la = log_phi(a);
@@ -799,8 +801,9 @@ fn gaussian_delta_for_epsilon(sigma: f64, eps: f64) -> f64 {
     if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) }
 }
 
-/// ε(δ) for the Gaussian mechanism by bisection on the exact δ(ε) (to 1e-12 relative).
-fn gaussian_epsilon_for_delta(sigma: f64, delta: f64) -> f64 {
+/// ε(δ) for the Gaussian mechanism by bisection on the exact δ(ε) (to 1e-12 relative); with
+/// σ = 1/μ, the ε of μ-GDP at δ.
+pub fn gaussian_epsilon_for_delta(sigma: f64, delta: f64) -> f64 {
     if gaussian_delta_for_epsilon(sigma, 0.0) <= delta {
         return 0.0;
     }
@@ -815,6 +818,45 @@ fn gaussian_epsilon_for_delta(sigma: f64, delta: f64) -> f64 {
     while hi - lo > 1e-12 * hi {
         let mid = 0.5 * (lo + hi);
         if gaussian_delta_for_epsilon(sigma, mid) > delta {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
+}
+
+/// The smallest σ such that the Gaussian mechanism with sensitivity 1 is (ε, δ)-DP (Balle &
+/// Wang 2018; dp_accounting's `get_sigma_gaussian`), by bisection on the exact δ(ε), which is
+/// decreasing in σ, to 1e-14 relative. δ = 0 needs infinite noise (returns +inf); δ >= 1 or
+/// ε = +inf needs none (returns 0). NaN or negative arguments give NaN.
+pub fn gaussian_sigma_for_epsilon_delta(eps: f64, delta: f64) -> f64 {
+    if eps.is_nan() || delta.is_nan() || eps < 0.0 || delta < 0.0 {
+        return f64::NAN;
+    }
+    if delta >= 1.0 || eps == f64::INFINITY {
+        return 0.0;
+    }
+    if delta == 0.0 {
+        return f64::INFINITY;
+    }
+    let (mut lo, mut hi) = (1.0_f64, 1.0_f64);
+    while gaussian_delta_for_epsilon(lo, eps) <= delta {
+        lo *= 0.5;
+        if lo < 1e-300 {
+            return 0.0;
+        }
+    }
+    while gaussian_delta_for_epsilon(hi, eps) > delta {
+        hi *= 2.0;
+        if hi > 1e300 {
+            return f64::INFINITY;
+        }
+    }
+    // Invariant: δ(ε; lo) > δ >= δ(ε; hi).
+    while hi - lo > 1e-14 * hi {
+        let mid = 0.5 * (lo + hi);
+        if gaussian_delta_for_epsilon(mid, eps) > delta {
             lo = mid;
         } else {
             hi = mid;
@@ -1137,5 +1179,27 @@ mod tests {
             assert!(got >= exact * (1.0 - 1e-9), "eps {eps}: {got} < {exact}");
             assert!(got <= exact * 1.01 + 1e-15, "eps {eps}: {got} vs {exact}");
         }
+    }
+
+    #[test]
+    fn gaussian_sigma_for_epsilon_delta_inverts_the_exact_delta() {
+        // Round trip through the exact δ(ε; σ): the solver's σ meets δ (to the 1e-14 relative
+        // bisection width, which moves δ by far less than 1e-9 relative) and is the smallest
+        // such σ (1e-12 below it, δ is exceeded).
+        for (eps, delta) in [(0.0, 1e-3), (1.0, 1e-5), (4.395568, 1e-6), (9.0, 1e-6)] {
+            let sigma = gaussian_sigma_for_epsilon_delta(eps, delta);
+            assert!(sigma.is_finite() && sigma > 0.0, "{sigma}");
+            let got = gaussian_delta_for_epsilon(sigma, eps);
+            assert!(
+                got <= delta && got > delta * (1.0 - 1e-9),
+                "{eps} {delta}: {got}"
+            );
+            assert!(gaussian_delta_for_epsilon(sigma * (1.0 - 1e-12), eps) > delta);
+            let back = gaussian_epsilon_for_delta(sigma, delta);
+            assert!((back - eps).abs() < 1e-9 * eps.max(1.0), "{eps} -> {back}");
+        }
+        assert_eq!(gaussian_sigma_for_epsilon_delta(1.0, 0.0), f64::INFINITY);
+        assert_eq!(gaussian_sigma_for_epsilon_delta(1.0, 1.0), 0.0);
+        assert!(gaussian_sigma_for_epsilon_delta(-1.0, 0.1).is_nan());
     }
 }

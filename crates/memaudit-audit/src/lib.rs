@@ -14,6 +14,11 @@
 //! - [`tracking`]: per-epoch exposure records as CSV/JSON.
 //! - [`testing`]: a deterministic n-gram mock LM with a planted sequence, for oracle tests.
 //!
+//! Empirical epsilon lower bounds from canary scores, [`lower_bound`]: Clopper-Pearson
+//! (Jagielski et al. 2020), Gaussian DP (Nasr et al. 2023), one training run (Steinke, Nasr &
+//! Jagielski 2023) and its f-DP version (Mahloujifar, Melis & Chaudhuri 2024), with exact
+//! binomial intervals and Bonferroni over the Pareto frontier of thresholds.
+//!
 //! And Arpit et al., "A Closer Look at Memorization in Deep Networks" (ICML 2017), on the
 //! engine's MLPs: [`dynamics`] (noise data, training curves, easy/hard examples, unrolled
 //! loss-sensitivity and its Gini coefficient, critical samples by LASS, regulariser sweep).
@@ -33,6 +38,7 @@ pub mod dynamics;
 pub mod error;
 pub mod exposure;
 pub mod extraction;
+pub mod lower_bound;
 pub mod scoring;
 pub mod skewnorm;
 pub mod template;
@@ -46,6 +52,10 @@ pub use exposure::{
     exposure_from_rank, extrapolation_exposures, interpolation_exposures, ranks_from_scores,
 };
 pub use extraction::{ExtractOptions, ExtractedCandidate, Extraction, StopReason, extract};
+pub use lower_bound::{
+    CanaryScores, LowerBoundConfig, LowerBoundError, LowerBoundMethod, LowerBoundReport,
+    LowerBoundWarning, MethodBound, MethodChoice, ScoreDirection, ThresholdChoice, lower_bounds,
+};
 pub use memaudit_engine::{IncrementalLm, LmState};
 pub use scoring::{
     AllScores, ExactRank, RankReport, Scorer, WalkOptions, WalkStats, token_cost_bits,

@@ -74,6 +74,8 @@ enum Command {
     Attack(cmd::attack::Args),
     /// Arpit et al.'s memorization dynamics.
     Dynamics(cmd::dynamics::Args),
+    /// Empirical epsilon lower bounds from IN/OUT canary scores (Clopper-Pearson, GDP, one-run).
+    LowerBound(cmd::lower_bound::Args),
 }
 
 /// What every subcommand gets besides its own flags.
@@ -123,6 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         Command::Import(a) => cmd::import::run(&a, &ctx),
         Command::Attack(a) => cmd::attack::run(&a, &ctx),
         Command::Dynamics(a) => cmd::dynamics::run(&a, &ctx),
+        Command::LowerBound(a) => cmd::lower_bound::run(&a, &ctx),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod export;
 pub mod exposure;
 pub mod extract;
 pub mod import;
+pub mod lower_bound;
 pub mod noise;
 pub mod sample;
 pub mod sanity;
