@@ -232,6 +232,11 @@ crate::simd_kernel! {
 pub struct StepNoise(Vec<f32>);
 
 impl StepNoise {
+    /// The noise drawn for coordinate `j` (the white-box audit scores canaries by it).
+    pub fn at(&self, j: usize) -> f32 {
+        self.0.get(j).copied().unwrap_or(0.0)
+    }
+
     /// `sum = (sum + noise) / expected_batch`: the private averaged gradient, in place.
     pub fn apply(self, sum: &mut [f32], expected_batch: f64) {
         add_noise_and_average(sum, &self.0, expected_batch)

@@ -12,6 +12,7 @@
 //! (configs and checkpoint sidecars), `thiserror` (typed errors), `memaudit-accounting` (epsilon
 //! during private training).
 
+pub mod audit_canaries;
 pub mod checkpoint;
 pub mod compute;
 pub mod datasets;

@@ -14,6 +14,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::audit_canaries::{DiracCanaries, FaultInjection};
 use crate::checkpoint::{self, CheckpointState};
 use crate::dp::{AdaptiveClip, NoiseSource};
 use crate::error::{EngineError, Result};
@@ -173,6 +174,12 @@ struct TrainerState {
     epsilon: Option<f64>,
     /// Global step at which the current epoch began (a budget stop can checkpoint mid-epoch).
     epoch_start_step: u64,
+    /// The white-box audit's canaries and their scores so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    canaries: Option<DiracCanaries>,
+    /// The audit self-test's deliberate bug, when the run carries one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fault: Option<FaultInjection>,
 }
 
 /// Progress of one step.
@@ -251,6 +258,10 @@ pub struct Trainer {
     epoch_start_step: u64,
     /// What the run has done to the data, privately: the source of every epsilon it reports.
     ledger: Option<PrivacyLedger>,
+    /// White-box Dirac canaries (`audit_canaries.rs`), when the run audits itself.
+    canaries: Option<DiracCanaries>,
+    /// The audit self-test's deliberate bug (never set on a run meant for use).
+    fault: Option<FaultInjection>,
     adaptive: Option<AdaptiveClip>,
     noise: Option<NoiseSource>,
     n_train: usize,
@@ -262,6 +273,7 @@ pub struct Trainer {
 const INIT_STREAM: u64 = 0;
 const SAMPLER_STREAM: u64 = 1_000_000;
 const DROPOUT_STREAM: u64 = 2_000_000;
+const AUDIT_STREAM: u64 = 3_000_000;
 
 fn mix(seed: u64, k: u64) -> u64 {
     mix_seed(seed, k)
@@ -323,6 +335,8 @@ impl Trainer {
             epoch: 0,
             epoch_start_step: 0,
             ledger,
+            canaries: None,
+            fault: None,
             adaptive,
             noise,
             n_train,
@@ -403,11 +417,73 @@ impl Trainer {
         self.step = step;
         self.epoch = epoch;
         self.epoch_start_step = st.epoch_start_step;
+        self.canaries = st.canaries;
+        self.fault = st.fault;
         if let (Some(a), Some(c)) = (self.adaptive.as_mut(), st.clip) {
             a.clip = c;
         }
         self.resumed_from = Some(ck.path);
         Ok(())
+    }
+
+    /// Carry a white-box audit of M Dirac canaries (`audit_canaries.rs`): only on a private run
+    /// with Poisson sampling and one flat (or adaptive) clip bound, from its first step; a resumed
+    /// run continues the canaries its checkpoint holds and must ask for the same M.
+    pub fn set_white_box_audit(&mut self, canaries: usize) -> Result<()> {
+        let p = self.config.privacy.as_ref().ok_or_else(|| {
+            EngineError::Config("a white-box audit needs a private run (a noise multiplier)".into())
+        })?;
+        if matches!(p.clipping, ClipConfig::PerLayer { .. }) {
+            return Err(EngineError::Config(
+                "a white-box audit needs one clip bound (not per-layer clipping): a canary is one example's gradient of norm C".into(),
+            ));
+        }
+        if self.config.sampling != SamplingMode::Poisson {
+            return Err(EngineError::Config(
+                "a white-box audit needs Poisson sampling: its canaries are sampled like examples"
+                    .into(),
+            ));
+        }
+        match &self.canaries {
+            Some(c) if c.coordinates.len() == canaries => Ok(()),
+            Some(c) => Err(EngineError::Config(format!(
+                "this run's white-box audit has {} canaries; resume it with the same number",
+                c.coordinates.len()
+            ))),
+            None if self.step > 0 => Err(EngineError::Config(
+                "a white-box audit must start with the run: this run has already trained without one".into(),
+            )),
+            None => {
+                self.canaries = Some(DiracCanaries::new(
+                    canaries,
+                    self.model.num_params(),
+                    mix(self.config.seed, AUDIT_STREAM),
+                )?);
+                Ok(())
+            }
+        }
+    }
+
+    /// The white-box audit's canaries, inclusion bits and scores so far.
+    pub fn white_box_canaries(&self) -> Option<&DiracCanaries> {
+        self.canaries.as_ref()
+    }
+
+    /// Self-test only: make this run deliberately broken (see `audit_canaries::FaultInjection`).
+    /// Its ledger keeps the stated noise multiplier, so its printed epsilon is wrong on purpose.
+    pub fn inject_fault_for_audit_self_test(&mut self, fault: FaultInjection) -> Result<()> {
+        if self.step > 0 && self.fault.as_ref() != Some(&fault) {
+            return Err(EngineError::Config(
+                "a fault can only be injected from the first step".into(),
+            ));
+        }
+        self.fault = Some(fault);
+        Ok(())
+    }
+
+    /// The deliberate bug this run carries, if any (every output must say so).
+    pub fn injected_fault(&self) -> Option<&FaultInjection> {
+        self.fault.as_ref()
     }
 
     /// Add a parameter penalty to the objective (post-processing under DP).
@@ -542,7 +618,11 @@ impl Trainer {
                     ),
                     (Some(p), None) => Some(p.noise_multiplier),
                     (None, _) => None,
-                };
+                }
+                .map(|z| match &self.fault {
+                    Some(FaultInjection::NoiseScale(f)) => z * f,
+                    None => z,
+                });
                 let mut dropout_rng =
                     ChaCha8Rng::seed_from_u64(mix(self.config.seed, DROPOUT_STREAM + self.step));
                 // Under DP the step's noise is drawn on the other core while the gradient is
@@ -607,7 +687,22 @@ impl Trainer {
                         Clipping::PerGroup { .. } => f32::INFINITY,
                     };
                     n_clipped += norms.iter().filter(|&&n| n > bound).count();
+                    // White-box canaries join the clipped sum like sampled examples of norm C.
+                    let canary_part = self.canaries.as_ref().map(|c| {
+                        let added = c.add_sampled(
+                            self.step,
+                            expected_batch / self.n_train as f64,
+                            clip.sensitivity(),
+                            &mut grad,
+                        );
+                        let along: Vec<f32> =
+                            c.coordinates.iter().map(|&j| step_noise.at(j)).collect();
+                        (added, along)
+                    });
                     step_noise.apply(&mut grad, expected_batch);
+                    if let (Some(c), Some((added, along))) = (self.canaries.as_mut(), canary_part) {
+                        c.record(&added, &along, expected_batch);
+                    }
                     let noise = self
                         .noise
                         .as_mut()
@@ -791,6 +886,8 @@ impl Trainer {
             clip: self.adaptive.as_ref().map(|a| a.clip),
             epsilon,
             epoch_start_step: self.epoch_start_step,
+            canaries: self.canaries.clone(),
+            fault: self.fault.clone(),
         };
         let state = CheckpointState {
             format: checkpoint::CHECKPOINT_FORMAT,

@@ -401,9 +401,24 @@ fn ignored_or_conflicting_privacy_flags_are_refused_and_step_counts_are_stated()
 fn a_killed_and_resumed_seeded_run_equals_the_uninterrupted_run() {
     let d = tempfile::tempdir().unwrap();
     let c = [
-        "train", "--data", "digits", "--hidden", "64", "--batch-size", "16", "--epochs", "8",
-        "--noise-multiplier", "1", "--lr", "0.05", "--seed", "5", "--seeded-noise",
-        "--no-sanity-checks", "--quiet",
+        "train",
+        "--data",
+        "digits",
+        "--hidden",
+        "64",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "8",
+        "--noise-multiplier",
+        "1",
+        "--lr",
+        "0.05",
+        "--seed",
+        "5",
+        "--seeded-noise",
+        "--no-sanity-checks",
+        "--quiet",
     ];
     let whole = d.path().join("whole");
     let mut a = c.to_vec();
@@ -430,6 +445,11 @@ fn a_killed_and_resumed_seeded_run_equals_the_uninterrupted_run() {
     let mut a = c.to_vec();
     a.extend(["--out", s(&killed), "--resume"]);
     let r = memaudit(&a);
-    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     assert!(checkpoint_bytes(&whole) == checkpoint_bytes(&killed));
 }
