@@ -9,6 +9,8 @@
 //!   events it supports and refuses the rest with [`AccountingError::Unsupported`].
 //! - [`calibrate_noise`]: the smallest noise multiplier meeting a target epsilon (never above it).
 //! - [`privacy_statement`]: the numbers and text of a TF-Privacy-style privacy statement.
+//! - [`binomial`]: the regularized incomplete beta, its inverse and Clopper-Pearson intervals
+//!   (exact binomial confidence for membership-inference and audit rates).
 //!
 //! Results agree with Google's dp_accounting 0.6.0 (RDP to 1e-6 relative with the same optimal
 //! order; PLD to well within 0.5%): see the crate's tests and `docs/accounting.md`.
@@ -20,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod binomial;
 pub mod calibrate;
 pub mod error;
 pub mod event;
