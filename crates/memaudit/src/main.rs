@@ -70,6 +70,8 @@ enum Command {
     Attack(cmd::attack::Args),
     /// Arpit et al.'s memorization dynamics.
     Dynamics(cmd::dynamics::Args),
+    /// Membership inference: LOSS, LiRA, RMIA and LM baselines (on a score file with --scores).
+    Mia(cmd::mia::Args),
 }
 
 /// What every subcommand gets besides its own flags.
@@ -117,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         Command::Extract(a) => cmd::extract::run(&a, &ctx),
         Command::Attack(a) => cmd::attack::run(&a, &ctx),
         Command::Dynamics(a) => cmd::dynamics::run(&a, &ctx),
+        Command::Mia(a) => cmd::mia::run(&a, &ctx),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod epsilon;
 pub mod eval;
 pub mod exposure;
 pub mod extract;
+pub mod mia;
 pub mod noise;
 pub mod sample;
 pub mod sanity;
