@@ -8,6 +8,8 @@
 //! - [`metrics`]: ROC, AUC, balanced accuracy, TPR at low FPR with Clopper-Pearson intervals,
 //!   per-class slicing; [`export`]: per-example scores as CSV and `.npy`, the ROC as CSV.
 //! - [`config`]: [`MiaConfig`], every default in one place.
+//! - [`shadow`]: complementary-pair shadow models of memaudit's classifiers, trained on the
+//!   engine, in a keyed cache of atomic units (resumable, shardable by model index).
 //! - [`synthetic`]: a seeded simulator of shadow-model signals with known membership, for tests.
 //!
 //! [`run`] runs a selection of attacks and evaluates each against the target's membership when
@@ -23,6 +25,7 @@ pub mod loss;
 pub mod metrics;
 pub mod npz;
 pub mod rmia;
+pub mod shadow;
 pub mod signals;
 pub mod synthetic;
 

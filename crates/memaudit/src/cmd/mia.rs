@@ -57,10 +57,10 @@ pub struct AttackOptions {
     pub missing_shadows: Option<String>,
     /// RMIA's likelihood-ratio threshold gamma (default 2).
     #[arg(long, value_name = "G")]
-    pub gamma: Option<f64>,
+    pub rmia_gamma: Option<f64>,
     /// RMIA's softmax temperature where logits are at hand (default 2).
     #[arg(long, value_name = "T")]
-    pub temperature: Option<f64>,
+    pub rmia_temperature: Option<f64>,
     /// RMIA offline `a` (default: tuned on 0..1, or 0.3 with fewer than 2 reference models).
     #[arg(long, value_name = "A")]
     pub rmia_a: Option<f64>,
@@ -110,16 +110,16 @@ impl AttackOptions {
             _ => Ok(v),
         };
         if let Some(g) = flag(
-            "gamma",
-            self.gamma,
+            "rmia-gamma",
+            self.rmia_gamma,
             &|x| x > 0.0 && x.is_finite(),
             "must be > 0",
         )? {
             c.rmia.gamma = g;
         }
         if let Some(t) = flag(
-            "temperature",
-            self.temperature,
+            "rmia-temperature",
+            self.rmia_temperature,
             &|x| x > 0.0 && x.is_finite(),
             "must be > 0",
         )? {
