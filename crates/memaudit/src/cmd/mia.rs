@@ -2,7 +2,9 @@
 //! low-FPR metrics.
 //!
 //! `--scores FILE.npz` attacks the signals of a target and shadow models trained elsewhere (the
-//! format is in `docs/mia.md`); nothing is trained. The protocol lives in
+//! format is in `docs/mia.md`); nothing is trained. `--data D --pairs P` trains a target and
+//! 2P shadow models of memaudit's own classifiers through the engine (cached, resumable,
+//! `--only-model I` for one model per process), scores them and attacks. The protocol lives in
 //! `memaudit_audit::mia`; this file parses flags and renders.
 
 use std::path::{Path, PathBuf};
@@ -14,7 +16,14 @@ use memaudit_audit::mia::{
     self, AttackSelection, Center, MiaConfig, MiaReport, MissingShadows, ScoreSet, VarianceMode,
 };
 
+use memaudit_audit::mia::shadow::{self, ShadowPlan};
+use memaudit_audit::mia::{Attack, Population, SignalKind};
+use memaudit_engine::train::Dataset;
+
+use super::args::{InputShape, ModelArgs, OptimArgs, PrivacyArgs, RunArgs};
+use super::train::{flatten_for, prepare, train_config};
 use crate::Ctx;
+use crate::datasets::DataArgs;
 use crate::error::user;
 use crate::output::{Report, num, opt_num};
 use crate::report::{Report as HtmlReport, Series, chart};
@@ -38,6 +47,45 @@ pub struct Args {
     pub force: bool,
     #[command(flatten)]
     pub options: AttackOptions,
+    #[command(flatten)]
+    pub shadows: ShadowArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub optim: OptimArgs,
+    #[command(flatten)]
+    pub privacy: PrivacyArgs,
+}
+
+/// Training a target and shadow models (instead of --scores).
+#[derive(clap::Args, Debug)]
+pub struct ShadowArgs {
+    /// Train a target and 2 x P shadow models in complementary pairs on --data (a classifier
+    /// dataset: digits, mnist, fashion-mnist, adult).
+    #[arg(long, value_name = "P")]
+    pub pairs: Option<usize>,
+    /// Epochs of every model.
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    /// Expected batch size of every model (each trains on half of the pool).
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Seed of the membership splits and of every model (DP noise of shadows is seeded from it).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Shadow-model cache (default: shadow-cache next to --out). Models are keyed by everything
+    /// that changes them; complete ones are reused.
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Train (or find) only model I (0..2P-1 shadow, 2P target) into the cache and stop: one
+    /// model per process for a scheduler.
+    #[arg(long, value_name = "I")]
+    pub only_model: Option<usize>,
+    /// Population points for RMIA: the first N test examples (no model trains on them).
+    #[arg(long, default_value_t = 1000)]
+    pub population: usize,
 }
 
 /// Attack settings (defaults: `memaudit_audit::mia::config`).
@@ -55,10 +103,10 @@ pub struct AttackOptions {
     /// An example without IN (online) or OUT shadow values: error, or TF Privacy's column mean.
     #[arg(long, value_parser = ["error", "column-mean"])]
     pub missing_shadows: Option<String>,
-    /// RMIA's likelihood-ratio threshold gamma (default 2).
+    /// RMIA's likelihood-ratio threshold gamma (default 1).
     #[arg(long, value_name = "G")]
     pub rmia_gamma: Option<f64>,
-    /// RMIA's softmax temperature where logits are at hand (default 2).
+    /// RMIA's softmax temperature where logits are at hand (default 1).
     #[arg(long, value_name = "T")]
     pub rmia_temperature: Option<f64>,
     /// RMIA offline `a` (default: tuned on 0..1, or 0.3 with fewer than 2 reference models).
@@ -159,9 +207,17 @@ impl AttackOptions {
 }
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
+    if args.scores.is_some() && args.shadows.pairs.is_some() {
+        return Err(user(
+            "--scores and --pairs exclude each other: attack a score file, or train shadow models",
+        ));
+    }
+    if args.shadows.pairs.is_some() {
+        return run_training(args, ctx);
+    }
     let Some(path) = &args.scores else {
         return Err(user(
-            "give --scores FILE.npz (signals of models trained elsewhere; see docs/mia.md)",
+            "give --scores FILE.npz (signals of models trained elsewhere; see docs/mia.md), or --data D --pairs P to train shadow models",
         ));
     };
     let selection = AttackSelection::parse(&args.attack)
@@ -403,4 +459,245 @@ fn write_outputs(
     rd.set("results", json.clone())?;
     rd.finish("done")?;
     Ok(files.iter().map(|p| p.display().to_string()).collect())
+}
+
+fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
+    let sh = &args.shadows;
+    let pairs = sh.pairs.unwrap_or(0);
+    if pairs == 0 {
+        return Err(user("--pairs must be at least 1 (2 shadow models)"));
+    }
+    let selection = AttackSelection::parse(&args.attack)
+        .map_err(|e| user(format!("--attack {}: {e}", args.attack)))?;
+    let cfg = args.options.config()?;
+    let prepared = prepare(&args.data)?;
+    if !matches!(
+        prepared.input,
+        InputShape::Image { .. } | InputShape::Flat { .. }
+    ) {
+        return Err(user(format!(
+            "--data {}: shadow training supports classifier datasets with dense inputs (digits, mnist, fashion-mnist, adult); for other models write a score file (docs/mia.md)",
+            args.data.data
+        )));
+    }
+    let model_cfg = args.model.config(&prepared.input)?;
+    let prepared = flatten_for(&model_cfg, prepared);
+    let model = model_cfg
+        .build()
+        .map_err(|e| user(format!("model flags: {e}")))?;
+    let pool = prepared.train.as_ref();
+    let n = pool.len();
+    if sh.epochs == 0 {
+        return Err(user("--epochs must be at least 1"));
+    }
+    if sh.batch_size == 0 || n < 2 || sh.batch_size > n / 2 {
+        return Err(user(format!(
+            "--data {}: {n} examples are too small to split into pairs with --batch-size {} (each model trains on a half of {})",
+            args.data.data,
+            sh.batch_size,
+            n / 2
+        )));
+    }
+    let needs_out = || {
+        user(
+            "--out DIR is needed to train shadow models (run folder; the cache defaults to shadow-cache next to it)",
+        )
+    };
+    let cache = match (&sh.cache, &args.out) {
+        (Some(c), _) => c.clone(),
+        (None, Some(out)) => out
+            .parent()
+            .map_or_else(|| PathBuf::from("shadow-cache"), |p| p.join("shadow-cache")),
+        (None, None) => return Err(needs_out()),
+    };
+    let run_args = RunArgs {
+        epochs: sh.epochs,
+        batch_size: sh.batch_size,
+        seed: Some(sh.seed),
+        out: args.out.clone().unwrap_or_default(),
+        force: args.force,
+        resume: false,
+    };
+    // Each model trains on half the pool: privacy (noise calibration, q) is for n / 2 examples.
+    let train_cfg = train_config(
+        &args.privacy,
+        &args.optim,
+        &run_args,
+        &model,
+        &model_cfg,
+        n / 2,
+        sh.seed,
+        ctx,
+    )?;
+    let hash =
+        shadow::dataset_hash(pool).map_err(|e| user(format!("--data {}: {e}", args.data.data)))?;
+    let plan = ShadowPlan::new(train_cfg, hash.clone(), n, pairs, sh.seed)
+        .map_err(|e| user(format!("--data {}: {e}", args.data.data)))?;
+    shadow::open_cache(&cache).map_err(|e| user(format!("--cache: {e}")))?;
+    let indices: Vec<usize> = match sh.only_model {
+        Some(i) if i >= plan.models() => {
+            return Err(user(format!(
+                "--only-model {i}: the plan has models 0..={} ({} shadow, {} target)",
+                plan.target_index(),
+                2 * pairs,
+                plan.target_index()
+            )));
+        }
+        Some(i) => vec![i],
+        None => (0..plan.models()).collect(),
+    };
+    let started = std::time::Instant::now();
+    let role = |i: usize| {
+        if i == plan.target_index() {
+            "target".to_string()
+        } else {
+            format!("pair {}, side {}", i / 2, i % 2)
+        }
+    };
+    let mut models = Vec::with_capacity(indices.len());
+    let (mut trained, mut reused) = (0, 0);
+    for &i in &indices {
+        let m = shadow::train_or_reuse(&plan, i, &cache, pool)
+            .map_err(|e| user(format!("model {i} ({}): {e}", role(i))))?;
+        if m.reused {
+            reused += 1;
+            ctx.note(format!(
+                "model {i} ({}): reused from the cache, key {}",
+                role(i),
+                m.key
+            ));
+        } else {
+            trained += 1;
+            ctx.note(format!(
+                "model {i} ({}): trained in {:.1}s, key {}",
+                role(i),
+                m.seconds,
+                m.key
+            ));
+        }
+        models.push(m);
+    }
+    let train_seconds = started.elapsed().as_secs_f64();
+    if sh.only_model.is_some() {
+        let m = &models[0];
+        return Ok(Report::new(
+            format!(
+                "model {} ({}): {} {}, key {}",
+                m.index,
+                role(m.index),
+                if m.reused {
+                    "reused from"
+                } else {
+                    "written to"
+                },
+                m.path.display(),
+                m.key
+            ),
+            json!({"model": m.index, "role": role(m.index), "key": m.key, "reused": m.reused, "path": m.path.display().to_string(), "seconds": num(m.seconds), "cache": cache.display().to_string()}),
+        ));
+    }
+    let Some(out) = &args.out else {
+        return Err(needs_out());
+    };
+    // Signals of every model on the pool and on the population points.
+    let population = prepared
+        .valid
+        .as_deref()
+        .filter(|v| v.len() > 0 && sh.population > 0);
+    let pop_subset = population.map(|v| shadow::Subset {
+        inner: v,
+        idx: (0..v.len().min(sh.population)).collect(),
+    });
+    let t = cfg.rmia.temperature;
+    let k = 2 * pairs;
+    let mut phi = Vec::with_capacity(models.len());
+    let mut lp = Vec::with_capacity(models.len());
+    let mut pop_phi = Vec::with_capacity(models.len());
+    let mut pop_lp = Vec::with_capacity(models.len());
+    for m in &models {
+        let (a, b) =
+            shadow::signals(&model, &m.params, pool, t).map_err(|e| user(e.to_string()))?;
+        phi.push(a);
+        lp.push(b);
+        if let Some(p) = &pop_subset {
+            let (a, b) = shadow::signals(&model, &m.params, p as &dyn Dataset, t)
+                .map_err(|e| user(e.to_string()))?;
+            pop_phi.push(a);
+            pop_lp.push(b);
+        }
+    }
+    let member: Vec<Vec<bool>> = (0..plan.models()).map(|i| plan.membership(i)).collect();
+    let labels = shadow::labels(pool);
+    let build = |sig: &[Vec<f64>], pop: &[Vec<f64>], kind: SignalKind| -> Result<ScoreSet> {
+        let target = sig[k].clone();
+        let shadow: Vec<f64> = sig[..k].concat();
+        let shadow_in: Vec<bool> = member[..k].concat();
+        let mut set = ScoreSet::new(n, 1, target, k, shadow, shadow_in, kind)
+            .and_then(|s| s.with_target_in(member[k].clone()))
+            .and_then(|s| s.with_class(labels.clone()))
+            .map_err(|e| user(e.to_string()))?;
+        if !pop.is_empty() {
+            set = set
+                .with_population(Population {
+                    n: pop[k].len(),
+                    target: pop[k].clone(),
+                    shadow: pop[..k].concat(),
+                })
+                .map_err(|e| user(e.to_string()))?;
+        }
+        Ok(set)
+    };
+    let phi_set = build(&phi, &pop_phi, SignalKind::LogitConfidence)?;
+    // RMIA's Pr(x|θ) = softmax(z/T)_y needs the logits, not phi: its own set of log-probabilities.
+    let lp_set = build(&lp, &pop_lp, SignalKind::LogLikelihood)?;
+    let attack_started = std::time::Instant::now();
+    let mut report = mia::run(&phi_set, &selection, &cfg).map_err(|e| user(e.to_string()))?;
+    let rmia_wanted: Vec<Attack> = report
+        .attacks
+        .iter()
+        .map(|a| a.attack)
+        .filter(|a| matches!(a, Attack::RmiaOnline | Attack::RmiaOffline))
+        .collect();
+    if !rmia_wanted.is_empty() {
+        let r = mia::run(&lp_set, &AttackSelection::Only(rmia_wanted), &cfg)
+            .map_err(|e| user(e.to_string()))?;
+        for mut a in r.attacks {
+            a.notes.push(format!("Pr(x|θ) = softmax(logits / {t})_y"));
+            if let Some(slot) = report.attacks.iter_mut().find(|b| b.attack == a.attack) {
+                *slot = a;
+            }
+        }
+    }
+    let attack_seconds = attack_started.elapsed().as_secs_f64();
+    let mut json = report_json(&report);
+    json["data"] = json!(args.data.data);
+    json["data_hash"] = json!(hash);
+    json["pairs"] = json!(pairs);
+    json["seed"] = json!(sh.seed);
+    json["cache"] = json!(cache.display().to_string());
+    json["models_trained"] = json!(trained);
+    json["models_reused"] = json!(reused);
+    json["train"] = serde_json::to_value(&plan.train).unwrap_or(Value::Null);
+    json["train_seconds"] = num(train_seconds);
+    json["seconds"] = num(attack_seconds);
+    let files = write_outputs(out, args, &report, &phi_set, &json)?;
+    let npz = out.join("scores.npz");
+    mia::npz::write_score_file(&npz, &phi_set).map_err(|e| user(e.to_string()))?;
+    let mut files = files;
+    files.push(npz.display().to_string());
+    json["files"] = json!(files);
+    let mut text = format!(
+        "{} on {} ({} examples, hash {}): target + {} shadow models ({} trained, {} reused from {}) in {:.1}s\n",
+        args.model.model.as_deref().unwrap_or("default model"),
+        args.data.data,
+        n,
+        &hash[..12],
+        k,
+        trained,
+        reused,
+        cache.display(),
+        train_seconds
+    );
+    text += &report_text(&report, attack_seconds);
+    Ok(Report::new(text, json))
 }
