@@ -359,3 +359,137 @@ fn out_folder_holds_per_example_scores_roc_and_report() {
     ]));
     assert!(e.contains("--out") && e.contains("--force"), "{e}");
 }
+
+#[test]
+fn shadow_models_on_digits_are_cached_reused_and_shardable() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let cache = dir.path().join("cache");
+    let (run_s, cache_s) = (run.to_str().unwrap(), cache.to_str().unwrap());
+    let base = [
+        "mia", "--data", "digits", "--model", "mlp", "--pairs", "1", "--epochs", "1", "--cache",
+        cache_s, "--out", run_s, "--json",
+    ];
+    let j = ok_json(&memaudit(&base));
+    assert_eq!(j["models_trained"], 3);
+    assert_eq!(j["shadow_models"], 2);
+    assert!(attack(&j, "lira-offline")["auc"].as_f64().is_some());
+    assert!(run.join("scores.npz").is_file() && run.join("scores.csv").is_file());
+    // The saved signals are a score file `mia --scores` reads.
+    ok_json(&memaudit(&[
+        "mia",
+        "--scores",
+        run.join("scores.npz").to_str().unwrap(),
+        "--attack",
+        "loss",
+        "--json",
+    ]));
+    // Again (the run folder needs --force): every model comes from the cache, key printed.
+    let mut again = base.to_vec();
+    again.push("--force");
+    let out = memaudit(&again);
+    let j2 = ok_json(&out);
+    assert_eq!(j2["models_reused"], 3);
+    assert_eq!(j2["models_trained"], 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("reused from the cache, key "), "{stderr}");
+    // Same models, same scores.
+    assert_eq!(attack(&j, "loss")["auc"], attack(&j2, "loss")["auc"]);
+    // Adding a pair trains only the new pair (and reuses pair 0 and the target).
+    let mut more = again.clone();
+    more[6] = "2";
+    let j3 = ok_json(&memaudit(&more));
+    assert_eq!(
+        (j3["models_trained"].clone(), j3["models_reused"].clone()),
+        (2.into(), 3.into())
+    );
+    // One model per process: model 1 is in the cache already.
+    let one = ok_json(&memaudit(&[
+        "mia",
+        "--data",
+        "digits",
+        "--model",
+        "mlp",
+        "--pairs",
+        "1",
+        "--epochs",
+        "1",
+        "--cache",
+        cache_s,
+        "--only-model",
+        "1",
+        "--json",
+    ]));
+    assert_eq!(one["reused"], true);
+    let e = one_line_error(&memaudit(&[
+        "mia",
+        "--data",
+        "digits",
+        "--model",
+        "mlp",
+        "--pairs",
+        "1",
+        "--cache",
+        cache_s,
+        "--only-model",
+        "3",
+    ]));
+    assert!(e.contains("--only-model 3"), "{e}");
+}
+
+#[test]
+fn shadow_training_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r");
+    let o = out.to_str().unwrap();
+    let e = one_line_error(&memaudit(&[
+        "mia",
+        "--data",
+        "digits",
+        "--model",
+        "mlp",
+        "--pairs",
+        "1",
+        "--batch-size",
+        "5000",
+        "--out",
+        o,
+    ]));
+    assert!(
+        e.contains("too small to split into pairs") && e.contains("--batch-size 5000"),
+        "{e}"
+    );
+    let e = one_line_error(&memaudit(&[
+        "mia", "--data", "embedded", "--pairs", "1", "--out", o,
+    ]));
+    assert!(
+        e.contains("--data embedded") && e.contains("classifier"),
+        "{e}"
+    );
+    let e = one_line_error(&memaudit(&["mia", "--scores", "x.npz", "--pairs", "1"]));
+    assert!(e.contains("--scores") && e.contains("--pairs"), "{e}");
+    // A cache written by another cache format is refused.
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(
+        cache.join("memaudit-shadow-cache.json"),
+        r#"{"format": 99, "memaudit": "9.9.9"}"#,
+    )
+    .unwrap();
+    let e = one_line_error(&memaudit(&[
+        "mia",
+        "--data",
+        "digits",
+        "--model",
+        "mlp",
+        "--pairs",
+        "1",
+        "--epochs",
+        "1",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--out",
+        o,
+    ]));
+    assert!(e.contains("--cache") && e.contains("format 99"), "{e}");
+}

@@ -137,7 +137,13 @@ impl ShadowPlan {
     /// The training configuration of model `index` (its own seed; DP noise seeded).
     pub fn train_config(&self, index: usize) -> TrainConfig {
         let mut c = self.train.clone();
-        c.seed = mix(self.seed, 0xA5A5_0000 + index as u64);
+        // The target's seed does not depend on its index (2 x pairs): adding pairs reuses it.
+        let tag = if index == self.target_index() {
+            u64::MAX
+        } else {
+            0xA5A5_0000 + index as u64
+        };
+        c.seed = mix(self.seed, tag);
         c.seeded_noise = true;
         c
     }
@@ -460,6 +466,7 @@ mod tests {
             assert_eq!(p4.membership(i), p8.membership(i));
             assert_eq!(p4.key(i), p8.key(i));
         }
+        assert_eq!(p4.key(p4.target_index()), p8.key(p8.target_index()));
         // The target's split and key do not collide with a shadow model's.
         assert_ne!(p8.membership(p8.target_index()), p8.membership(0));
         // A different dataset moves every split and key.
