@@ -16,7 +16,7 @@ use crate::special::ln_gamma;
 /// The regularized incomplete beta function I_x(a, b) for a, b > 0 and x in [0, 1]
 /// (NaN outside that domain).
 pub fn betainc_regularized(a: f64, b: f64, x: f64) -> f64 {
-    if !(a > 0.0 && b > 0.0) || !(0.0..=1.0).contains(&x) {
+    if !(a > 0.0 && b > 0.0 && (0.0..=1.0).contains(&x)) {
         return f64::NAN;
     }
     if x == 0.0 {
@@ -84,7 +84,7 @@ fn beta_continued_fraction(a: f64, b: f64, x: f64) -> f64 {
 
 /// The p-quantile of the Beta(a, b) distribution: the x with I_x(a, b) = p.
 pub fn beta_ppf(p: f64, a: f64, b: f64) -> f64 {
-    if !(a > 0.0 && b > 0.0) || !(0.0..=1.0).contains(&p) {
+    if !(a > 0.0 && b > 0.0 && (0.0..=1.0).contains(&p)) {
         return f64::NAN;
     }
     if p == 0.0 {

@@ -197,7 +197,7 @@ impl MiaConfig {
                 format!("{} is outside (0, 1)", m.confidence),
             ));
         }
-        if !(m.min_expected_false_positives >= 0.0) {
+        if m.min_expected_false_positives.is_nan() || m.min_expected_false_positives < 0.0 {
             return Err(bad("metrics.min_expected_false_positives", "must be >= 0"));
         }
         Ok(())

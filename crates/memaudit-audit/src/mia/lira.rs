@@ -201,7 +201,7 @@ pub fn fit(
         let mean_mu_out = nan_mean(cells().map(|c| mu_out[c]));
         let mean_sd_in = nan_mean(cells().map(|c| sd_in[c]));
         let mean_sd_out = nan_mean(cells().map(|c| sd_out[c]));
-        for i in 0..n {
+        for (i, &miss) in missing.iter().enumerate() {
             let c = i * q + j;
             let (n_in, n_out) = (stats.inn[c].len(), stats.out[c].len());
             let per_example = match cfg.variance {
@@ -211,7 +211,7 @@ pub fn fit(
                     n_out >= cfg.per_example_min && (!need_in || n_in >= cfg.per_example_min)
                 }
             };
-            if per_example && j == 0 && !missing[i] {
+            if per_example && j == 0 && !miss {
                 fit.per_example_variance += 1;
             }
             if n_in == 0 {

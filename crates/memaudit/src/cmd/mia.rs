@@ -603,7 +603,7 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
     let population = prepared
         .valid
         .as_deref()
-        .filter(|v| v.len() > 0 && sh.population > 0);
+        .filter(|v| !v.is_empty() && sh.population > 0);
     let pop_subset = population.map(|v| shadow::Subset {
         inner: v,
         idx: (0..v.len().min(sh.population)).collect(),
