@@ -214,6 +214,53 @@ pub fn evaluate(scores: &[f64], member: &[bool], cfg: &MetricsConfig) -> Result<
     })
 }
 
+/// How an attack's ROC compares with what (epsilon, delta)-DP allows: TPR <= e^eps FPR + delta
+/// at every threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DpTradeoff {
+    pub epsilon: f64,
+    pub delta: f64,
+    /// The largest TPR - (e^eps FPR + delta) over ROC points, on the point estimates.
+    pub max_excess: f64,
+    /// The ROC point (FPR, TPR) where it is reached.
+    pub at: (f64, f64),
+    /// Points where even the Clopper-Pearson lower bound of the TPR exceeds e^eps times the
+    /// upper bound of the FPR, plus delta (each at the metrics' confidence; no correction for
+    /// testing many thresholds, so a handful can be chance).
+    pub significant_violations: usize,
+}
+
+/// Check a ROC against the (epsilon, delta)-DP trade-off line.
+pub fn dp_tradeoff(roc: &Roc, epsilon: f64, delta: f64, confidence: f64) -> DpTradeoff {
+    let e = epsilon.exp();
+    let alpha = 1.0 - confidence;
+    let (tpr, fpr) = (roc.tpr(), roc.fpr());
+    let mut best = (f64::NEG_INFINITY, (0.0, 0.0));
+    let mut significant = 0;
+    for p in 0..tpr.len() {
+        let excess = tpr[p] - (e * fpr[p] + delta);
+        if excess > best.0 {
+            best = (excess, (fpr[p], tpr[p]));
+        }
+        // Only points above the line on the estimates can be significant: skip the others
+        // (the interval inversions are the costly part).
+        if excess > 0.0 {
+            let (t_lo, _) = clopper_pearson(roc.true_positives[p], roc.members, alpha);
+            let (_, f_hi) = clopper_pearson(roc.false_positives[p], roc.non_members, alpha);
+            if t_lo > e * f_hi + delta {
+                significant += 1;
+            }
+        }
+    }
+    DpTradeoff {
+        epsilon,
+        delta,
+        max_excess: best.0,
+        at: best.1,
+        significant_violations: significant,
+    }
+}
+
 /// The metrics of one class's examples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassMetrics {
@@ -310,6 +357,21 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].metrics.as_ref().unwrap().auc, 1.0);
         assert!(r[1].metrics.is_none());
+    }
+
+    #[test]
+    fn dp_tradeoff_flags_a_perfect_attack_and_passes_chance() {
+        // Perfect separation of 200 vs 200: TPR 1 at FPR 0 breaks any small epsilon.
+        let s: Vec<f64> = (0..400).map(|i| i as f64).collect();
+        let m: Vec<bool> = (0..400).map(|i| i >= 200).collect();
+        let roc = Roc::new(&s, &m).unwrap();
+        let t = dp_tradeoff(&roc, 1.0, 1e-5, 0.95);
+        assert!((t.max_excess - (1.0 - 1e-5)).abs() < 1e-12);
+        assert!(t.significant_violations > 0);
+        // Interleaved scores (chance): TPR ~ FPR stays below e^1 FPR + delta within the CIs.
+        let m: Vec<bool> = (0..400).map(|i| i % 2 == 0).collect();
+        let roc = Roc::new(&s, &m).unwrap();
+        assert_eq!(dp_tradeoff(&roc, 1.0, 1e-5, 0.95).significant_violations, 0);
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub use config::{
 pub use data::{Population, ScoreSet};
 pub use error::MiaError;
 pub use lira::LiraVariant;
-pub use metrics::{ClassMetrics, MembershipMetrics, Roc, TprAtFpr};
+pub use metrics::{ClassMetrics, DpTradeoff, MembershipMetrics, Roc, TprAtFpr, dp_tradeoff};
 pub use rmia::{AChoice, RmiaVariant};
 pub use signals::SignalKind;
 

@@ -243,7 +243,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     json["scores"] = json!(path.display().to_string());
     json["seconds"] = num(seconds);
     if let Some(out) = &args.out {
-        let files = write_outputs(out, args, &report, &set, &json)?;
+        let files = write_outputs(out, args, &report, &set, &json, None)?;
         json["files"] = json!(files);
     }
     Ok(Report::new(report_text(&report, seconds), json))
@@ -409,6 +409,7 @@ fn write_outputs(
     report: &MiaReport,
     set: &ScoreSet,
     json: &Value,
+    dp_line: Option<(f64, f64)>,
 ) -> Result<Vec<String>> {
     let config = json!({"scores": args.scores.as_ref().map(|p| p.display().to_string()), "attack": args.attack, "mia": report.config});
     let mut rd = RunDir::open(
@@ -447,6 +448,16 @@ fn write_outputs(
     if !series.is_empty() {
         let mut all = series;
         let chance: Vec<(f64, f64)> = all[0].points.iter().map(|p| (p.0, p.0)).collect();
+        if let Some((eps, delta)) = dp_line {
+            let line = chance
+                .iter()
+                .map(|p| (p.0, (eps.exp() * 10f64.powf(p.0) + delta).min(1.0).log10()))
+                .collect();
+            all.push(Series::line(
+                &format!("(eps {eps}, delta {delta})-DP bound"),
+                line,
+            ));
+        }
         all.push(Series::line("chance", chance));
         for s in &mut all {
             s.markers = false;
@@ -669,7 +680,32 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
         }
     }
     let attack_seconds = attack_started.elapsed().as_secs_f64();
+    // Private models: how each attack's ROC sits against TPR <= e^eps FPR + delta.
+    let dp_line = args
+        .privacy
+        .target_epsilon
+        .filter(|_| plan.train.privacy.is_some())
+        .map(|eps| (eps, args.privacy.delta));
+    let mut tradeoffs = Map::new();
+    if let Some((eps, delta)) = dp_line {
+        for a in &mut report.attacks {
+            if let Some(m) = &a.metrics {
+                let t = mia::dp_tradeoff(&m.roc, eps, delta, cfg.metrics.confidence);
+                a.notes.push(format!(
+                    "(eps {eps}, delta {delta})-DP: max TPR - (e^eps FPR + delta) = {:.4} at FPR {:.4}, TPR {:.4}; {} ROC points significantly above the line",
+                    t.max_excess, t.at.0, t.at.1, t.significant_violations
+                ));
+                tradeoffs.insert(
+                    a.attack.name().into(),
+                    serde_json::to_value(&t).unwrap_or(Value::Null),
+                );
+            }
+        }
+    }
     let mut json = report_json(&report);
+    if dp_line.is_some() {
+        json["dp_tradeoff"] = Value::Object(tradeoffs);
+    }
     json["data"] = json!(args.data.data);
     json["data_hash"] = json!(hash);
     json["pairs"] = json!(pairs);
@@ -680,7 +716,7 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
     json["train"] = serde_json::to_value(&plan.train).unwrap_or(Value::Null);
     json["train_seconds"] = num(train_seconds);
     json["seconds"] = num(attack_seconds);
-    let files = write_outputs(out, args, &report, &phi_set, &json)?;
+    let files = write_outputs(out, args, &report, &phi_set, &json, dp_line)?;
     let npz = out.join("scores.npz");
     mia::npz::write_score_file(&npz, &phi_set).map_err(|e| user(e.to_string()))?;
     let mut files = files;
