@@ -70,6 +70,8 @@ pub enum AuditError {
     },
     #[error("{path}: {reason}")]
     Format { path: String, reason: String },
+    #[error(transparent)]
+    Mia(#[from] crate::mia::MiaError),
 }
 
 pub type Result<T> = std::result::Result<T, AuditError>;

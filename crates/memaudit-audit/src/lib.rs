@@ -23,6 +23,10 @@
 //! engine's MLPs: [`dynamics`] (noise data, training curves, easy/hard examples, unrolled
 //! loss-sensitivity and its Gini coefficient, critical samples by LASS, regulariser sweep).
 //!
+//! And membership inference ([`mia`]): LOSS, LiRA (Carlini et al. 2022), RMIA (Zarifzadeh et
+//! al. 2024) and the LM baselines (loss, zlib ratio, Min-K%) on target and shadow-model signals,
+//! with TPR at low FPR and Clopper-Pearson intervals; `docs/mia.md`.
+//!
 //! How it is computed, with tolerances: `docs/secret-sharer.md` in the repository.
 //!
 //! Dependencies: `memaudit-engine` (the `IncrementalLm` trait; models, optimizers and input
@@ -39,6 +43,7 @@ pub mod error;
 pub mod exposure;
 pub mod extraction;
 pub mod lower_bound;
+pub mod mia;
 pub mod scoring;
 pub mod skewnorm;
 pub mod template;

@@ -5,6 +5,9 @@
 //! layer's output, G, and its input, A), so per-example gradient norms and clipped sums cost
 //! little more than a plain backward. `docs/engine.md` in the repository has the rules.
 //!
+//! [`atomic`]: folders written as atomic units (temp folder, fsync, rename, completion marker),
+//! for caches, checkpoints and shards that must survive a crash.
+//!
 //! Dependencies and why: `gemm` (the SGEMM microkernels, runtime-dispatched AVX2/AVX-512; the
 //! measured fastest pure-Rust option, see docs/engine.md), `rayon` (threads), `rand` +
 //! `rand_chacha` + `rand_distr` (seeded RNGs; ChaCha20 is the CSPRNG for DP noise, Ziggurat
@@ -13,6 +16,7 @@
 //! during private training).
 
 pub mod audit_canaries;
+pub mod atomic;
 pub mod checkpoint;
 pub mod compute;
 pub mod datasets;

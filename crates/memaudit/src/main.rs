@@ -76,6 +76,8 @@ enum Command {
     Dynamics(cmd::dynamics::Args),
     /// Empirical epsilon lower bounds from IN/OUT canary scores (Clopper-Pearson, GDP, one-run).
     LowerBound(cmd::lower_bound::Args),
+    /// Membership inference: LOSS, LiRA, RMIA and LM baselines (on a score file with --scores).
+    Mia(cmd::mia::Args),
 }
 
 /// What every subcommand gets besides its own flags.
@@ -126,6 +128,7 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         Command::Attack(a) => cmd::attack::run(&a, &ctx),
         Command::Dynamics(a) => cmd::dynamics::run(&a, &ctx),
         Command::LowerBound(a) => cmd::lower_bound::run(&a, &ctx),
+        Command::Mia(a) => cmd::mia::run(&a, &ctx),
     }
 }
 

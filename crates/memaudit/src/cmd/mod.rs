@@ -17,6 +17,7 @@ pub mod exposure;
 pub mod extract;
 pub mod import;
 pub mod lower_bound;
+pub mod mia;
 pub mod noise;
 pub mod sample;
 pub mod sanity;
