@@ -21,6 +21,7 @@ pub mod layer;
 pub mod layers;
 pub mod lm;
 pub mod loss;
+pub mod memory;
 pub mod model;
 pub mod models;
 pub mod optim;

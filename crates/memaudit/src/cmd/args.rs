@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use memaudit_engine::ModelConfig;
 use memaudit_engine::layers::ActivationKind;
 use memaudit_engine::optim::{OptimizerConfig, Schedule};
 use memaudit_engine::privacy::AccountantKind;
 use memaudit_engine::sampler::SamplingMode;
 use memaudit_engine::train::ClipConfig;
+use memaudit_engine::{EngineError, ModelConfig};
 
 use crate::error::user;
 
@@ -244,14 +244,14 @@ impl OptimArgs {
     }
 
     pub fn schedule(&self, steps_per_epoch: u64, epochs: usize) -> Result<Schedule> {
-        Ok(match self.schedule.as_str() {
+        let schedule = match self.schedule.as_str() {
             "constant" => Schedule::Constant,
             "cosine" => Schedule::Cosine {
                 total: steps_per_epoch * epochs as u64,
                 min_factor: 0.0,
             },
             "step" => Schedule::Step {
-                every: steps_per_epoch * self.step_every.max(1) as u64,
+                every: steps_per_epoch * self.step_every as u64,
                 gamma: self.gamma,
             },
             s => {
@@ -259,7 +259,21 @@ impl OptimArgs {
                     "--schedule {s}: use constant, cosine or step"
                 )));
             }
-        })
+        };
+        schedule.validate().map_err(|e| match e {
+            // The schedule counts steps; the flag counts epochs.
+            EngineError::InvalidField { field: "every", .. } => user(format!(
+                "--step-every {}: must be at least 1 (epochs between rate decays)",
+                self.step_every
+            )),
+            EngineError::InvalidField {
+                field: "gamma",
+                reason,
+                ..
+            } => user(format!("--gamma {}: {reason}", self.gamma)),
+            e => user(format!("--schedule {}: {e}", self.schedule)),
+        })?;
+        Ok(schedule)
     }
 }
 

@@ -214,8 +214,9 @@ pub fn run(args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
     let mut results: Vec<Value> = Vec::new();
     let mut warnings: Vec<String> = Vec::new();
     let mut text = format!(
-        "DP-SGD: sampling rate q = {}, noise multiplier {sigma}, {steps} steps, delta = {delta:e}\n",
-        fmt_f64(q)
+        "DP-SGD: sampling rate q = {}, noise multiplier {}, {steps} steps, delta = {delta:e}\n",
+        fmt_f64(q),
+        crate::output::fmt_given(sigma)
     );
     if args.accountant.rdp() {
         let mut acc = rdp_accountant(&args.orders).map_err(|e| user(format!("--orders: {e}")))?;
