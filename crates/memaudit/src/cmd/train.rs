@@ -381,7 +381,7 @@ pub fn train_config(
     seed: u64,
     ctx: &Ctx,
 ) -> Result<TrainConfig> {
-    let optimizer = optim.config()?;
+    let optimizer = optim.config_for(model_cfg)?;
     check_training_memory(model, &optimizer, privacy.is_private())?;
     let dp = privacy_config(privacy, model, n, run.batch_size, run.epochs, ctx)?;
     let sampling = privacy.sampling()?;
