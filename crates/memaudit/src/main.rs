@@ -31,7 +31,7 @@ struct Cli {
     /// No progress bars or notes on stderr.
     #[arg(long, global = true)]
     quiet: bool,
-    /// Worker threads (default: all cores).
+    /// Worker threads (default: all cores; at most 4x the cores).
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,
     #[command(subcommand)]
