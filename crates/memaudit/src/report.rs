@@ -29,6 +29,8 @@ pub fn escape(s: &str) -> String {
 pub struct Report {
     title: String,
     body: String,
+    /// Heading anchors used so far (each `id` is unique).
+    ids: Vec<String>,
 }
 
 impl Report {
@@ -36,11 +38,30 @@ impl Report {
         Self {
             title: title.to_string(),
             body: String::new(),
+            ids: Vec::new(),
         }
     }
 
+    /// A section heading with an anchor (`report.html#plain-model-training`) so a section can be
+    /// linked to on a long page.
     pub fn heading(&mut self, text: &str) {
-        let _ = writeln!(self.body, "<h2>{}</h2>", escape(text));
+        let mut slug = String::new();
+        for c in text.chars().flat_map(char::to_lowercase) {
+            if c.is_ascii_alphanumeric() {
+                slug.push(c);
+            } else if !slug.is_empty() && !slug.ends_with('-') {
+                slug.push('-');
+            }
+        }
+        let base = slug.trim_end_matches('-').to_string();
+        let mut id = base.clone();
+        let mut k = 2;
+        while self.ids.contains(&id) {
+            id = format!("{base}-{k}");
+            k += 1;
+        }
+        self.ids.push(id.clone());
+        let _ = writeln!(self.body, "<h2 id=\"{id}\">{}</h2>", escape(text));
     }
 
     pub fn para(&mut self, text: &str) {
@@ -416,7 +437,11 @@ mod tests {
             &["canary", "exposure"],
             &(0..62).map(row).collect::<Vec<_>>(),
         );
+        r.heading("Plain model: every canary");
+        r.heading("Plain model: every canary");
         let html = r.html();
+        assert!(html.contains("<h2 id=\"plain-model-every-canary\">"));
+        assert!(html.contains("<h2 id=\"plain-model-every-canary-2\">"));
         assert_eq!(html.matches("<details>").count(), 1);
         assert!(html.contains("<summary>Table of 62 rows (canary, exposure): show</summary>"));
         assert!(html.contains("</table></details>"));

@@ -455,9 +455,14 @@ fn spec(model: ModelConfig, optim: &OptimArgs, run: &RunFlags, n: usize) -> Resu
             run.batch_size
         )));
     }
+    let optimizer = optim.config()?;
+    let built = model
+        .build()
+        .map_err(|e| user(format!("model flags: {e}")))?;
+    super::train::check_training_memory(&built, &optimizer, false)?;
     Ok(TrainSpec {
         model,
-        optimizer: optim.config()?,
+        optimizer,
         schedule: optim.schedule((n / run.batch_size) as u64, run.epochs)?,
         epochs: run.epochs,
         batch_size: run.batch_size,
