@@ -23,8 +23,14 @@ pub struct Calibration {
 /// Finds the smallest sigma (to [`CALIBRATION_RELATIVE_TOLERANCE`]) with
 /// `epsilon_of(sigma) <= target_epsilon`, by doubling then geometric bisection; epsilon is
 /// assumed non-increasing in sigma. The returned sigma always meets the target (it is the
-/// upper end of the final bracket), so it never overshoots. A PLD too large to build counts as
-/// "target not met" (such PLDs only arise at tiny sigma).
+/// upper end of the final bracket), so it never overshoots.
+///
+/// A PLD too large to build (only at tiny sigma) means the accountant cannot evaluate that
+/// sigma. The search then stops at the smallest sigma it could evaluate that meets the target
+/// instead of bisecting towards the edge of what is computable: that edge says nothing about
+/// the target, and each evaluation near it is the slowest there is (a huge target such as 1e300
+/// once spent 46 s there). So with the PLD accountant the answer can be up to 2x the true
+/// smallest sigma when that sigma is too small to evaluate.
 pub fn calibrate(
     mut epsilon_of: impl FnMut(f64) -> Result<f64>,
     target_epsilon: f64,
@@ -36,14 +42,15 @@ pub fn calibrate(
             "must be a finite number > 0",
         ));
     }
-    let mut eval = |sigma: f64| -> Result<f64> {
+    // None: the accountant cannot evaluate this sigma.
+    let mut eval = |sigma: f64| -> Result<Option<f64>> {
         match epsilon_of(sigma) {
-            Err(AccountingError::PldTooLarge { .. }) => Ok(f64::INFINITY),
-            other => other,
+            Err(AccountingError::PldTooLarge { .. }) => Ok(None),
+            other => other.map(Some),
         }
     };
     let mut hi = 1.0;
-    let mut eps_hi = eval(hi)?;
+    let mut eps_hi = eval(hi)?.unwrap_or(f64::INFINITY);
     let mut lo;
     if eps_hi > target_epsilon {
         loop {
@@ -56,7 +63,7 @@ pub fn calibrate(
                     epsilon_at_max: eps_hi,
                 });
             }
-            eps_hi = eval(hi)?;
+            eps_hi = eval(hi)?.unwrap_or(f64::INFINITY);
             if eps_hi <= target_epsilon {
                 break;
             }
@@ -70,22 +77,30 @@ pub fn calibrate(
                     epsilon: eps_hi,
                 });
             }
-            let e = eval(lo)?;
-            if e > target_epsilon {
-                break;
+            match eval(lo)? {
+                None => {
+                    return Ok(Calibration {
+                        noise_multiplier: hi,
+                        epsilon: eps_hi,
+                    });
+                }
+                Some(e) if e > target_epsilon => break,
+                Some(e) => {
+                    hi = lo;
+                    eps_hi = e;
+                }
             }
-            hi = lo;
-            eps_hi = e;
         }
     }
     while hi / lo - 1.0 > CALIBRATION_RELATIVE_TOLERANCE {
         let mid = (lo * hi).sqrt();
-        let e = eval(mid)?;
-        if e <= target_epsilon {
-            hi = mid;
-            eps_hi = e;
-        } else {
-            lo = mid;
+        match eval(mid)? {
+            Some(e) if e <= target_epsilon => {
+                hi = mid;
+                eps_hi = e;
+            }
+            Some(_) => lo = mid,
+            None => break,
         }
     }
     Ok(Calibration {
@@ -127,6 +142,31 @@ mod tests {
             c.noise_multiplier >= 3e-3 && c.noise_multiplier <= 3e-3 * 1.0001,
             "{c:?}"
         );
+    }
+
+    #[test]
+    fn stops_at_the_edge_of_what_the_accountant_can_evaluate() {
+        // Below sigma 0.1 the "PLD" cannot be built; every evaluable sigma meets a huge target.
+        // The search must stop at the smallest evaluable power of two, not bisect towards 0.1.
+        let mut calls = 0;
+        let c = calibrate(
+            |s| {
+                calls += 1;
+                if s < 0.1 {
+                    Err(AccountingError::PldTooLarge {
+                        points: 1 << 40,
+                        limit: 1 << 30,
+                    })
+                } else {
+                    Ok(1.0 / s)
+                }
+            },
+            1e300,
+        )
+        .unwrap();
+        assert_eq!(c.noise_multiplier, 0.125, "{c:?}");
+        // sigma = 1, 1/2, 1/4, 1/8 and the refused 1/16.
+        assert_eq!(calls, 5);
     }
 
     #[test]

@@ -349,11 +349,20 @@ pub struct RdpEpsilon {
     /// The optimum is the smallest or largest order of a grid with several orders: a wider grid
     /// may give a smaller epsilon.
     pub at_grid_edge: bool,
+    /// Epsilon is infinite because every order of the grid is at most 1.01: the conversion to
+    /// (ε, δ) divides by α − 1 (order 1 is the KL divergence, which bounds no ε for δ > 0).
+    pub orders_too_low: bool,
 }
 
 impl RdpEpsilon {
-    /// A warning for people when the optimum sits at the edge of the grid.
+    /// A warning for people when the grid, not the mechanism, decided the answer.
     pub fn warning(&self) -> Option<String> {
+        if self.orders_too_low {
+            return Some(format!(
+                "epsilon is infinite because no RDP order is above 1.01 (largest {}): converting RDP at order a to (epsilon, delta) divides by a - 1, and order 1 (the KL divergence) bounds no epsilon for delta > 0; add larger orders, e.g. 2,4,8,16,32,64",
+                self.order
+            ));
+        }
         self.at_grid_edge.then(|| {
             format!(
                 "the optimal RDP order {} is at the edge of the order grid; a wider grid may give a smaller epsilon",
@@ -454,10 +463,16 @@ pub fn epsilon_from_rdp(
         && (i == 0 || i == orders.len() - 1)
         && epsilon > 0.0
         && epsilon.is_finite();
+    let orders_too_low = epsilon.is_infinite() && orders.iter().all(|&a| a <= 1.01);
     Ok(RdpEpsilon {
         epsilon,
-        order: orders[i],
+        order: if orders_too_low {
+            orders.iter().copied().fold(1.0, f64::max)
+        } else {
+            orders[i]
+        },
         at_grid_edge,
+        orders_too_low,
     })
 }
 

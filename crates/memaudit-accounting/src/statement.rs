@@ -212,8 +212,20 @@ pub fn privacy_statement(params: &StatementParams) -> Result<PrivacyStatement> {
     })
 }
 
+/// A number as given (shortest form that reads back the same), in scientific notation when
+/// very large or small: Rust writes 1e300 with 300 digits otherwise.
+fn fmt_value(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && !(1e-4..1e6).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
 fn fmt_eps(x: f64) -> String {
-    if x.is_finite() {
+    if x.is_finite() && x.abs() >= 1e6 {
+        format!("{x:.3e}")
+    } else if x.is_finite() {
         format!("{x:.3}")
     } else {
         "infinite (no guarantee)".into()
@@ -235,12 +247,12 @@ impl fmt::Display for PrivacyStatement {
             p.dataset_size,
             p.batch_size,
             self.sampling_probability,
-            p.noise_multiplier,
-            p.epochs,
+            fmt_value(p.noise_multiplier),
+            fmt_value(p.epochs),
             if p.used_microbatching {
                 format!(
                     "clipped per microbatch (so accounted with noise multiplier {})",
-                    self.accounted_noise_multiplier
+                    fmt_value(self.accounted_noise_multiplier)
                 )
             } else {
                 "clipped per example".to_string()

@@ -27,6 +27,7 @@ pub mod layers;
 pub mod ledger;
 pub mod lm;
 pub mod loss;
+pub mod memory;
 pub mod model;
 pub mod models;
 pub mod optim;

@@ -146,6 +146,42 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// Refuse a schedule that would make the rate negative, zero or undefined: a negative
+    /// `gamma` flips the sign of every other step's rate (gradient ascent), 0 stops learning
+    /// after the first period, and `every = 0` has no period at all.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            Schedule::Constant => Ok(()),
+            Schedule::Step { every, gamma } => {
+                if every == 0 {
+                    return Err(EngineError::InvalidField {
+                        field: "every",
+                        value: every.to_string(),
+                        reason: "the step period must be at least 1",
+                    });
+                }
+                if !(gamma > 0.0 && gamma.is_finite()) {
+                    return Err(EngineError::InvalidField {
+                        field: "gamma",
+                        value: gamma.to_string(),
+                        reason: "the decay factor must be > 0 and finite",
+                    });
+                }
+                Ok(())
+            }
+            Schedule::Cosine { min_factor, .. } => {
+                if !(0.0..=1.0).contains(&min_factor) {
+                    return Err(EngineError::InvalidField {
+                        field: "min_factor",
+                        value: min_factor.to_string(),
+                        reason: "the final fraction of the rate must be in [0, 1]",
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
     pub fn factor(&self, step: u64) -> f32 {
         match self {
             Schedule::Constant => 1.0,
@@ -176,6 +212,7 @@ pub struct Optimizer {
 impl Optimizer {
     pub fn new(config: OptimizerConfig, schedule: Schedule, num_params: usize) -> Result<Self> {
         config.validate()?;
+        schedule.validate()?;
         let names: &[&str] = match &config {
             OptimizerConfig::Sgd { momentum, .. } if *momentum > 0.0 => &["momentum"],
             OptimizerConfig::Sgd { .. } => &[],
@@ -314,6 +351,73 @@ impl Optimizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedules_with_a_negative_or_zero_rate_are_refused_naming_the_field() {
+        let field = |s: Schedule| match s.validate() {
+            Err(EngineError::InvalidField { field, .. }) => field,
+            other => panic!("{s:?}: {other:?}"),
+        };
+        assert_eq!(
+            field(Schedule::Step {
+                every: 10,
+                gamma: -0.1
+            }),
+            "gamma"
+        );
+        assert_eq!(
+            field(Schedule::Step {
+                every: 10,
+                gamma: 0.0
+            }),
+            "gamma"
+        );
+        assert_eq!(
+            field(Schedule::Step {
+                every: 10,
+                gamma: f32::NAN
+            }),
+            "gamma"
+        );
+        assert_eq!(
+            field(Schedule::Step {
+                every: 0,
+                gamma: 0.1
+            }),
+            "every"
+        );
+        assert_eq!(
+            field(Schedule::Cosine {
+                total: 10,
+                min_factor: -1.0
+            }),
+            "min_factor"
+        );
+        assert!(
+            Schedule::Step {
+                every: 1,
+                gamma: 0.5
+            }
+            .validate()
+            .is_ok()
+        );
+        assert!(
+            Optimizer::new(
+                OptimizerConfig::Sgd {
+                    lr: 0.1,
+                    momentum: 0.0,
+                    nesterov: false,
+                    weight_decay: 0.0
+                },
+                Schedule::Step {
+                    every: 5,
+                    gamma: -1.0
+                },
+                3
+            )
+            .is_err()
+        );
+    }
 
     /// Minimise f(x) = 0.5 * sum(a_i x_i^2) from x = 1: every optimizer must get close to 0.
     fn converge(cfg: OptimizerConfig, steps: usize) -> f32 {

@@ -31,7 +31,7 @@ struct Cli {
     /// No progress bars or notes on stderr.
     #[arg(long, global = true)]
     quiet: bool,
-    /// Worker threads (default: all cores).
+    /// Worker threads (default: all cores; at most 4x the cores).
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -100,6 +100,13 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         if n == 0 {
             return Err(error::user("--threads must be at least 1"));
         }
+        let max = max_threads();
+        if n > max {
+            return Err(error::user(format!(
+                "--threads {n}: at most {max} (4x the {} cores available; the work is compute-bound, so more threads only slow it down)",
+                max / 4
+            )));
+        }
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
@@ -139,6 +146,35 @@ fn fail(json: bool, msg: &str) -> ! {
         eprintln!("error: {msg}");
     }
     std::process::exit(EXIT_USAGE);
+}
+
+/// clap's error text as one line. clap renders a message, then (after a blank line) usage and
+/// tips. The message itself may span lines: "the following required arguments were not
+/// provided:" is followed by one indented line per missing flag, so keeping only the first line
+/// printed an empty list. Keep the whole first paragraph, the listed items joined by commas.
+fn clap_error_line(text: &str) -> String {
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.trim_start_matches("error: "));
+    let head = lines.next().unwrap_or("invalid arguments").to_string();
+    let items: Vec<&str> = lines.collect();
+    if items.is_empty() {
+        head
+    } else if head.ends_with(':') {
+        format!("{head} {}", items.join(", "))
+    } else {
+        format!("{head} {}", items.join(" "))
+    }
+}
+
+/// The most worker threads `--threads` accepts: 4x the cores this process may use. Every
+/// parallel loop here is compute-bound, so threads beyond the cores only add switching and
+/// per-thread buffers (100,000 threads turned a one-second task into minutes); 4x still leaves
+/// room to test oversubscription or to match another machine's thread count.
+fn max_threads() -> usize {
+    4 * std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Keep large freed blocks in the heap for reuse. glibc serves allocations over 128 KiB with
@@ -181,10 +217,7 @@ fn main() {
                     std::process::exit(EXIT_USAGE);
                 }
                 _ => {
-                    // clap renders several lines (tip, usage); keep the first, point at --help.
-                    let text = e.to_string();
-                    let first = text.lines().next().unwrap_or("invalid arguments");
-                    let first = first.trim_start_matches("error: ");
+                    let first = clap_error_line(&e.to_string());
                     fail(json_requested, &format!("{first} (see 'memaudit --help')"));
                 }
             }

@@ -65,6 +65,26 @@ pub fn fmt_f64(x: f64) -> String {
     }
 }
 
+/// A number the user gave, as given (the shortest form that reads back the same), in
+/// scientific notation when very large or small: Rust writes 1e300 with 300 digits otherwise.
+pub fn fmt_given(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && !(1e-4..1e6).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// A computed number to 6 significant digits after the point, scientific when very large or
+/// small (so a noise multiplier of 2e-6 does not print as 0.000002).
+pub fn fmt_f64_6(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && !(1e-3..1e6).contains(&x.abs()) {
+        format!("{x:.6e}")
+    } else {
+        format!("{x:.6}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +95,14 @@ mod tests {
         assert_eq!(num(f64::NEG_INFINITY), Value::String("-inf".into()));
         assert_eq!(num(f64::NAN), Value::String("nan".into()));
         assert_eq!(num(1.5), serde_json::json!(1.5));
+    }
+
+    #[test]
+    fn huge_and_tiny_numbers_print_in_scientific_notation() {
+        assert_eq!(fmt_given(1e300), "1e300");
+        assert_eq!(fmt_given(1.1), "1.1");
+        assert_eq!(fmt_given(0.0), "0");
+        assert_eq!(fmt_f64_6(1.9073486328125e-6), "1.907349e-6");
+        assert_eq!(fmt_f64_6(0.5), "0.500000");
     }
 }

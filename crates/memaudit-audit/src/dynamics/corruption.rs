@@ -172,7 +172,7 @@ pub fn downscale(
     if factor == 0 || !height.is_multiple_of(factor) || !width.is_multiple_of(factor) {
         return Err(invalid(
             format!("downscale factor {factor}"),
-            format!("must divide the image size {height}x{width}"),
+            format!("must be at least 1 and divide the image size {height}x{width}"),
         ));
     }
     if data.per_example() != height * width {

@@ -357,6 +357,8 @@ fn train_config(
             c.run.batch_size
         )));
     }
+    let optimizer = c.optim.config()?;
+    super::train::check_training_memory(&model, &optimizer, c.privacy.is_private())?;
     let privacy = privacy_config(&c.privacy, &model, n, c.run.batch_size, c.run.epochs, ctx)?;
     let sampling = c.privacy.sampling()?;
     let steps_per_epoch = match sampling {
@@ -365,7 +367,7 @@ fn train_config(
     } as u64;
     Ok(TrainConfig {
         model: model_cfg.clone(),
-        optimizer: c.optim.config()?,
+        optimizer,
         schedule: c.optim.schedule(steps_per_epoch, c.run.epochs)?,
         epochs: c.run.epochs,
         batch_size: c.run.batch_size,

@@ -206,9 +206,10 @@ pub struct CapacityArgs {
     pub hidden_sizes: Vec<usize>,
     #[arg(long, default_value_t = 2)]
     pub layers: usize,
-    /// Training set sizes to compare, trained with the largest --hidden-sizes.
-    #[arg(long, default_value = "1000,2500,5000", value_delimiter = ',')]
-    pub train_sizes: Vec<usize>,
+    /// Training set sizes to compare, trained with the largest --hidden-sizes (default:
+    /// 1000,2500,5000, each capped at the training set's size; sizes given here must fit).
+    #[arg(long, value_delimiter = ',', value_name = "N,N,..")]
+    pub train_sizes: Option<Vec<usize>>,
     /// Training accuracy that counts as fitted (the paper: 1.0).
     #[arg(long, default_value_t = 1.0)]
     pub fit_threshold: f64,
@@ -454,9 +455,14 @@ fn spec(model: ModelConfig, optim: &OptimArgs, run: &RunFlags, n: usize) -> Resu
             run.batch_size
         )));
     }
+    let optimizer = optim.config()?;
+    let built = model
+        .build()
+        .map_err(|e| user(format!("model flags: {e}")))?;
+    super::train::check_training_memory(&built, &optimizer, false)?;
     Ok(TrainSpec {
         model,
-        optimizer: optim.config()?,
+        optimizer,
         schedule: optim.schedule((n / run.batch_size) as u64, run.epochs)?,
         epochs: run.epochs,
         batch_size: run.batch_size,
@@ -524,6 +530,11 @@ fn curves(a: &CurvesArgs, ctx: &Ctx) -> Result<Report> {
     if noise == NoiseKind::Real {
         return Err(user(
             "--noise real corrupts nothing: use randy or randx (fraction 0 is the real-data run)",
+        ));
+    }
+    if a.csr_every > 0 && a.csr_size == 0 {
+        return Err(user(
+            "--csr-size 0: LASS needs at least 1 validation example (or --csr-every 0 to skip it)",
         ));
     }
     if a.fractions.is_empty() {
@@ -768,6 +779,9 @@ fn table_text(headers: &[&str], rows: &[Vec<String>]) -> String {
 // ---------------------------------------------------------------------------------------------
 // capacity
 
+/// `dynamics capacity --train-sizes` when not given.
+const DEFAULT_TRAIN_SIZES: [usize; 3] = [1000, 2500, 5000];
+
 fn capacity(a: &CapacityArgs, ctx: &Ctx) -> Result<Report> {
     let kinds = kinds(&a.kinds, "--kinds")?;
     if a.hidden_sizes.is_empty() || a.hidden_sizes.contains(&0) || a.layers == 0 {
@@ -775,7 +789,11 @@ fn capacity(a: &CapacityArgs, ctx: &Ctx) -> Result<Report> {
             "--hidden-sizes and --layers: give non-zero sizes and at least one layer",
         ));
     }
-    if a.train_sizes.is_empty() || a.train_sizes.iter().any(|&s| s < 2) {
+    let requested_sizes = a
+        .train_sizes
+        .clone()
+        .unwrap_or_else(|| DEFAULT_TRAIN_SIZES.to_vec());
+    if requested_sizes.is_empty() || requested_sizes.iter().any(|&s| s < 2) {
         return Err(user("--train-sizes: give sizes of at least 2"));
     }
     if !(a.fit_threshold > 0.0 && a.fit_threshold <= 1.0) {
@@ -784,7 +802,7 @@ fn capacity(a: &CapacityArgs, ctx: &Ctx) -> Result<Report> {
             a.fit_threshold
         )));
     }
-    let max_n = *a.train_sizes.iter().max().unwrap();
+    let max_n = *requested_sizes.iter().max().unwrap();
     let max_h = *a.hidden_sizes.iter().max().unwrap();
     if a.data.max_train.is_some() {
         return Err(user(
@@ -792,7 +810,34 @@ fn capacity(a: &CapacityArgs, ctx: &Ctx) -> Result<Report> {
         ));
     }
     let img = load_images(&a.data.data, &a.data.data_dir, max_n, a.data.valid_size)?;
-    let max_n = max_n.min(img.train.labels.len());
+    let available = img.train.labels.len();
+    let train_sizes: Vec<usize> = match &a.train_sizes {
+        // Sizes the user chose are measured as given or refused; capping them silently made
+        // "100000 examples" rows that were really trained on the whole (smaller) set.
+        Some(sizes) => {
+            if let Some(&s) = sizes.iter().find(|&&s| s > available) {
+                return Err(user(format!(
+                    "--train-sizes {s}: {} has {available} training examples; give sizes up to {available}",
+                    img.name
+                )));
+            }
+            sizes.clone()
+        }
+        None => {
+            let mut capped: Vec<usize> =
+                requested_sizes.iter().map(|&s| s.min(available)).collect();
+            capped.dedup();
+            if capped != requested_sizes {
+                ctx.note(format!(
+                    "note: {} has {available} training examples; default --train-sizes capped to {}",
+                    img.name,
+                    capped.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+                ));
+            }
+            capped
+        }
+    };
+    let max_n = max_n.min(available);
     // (kind, hidden, n): the capacity sweep at the largest data size, the data sweep at the
     // largest width (shared point run once).
     let mut settings: Vec<(NoiseKind, usize, usize)> = Vec::new();
@@ -800,15 +845,14 @@ fn capacity(a: &CapacityArgs, ctx: &Ctx) -> Result<Report> {
         for &h in &a.hidden_sizes {
             settings.push((k, h, max_n));
         }
-        for &s in &a.train_sizes {
-            let s = s.min(img.train.labels.len());
+        for &s in &train_sizes {
             if !settings.contains(&(k, max_h, s)) {
                 settings.push((k, max_h, s));
             }
         }
     }
     let config = json!({ "experiment": "capacity", "data": a.data, "optim": a.optim, "run": a.run, "kinds": kinds,
-        "hidden_sizes": a.hidden_sizes, "layers": a.layers, "train_sizes": a.train_sizes, "fit_threshold": a.fit_threshold });
+        "hidden_sizes": a.hidden_sizes, "layers": a.layers, "train_sizes": train_sizes, "fit_threshold": a.fit_threshold });
     let rd = open_run(&a.run, "dynamics capacity", &config)?;
     let metrics = MetricsCsv::open(
         &rd.file("metrics.csv"),
@@ -937,11 +981,9 @@ fn capacity(a: &CapacityArgs, ctx: &Ctx) -> Result<Report> {
         .collect();
     let mut headers_n: Vec<String> = vec![format!("training examples (hidden {max_h})")];
     headers_n.extend(kinds.iter().map(|k| k.name().to_string()));
-    let rows_n: Vec<Vec<String>> = a
-        .train_sizes
+    let rows_n: Vec<Vec<String>> = train_sizes
         .iter()
         .map(|&n| {
-            let n = n.min(img.train.labels.len());
             let mut r = vec![n.to_string()];
             r.extend(kinds.iter().map(|&k| cell(fitted(k, max_h, n))));
             r
@@ -973,7 +1015,7 @@ fn capacity(a: &CapacityArgs, ctx: &Ctx) -> Result<Report> {
         "epochs",
         &kinds
             .iter()
-            .map(|&k| Series::line(k.name(), pts(&a.train_sizes, &|n| fitted(k, max_h, n))))
+            .map(|&k| Series::line(k.name(), pts(&train_sizes, &|n| fitted(k, max_h, n))))
             .collect::<Vec<_>>(),
     ));
     html.heading("Configuration");
@@ -1177,7 +1219,8 @@ fn sensitivity(a: &SensitivityArgs, ctx: &Ctx) -> Result<Report> {
         return Err(user("--data: sensitivity expects one-channel images"));
     }
     let factor = a.downscale.unwrap_or(if img.height == 28 { 2 } else { 1 });
-    let data = if factor > 1 {
+    // Factor 0 goes to `downscale` too, which refuses it (it used to reach a division by zero).
+    let data = if factor != 1 {
         dynamics::downscale(&img.train, img.height, img.width, factor)
             .map_err(|e| user(format!("--downscale: {e}")))?
     } else {
@@ -1357,6 +1400,11 @@ fn sensitivity(a: &SensitivityArgs, ctx: &Ctx) -> Result<Report> {
 
 fn csr(a: &CsrArgs, ctx: &Ctx) -> Result<Report> {
     let lass = a.lass.config()?;
+    if a.csr_size == 0 {
+        return Err(user(
+            "--csr-size 0: LASS needs at least 1 validation example",
+        ));
+    }
     // Refuse a model LASS cannot probe before reading its weights.
     let declared = std::fs::read(a.run.join("run.json"))
         .ok()
@@ -1443,6 +1491,14 @@ fn value_list(flag: &str, text: &str, ok: impl Fn(f32) -> bool, rule: &str) -> R
 
 fn regularizers(a: &RegularizersArgs, ctx: &Ctx) -> Result<Report> {
     let lass = a.lass.config()?;
+    // An accuracy difference: negative would demand beating the unregularised run, above 1
+    // accepts every setting.
+    if !(0.0..=1.0).contains(&a.tolerance) {
+        return Err(user(format!(
+            "--tolerance {}: must be in [0, 1] (an accuracy difference)",
+            a.tolerance
+        )));
+    }
     let dropout_rates = value_list(
         "--dropout-rates",
         &a.dropout_rates,

@@ -319,9 +319,10 @@ pub fn run(args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
         );
         for (k, (q, sigma, steps)) in segs.iter().enumerate() {
             text += &format!(
-                "  segment {}: q = {}, noise multiplier {sigma}, {steps} steps\n",
+                "  segment {}: q = {}, noise multiplier {}, {steps} steps\n",
                 k + 1,
-                fmt_f64(*q)
+                fmt_f64(*q),
+                crate::output::fmt_given(*sigma)
             );
         }
         let json = json!({
@@ -339,8 +340,9 @@ pub fn run(args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
         let sigma = args.noise_multiplier.unwrap_or_default();
         check_noise(sigma)?;
         let mut text = format!(
-            "DP-SGD: sampling rate q = {}, noise multiplier {sigma}, {steps} steps, delta = {delta:e}\n",
-            fmt_f64(q)
+            "DP-SGD: sampling rate q = {}, noise multiplier {}, {steps} steps, delta = {delta:e}\n",
+            fmt_f64(q),
+            crate::output::fmt_given(sigma)
         );
         let mut json = json!({
             "sampling_rate": num(q),

@@ -65,6 +65,25 @@ pub fn load_run(dir: &std::path::Path) -> Result<SavedRun> {
             dir.display()
         )));
     }
+    // NaN or infinite weights make every number computed from them NaN ("valid loss nan", exit
+    // 0); the trainer never saves such a checkpoint, so the file was damaged or written by
+    // something else.
+    if checkpoint.params.iter().any(|x| !x.is_finite()) {
+        let layer = config
+            .model
+            .build()
+            .ok()
+            .and_then(|m| {
+                m.first_nonfinite_layer(&checkpoint.params)
+                    .map(str::to_string)
+            })
+            .map_or(String::new(), |l| format!(" (first in layer {l})"));
+        return Err(user(format!(
+            "--run {}: checkpoint {} holds non-finite weights{layer}; nothing computed from it would mean anything (retrain, or resume from an earlier checkpoint)",
+            dir.display(),
+            checkpoint.path.display()
+        )));
+    }
     Ok(SavedRun {
         config,
         data,

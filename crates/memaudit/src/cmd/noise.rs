@@ -11,7 +11,7 @@ use super::epsilon::{
 };
 use crate::Ctx;
 use crate::error::user;
-use crate::output::{Report, fmt_f64, num};
+use crate::output::{Report, fmt_f64, fmt_f64_6, fmt_given, num};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -56,7 +56,8 @@ pub fn run(args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
     let mut results: Vec<Value> = Vec::new();
     let mut warnings: Vec<String> = Vec::new();
     let mut text = format!(
-        "Smallest noise multiplier with epsilon <= {target} at delta = {delta:e} (q = {}, {steps} steps):\n",
+        "Smallest noise multiplier with epsilon <= {} at delta = {delta:e} (q = {}, {steps} steps):\n",
+        fmt_given(target),
         fmt_f64(q)
     );
     if args.accountant.rdp() {
@@ -94,8 +95,8 @@ pub fn run(args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
             "delta": num(delta),
         }));
         text += &format!(
-            "rdp: noise multiplier {:.6} (epsilon {}, {} conversion)\n",
-            c.noise_multiplier,
+            "rdp: noise multiplier {} (epsilon {}, {} conversion)\n",
+            fmt_f64_6(c.noise_multiplier),
             fmt_f64(c.epsilon),
             args.conversion.name()
         );
@@ -116,8 +117,8 @@ pub fn run(args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
             "delta": num(delta),
         }));
         text += &format!(
-            "pld: noise multiplier {:.6} (epsilon {})\n",
-            c.noise_multiplier,
+            "pld: noise multiplier {} (epsilon {})\n",
+            fmt_f64_6(c.noise_multiplier),
             fmt_f64(c.epsilon)
         );
     }

@@ -138,6 +138,27 @@ pub fn sample_text(
     })
 }
 
+/// Refuse samples that cannot fit in memory before allocating them: every sample is held whole
+/// (token ids, 4 bytes each, then at least one byte of text per token, then the joined output),
+/// so 6 bytes per token is a lower bound. `--length 100000000000` used to abort in the allocator.
+fn check_sample_memory(length: usize, count: usize) -> Result<()> {
+    use memaudit_engine::memory;
+    const BYTES_PER_TOKEN: u64 = 6;
+    let needed = (length as u64)
+        .saturating_mul(count as u64)
+        .saturating_mul(BYTES_PER_TOKEN);
+    memory::check_fits(
+        &format!("{count} sample(s) of {length} tokens"),
+        needed,
+        memory::available_bytes(),
+    )
+    .map_err(|e| {
+        user(format!(
+            "--length {length}: {e}; ask for fewer tokens (--length, --count)"
+        ))
+    })
+}
+
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
         return Err(user(format!(
@@ -148,6 +169,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     if args.length == 0 || args.count == 0 {
         return Err(user("--length and --count must be at least 1"));
     }
+    check_sample_memory(args.length, args.count)?;
     let (saved, lm, tok) = load_lm(&args.run)?;
     let seed = args.seed.unwrap_or_else(|| rand::rng().random());
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

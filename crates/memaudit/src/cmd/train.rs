@@ -419,6 +419,23 @@ pub fn steps_per_epoch(sampling: SamplingMode, n: usize, batch: usize) -> u64 {
     memaudit_engine::ledger::steps_per_epoch(sampling, n as u64, batch as u64)
 }
 
+/// Refuse a model whose training state cannot fit in the memory left, before anything (the run
+/// folder included) is created: the allocator would otherwise abort the process.
+pub fn check_training_memory(
+    model: &Model,
+    optimizer: &memaudit_engine::optim::OptimizerConfig,
+    private: bool,
+) -> Result<()> {
+    use memaudit_engine::memory;
+    let p = model.num_params();
+    memory::check_fits(
+        &format!("training {p} parameters (weights, gradient, optimizer state)"),
+        memory::training_bytes(p, optimizer, private),
+        memory::available_bytes(),
+    )
+    .map_err(|e| user(format!("model flags: {e}; use a smaller model")))
+}
+
 /// The trainer's configuration from the shared flag groups: privacy (noise calibrated here when
 /// `--target-epsilon` is given), sampling, optimizer and schedule.
 #[allow(clippy::too_many_arguments)]
@@ -432,12 +449,14 @@ pub fn train_config(
     seed: u64,
     ctx: &Ctx,
 ) -> Result<TrainConfig> {
+    let optimizer = optim.config_for(model_cfg)?;
+    check_training_memory(model, &optimizer, privacy.is_private())?;
     let dp = privacy_config(privacy, model, n, run.batch_size, run.epochs, ctx)?;
     let sampling = privacy.sampling()?;
     let steps_per_epoch = steps_per_epoch(sampling, n, run.batch_size);
     Ok(TrainConfig {
         model: model_cfg.clone(),
-        optimizer: optim.config()?,
+        optimizer,
         schedule: optim.schedule(steps_per_epoch, run.epochs)?,
         epochs: run.epochs,
         batch_size: run.batch_size,
