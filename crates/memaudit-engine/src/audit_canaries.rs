@@ -10,12 +10,17 @@
 //! gradient joins the clipped sum before the noise. That is the neighbouring-dataset experiment
 //! the DP guarantee is about (D vs D plus one example), run M times at once.
 //!
-//! **Score** (all-iterates threat model, the adversary sees every privatized gradient and knows the
-//! rest of the data): the sum over steps of the privatized gradient along j_k, minus what the known
-//! examples contributed there. Conditioned on the other examples (whose Poisson inclusions are
-//! independent of the canary's), that is `(canary's sampled contributions + noise along j_k) / B`,
-//! so the score is exactly the output of the mechanism the accountant analyses, for that canary.
-//! Higher means member. The lower bounds themselves (one-run, GDP) live in memaudit-audit.
+//! **Score** (all-iterates threat model: the adversary sees every privatized gradient and knows the
+//! rest of the data). At step t it observes, along j_k, the privatized sum minus what the known
+//! examples contributed: `o_t = a_t + n_t` with `a_t` in {0, C} (the canary, if included and
+//! sampled) and `n_t ~ N(0, (z C)^2)`. Conditioned on the other examples (whose Poisson inclusions
+//! are independent of the canary's) that is exactly the mechanism the accountant analyses, for that
+//! canary. The score is the Neyman-Pearson statistic of "included" against "not included", the
+//! log-likelihood ratio summed over steps:
+//! `sum_t ln(1 - q + q exp((o_t / C - 1/2) / z^2))`, with z the *stated* multiplier (the auditor
+//! does not know of an injected fault). A plain sum of the `o_t` is far weaker when q is small:
+//! the privacy loss concentrates on the few steps the canary was sampled. Higher means member. The
+//! lower bounds themselves (one-run, GDP, Clopper-Pearson) live in memaudit-audit.
 //!
 //! **Fault injection** (`FaultInjection`) exists only to show that this audit catches a broken
 //! implementation: it scales the noise actually added while the ledger keeps the stated
@@ -116,12 +121,23 @@ impl DiracCanaries {
         added
     }
 
-    /// After the noise step: add each canary's part of the privatized gradient to its score:
-    /// `(canary added + noise along its coordinate) / B`, i.e. the privatized value minus the
-    /// known examples' clipped sum.
-    pub fn record(&mut self, added: &[f32], noise_along: &[f32], expected_batch: f64) {
+    /// After the noise step: add each canary's per-step log-likelihood ratio to its score (see
+    /// the module docs): `added` and `noise_along` are the canary's contribution and the noise
+    /// along its coordinate (both in gradient-sum units), `clip` the bound C, `z` the stated noise
+    /// multiplier, `q` the sampling rate. Without noise (z = 0) the statistic degenerates; the
+    /// observation itself is used (any monotone score is then exact).
+    pub fn record(&mut self, added: &[f32], noise_along: &[f32], clip: f64, z: f64, q: f64) {
         for (k, s) in self.scores.iter_mut().enumerate() {
-            *s += (added[k] as f64 + noise_along[k] as f64) / expected_batch;
+            let o = (added[k] as f64 + noise_along[k] as f64) / clip;
+            if z > 0.0 {
+                let u = (o - 0.5) / (z * z);
+                // ln((1 - q) + q e^u), stably.
+                let (a, b) = ((-q).ln_1p(), q.ln() + u);
+                let (hi, lo) = if a > b { (a, b) } else { (b, a) };
+                *s += hi + (lo - hi).exp().ln_1p();
+            } else {
+                *s += o;
+            }
         }
     }
 }

@@ -15,8 +15,8 @@
 //! (configs and checkpoint sidecars), `thiserror` (typed errors), `memaudit-accounting` (epsilon
 //! during private training).
 
-pub mod audit_canaries;
 pub mod atomic;
+pub mod audit_canaries;
 pub mod checkpoint;
 pub mod compute;
 pub mod datasets;

@@ -688,20 +688,25 @@ impl Trainer {
                     };
                     n_clipped += norms.iter().filter(|&&n| n > bound).count();
                     // White-box canaries join the clipped sum like sampled examples of norm C.
+                    let q = expected_batch / self.n_train as f64;
                     let canary_part = self.canaries.as_ref().map(|c| {
-                        let added = c.add_sampled(
-                            self.step,
-                            expected_batch / self.n_train as f64,
-                            clip.sensitivity(),
-                            &mut grad,
-                        );
+                        let added = c.add_sampled(self.step, q, clip.sensitivity(), &mut grad);
                         let along: Vec<f32> =
                             c.coordinates.iter().map(|&j| step_noise.at(j)).collect();
                         (added, along)
                     });
                     step_noise.apply(&mut grad, expected_batch);
                     if let (Some(c), Some((added, along))) = (self.canaries.as_mut(), canary_part) {
-                        c.record(&added, &along, expected_batch);
+                        // The auditor scores with the stated multiplier on the gradient sum.
+                        let stated = match (&self.config.privacy, &self.adaptive) {
+                            (Some(p), Some(a)) => {
+                                AdaptiveClip::split_noise(p.noise_multiplier, a.count_stddev)?
+                                    .sum_multiplier
+                            }
+                            (Some(p), None) => p.noise_multiplier,
+                            (None, _) => 0.0,
+                        };
+                        c.record(&added, &along, clip.sensitivity(), stated, q);
                     }
                     let noise = self
                         .noise

@@ -89,7 +89,7 @@ fn a_shuffled_run_reports_its_own_guarantee_everywhere() {
     assert!(!lines.contains("epsilon 2.888"), "{lines}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("7.0774"));
-    assert!(html.contains("if Poisson-sampled (not this run"));
+    assert!(html.contains("if Poisson (not proven)"));
 }
 
 /// Item 1: calibration and budget stops use the guarantee of the run's sampling.

@@ -22,6 +22,8 @@
 //! (Bonferroni, as JAX Privacy's `CanaryScoreAuditor` does); an explicit threshold is tested
 //! alone at the full significance.
 //!
+//! - [`in_training`]: the white-box Dirac-canary audit a DP-SGD run carries, and its verdict.
+//!
 //! A training run calls [`CanaryScores::from_inclusion`] with one score and one inclusion bit per
 //! canary and then [`one_run::one_run_bound`] (or [`lower_bounds`] for every method).
 
@@ -29,6 +31,7 @@ pub mod binomial;
 pub mod clopper_pearson;
 pub mod error;
 pub mod gdp;
+pub mod in_training;
 pub mod one_run;
 pub mod one_run_fdp;
 pub mod scores_file;
@@ -39,6 +42,7 @@ use serde::{Deserialize, Serialize};
 pub use clopper_pearson::{ClopperPearsonBound, clopper_pearson_bound};
 pub use error::{LowerBoundError, Result, ScoreSide};
 pub use gdp::{GdpBound, gdp_bound};
+pub use in_training::{WhiteBoxAuditResult, white_box_audit};
 pub use one_run::{OneRunBound, one_run_bound, one_run_epsilon, one_run_p_value};
 pub use one_run_fdp::{one_run_fdp_bound, one_run_fdp_epsilon};
 pub use scores_file::read_scores;

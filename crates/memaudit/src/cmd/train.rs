@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use memaudit_data::Tokenizer;
+use memaudit_engine::audit_canaries::FaultInjection;
 use memaudit_engine::privacy;
 use memaudit_engine::sampler::SamplingMode;
 use memaudit_engine::train::{
@@ -34,6 +35,51 @@ pub struct Args {
     /// Skip the sanity checks printed before private training.
     #[arg(long)]
     pub no_sanity_checks: bool,
+    /// White-box audit (Nasr et al. 2023): M Dirac gradient canaries of norm C, each included
+    /// with probability 1/2 and sampled like an example; after training, lower bounds on epsilon
+    /// from their scores are compared with the run's claim. Private Poisson runs with one clip bound.
+    #[arg(long, value_name = "M")]
+    pub white_box_canaries: Option<usize>,
+    /// The audit's self-test only, and only with MEMAUDIT_ALLOW_FAULT_INJECTION=1: scale the noise
+    /// actually added by F while the accountant keeps the stated multiplier (a broken run on purpose).
+    #[arg(long, value_name = "F", hide = true)]
+    pub fault_noise_scale: Option<f64>,
+}
+
+/// Checks of the audit flags before anything is written.
+fn check_audit_flags(args: &Args, num_params: usize) -> Result<()> {
+    if let Some(m) = args.white_box_canaries {
+        if !args.privacy.is_private() {
+            return Err(user(
+                "--white-box-canaries audits a private run: add --noise-multiplier or --target-epsilon",
+            ));
+        }
+        if args.privacy.sampling()? != SamplingMode::Poisson
+            || args.privacy.clip_per_layer.is_some()
+        {
+            return Err(user(
+                "--white-box-canaries needs Poisson sampling and one clip bound (not --sampling shuffle or --clip-per-layer)",
+            ));
+        }
+        if m == 0 || m > num_params {
+            return Err(user(format!(
+                "--white-box-canaries {m}: between 1 and the model's {num_params} parameters (one coordinate per canary)"
+            )));
+        }
+    }
+    if let Some(f) = args.fault_noise_scale {
+        if std::env::var("MEMAUDIT_ALLOW_FAULT_INJECTION").as_deref() != Ok("1") {
+            return Err(user(
+                "--fault-noise-scale breaks the run on purpose for the audit's self-test: it needs MEMAUDIT_ALLOW_FAULT_INJECTION=1",
+            ));
+        }
+        if !(f > 0.0 && f.is_finite()) || !args.privacy.is_private() {
+            return Err(user(
+                "--fault-noise-scale needs a private run and a factor > 0",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Data ready for the trainer.
@@ -372,6 +418,73 @@ impl TrainObserver for CliObserver<'_> {
     }
 }
 
+/// Family-wise significance of the white-box audit's verdict.
+const AUDIT_SIGNIFICANCE: f64 = 0.05;
+
+/// The white-box audit as JSON (non-finite numbers as strings, like every --json output).
+fn audit_json(a: &memaudit_audit::lower_bound::WhiteBoxAuditResult) -> Value {
+    json!({
+        "canaries": a.canaries,
+        "included": a.included,
+        "claimed_epsilon": num(a.claimed_epsilon),
+        "delta": a.delta,
+        "significance": a.significance,
+        "two_m_delta": a.two_m_delta,
+        "auroc": num(a.auroc),
+        "results": a.bounds.iter().map(|b| json!({
+            "method": b.method,
+            "epsilon_lower_bound": num(b.epsilon_lower_bound),
+            "assumes_gaussian_tradeoff": b.assumes_gaussian_tradeoff,
+        })).collect::<Vec<_>>(),
+        "verdict_bound": num(a.verdict_bound),
+        "refuted": a.refuted,
+        "warnings": a.warnings,
+    })
+}
+
+/// The white-box audit in words.
+fn audit_text(a: &memaudit_audit::lower_bound::WhiteBoxAuditResult) -> String {
+    let mut t = format!(
+        "White-box audit: {} Dirac gradient canaries ({} included), delta {}, AUROC {}; lower bounds on epsilon (each at significance {}):\n",
+        a.canaries,
+        a.included,
+        a.delta,
+        fmt_f64(a.auroc),
+        a.significance / 2.0
+    );
+    for b in &a.bounds {
+        t += &format!(
+            "  {:<16} {}{}\n",
+            b.method,
+            fmt_f64(b.epsilon_lower_bound),
+            if b.assumes_gaussian_tradeoff {
+                "  (assumes a Gaussian trade-off curve; not used for the verdict)"
+            } else {
+                ""
+            }
+        );
+    }
+    t += &if a.refuted {
+        format!(
+            "REFUTED: a lower bound valid for any mechanism, {}, exceeds the claimed epsilon {} (family-wise significance {}): this run does NOT deliver its privacy guarantee.",
+            fmt_f64(a.verdict_bound),
+            fmt_f64(a.claimed_epsilon),
+            a.significance
+        )
+    } else {
+        format!(
+            "consistent with the claim: every bound is at most the claimed epsilon {} (the strongest valid one, {}, is {:.0}% of it).",
+            fmt_f64(a.claimed_epsilon),
+            fmt_f64(a.verdict_bound),
+            100.0 * a.verdict_bound / a.claimed_epsilon
+        )
+    };
+    for w in &a.warnings {
+        t += &format!("\nwarning: {w}");
+    }
+    t
+}
+
 /// Plots of the epoch metrics.
 pub fn epoch_plots(r: &mut report::Report, epochs: &[EpochInfo]) {
     let pts = |f: &dyn Fn(&EpochInfo) -> Option<f64>| -> Vec<(f64, f64)> {
@@ -399,13 +512,10 @@ pub fn epoch_plots(r: &mut report::Report, epochs: &[EpochInfo]) {
         ],
     ));
     if epochs.iter().any(|e| e.epsilon.is_some_and(f64::is_finite)) {
-        let mut s = vec![Series::line(
-            "epsilon (this run's guarantee)",
-            pts(&|e| e.epsilon),
-        )];
+        let mut s = vec![Series::line("guarantee", pts(&|e| e.epsilon))];
         if epochs.iter().any(|e| e.epsilon_if_poisson.is_some()) {
             s.push(Series::line(
-                "epsilon if Poisson-sampled (not this run's guarantee)",
+                "if Poisson (not proven)",
                 pts(&|e| e.epsilon_if_poisson),
             ));
         }
@@ -486,6 +596,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
             args.run.batch_size
         )));
     }
+    check_audit_flags(args, model.num_params())?;
     let seed = args.run.seed();
     let cfg = train_config(
         &args.privacy,
@@ -497,7 +608,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         seed,
         ctx,
     )?;
-    let run_cfg = json!({ "train": cfg, "data": args.data });
+    let run_cfg = json!({ "train": cfg, "data": args.data, "white_box_canaries": args.white_box_canaries, "fault_noise_scale": args.fault_noise_scale });
     let mut rd = RunDir::open(
         &args.run.out,
         "train",
@@ -525,6 +636,18 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         .map_err(|e| user(e.to_string()))?;
     if trainer.noise_is_seeded() {
         ctx.note("note: the DP noise is seeded from --seed (--seeded-noise): anyone with the seed can regenerate it; use only for reproducible research");
+    }
+    if let Some(m) = args.white_box_canaries {
+        trainer
+            .set_white_box_audit(m)
+            .map_err(|e| user(format!("--white-box-canaries {m}: {e}")))?;
+    }
+    if let Some(f) = args.fault_noise_scale {
+        let fault = FaultInjection::NoiseScale(f);
+        ctx.note(format!("warning: {}", fault.describe()));
+        trainer
+            .inject_fault_for_audit_self_test(fault)
+            .map_err(|e| user(format!("--fault-noise-scale: {e}")))?;
     }
     let outcome = train_with_report(
         ctx,
@@ -656,6 +779,16 @@ pub fn train_with_report_hooks<'a>(
     let statement = statement_text(&cfg, trainer.ledger(), n)?;
     let eps = trainer.epsilon()?;
     let eps_if_poisson = trainer.epsilon_if_poisson()?;
+    // The white-box audit the run carried, bounded at the run's own delta and compared with its
+    // claim (memaudit-audit's `white_box_audit`); and the self-test's fault, said everywhere.
+    let audit = match (trainer.white_box_canaries(), eps, cfg.privacy.as_ref()) {
+        (Some(c), Some(e), Some(p)) => Some(
+            memaudit_audit::lower_bound::white_box_audit(c, e, p.delta, AUDIT_SIGNIFICANCE)
+                .map_err(|e| user(format!("white-box audit: {e}")))?,
+        ),
+        _ => None,
+    };
+    let fault = trainer.injected_fault().map(|f| f.describe());
     let last = obs.epochs.last().cloned();
     let summary = json!({
         "run": rd.path.display().to_string(),
@@ -677,6 +810,8 @@ pub fn train_with_report_hooks<'a>(
         "noise_seeded": trainer.noise_is_seeded(),
         "sampling": cfg.sampling,
         "privacy_statement": statement.as_ref().map(|s| s.1.clone()),
+        "white_box_audit": audit.as_ref().map(audit_json),
+        "fault_injected": fault,
     });
     let mut html = report::Report::new(&format!(
         "{title}: {} on {}",
@@ -711,9 +846,17 @@ pub fn train_with_report_hooks<'a>(
         ],
     );
     epoch_plots(&mut html, &obs.epochs);
+    if let Some(f) = &fault {
+        html.heading("FAULT INJECTED");
+        html.para(f);
+    }
     if let Some((text, _)) = &statement {
         html.heading("Privacy statement");
         html.pre(text);
+    }
+    if let Some(a) = &audit {
+        html.heading("White-box audit");
+        html.pre(&audit_text(a));
     }
     if trainer.noise_is_seeded() {
         html.para("The DP noise of this run was seeded from --seed (--seeded-noise) for reproducible research: anyone with the seed can regenerate it.");
@@ -744,6 +887,12 @@ pub fn train_with_report_hooks<'a>(
     }
     if let Some((s, _)) = &statement {
         text += &format!("\n\n{s}");
+    }
+    if let Some(a) = &audit {
+        text += &format!("\n\n{}", audit_text(a));
+    }
+    if let Some(f) = &fault {
+        text = format!("!!! {f}\n\n{text}\n\n!!! {f}");
     }
     text += &format!(
         "\n\nrun folder: {}\nreport: {}",
