@@ -107,20 +107,20 @@ impl NoiseSource {
         x.par_chunks_mut(NOISE_CHUNK)
             .enumerate()
             .for_each(|(c, chunk)| {
-                // Chunk c's counter blocks: upper 64 bits c, lower 64 bits 0, 1, ...
                 let mut iv = [0u8; 16];
                 iv[..8].copy_from_slice(&(c as u64).to_be_bytes());
                 let mut cipher = Aes128Ctr::new(&key.into(), &iv.into());
-                let mut bytes = vec![0u8; BM_BATCH / 2 * 3 * 4];
                 let mut words = vec![0u32; BM_BATCH / 2 * 3];
                 for part in chunk.chunks_mut(BM_BATCH) {
                     let n = part.len().div_ceil(2) * 3;
-                    let b = &mut bytes[..n * 4];
-                    b.fill(0);
+                    let w = &mut words[..n];
+                    w.fill(0);
+                    // SAFETY: u8 has alignment 1 and every byte pattern is a valid u32, so viewing
+                    // the words' storage as bytes is sound; the keystream is XORed into zeros.
+                    let b = unsafe {
+                        std::slice::from_raw_parts_mut(w.as_mut_ptr().cast::<u8>(), n * 4)
+                    };
                     cipher.apply_keystream(b);
-                    for (w, q) in words[..n].iter_mut().zip(b.chunks_exact(4)) {
-                        *w = u32::from_le_bytes([q[0], q[1], q[2], q[3]]);
-                    }
                     add_box_muller(&words[..n], part, std);
                 }
             });
