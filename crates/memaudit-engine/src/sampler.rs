@@ -231,8 +231,8 @@ mod tests {
             let all: Vec<Vec<usize>> = (0..30).map(|_| whole.next_batch()).collect();
             for start in [0u64, 7, 10, 13] {
                 let mut part = BatchSampler::starting_at(mode, 50, 7, Some(9), start).unwrap();
-                for t in start as usize..30 {
-                    assert_eq!(part.next_batch(), all[t], "{mode:?} from {start}, step {t}");
+                for (t, want) in all.iter().enumerate().skip(start as usize) {
+                    assert_eq!(&part.next_batch(), want, "{mode:?} from {start}, step {t}");
                 }
             }
         }

@@ -2,10 +2,14 @@
 //! same parameters as an uninterrupted one, the trainer's real noise has the stated size, edited
 //! sidecars are refused, and a layer with parameters but no per-example rule cannot train.
 
+mod common;
+
+use common::Blobs;
+
 use memaudit_accounting::{AccountantKind, DpEvent, dp_sgd_event, epsilon_for};
 use memaudit_engine::layer::*;
 use memaudit_engine::layers::ActivationKind;
-use memaudit_engine::model::{Batch, Model};
+use memaudit_engine::model::Model;
 use memaudit_engine::optim::{OptimizerConfig, Schedule};
 use memaudit_engine::params::ParamKind;
 use memaudit_engine::privacy;
@@ -15,51 +19,6 @@ use memaudit_engine::train::{
     ClipConfig, Dataset, PrivacyConfig, Silent, StopReason, TrainConfig, Trainer,
 };
 use memaudit_engine::{ModelConfig, Result};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-/// Two Gaussian blobs, means +-0.8 on every coordinate.
-struct Blobs {
-    x: Vec<f32>,
-    y: Vec<u32>,
-    dim: usize,
-}
-
-impl Blobs {
-    fn new(n: usize, dim: usize, seed: u64) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut x = Vec::with_capacity(n * dim);
-        let y: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
-        for &c in &y {
-            let mu = if c == 0 { -0.8 } else { 0.8 };
-            for _ in 0..dim {
-                let z: f32 = rng.sample(rand_distr::StandardNormal);
-                x.push(mu + z);
-            }
-        }
-        Self { x, y, dim }
-    }
-}
-
-impl Dataset for Blobs {
-    fn len(&self) -> usize {
-        self.y.len()
-    }
-    fn batch(&self, idx: &[usize]) -> Batch {
-        let mut data = Vec::with_capacity(idx.len() * self.dim);
-        for &i in idx {
-            data.extend_from_slice(&self.x[i * self.dim..(i + 1) * self.dim]);
-        }
-        Batch {
-            input: Value::Dense(Tensor {
-                data,
-                shape: vec![idx.len(), self.dim],
-            }),
-            targets: idx.iter().map(|&i| self.y[i]).collect(),
-            mask: None,
-        }
-    }
-}
 
 fn config(
     hidden: usize,

@@ -1,60 +1,18 @@
 //! The trainer and the DP step, end to end on small synthetic data.
 
+mod common;
+
+use common::Blobs;
+
 use memaudit_engine::dp::{NoiseSource, privatize};
 use memaudit_engine::layers::ActivationKind;
-use memaudit_engine::model::{Batch, Clipping, GradRequest};
+use memaudit_engine::model::{Clipping, GradRequest};
 use memaudit_engine::optim::{OptimizerConfig, Schedule};
 use memaudit_engine::sampler::SamplingMode;
-use memaudit_engine::tensor::Tensor;
 use memaudit_engine::train::{Dataset, Silent, TrainConfig, Trainer};
-use memaudit_engine::{EngineError, ModelConfig, ParamPenalty, Value};
-use rand::{Rng, SeedableRng};
+use memaudit_engine::{EngineError, ModelConfig, ParamPenalty};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-
-/// Two Gaussian blobs in `dim` dimensions, means +-0.8 on every coordinate.
-struct Blobs {
-    x: Vec<f32>,
-    y: Vec<u32>,
-    dim: usize,
-}
-
-impl Blobs {
-    fn new(n: usize, dim: usize, seed: u64) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut x = Vec::with_capacity(n * dim);
-        let mut y = Vec::with_capacity(n);
-        for i in 0..n {
-            let c = (i % 2) as u32;
-            let mu = if c == 0 { -0.8 } else { 0.8 };
-            for _ in 0..dim {
-                let z: f32 = rng.sample(rand_distr::StandardNormal);
-                x.push(mu + z);
-            }
-            y.push(c);
-        }
-        Self { x, y, dim }
-    }
-}
-
-impl Dataset for Blobs {
-    fn len(&self) -> usize {
-        self.y.len()
-    }
-    fn batch(&self, idx: &[usize]) -> Batch {
-        let mut data = Vec::with_capacity(idx.len() * self.dim);
-        for &i in idx {
-            data.extend_from_slice(&self.x[i * self.dim..(i + 1) * self.dim]);
-        }
-        Batch {
-            input: Value::Dense(Tensor {
-                data,
-                shape: vec![idx.len(), self.dim],
-            }),
-            targets: idx.iter().map(|&i| self.y[i]).collect(),
-            mask: None,
-        }
-    }
-}
 
 fn mlp(dim: usize, hidden: usize) -> ModelConfig {
     ModelConfig::Mlp {

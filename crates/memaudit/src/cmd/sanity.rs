@@ -167,8 +167,9 @@ pub fn run(
 
     // Large-batch advice.
     let big = (cfg.batch_size * 4).min(n_train);
-    if big > cfg.batch_size && eps_rdp.is_finite() {
-        if let Ok(s_big) = privacy::calibrate_planned(
+    if big > cfg.batch_size
+        && eps_rdp.is_finite()
+        && let Ok(s_big) = privacy::calibrate_planned(
             cfg.sampling,
             n,
             big as u64,
@@ -176,17 +177,17 @@ pub fn run(
             p.delta,
             eps_rdp,
             AccountantKind::Rdp,
-        ) {
-            lines.push(format!(
-                "  4. large batches: the same epsilon over the same epochs allows noise multiplier {} at batch {big} (vs {} at {}): noise on the averaged gradient sigma C / B = {} vs {} (see `memaudit dp-sweep`)",
-                fmt_f64(s_big),
-                fmt_f64(p.noise_multiplier),
-                cfg.batch_size,
-                fmt_f64(s_big * c / big as f64),
-                fmt_f64(p.noise_multiplier * c / cfg.batch_size as f64)
-            ));
-            out["large_batch"] = json!({ "batch_size": big, "noise_multiplier": s_big });
-        }
+        )
+    {
+        lines.push(format!(
+            "  4. large batches: the same epsilon over the same epochs allows noise multiplier {} at batch {big} (vs {} at {}): noise on the averaged gradient sigma C / B = {} vs {} (see `memaudit dp-sweep`)",
+            fmt_f64(s_big),
+            fmt_f64(p.noise_multiplier),
+            cfg.batch_size,
+            fmt_f64(s_big * c / big as f64),
+            fmt_f64(p.noise_multiplier * c / cfg.batch_size as f64)
+        ));
+        out["large_batch"] = json!({ "batch_size": big, "noise_multiplier": s_big });
     }
     out["heldout_examples"] = json!(m);
     out["clipped_fraction"] = json!(clipped);

@@ -73,7 +73,7 @@ fn check_audit_flags(args: &Args, num_params: usize) -> Result<()> {
                 "--fault-noise-scale breaks the run on purpose for the audit's self-test: it needs MEMAUDIT_ALLOW_FAULT_INJECTION=1",
             ));
         }
-        if !(f > 0.0 && f.is_finite()) || !args.privacy.is_private() {
+        if !(f > 0.0 && f.is_finite() && args.privacy.is_private()) {
             return Err(user(
                 "--fault-noise-scale needs a private run and a factor > 0",
             ));
