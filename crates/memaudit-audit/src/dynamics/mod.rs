@@ -7,11 +7,11 @@
 //! - [`training`]: the experiments' training loop with per-epoch accuracy on clean and corrupted
 //!   examples, validation accuracy, validation CSR, time-to-fit, input-noise and adversarial
 //!   (LASS) regularisers.
-//! - [`easy_hard`]: per-example misclassification after one epoch over many seeds (§3.1).
+//! - [`easy_hard`](mod@easy_hard): per-example misclassification after one epoch over many seeds (§3.1).
 //! - [`sensitivity`]: loss-sensitivity through the unrolled SGD steps (§3.2), exact in f64 with
 //!   forward-over-reverse second derivatives, and the cheaper direct input-gradient estimate.
 //! - [`stats`]: the Gini coefficient and the binomial dispersion of per-example rates.
-//! - [`lass`]: critical samples and the critical sample ratio by Langevin Adversarial Sample
+//! - [`lass`](mod@lass): critical samples and the critical sample ratio by Langevin Adversarial Sample
 //!   Search (§4.1, the authors' `lass_tf.py`).
 //! - [`sweep`]: the regulariser sweep of §5 (randY training accuracy against real validation
 //!   accuracy).

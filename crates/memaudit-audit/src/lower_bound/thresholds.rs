@@ -225,7 +225,7 @@ impl CanaryScores {
             .sum()
     }
 
-    /// The Mann-Whitney AUC: P[IN score > OUT score] + P[tie]/2. Below 0.5 means the scores look
+    /// The Mann-Whitney AUC: P\[IN score > OUT score\] + P\[tie\]/2. Below 0.5 means the scores look
     /// reversed (e.g. losses passed as higher-is-member).
     pub fn auroc_empirical(&self) -> f64 {
         let mut wins = 0.0;

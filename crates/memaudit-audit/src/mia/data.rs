@@ -121,7 +121,7 @@ impl ScoreSet {
         })
     }
 
-    /// The target's true membership, [n], for evaluation.
+    /// The target's true membership, `[n]`, for evaluation.
     pub fn with_target_in(mut self, target_in: Vec<bool>) -> Result<Self> {
         if target_in.len() != self.n {
             return Err(MiaError::Shape {
@@ -157,7 +157,7 @@ impl ScoreSet {
         Ok(self)
     }
 
-    /// Each example's class, [n], for per-class results.
+    /// Each example's class, `[n]`, for per-class results.
     pub fn with_class(mut self, class: Vec<i64>) -> Result<Self> {
         if class.len() != self.n {
             return Err(MiaError::Shape {

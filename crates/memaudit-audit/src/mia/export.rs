@@ -42,7 +42,7 @@ pub fn write_scores_csv(path: &Path, report: &MiaReport, set: &ScoreSet) -> Resu
     w.flush().map_err(&err)
 }
 
-/// `scores-<attack>.npy` (float64, [n]) for each attack in `dir`; returns the paths written.
+/// `scores-<attack>.npy` (float64, `[n]`) for each attack in `dir`; returns the paths written.
 pub fn write_scores_npy(dir: &Path, report: &MiaReport) -> Result<Vec<PathBuf>> {
     let mut paths = Vec::new();
     for a in &report.attacks {

@@ -4,7 +4,7 @@
 //!
 //! - The ROC has one point per distinct score (ties are one threshold), from (0, 0) to (1, 1);
 //!   the AUC is the trapezoid area under it, which equals the Mann-Whitney probability
-//!   P[s_member > s_non] + P[tie] / 2.
+//!   P\[s_member > s_non\] + P\[tie\] / 2.
 //! - Balanced accuracy is the best over thresholds of (TPR + TNR) / 2 (LiRA's "acc").
 //! - TPR at FPR f is the largest TPR among thresholds whose FPR is at most f: LiRA's convention,
 //!   not an interpolation. It is reported only where f x (non-members) false positives are

@@ -6,11 +6,11 @@
 //! | `target` | [n, q] float32/float64 | the target's signal |
 //! | `shadow` | [k, n, q] float | each shadow model's signal |
 //! | `shadow_in` | [k, n] bool | which shadow models trained on each example |
-//! | `target_in` | [n] bool, optional | the target's membership (for evaluation) |
+//! | `target_in` | `[n]` bool, optional | the target's membership (for evaluation) |
 //! | `population_target` | [n_z, q] float, optional | RMIA's population points |
 //! | `population_shadow` | [k, n_z, q] float, optional | |
 //! | `signal_kind` | string, optional | `logit_confidence` (default), `probability`, `log_likelihood` |
-//! | `class` | [n] integer, optional | per-class results |
+//! | `class` | `[n]` integer, optional | per-class results |
 //! | `token_logprob` | [n, L] float, optional | per-token log-probs, NaN-padded (Min-K%, zlib) |
 //! | `text` | [n, L] uint8, optional | each example's bytes, zero-padded (zlib) |
 //!

@@ -39,7 +39,7 @@ pub struct Args {
     /// rmia-online, rmia-offline, min-k, zlib) or all (skips those whose inputs are missing).
     #[arg(long, value_name = "LIST", default_value = "all")]
     pub attack: String,
-    /// Write run.json, scores.csv, scores-<attack>.npy, roc.csv and report.html here.
+    /// Write run.json, scores.csv, `scores-<attack>.npy`, roc.csv and report.html here.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Overwrite a --out folder that holds another run.
