@@ -357,7 +357,7 @@ impl Trainer {
         let Some(ck) = checkpoint::load_latest(dir)? else {
             return Err(EngineError::Checkpoint {
                 path: dir.display().to_string(),
-                msg: "no checkpoint to resume from".into(),
+                msg: "no checkpoint to resume from: the run stopped before its first checkpoint (written at the end of each epoch); start it again with --force".into(),
             });
         };
         let ck_path = ck.path.display().to_string();

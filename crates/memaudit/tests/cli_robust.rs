@@ -339,3 +339,25 @@ fn calibrating_for_a_huge_target_epsilon_is_quick() {
         );
     }
 }
+
+/// Issue 14 item 6: a run that stopped before its first checkpoint cannot be resumed, and the
+/// message says why and that --force starts it again.
+#[test]
+fn resuming_a_run_without_a_checkpoint_says_to_use_force() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("r");
+    let o = out.to_str().unwrap();
+    let a = [
+        "train", "--data", "digits", "--epochs", "1", "--hidden", "8", "--seed", "1", "--quiet",
+        "--out", o,
+    ];
+    assert_eq!(memaudit(&a).status.code(), Some(0));
+    std::fs::remove_dir_all(out.join("checkpoints")).unwrap();
+    let mut r = a.to_vec();
+    r.push("--resume");
+    let e = one_line_error(&memaudit(&r));
+    assert!(
+        e.contains("before its first checkpoint") && e.contains("--force"),
+        "{e}"
+    );
+}
