@@ -275,10 +275,6 @@ const SAMPLER_STREAM: u64 = 1_000_000;
 const DROPOUT_STREAM: u64 = 2_000_000;
 const AUDIT_STREAM: u64 = 3_000_000;
 
-fn mix(seed: u64, k: u64) -> u64 {
-    mix_seed(seed, k)
-}
-
 impl Trainer {
     /// A new run, or (with `resume`) the continuation of the newest checkpoint in `checkpoint_dir`,
     /// whose configuration must match `config` in everything but the number of epochs.
@@ -290,7 +286,7 @@ impl Trainer {
     ) -> Result<Self> {
         config.validate(n_train)?;
         let model = config.model.build()?;
-        let mut init_rng = ChaCha8Rng::seed_from_u64(mix(config.seed, INIT_STREAM));
+        let mut init_rng = ChaCha8Rng::seed_from_u64(mix_seed(config.seed, INIT_STREAM));
         let params = model.init_params(&mut init_rng);
         let optimizer = Optimizer::new(
             config.optimizer.clone(),
@@ -430,20 +426,7 @@ impl Trainer {
     /// with Poisson sampling and one flat (or adaptive) clip bound, from its first step; a resumed
     /// run continues the canaries its checkpoint holds and must ask for the same M.
     pub fn set_white_box_audit(&mut self, canaries: usize) -> Result<()> {
-        let p = self.config.privacy.as_ref().ok_or_else(|| {
-            EngineError::Config("a white-box audit needs a private run (a noise multiplier)".into())
-        })?;
-        if matches!(p.clipping, ClipConfig::PerLayer { .. }) {
-            return Err(EngineError::Config(
-                "a white-box audit needs one clip bound (not per-layer clipping): a canary is one example's gradient of norm C".into(),
-            ));
-        }
-        if self.config.sampling != SamplingMode::Poisson {
-            return Err(EngineError::Config(
-                "a white-box audit needs Poisson sampling: its canaries are sampled like examples"
-                    .into(),
-            ));
-        }
+        check_white_box_audit(&self.config, canaries, self.model.num_params())?;
         match &self.canaries {
             Some(c) if c.coordinates.len() == canaries => Ok(()),
             Some(c) => Err(EngineError::Config(format!(
@@ -457,7 +440,7 @@ impl Trainer {
                 self.canaries = Some(DiracCanaries::new(
                     canaries,
                     self.model.num_params(),
-                    mix(self.config.seed, AUDIT_STREAM),
+                    mix_seed(self.config.seed, AUDIT_STREAM),
                 )?);
                 Ok(())
             }
@@ -567,7 +550,7 @@ impl Trainer {
         }
         // Seeded (non-private runs, or --seeded-noise), batch t is a function of (seed, t).
         let sampler_seed = if self.config.privacy.is_none() || self.config.seeded_noise {
-            Some(mix(self.config.seed, SAMPLER_STREAM))
+            Some(mix_seed(self.config.seed, SAMPLER_STREAM))
         } else {
             None
         };
@@ -611,20 +594,23 @@ impl Trainer {
                 let clipping = self.clipping();
                 // The multiplier on the gradient sum's noise (with adaptive clipping, the part of
                 // the total z left after the clip count's share).
-                let sum_multiplier = match (&self.config.privacy, &self.adaptive) {
+                let stated_multiplier = match (&self.config.privacy, &self.adaptive) {
                     (Some(p), Some(a)) => Some(
                         AdaptiveClip::split_noise(p.noise_multiplier, a.count_stddev)?
                             .sum_multiplier,
                     ),
                     (Some(p), None) => Some(p.noise_multiplier),
                     (None, _) => None,
-                }
-                .map(|z| match &self.fault {
+                };
+                // What is actually added: the stated multiplier unless the self-test broke it.
+                let sum_multiplier = stated_multiplier.map(|z| match &self.fault {
                     Some(FaultInjection::NoiseScale(f)) => z * f,
                     None => z,
                 });
-                let mut dropout_rng =
-                    ChaCha8Rng::seed_from_u64(mix(self.config.seed, DROPOUT_STREAM + self.step));
+                let mut dropout_rng = ChaCha8Rng::seed_from_u64(mix_seed(
+                    self.config.seed,
+                    DROPOUT_STREAM + self.step,
+                ));
                 // Under DP the step's noise is drawn on the other core while the gradient is
                 // computed (it does not depend on the data); it is added below.
                 let (grads, step_noise) = match (sum_multiplier, &clipping, self.noise.take()) {
@@ -698,14 +684,7 @@ impl Trainer {
                     step_noise.apply(&mut grad, expected_batch);
                     if let (Some(c), Some((added, along))) = (self.canaries.as_mut(), canary_part) {
                         // The auditor scores with the stated multiplier on the gradient sum.
-                        let stated = match (&self.config.privacy, &self.adaptive) {
-                            (Some(p), Some(a)) => {
-                                AdaptiveClip::split_noise(p.noise_multiplier, a.count_stddev)?
-                                    .sum_multiplier
-                            }
-                            (Some(p), None) => p.noise_multiplier,
-                            (None, _) => 0.0,
-                        };
+                        let stated = stated_multiplier.unwrap_or(0.0);
                         c.record(&added, &along, clip.sensitivity(), stated, q);
                     }
                     let noise = self
@@ -926,6 +905,36 @@ struct StepGradients {
     loss: f64,
     correct: usize,
     counted: usize,
+}
+
+/// Whether a run of `config` with `num_params` parameters can carry a white-box audit of M
+/// canaries: a private run, Poisson sampling, one clip bound (flat or adaptive), 1 <= M <= the
+/// parameters (one coordinate each). Callers check it before writing anything.
+pub fn check_white_box_audit(
+    config: &TrainConfig,
+    canaries: usize,
+    num_params: usize,
+) -> Result<()> {
+    let p = config.privacy.as_ref().ok_or_else(|| {
+        EngineError::Config("a white-box audit needs a private run (a noise multiplier)".into())
+    })?;
+    if matches!(p.clipping, ClipConfig::PerLayer { .. }) {
+        return Err(EngineError::Config(
+            "a white-box audit needs one clip bound (not per-layer clipping): a canary is one example's gradient of norm C".into(),
+        ));
+    }
+    if config.sampling != SamplingMode::Poisson {
+        return Err(EngineError::Config(
+            "a white-box audit needs Poisson sampling: its canaries are sampled like examples"
+                .into(),
+        ));
+    }
+    if canaries == 0 || canaries > num_params {
+        return Err(EngineError::Config(format!(
+            "a white-box audit needs between 1 and the model's {num_params} parameters canaries (one coordinate each), got {canaries}"
+        )));
+    }
+    Ok(())
 }
 
 /// Refuse to resume `saved` as `wanted` unless they differ only in what a resume may change

@@ -155,13 +155,8 @@ impl TrainedRun {
     }
 }
 
-/// SplitMix64 finaliser: independent per-purpose seeds from one run seed.
-pub(crate) fn mix(seed: u64, k: u64) -> u64 {
-    let mut z = seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+/// Independent per-purpose seeds from one run seed (the engine's one seed-mixing function).
+pub(crate) use memaudit_engine::sampler::mix_seed as mix;
 
 /// Per-example correctness (evaluation mode) and the summed loss.
 pub fn per_example_correct(

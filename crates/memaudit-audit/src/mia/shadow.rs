@@ -52,13 +52,7 @@ pub struct ShadowPlan {
     pub seed: u64,
 }
 
-fn mix(a: u64, b: u64) -> u64 {
-    // SplitMix64 finaliser over a combined word: decorrelated seeds per (seed, index).
-    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use memaudit_engine::sampler::mix_seed as mix;
 
 fn hash_u64(s: &str) -> u64 {
     let d = Md5::digest(s.as_bytes());

@@ -441,13 +441,8 @@ impl CanarySet {
     }
 }
 
-/// SplitMix64 of (seed, k): independent seeds for the canaries' random streams.
-pub fn derive_seed(seed: u64, k: u64) -> u64 {
-    let mut z = seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+/// Independent seeds for the canaries' random streams (the engine's one seed-mixing function).
+pub use memaudit_engine::sampler::mix_seed as derive_seed;
 
 // ---------------------------------------------------------------------------------------------
 // Measuring exposure

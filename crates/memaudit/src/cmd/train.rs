@@ -46,26 +46,11 @@ pub struct Args {
     pub fault_noise_scale: Option<f64>,
 }
 
-/// Checks of the audit flags before anything is written.
-fn check_audit_flags(args: &Args, num_params: usize) -> Result<()> {
+/// Checks of the audit flags before anything is written (the white-box rule is the engine's).
+fn check_audit_flags(args: &Args, cfg: &TrainConfig, num_params: usize) -> Result<()> {
     if let Some(m) = args.white_box_canaries {
-        if !args.privacy.is_private() {
-            return Err(user(
-                "--white-box-canaries audits a private run: add --noise-multiplier or --target-epsilon",
-            ));
-        }
-        if args.privacy.sampling()? != SamplingMode::Poisson
-            || args.privacy.clip_per_layer.is_some()
-        {
-            return Err(user(
-                "--white-box-canaries needs Poisson sampling and one clip bound (not --sampling shuffle or --clip-per-layer)",
-            ));
-        }
-        if m == 0 || m > num_params {
-            return Err(user(format!(
-                "--white-box-canaries {m}: between 1 and the model's {num_params} parameters (one coordinate per canary)"
-            )));
-        }
+        memaudit_engine::train::check_white_box_audit(cfg, m, num_params)
+            .map_err(|e| user(format!("--white-box-canaries {m}: {e}")))?;
     }
     if let Some(f) = args.fault_noise_scale {
         if std::env::var("MEMAUDIT_ALLOW_FAULT_INJECTION").as_deref() != Ok("1") {
@@ -596,7 +581,6 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
             args.run.batch_size
         )));
     }
-    check_audit_flags(args, model.num_params())?;
     let seed = args.run.seed();
     let cfg = train_config(
         &args.privacy,
@@ -608,6 +592,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         seed,
         ctx,
     )?;
+    check_audit_flags(args, &cfg, model.num_params())?;
     let run_cfg = json!({ "train": cfg, "data": args.data, "white_box_canaries": args.white_box_canaries, "fault_noise_scale": args.fault_noise_scale });
     let mut rd = RunDir::open(
         &args.run.out,
