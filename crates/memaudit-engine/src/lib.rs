@@ -17,6 +17,7 @@
 
 pub mod atomic;
 pub mod audit_canaries;
+pub mod black_box_canaries;
 pub mod checkpoint;
 pub mod compute;
 pub mod datasets;
