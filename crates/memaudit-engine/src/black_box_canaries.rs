@@ -16,7 +16,7 @@
 //!
 //! The included canaries are training examples like any other: they count in N, so the trainer,
 //! its sampler and its accountant all see the dataset actually trained on
-//! ([`InsertedCanaries::train`]'s length).
+//! (the [`TrainingSet`] the insert functions return).
 //!
 //! **Score** (higher means member), from the final model in evaluation mode:
 //! - classifiers: ln p(canary label | input), the negative cross-entropy of the assigned label;
@@ -86,24 +86,25 @@ impl AuditCanaryManifest {
     }
 }
 
-/// Canaries inserted into a training set: the training set to use, and what scoring needs.
-pub struct InsertedCanaries {
-    /// The training set with the included canaries (and, for classifiers, without the examples
-    /// that became canaries): what the trainer and its accountant must be given.
-    pub train: Box<dyn Dataset>,
+/// A run's canaries: the manifest, and what scoring needs.
+pub struct AuditCanaries {
     pub manifest: AuditCanaryManifest,
     /// Every canary (included or not) as one batch with the targets it is scored on.
     scoring: Batch,
 }
 
-impl std::fmt::Debug for InsertedCanaries {
+impl std::fmt::Debug for AuditCanaries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InsertedCanaries")
-            .field("train_len", &self.train.len())
+        f.debug_struct("AuditCanaries")
             .field("manifest", &self.manifest)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
+
+/// A training set with canaries inserted (and, for classifiers, without the examples that
+/// became canaries): what the trainer and its accountant must be given, so N counts the
+/// included canaries.
+pub type TrainingSet = Box<dyn Dataset>;
 
 /// The score of classifier canaries.
 pub const MISLABELLED_SCORE: &str = "ln p(canary label | input) under the final model: the negative cross-entropy of the assigned (wrong) label";
@@ -146,7 +147,7 @@ pub fn insert_mislabelled(
     classes: usize,
     m: usize,
     seed: u64,
-) -> Result<InsertedCanaries> {
+) -> Result<(TrainingSet, AuditCanaries)> {
     let n = base.len();
     if m == 0 || m > max_mislabelled(n) {
         return Err(EngineError::Config(format!(
@@ -210,21 +211,20 @@ pub fn insert_mislabelled(
             label,
         })
         .collect();
-    Ok(InsertedCanaries {
-        train: Box::new(Relabelled {
-            base,
-            map,
-            relabel,
-        }),
-        manifest: AuditCanaryManifest {
-            kind: "mislabelled".into(),
-            seed,
-            canaries,
-            included,
-            score: MISLABELLED_SCORE.into(),
+    let train: TrainingSet = Box::new(Relabelled { base, map, relabel });
+    Ok((
+        train,
+        AuditCanaries {
+            manifest: AuditCanaryManifest {
+                kind: "mislabelled".into(),
+                seed,
+                canaries,
+                included,
+                score: MISLABELLED_SCORE.into(),
+            },
+            scoring,
         },
-        scoring,
-    })
+    ))
 }
 
 /// M random-window canaries for a language-model training set `base` of windows of `window`
@@ -237,7 +237,7 @@ pub fn insert_random_windows(
     token_ids: &[u32],
     m: usize,
     seed: u64,
-) -> Result<InsertedCanaries> {
+) -> Result<(TrainingSet, AuditCanaries)> {
     let n = base.len();
     if m == 0 || m > max_random_windows(n) {
         return Err(EngineError::Config(format!(
@@ -274,25 +274,28 @@ pub fn insert_random_windows(
         .map(|(w, _)| w.clone())
         .collect();
     let scoring = windows_batch(window, &windows.iter().collect::<Vec<_>>());
-    Ok(InsertedCanaries {
-        train: Box::new(WithWindows {
-            base,
-            n_base: n,
-            window,
-            extra,
-        }),
-        manifest: AuditCanaryManifest {
-            kind: "random_window".into(),
-            seed,
-            canaries: windows
-                .into_iter()
-                .map(|tokens| AuditCanary::RandomWindow { tokens })
-                .collect(),
-            included,
-            score: RANDOM_WINDOW_SCORE.into(),
+    let train: TrainingSet = Box::new(WithWindows {
+        base,
+        n_base: n,
+        window,
+        extra,
+    });
+    Ok((
+        train,
+        AuditCanaries {
+            manifest: AuditCanaryManifest {
+                kind: "random_window".into(),
+                seed,
+                canaries: windows
+                    .into_iter()
+                    .map(|tokens| AuditCanary::RandomWindow { tokens })
+                    .collect(),
+                included,
+                score: RANDOM_WINDOW_SCORE.into(),
+            },
+            scoring,
         },
-        scoring,
-    })
+    ))
 }
 
 /// Windows of W + 1 tokens as one batch (time-major inputs and targets, as `TokenWindowDataset`).
@@ -334,7 +337,7 @@ fn select_batch(b: &Batch, idx: &[usize]) -> Batch {
     }
 }
 
-impl InsertedCanaries {
+impl AuditCanaries {
     /// Every canary's score under `params` (see the module docs; higher means member), in
     /// manifest order, evaluated in chunks of `chunk` canaries.
     pub fn scores(&self, model: &Model, params: &[f32], chunk: usize) -> Result<Vec<f64>> {
@@ -457,12 +460,12 @@ mod tests {
 
     #[test]
     fn mislabelled_canaries_are_wrong_balanced_seeded_and_counted_in_n() {
-        let c = insert_mislabelled(Box::new(dense(2000, 10)), 10, 1000, 7).unwrap();
+        let (train, c) = insert_mislabelled(Box::new(dense(2000, 10)), 10, 1000, 7).unwrap();
         let k = c.manifest.n_included();
         // Inclusion ~ Binomial(1000, 1/2): within 5 sd (sd 15.8).
         assert!((k as f64 - 500.0).abs() < 80.0, "{k}");
         // N = the 1000 real examples left + the included canaries.
-        assert_eq!(c.train.len(), 1000 + k);
+        assert_eq!(train.len(), 1000 + k);
         let mut sources = Vec::new();
         for a in &c.manifest.canaries {
             let AuditCanary::Mislabelled {
@@ -482,8 +485,8 @@ mod tests {
         sources.dedup();
         assert_eq!(sources.len(), 1000);
         // The training view: the real examples keep their labels, the canaries carry theirs.
-        let all: Vec<usize> = (0..c.train.len()).collect();
-        let b = c.train.batch(&all);
+        let all: Vec<usize> = (0..train.len()).collect();
+        let b = train.batch(&all);
         let Value::Dense(x) = &b.input else { panic!() };
         let mut trained_canaries = 0;
         for (j, &t) in b.targets.iter().enumerate() {
@@ -504,9 +507,9 @@ mod tests {
         }
         assert_eq!(trained_canaries, k);
         // Seeded: the same seed gives the same manifest, another seed another one.
-        let again = insert_mislabelled(Box::new(dense(2000, 10)), 10, 1000, 7).unwrap();
+        let (_, again) = insert_mislabelled(Box::new(dense(2000, 10)), 10, 1000, 7).unwrap();
         assert_eq!(again.manifest, c.manifest);
-        let other = insert_mislabelled(Box::new(dense(2000, 10)), 10, 1000, 8).unwrap();
+        let (_, other) = insert_mislabelled(Box::new(dense(2000, 10)), 10, 1000, 8).unwrap();
         assert_ne!(other.manifest.included, c.manifest.included);
         // M limits.
         assert!(insert_mislabelled(Box::new(dense(2000, 10)), 10, 1001, 7).is_err());
@@ -520,9 +523,9 @@ mod tests {
         let base = TokenWindowDataset::new((0..41).map(|t| t % 5).collect(), w).unwrap();
         assert_eq!(base.len(), 10);
         let vocab = [10u32, 11, 12];
-        let c = insert_random_windows(Box::new(base.clone()), w, &vocab, 10, 3).unwrap();
+        let (train, c) = insert_random_windows(Box::new(base.clone()), w, &vocab, 10, 3).unwrap();
         let k = c.manifest.n_included();
-        assert_eq!(c.train.len(), 10 + k);
+        assert_eq!(train.len(), 10 + k);
         assert!(k > 0, "10 fair coins all tails: reseed the test");
         let included: Vec<&Vec<u32>> = c
             .manifest
@@ -541,7 +544,7 @@ mod tests {
         assert!(included.iter().all(|t| t.len() == w + 1));
         // A mixed batch, out of order: each column is its example.
         let idx = [10usize, 3, 10 + k - 1, 0];
-        let b = c.train.batch(&idx);
+        let b = train.batch(&idx);
         let Value::Tokens(t) = &b.input else { panic!() };
         for (j, &i) in idx.iter().enumerate() {
             let want: Vec<u32> = if i < 10 {
@@ -572,7 +575,7 @@ mod tests {
         };
         let model = cfg.build().unwrap();
         let params = model.init_params(&mut ChaCha8Rng::seed_from_u64(1));
-        let c = insert_mislabelled(Box::new(dense(40, 10)), 10, 20, 2).unwrap();
+        let (_, c) = insert_mislabelled(Box::new(dense(40, 10)), 10, 20, 2).unwrap();
         let s = c.scores(&model, &params, 7).unwrap();
         assert_eq!(s.len(), 20);
         // One canary at a time gives the same numbers (chunking does not matter).
@@ -592,7 +595,12 @@ mod tests {
             .collect();
         let raw = dense(40, 10).batch(&sources);
         let logits = model
-            .forward(&params, &raw.input, false, &mut ChaCha8Rng::seed_from_u64(0))
+            .forward(
+                &params,
+                &raw.input,
+                false,
+                &mut ChaCha8Rng::seed_from_u64(0),
+            )
             .unwrap();
         for (k, a) in c.manifest.canaries.iter().enumerate() {
             let AuditCanary::Mislabelled { label, .. } = a else {

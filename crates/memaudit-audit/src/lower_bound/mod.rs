@@ -23,11 +23,13 @@
 //! alone at the full significance.
 //!
 //! - [`in_training`]: the white-box Dirac-canary audit a DP-SGD run carries, and its verdict.
+//! - [`black_box`]: the black-box one-run audit (mislabelled / random-window canaries) a run carries.
 //!
 //! A training run calls [`CanaryScores::from_inclusion`] with one score and one inclusion bit per
 //! canary and then [`one_run::one_run_bound`] (or [`lower_bounds`] for every method).
 
 pub mod binomial;
+pub mod black_box;
 pub mod clopper_pearson;
 pub mod error;
 pub mod gdp;
@@ -39,6 +41,7 @@ pub mod thresholds;
 
 use serde::{Deserialize, Serialize};
 
+pub use black_box::{BlackBoxAuditResult, black_box_audit};
 pub use clopper_pearson::{ClopperPearsonBound, clopper_pearson_bound};
 pub use error::{LowerBoundError, Result, ScoreSide};
 pub use gdp::{GdpBound, gdp_bound};

@@ -105,6 +105,13 @@ pub struct CanaryArgs {
     /// Seed of the canaries, their insertion points and the references (default: --seed).
     #[arg(long, value_name = "S")]
     pub canary_seed: Option<u64>,
+    /// Black-box one-run audit (Steinke et al. 2023), apart from the Secret Sharer's canaries: M
+    /// random windows, each included with probability 1/2 (seeded by the canary seed; manifest
+    /// in audit_canaries.json); after training, the one-run lower bound on epsilon from their
+    /// log-likelihoods at the run's delta, next to the accountant's epsilon.
+    #[arg(long, value_name = "M")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_canaries: Option<usize>,
 }
 
 /// How exposure is measured.
@@ -1215,6 +1222,9 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
             )));
         }
     }
+    // Audit canaries join the training windows before N is counted (they are training examples).
+    let (train, n, black_box) =
+        super::audit_canaries::insert_windows(train, job.canary.audit_canaries, &tok, cseed)?;
     let mut valid_tokens = tok.encode(&corpus.valid)?;
     if let Some(m) = data.max_train {
         valid_tokens.truncate(m * w + 1);
@@ -1289,6 +1299,9 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
     tok.save(&rd.file("tokenizer.json"))
         .context("saving the tokenizer")?;
     set.save(&rd.path)?;
+    if let Some(c) = &black_box {
+        super::audit_canaries::save_manifest(&rd, c, Some(&tok), None)?;
+    }
     let mut trainer = Trainer::new(cfg.clone(), n, Some(&rd.checkpoints()), rd.resuming)
         .map_err(|e| user(e.to_string()))?;
     if trainer.noise_is_seeded() {
@@ -1363,7 +1376,7 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
     };
     let prepared = Prepared {
         name: corpus.name.clone(),
-        train: Box::new(train),
+        train,
         valid: Some(Box::new(valid)),
         input: InputShape::Tokens { vocab: tok.len() },
         tokenizer: Some(tok.clone()),
@@ -1446,6 +1459,19 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
         "log2_space": set.tpl.space().log2_size(),
         "by_repetitions": summary,
     });
+    let black_box_audit = match &black_box {
+        Some(c) => Some(super::audit_canaries::audit(
+            &rd,
+            &trainer,
+            c,
+            Some(&tok),
+            job.privacy.delta,
+        )?),
+        None => None,
+    };
+    if let Some(a) = &black_box_audit {
+        run_results["black_box_audit"] = a.json.clone();
+    }
     rd.set("results", run_results)?;
 
     let mut html = outcome.html;
@@ -1463,6 +1489,10 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
         }
     ));
     report_sections(&mut html, "", &set, &a, &log, steps_per_epoch);
+    if let Some(b) = &black_box_audit {
+        html.heading("Black-box audit");
+        html.pre(&b.text);
+    }
     if write_html {
         html.write(&rd.file("report.html"))?;
     }
@@ -1498,6 +1528,9 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
                 + if s.candidates.len() > 5 { ", ..." } else { "" }
         );
     }
+    if let Some(b) = &black_box_audit {
+        text += &format!("\n{}\n", b.text);
+    }
     text += &format!(
         "\nrun folder: {}\nreport: {}",
         rd.path.display(),
@@ -1512,6 +1545,10 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
         "report": rd.file("report.html").display().to_string(),
         "by_repetitions": summary,
     });
+    let mut json = json;
+    if let Some(b) = &black_box_audit {
+        json["black_box_audit"] = b.json.clone();
+    }
     Ok(Outcome {
         report: Report::new(text, json),
         set,

@@ -44,6 +44,12 @@ pub struct Args {
     /// actually added by F while the accountant keeps the stated multiplier (a broken run on purpose).
     #[arg(long, value_name = "F", hide = true)]
     pub fault_noise_scale: Option<f64>,
+    /// Black-box one-run audit (Steinke et al. 2023): M canaries (mislabelled training examples
+    /// for classifiers, random windows for language models), each included with probability 1/2
+    /// (seeded; manifest in audit_canaries.json); after training, the one-run lower bound on
+    /// epsilon from their scores at the run's delta, next to the accountant's epsilon.
+    #[arg(long, value_name = "M")]
+    pub audit_canaries: Option<usize>,
 }
 
 /// Checks of the audit flags before anything is written (the white-box rule is the engine's).
@@ -574,6 +580,10 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     let model = model_cfg
         .build()
         .map_err(|e| user(format!("model flags: {e}")))?;
+    let seed = args.run.seed();
+    // Audit canaries join the training set before N is counted (they are training examples).
+    let (prepared, black_box) =
+        super::audit_canaries::insert_into(prepared, args.audit_canaries, seed)?;
     let n = prepared.train.len();
     if args.run.batch_size == 0 || args.run.batch_size > n {
         return Err(user(format!(
@@ -581,7 +591,6 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
             args.run.batch_size
         )));
     }
-    let seed = args.run.seed();
     let cfg = train_config(
         &args.privacy,
         &args.optim,
@@ -594,6 +603,10 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     )?;
     check_audit_flags(args, &cfg, model.num_params())?;
     let run_cfg = json!({ "train": cfg, "data": args.data, "white_box_canaries": args.white_box_canaries, "fault_noise_scale": args.fault_noise_scale });
+    let mut run_cfg = run_cfg;
+    if let Some(m) = args.audit_canaries {
+        run_cfg["audit_canaries"] = json!(m);
+    }
     let mut rd = RunDir::open(
         &args.run.out,
         "train",
@@ -617,6 +630,9 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         ctx.note(&s.text);
         rd.set("sanity_checks", s.json.clone())?;
     }
+    if let Some(c) = &black_box {
+        super::audit_canaries::save_manifest(&rd, c, prepared.tokenizer.as_ref(), None)?;
+    }
     let mut trainer = Trainer::new(cfg.clone(), n, Some(&rd.checkpoints()), rd.resuming)
         .map_err(|e| user(e.to_string()))?;
     if trainer.noise_is_seeded() {
@@ -633,6 +649,18 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         trainer
             .inject_fault_for_audit_self_test(fault)
             .map_err(|e| user(format!("--fault-noise-scale: {e}")))?;
+    }
+    if let Some(c) = &black_box {
+        return super::audit_canaries::train_and_audit(
+            ctx,
+            &mut rd,
+            &mut trainer,
+            &prepared,
+            n,
+            c,
+            args.privacy.delta,
+            "memaudit train",
+        );
     }
     let outcome = train_with_report(
         ctx,
