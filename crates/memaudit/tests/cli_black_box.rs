@@ -63,7 +63,10 @@ fn the_manifest_is_seeded_about_half_in_and_the_canaries_count_in_n() {
     for c in canaries {
         assert_ne!(c["label"], c["true_label"], "{c}");
         assert!(c["label"].as_u64().unwrap() < 10);
-        assert!(c["score"].as_f64().unwrap() <= 0.0, "a log-probability: {c}");
+        assert!(
+            c["score"].as_f64().unwrap() <= 0.0,
+            "a log-probability: {c}"
+        );
     }
     // The same seed gives the same canaries and inclusions (the scores are the noisy part).
     let strip = |m: &Value| -> Vec<(Value, Value, Value)> {
@@ -71,7 +74,13 @@ fn the_manifest_is_seeded_about_half_in_and_the_canaries_count_in_n() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|c| (c["source_index"].clone(), c["label"].clone(), c["included"].clone()))
+            .map(|c| {
+                (
+                    c["source_index"].clone(),
+                    c["label"].clone(),
+                    c["included"].clone(),
+                )
+            })
             .collect()
     };
     assert_eq!(strip(&ma), strip(&mb));
@@ -107,8 +116,7 @@ fn the_manifest_is_seeded_about_half_in_and_the_canaries_count_in_n() {
         .map(|r| r["method"].as_str().unwrap())
         .collect();
     assert_eq!(methods, ["one-run", "one-run-fdp"]);
-    let run: Value =
-        serde_json::from_slice(&std::fs::read(a.join("run.json")).unwrap()).unwrap();
+    let run: Value = serde_json::from_slice(&std::fs::read(a.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["results"]["black_box_audit"], *bb);
     assert_eq!(run["status"], "completed");
     assert!(jp["black_box_audit"].is_null());
@@ -152,19 +160,24 @@ fn clipping_without_noise_gives_a_clearly_positive_bound() {
         &[
             "--noise-multiplier",
             "0",
+            "--clip",
+            "10",
             "--epochs",
-            "30",
+            "100",
             "--lr",
             "0.5",
+            "--seeded-noise",
             "--audit-canaries",
             "500",
         ],
     )));
     let bb = &j["black_box_audit"];
     assert_eq!(bb["claimed_epsilon"], "inf");
+    assert_eq!(bb["exceeds_claim"], false);
     let b = bb["epsilon_lower_bound"].as_f64().unwrap();
-    // Measured 
-    assert!(b > 1.0, "{bb}");
+    // Measured 2.89 (AUROC 0.97; 150 of 151 guesses right) on this setting; 2 leaves room for
+    // another platform's float sums while staying far above any DP run's black-box bound here.
+    assert!(b > 2.0, "{bb}");
 }
 
 #[test]
@@ -219,10 +232,13 @@ fn language_models_get_random_windows() {
 fn too_many_canaries_are_refused_before_anything_is_written() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("big");
-    let e = one_line_error(&memaudit(&digits(
+    // Without --json, so the error is the one line on stderr.
+    let mut a = digits(
         out.to_str().unwrap(),
         &["--noise-multiplier", "1", "--audit-canaries", "100000"],
-    )));
+    );
+    a.retain(|&s| s != "--json");
+    let e = one_line_error(&memaudit(&a));
     assert!(e.contains("--audit-canaries 100000"), "{e}");
     assert!(e.contains("half"), "{e}");
     assert!(!out.exists());
