@@ -175,7 +175,7 @@ fn clipping_without_noise_gives_a_clearly_positive_bound() {
     assert_eq!(bb["claimed_epsilon"], "inf");
     assert_eq!(bb["exceeds_claim"], false);
     let b = bb["epsilon_lower_bound"].as_f64().unwrap();
-    // Measured 2.89 (AUROC 0.97; 150 of 151 guesses right) on this setting; 2 leaves room for
+    // Measured 2.82 (AUROC 0.96; 143 of 144 guesses right) on this setting; 2 leaves room for
     // another platform's float sums while staying far above any DP run's black-box bound here.
     assert!(b > 2.0, "{bb}");
 }
@@ -256,4 +256,74 @@ fn too_many_canaries_are_refused_before_anything_is_written() {
     ]));
     assert!(e.contains("--audit-canaries 51"), "{e}");
     assert!(!out.exists());
+}
+
+#[test]
+fn the_secret_sharer_carries_the_audit_too() {
+    let d = tempfile::tempdir().unwrap();
+    let (out, plain) = (d.path().join("ss"), d.path().join("plain"));
+    let run = |o: &std::path::Path, extra: &[&str]| {
+        let mut a = vec![
+            "--quiet",
+            "secret-sharer",
+            "--corpus",
+            "embedded",
+            "--canary",
+            "my pin is {digits:3}",
+            "--canaries",
+            "2",
+            "--repetitions",
+            "1,4",
+            "--held-out",
+            "5",
+            "--rnn-hidden",
+            "16",
+            "--rnn-layers",
+            "1",
+            "--embed",
+            "8",
+            "--max-train",
+            "120",
+            "--seq-len",
+            "40",
+            "--batch-size",
+            "16",
+            "--epochs",
+            "1",
+            "--seed",
+            "3",
+            "--noise-multiplier",
+            "1",
+            "--json",
+            "--out",
+            o.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        ok_json(&memaudit(&a))
+    };
+    let j = run(&out, &["--audit-canaries", "60"]);
+    let jp = run(&plain, &[]);
+    let bb = &j["black_box_audit"];
+    assert_eq!(bb["m"], 60);
+    assert_eq!(bb["canary_kind"], "random_window");
+    assert!(bb["epsilon_lower_bound"].as_f64().unwrap() <= j["epsilon"].as_f64().unwrap());
+    assert!(jp["black_box_audit"].is_null());
+    let m = manifest(&out);
+    assert_eq!(m["canaries"].as_array().unwrap().len(), 60);
+    for c in m["canaries"].as_array().unwrap() {
+        assert_eq!(c["tokens"].as_array().unwrap().len(), 41);
+        assert!(c["score"].is_number());
+    }
+    let record = |o: &std::path::Path| -> Value {
+        serde_json::from_slice(&std::fs::read(o.join("run.json")).unwrap()).unwrap()
+    };
+    let (r, rp) = (record(&out), record(&plain));
+    assert_eq!(r["results"]["black_box_audit"], *bb);
+    // N for the accountant: the Secret Sharer's windows plus the included canaries.
+    let n = |r: &Value| {
+        r["results"]["privacy_statement"]["ledger"]["segments"][0]["dataset_size"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(n(&r), n(&rp) + m["included"].as_u64().unwrap());
 }
