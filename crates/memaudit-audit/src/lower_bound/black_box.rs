@@ -12,9 +12,10 @@
 //!   significance: tighter, but it assumes the mechanism's trade-off curve is (at least as private
 //!   as) a Gaussian one, so it never backs the verdict.
 //!
-//! A black-box audit of a DP model sees only the final model, so it is expected to land far below
-//! the claim (Steinke et al. report about 0.1-0.3 of eps in this setting); its use is the
-//! contrast with runs without noise, where it is clearly positive.
+//! A black-box audit sees only the final model, so on a DP run it is expected to land far below
+//! the claim (docs/auditing.md: 0 on every DP run measured there); its use is the contrast with
+//! runs without noise, where it is clearly positive, and as a check that nothing leaks more than
+//! the claim.
 
 use serde::Serialize;
 

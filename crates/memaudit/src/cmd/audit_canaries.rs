@@ -263,7 +263,6 @@ pub fn train_and_audit(
     n: usize,
     canaries: &AuditCanaries,
     delta: f64,
-    title: &str,
 ) -> Result<Report> {
     let outcome = train_with_report_hooks(
         ctx,
@@ -277,7 +276,7 @@ pub fn train_and_audit(
             write_html: false,
             finish_run: false,
         },
-        title,
+        "memaudit train",
     )?;
     ctx.note(format!("scoring {} audit canaries", canaries.manifest.m()));
     let a = audit(rd, trainer, canaries, prepared.tokenizer.as_ref(), delta)?;

@@ -659,7 +659,6 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
             n,
             c,
             args.privacy.delta,
-            "memaudit train",
         );
     }
     let outcome = train_with_report(
