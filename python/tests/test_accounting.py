@@ -77,21 +77,30 @@ def test_readme_figures():
     assert noise["rdp"]["epsilon"] <= 3.0 and noise["pld"]["epsilon"] <= 3.0
 
 
-def same(py, cli_obj, path="$"):
+def same(py, cli_obj, path="$", rel=0.0):
     """The Python result equals the CLI's JSON: same keys where both have them, numbers equal
-    to the last bit (same library code), "inf"/"nan" strings as floats."""
+    to the last bit (same library code), "inf"/"nan" strings as floats.
+
+    PLD epsilons are compared to 1e-10 relative instead: their last bits vary between runs of
+    the same process history (observed once: 4.107618221117917 vs 4.107618221111238, 1.6e-12
+    relative, in a pytest run; the CLI and fresh Python processes agree bit for bit), which
+    points at an order-dependent reduction in the PLD accountant, not at the bindings."""
     if isinstance(cli_obj, dict):
+        if cli_obj.get("accountant") == "pld":
+            rel = 1e-10
         for k, v in cli_obj.items():
             assert k in py, f"{path}.{k} missing from the Python result"
-            same(py[k], v, f"{path}.{k}")
+            same(py[k], v, f"{path}.{k}", rel)
     elif isinstance(cli_obj, list):
         assert len(py) == len(cli_obj), path
         for i, (a, b) in enumerate(zip(py, cli_obj)):
-            same(a, b, f"{path}[{i}]")
+            same(a, b, f"{path}[{i}]", rel)
     elif isinstance(cli_obj, (int, float, str)) and not isinstance(cli_obj, bool):
         b = cli_number(cli_obj) if isinstance(py, float) else cli_obj
         if isinstance(b, float) and math.isnan(b):
             assert math.isnan(py), path
+        elif rel and isinstance(b, float) and math.isfinite(b):
+            assert abs(py - b) <= rel * abs(b), f"{path}: python {py!r} vs cli {cli_obj!r}"
         else:
             assert py == b, f"{path}: python {py!r} vs cli {cli_obj!r}"
     else:
