@@ -187,13 +187,16 @@ fn segment(item: &Bound<'_, PyAny>, k: usize) -> PyResult<(f64, f64, u64)> {
     let (q, sigma, steps): (f64, f64, u64) = if let Ok(d) = item.cast::<PyDict>() {
         crate::errors::check_keys(d, &arg, &["sampling_rate", "noise_multiplier", "steps"])?;
         let get = |key: &str| -> PyResult<Bound<'_, PyAny>> {
-            d.get_item(key)?.ok_or_else(|| {
-                PyValueError::new_err(format!("{arg}: missing key {key:?}"))
-            })
+            d.get_item(key)?
+                .ok_or_else(|| PyValueError::new_err(format!("{arg}: missing key {key:?}")))
         };
         (
-            get("sampling_rate")?.extract().map_err(|e| value_error(&arg, e))?,
-            get("noise_multiplier")?.extract().map_err(|e| value_error(&arg, e))?,
+            get("sampling_rate")?
+                .extract()
+                .map_err(|e| value_error(&arg, e))?,
+            get("noise_multiplier")?
+                .extract()
+                .map_err(|e| value_error(&arg, e))?,
             get("steps")?.extract().map_err(|e| value_error(&arg, e))?,
         )
     } else {
@@ -294,7 +297,11 @@ fn epsilon<'py>(
         epochs,
     };
     let out = PyDict::new(py);
-    let sources = [segments.is_some(), ledger.is_some(), noise_multiplier.is_some() || sampling.given()];
+    let sources = [
+        segments.is_some(),
+        ledger.is_some(),
+        noise_multiplier.is_some() || sampling.given(),
+    ];
     if sources.iter().filter(|s| **s).count() > 1 {
         return Err(PyValueError::new_err(
             "give one of: noise_multiplier with the sampling arguments, segments, or ledger",
@@ -312,7 +319,9 @@ fn epsilon<'py>(
             .map_err(|_| PyTypeError::new_err("segments: expected a list of (q, sigma, steps)"))?
             .collect::<PyResult<_>>()?;
         if items.is_empty() {
-            return Err(PyValueError::new_err("segments: needs at least one segment"));
+            return Err(PyValueError::new_err(
+                "segments: needs at least one segment",
+            ));
         }
         let segs = items
             .iter()

@@ -12,11 +12,11 @@
 //!   non-contiguous float64 arrays are made contiguous: one copy;
 //! - Python lists and other sequences go through `numpy.asarray(x, dtype=float64)`: one copy.
 
+use numpy::ndarray::Dimension;
 use numpy::{
     Element, PyArray, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray, PyUntypedArray,
     PyUntypedArrayMethods,
 };
-use numpy::ndarray::Dimension;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
@@ -122,10 +122,17 @@ fn typed_array<'py, T: Element, D: Dimension>(
     let want = ndim_of::<D>();
     let descr = arr.dtype();
     let kind = descr.kind();
-    let found_dtype = descr.str()?.to_string();
+    // Only an error message needs the dtype's name (formatting it costs microseconds).
+    let found_dtype = || {
+        descr
+            .str()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|_| "?".into())
+    };
     if !convertible_kinds.contains(&kind) {
         return Err(PyTypeError::new_err(format!(
-            "{name}: expected a {shape} array of {dtype}, got dtype {found_dtype} with shape {}",
+            "{name}: expected a {shape} array of {dtype}, got dtype {} with shape {}",
+            found_dtype(),
             shape_text(arr.shape())
         )));
     }
@@ -144,20 +151,19 @@ fn typed_array<'py, T: Element, D: Dimension>(
     } else {
         let np = py.import("numpy")?;
         let converted = np
-            .call_method1(
-                "ascontiguousarray",
-                (&arr, numpy::dtype::<T>(py).as_any()),
-            )
+            .call_method1("ascontiguousarray", (&arr, numpy::dtype::<T>(py).as_any()))
             .map_err(|e| {
                 PyTypeError::new_err(format!(
-                    "{name}: cannot convert dtype {found_dtype} to {dtype}: {e}"
+                    "{name}: cannot convert dtype {} to {dtype}: {e}",
+                    found_dtype()
                 ))
             })?;
         converted.cast::<PyUntypedArray>()?.clone()
     };
     let typed = arr.cast::<PyArray<T, D>>().map_err(|_| {
         PyTypeError::new_err(format!(
-            "{name}: expected a {shape} array of {dtype}, got dtype {found_dtype} with shape {}",
+            "{name}: expected a {shape} array of {dtype}, got dtype {} with shape {}",
+            found_dtype(),
             shape_text(arr.shape())
         ))
     })?;
@@ -197,7 +203,11 @@ pub fn check_values(values: &[f64], name: &str, finite: bool) -> PyResult<()> {
         return Err(PyValueError::new_err(format!(
             "{name}: element {i} is {}; every value must be {}",
             values[i],
-            if finite { "a finite number" } else { "a number (not NaN)" }
+            if finite {
+                "a finite number"
+            } else {
+                "a number (not NaN)"
+            }
         )));
     }
     Ok(())

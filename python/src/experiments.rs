@@ -94,7 +94,10 @@ fn parse_config(obj: &Bound<'_, PyAny>) -> PyResult<(Experiment, Option<PathBuf>
     let path: PathBuf = obj.extract().map_err(|_| {
         PyTypeError::new_err(format!(
             "config: expected a dict or a path to a .toml or .json file, got {}",
-            obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         ))
     })?;
     let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -199,12 +202,11 @@ fn mia_by_attack(
                 None => merged = Some(r),
                 Some(m) => m.attacks.extend(r.attacks),
             },
-            Err(e @ (MiaError::InputMissing { .. } | MiaError::NoShadow { .. })) if all => {
-                skipped.push(SkippedAttack {
+            Err(e @ (MiaError::InputMissing { .. } | MiaError::NoShadow { .. })) if all => skipped
+                .push(SkippedAttack {
                     attack,
                     reason: e.to_string(),
-                })
-            }
+                }),
             Err(e) => return Err(e),
         }
         progress("attacks", i + 1, list.len());
@@ -254,7 +256,9 @@ fn run_experiment<'py>(
                 Some(AttackList::Many(v)) => AttackSelection::parse(&v.join(",")),
             }
             .map_err(|e| value_error("config.attacks", e))?;
-            config.validate().map_err(|e| value_error("config.config", e))?;
+            config
+                .validate()
+                .map_err(|e| value_error("config.config", e))?;
             let path = scores.clone();
             let report = interruptible(py, progress, move |send| {
                 send("read", 0, 1);
@@ -291,10 +295,11 @@ fn run_experiment<'py>(
             let run_cfg = cfg.clone();
             let report = interruptible(py, progress, move |send| {
                 send("read", 0, 2);
-                let a = lower_bound::read_scores(&ins).map_err(|e| value_error("config.in_scores", e))?;
+                let a = lower_bound::read_scores(&ins)
+                    .map_err(|e| value_error("config.in_scores", e))?;
                 send("read", 1, 2);
-                let b =
-                    lower_bound::read_scores(&outs).map_err(|e| value_error("config.out_scores", e))?;
+                let b = lower_bound::read_scores(&outs)
+                    .map_err(|e| value_error("config.out_scores", e))?;
                 send("read", 2, 2);
                 send("lower-bound", 0, 1);
                 let scores = lower_bound::CanaryScores::new(&a, &b, run_cfg.direction)

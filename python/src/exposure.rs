@@ -3,9 +3,7 @@
 //! `memaudit_audit::skewnorm` (the skew-normal extrapolation). Lower log-perplexity = more
 //! likely = higher exposure.
 
-use memaudit_audit::exposure::{
-    exposure_from_rank, interpolation_exposures, ranks_from_scores,
-};
+use memaudit_audit::exposure::{exposure_from_rank, interpolation_exposures, ranks_from_scores};
 use memaudit_audit::skewnorm::fit_skew_normal;
 use numpy::{Ix1, PyArray1};
 use pyo3::prelude::*;
@@ -38,9 +36,15 @@ fn exact_exposure<'py>(
     non_empty(scores, cn, "[|R|]")?;
     check_values(scores, cn, false)?;
     if secrets.is_empty() {
-        return Err(value_error(sn, "empty; give the index of at least one secret in R"));
+        return Err(value_error(
+            sn,
+            "empty; give the index of at least one secret in R",
+        ));
     }
-    if let Some(&s) = secrets.iter().find(|&&s| s < 0 || s as usize >= scores.len()) {
+    if let Some(&s) = secrets
+        .iter()
+        .find(|&&s| s < 0 || s as usize >= scores.len())
+    {
         return Err(value_error(
             sn,
             format!("{s} is not an index into the {} candidates", scores.len()),
@@ -127,12 +131,17 @@ fn extrapolation_exposure<'py>(
 
 /// The maximum-likelihood skew-normal fit (scipy's `skewnorm.fit` procedure).
 #[pyfunction]
-fn skew_normal_fit<'py>(py: Python<'py>, values: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+fn skew_normal_fit<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
     let a = float_array::<Ix1>(values, "values", "[m]")?;
     let v = slice(&a, "values")?;
     non_empty(v, "values", "[m]")?;
     check_values(v, "values", true)?;
-    let fit = compute(py, || fit_skew_normal(v).map_err(|e| value_error("values", e)))?;
+    let fit = compute(py, || {
+        fit_skew_normal(v).map_err(|e| value_error("values", e))
+    })?;
     let d = PyDict::new(py);
     d.set_item("shape", fit.dist.shape)?;
     d.set_item("loc", fit.dist.loc)?;

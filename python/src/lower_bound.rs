@@ -53,7 +53,9 @@ pub fn config(
     if let Some(t) = threshold
         && t.is_nan()
     {
-        return Err(PyValueError::new_err("threshold: must be a number, got NaN"));
+        return Err(PyValueError::new_err(
+            "threshold: must be a number, got NaN",
+        ));
     }
     if let MethodChoice::One(m) = method
         && m.needs_positive_delta()

@@ -4,7 +4,7 @@
 //! (ROC, AUC, TPR at FPR) through `memaudit_audit::mia::metrics`. Scores: higher = member.
 
 use memaudit_audit::mia::{
-    self, AttackSelection, MembershipMetrics, MiaConfig, MiaReport, MetricsConfig, Population,
+    self, AttackSelection, MembershipMetrics, MetricsConfig, MiaConfig, MiaReport, Population,
     ScoreSet, SignalKind, metrics,
 };
 use numpy::{Ix1, Ix2, Ix3, PyArray1, PyUntypedArrayMethods};
@@ -52,7 +52,8 @@ pub fn mia_config(obj: Option<&Bound<'_, PyAny>>, arg: &str) -> PyResult<MiaConf
 /// The default attack configuration, as a dict (what `config=` may change).
 #[pyfunction]
 fn default_mia_config(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    let text = serde_json::to_string(&MiaConfig::default()).map_err(|e| value_error("config", e))?;
+    let text =
+        serde_json::to_string(&MiaConfig::default()).map_err(|e| value_error("config", e))?;
     py.import("json")?.call_method1("loads", (text,))
 }
 
@@ -70,9 +71,7 @@ fn attack_selection(obj: &Bound<'_, PyAny>) -> PyResult<AttackSelection> {
 }
 
 fn shape_mismatch(arg: &str, expected: String, found: &[usize]) -> PyErr {
-    PyValueError::new_err(format!(
-        "{arg}: expected shape {expected}, got {found:?}"
-    ))
+    PyValueError::new_err(format!("{arg}: expected shape {expected}, got {found:?}"))
 }
 
 /// Builds the `ScoreSet` from Python arrays, checking every shape against the others with the
@@ -137,7 +136,11 @@ fn score_set(
     if let Some(ti) = target_in.filter(|o| !o.is_none()) {
         let a = bool_array::<Ix1>(ti, "target_in", "[n]")?;
         if a.shape() != [n] {
-            return Err(shape_mismatch("target_in", format!("[n] = [{n}] (n from target)"), a.shape()));
+            return Err(shape_mismatch(
+                "target_in",
+                format!("[n] = [{n}] (n from target)"),
+                a.shape(),
+            ));
         }
         set = set
             .with_target_in(slice(&a, "target_in")?.to_vec())
@@ -172,11 +175,16 @@ fn score_set(
             if b.shape() != [k, nz, q] {
                 return Err(shape_mismatch(
                     "population_shadow",
-                    format!("[k, n_z, q] = [{k}, {nz}, {q}] (k from shadow, n_z from population_target)"),
+                    format!(
+                        "[k, n_z, q] = [{k}, {nz}, {q}] (k from shadow, n_z from population_target)"
+                    ),
                     b.shape(),
                 ));
             }
-            let (av, bv) = (slice(&a, "population_target")?, slice(&b, "population_shadow")?);
+            let (av, bv) = (
+                slice(&a, "population_target")?,
+                slice(&b, "population_shadow")?,
+            );
             check_values(av, "population_target", true)?;
             check_values(bv, "population_shadow", true)?;
             set = set
@@ -191,7 +199,11 @@ fn score_set(
     if let Some(c) = classes.filter(|o| !o.is_none()) {
         let a = int_array::<Ix1>(c, "classes", "[n]")?;
         if a.shape() != [n] {
-            return Err(shape_mismatch("classes", format!("[n] = [{n}] (n from target)"), a.shape()));
+            return Err(shape_mismatch(
+                "classes",
+                format!("[n] = [{n}] (n from target)"),
+                a.shape(),
+            ));
         }
         set = set
             .with_class(slice(&a, "classes")?.to_vec())
@@ -200,7 +212,11 @@ fn score_set(
     if let Some(tl) = token_logprob.filter(|o| !o.is_none()) {
         let rows = tl
             .try_iter()
-            .map_err(|_| PyTypeError::new_err("token_logprob: expected a list of 1-D float arrays, one per example"))?
+            .map_err(|_| {
+                PyTypeError::new_err(
+                    "token_logprob: expected a list of 1-D float arrays, one per example",
+                )
+            })?
             .enumerate()
             .map(|(i, row)| {
                 let name = format!("token_logprob[{i}]");
@@ -237,7 +253,11 @@ fn score_set(
 }
 
 /// TPR-at-FPR entries as the CLI writes them: {"0.01": tpr}, intervals and skips by FPR.
-fn metrics_into(py: Python<'_>, d: &Bound<'_, PyDict>, m: Option<&MembershipMetrics>) -> PyResult<()> {
+fn metrics_into(
+    py: Python<'_>,
+    d: &Bound<'_, PyDict>,
+    m: Option<&MembershipMetrics>,
+) -> PyResult<()> {
     let tpr = PyDict::new(py);
     let ci = PyDict::new(py);
     let skipped = PyDict::new(py);
@@ -379,11 +399,18 @@ fn scores_and_members<'py>(
     let m = bool_array::<Ix1>(member, "member", "[n]")?;
     let sv = slice(&s, "scores")?;
     if sv.is_empty() {
-        return Err(value_error("scores", "empty; expected one score per example (shape [n])"));
+        return Err(value_error(
+            "scores",
+            "empty; expected one score per example (shape [n])",
+        ));
     }
     check_values(sv, "scores", false)?;
     if m.len() != sv.len() {
-        return Err(shape_mismatch("member", format!("[n] = [{}] (n from scores)", sv.len()), m.shape()));
+        return Err(shape_mismatch(
+            "member",
+            format!("[n] = [{}] (n from scores)", sv.len()),
+            m.shape(),
+        ));
     }
     Ok((s, m))
 }
