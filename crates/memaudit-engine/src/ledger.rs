@@ -126,6 +126,22 @@ pub struct PrivacyLedger {
 }
 
 impl PrivacyLedger {
+    /// The ledger inside a JSON document, wherever memaudit writes one: the ledger itself, a
+    /// checkpoint sidecar (`trainer.ledger`), `train --json` (`privacy_statement.ledger`) or a
+    /// run.json (`results.privacy_statement.ledger`). None when none of these holds an object
+    /// with "segments"; an error when the one found does not parse.
+    pub fn find_in_json(v: &serde_json::Value) -> Option<serde_json::Result<Self>> {
+        [
+            v,
+            &v["trainer"]["ledger"],
+            &v["privacy_statement"]["ledger"],
+            &v["results"]["privacy_statement"]["ledger"],
+        ]
+        .into_iter()
+        .find(|c| c.get("segments").is_some())
+        .map(|found| serde_json::from_value(found.clone()))
+    }
+
     pub fn new(delta: f64, accountant: AccountantKind) -> Self {
         Self {
             delta,

@@ -260,21 +260,13 @@ fn read_ledger(path: &std::path::Path) -> anyhow::Result<PrivacyLedger> {
         .map_err(|e| user(format!("--ledger {}: {e}", path.display())))?;
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| user(format!("--ledger {}: not JSON: {e}", path.display())))?;
-    let found = [
-        &v,
-        &v["trainer"]["ledger"],
-        &v["privacy_statement"]["ledger"],
-        &v["results"]["privacy_statement"]["ledger"],
-    ]
-    .into_iter()
-    .find(|c| c.get("segments").is_some())
-    .ok_or_else(|| {
-        user(format!(
-            "--ledger {}: no privacy ledger (an object with \"segments\") in this file",
-            path.display()
-        ))
-    })?;
-    serde_json::from_value(found.clone())
+    PrivacyLedger::find_in_json(&v)
+        .ok_or_else(|| {
+            user(format!(
+                "--ledger {}: no privacy ledger (an object with \"segments\") in this file",
+                path.display()
+            ))
+        })?
         .map_err(|e| user(format!("--ledger {}: {e}", path.display())))
 }
 
