@@ -15,8 +15,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use memaudit_audit::dynamics::{
-    self, CsrTracking, DynamicsError, EpochRecord, LassConfig, NoiseKind, Regularizer,
-    SensitivityConfig, SweepPoint, Tracking, TrainSpec,
+    self, CsrTracking, DynamicsError, EpochRecord, LassConfig, NoiseKind, Regularizer, SweepPoint,
+    Tracking, TrainSpec,
 };
 use memaudit_engine::ModelConfig;
 use memaudit_engine::datasets::DenseDataset;
@@ -24,9 +24,15 @@ use memaudit_engine::layers::ActivationKind;
 use rand::SeedableRng;
 use serde_json::{Value, json};
 
+use memaudit_experiments::data::{ImageSource, Images};
+use memaudit_experiments::dynamics::MlpSettings;
+use memaudit_experiments::dynamics::easy_hard::{self, EasyHardConfig};
+use memaudit_experiments::dynamics::sensitivity::{self, LossSensitivityConfig};
+use memaudit_experiments::optim::OptimSettings;
+
 use super::args::OptimArgs;
+use super::experiment::{self, CliObserver, ConfigFlags, Resolved};
 use crate::Ctx;
-use crate::datasets::DataArgs;
 use crate::error::user;
 use crate::output::{Report, fmt_f64, num, opt_num};
 use crate::progress::Progress;
@@ -226,10 +232,12 @@ pub struct EasyHardArgs {
     #[command(flatten)]
     pub run: RunFlags,
     /// Independent one-epoch runs (the paper: 100).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = EasyHardConfig::default().runs)]
     pub runs: usize,
     #[arg(long, default_value = "real,randx,randy", value_delimiter = ',')]
     pub kinds: Vec<String>,
+    #[command(flatten)]
+    pub config: ConfigFlags,
 }
 
 #[derive(clap::Args, Debug)]
@@ -279,6 +287,8 @@ pub struct SensitivityArgs {
     pub out: PathBuf,
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub config: ConfigFlags,
 }
 
 #[derive(clap::Args, Debug)]
@@ -367,61 +377,30 @@ fn kinds(list: &[String], flag: &str) -> Result<Vec<NoiseKind>> {
         .collect()
 }
 
-/// Loaded images: flat training and validation sets in [0, 1].
-struct Images {
-    name: String,
-    train: DenseDataset,
-    valid: DenseDataset,
-    classes: usize,
-    height: usize,
-    width: usize,
-    channels: usize,
-}
-
 fn flat(mut d: DenseDataset) -> DenseDataset {
     d.example_shape = vec![d.per_example()];
     d
 }
 
+/// Loaded images (flat training rows; the first `valid_size` test images as `test`), through
+/// the experiments library, with its errors naming the flags.
 fn load_images(
     data: &str,
     data_dir: &Option<PathBuf>,
     max_train: usize,
     valid_size: usize,
 ) -> Result<Images> {
-    if !["mnist", "fashion-mnist", "digits"].contains(&data) {
-        return Err(user(format!(
-            "--data {data}: dynamics needs an image dataset (mnist, fashion-mnist or digits)"
-        )));
-    }
-    if max_train < 2 {
-        return Err(user(format!("--max-train {max_train}: must be at least 2")));
-    }
-    if valid_size == 0 {
-        return Err(user("--valid-size must be at least 1"));
-    }
-    let da = DataArgs {
+    let source = ImageSource {
         data: data.to_string(),
         data_dir: data_dir.clone(),
-        level: "char".into(),
-        seq_len: 50,
-        valid_fraction: 0.1,
         max_train: Some(max_train),
-        vocab_size: 10_000,
-        standardize: false,
+        valid_size,
     };
-    let img = da.images()?;
-    let n_valid = valid_size.min(img.test.labels.len());
-    let valid = img.test.subset(&(0..n_valid).collect::<Vec<_>>());
-    Ok(Images {
-        name: data.to_string(),
-        train: flat(img.train),
-        valid: flat(valid),
-        classes: img.classes,
-        height: img.height,
-        width: img.width,
-        channels: img.channels,
-    })
+    let no_file = ConfigFlags::default();
+    source
+        .validate("images")
+        .and_then(|()| source.load_flat("images", max_train))
+        .map_err(|e| experiment::cli_error(e, &no_file))
 }
 
 impl MlpArgs {
@@ -560,8 +539,8 @@ fn curves(a: &CurvesArgs, ctx: &Ctx) -> Result<Report> {
     let model = a.mlp.config(img.train.per_example(), img.classes)?;
     let base = spec(model.clone(), &a.optim, &a.run, n)?;
     let csr_data = img
-        .valid
-        .subset(&(0..a.csr_size.min(img.valid.labels.len())).collect::<Vec<_>>());
+        .test
+        .subset(&(0..a.csr_size.min(img.test.labels.len())).collect::<Vec<_>>());
     let config = json!({ "experiment": "curves", "data": a.data, "mlp": a.mlp, "optim": a.optim, "run": a.run, "lass": lass,
         "noise": noise, "fractions": a.fractions, "csr_every": a.csr_every, "csr_size": csr_data.labels.len(), "train_spec": base });
     let rd = open_run(&a.run, "dynamics curves", &config)?;
@@ -593,7 +572,7 @@ fn curves(a: &CurvesArgs, ctx: &Ctx) -> Result<Report> {
     for &f in &a.fractions {
         let c = dynamics::corrupt(&img.train, img.classes, noise, f, a.run.seed).map_err(lib)?;
         let tracking = Tracking {
-            valid: Some(&img.valid),
+            valid: Some(&img.test),
             noisy: Some(&c.mask),
             csr: (a.csr_every > 0).then(|| CsrTracking {
                 data: &csr_data,
@@ -742,7 +721,7 @@ fn curves(a: &CurvesArgs, ctx: &Ctx) -> Result<Report> {
     html.heading("Configuration");
     html.pre(&serde_json::to_string_pretty(&config)?);
     let results = json!({ "experiment": "curves", "run": rd.path.display().to_string(), "data": img.name, "train_examples": n,
-        "valid_examples": img.valid.labels.len(), "noise": noise, "model": model, "runs": summary });
+        "valid_examples": img.test.labels.len(), "noise": noise, "model": model, "runs": summary });
     let mut text = format!(
         "dynamics curves: {} on {} ({n} training examples), MLP {:?}\n",
         noise.name(),
@@ -894,7 +873,7 @@ fn capacity(a: &CapacityArgs, ctx: &Ctx) -> Result<Report> {
         };
         let s = spec(model, &a.optim, &a.run, n)?;
         let tracking = Tracking {
-            valid: Some(&img.valid),
+            valid: Some(&img.test),
             stop_at_train_accuracy: Some(a.fit_threshold),
             ..Default::default()
         };
@@ -1035,73 +1014,83 @@ fn capacity(a: &CapacityArgs, ctx: &Ctx) -> Result<Report> {
 // ---------------------------------------------------------------------------------------------
 // easy-hard
 
+/// The library's settings from the flags (the defaults agree: see the tests below).
+fn optim_settings(o: &OptimArgs) -> OptimSettings {
+    OptimSettings {
+        optimizer: o.optimizer.clone(),
+        lr: o.lr,
+        momentum: o.momentum,
+        nesterov: o.nesterov,
+        weight_decay: o.weight_decay,
+        schedule: o.schedule.clone(),
+        step_every: o.step_every,
+        gamma: o.gamma,
+    }
+}
+
+impl ImageArgs {
+    fn source(&self) -> ImageSource {
+        ImageSource {
+            data: self.data.clone(),
+            data_dir: self.data_dir.clone(),
+            max_train: self.max_train,
+            valid_size: self.valid_size,
+        }
+    }
+}
+
+impl MlpArgs {
+    fn settings(&self) -> MlpSettings {
+        MlpSettings {
+            hidden: self.hidden.clone(),
+            activation: self.activation.clone(),
+            dropout: self.dropout,
+            input_dropout: self.input_dropout,
+        }
+    }
+}
+
+fn easy_hard_config(a: &EasyHardArgs) -> EasyHardConfig {
+    EasyHardConfig {
+        images: a.data.source(),
+        mlp: a.mlp.settings(),
+        optim: optim_settings(&a.optim),
+        batch_size: a.run.batch_size,
+        seed: a.run.seed,
+        runs: a.runs,
+        kinds: a.kinds.clone(),
+    }
+}
+
 fn easy_hard(a: &EasyHardArgs, ctx: &Ctx) -> Result<Report> {
-    let kinds = kinds(&a.kinds, "--kinds")?;
-    if a.runs < 2 {
-        return Err(user(format!(
-            "--runs {}: need at least 2 (the paper: 100)",
-            a.runs
-        )));
-    }
-    let img = load_images(
-        &a.data.data,
-        &a.data.data_dir,
-        a.data.max_train.unwrap_or(5000),
-        a.data.valid_size,
-    )?;
-    let n = img.train.labels.len();
-    let model = a.mlp.config(img.train.per_example(), img.classes)?;
-    let base = spec(
-        model.clone(),
-        &a.optim,
-        &RunFlags {
-            epochs: 1,
-            ..a.run.clone()
-        },
-        n,
-    )?;
-    let config = json!({ "experiment": "easy-hard", "data": a.data, "mlp": a.mlp, "optim": a.optim, "run": a.run, "runs": a.runs, "kinds": kinds, "train_spec": base });
-    let rd = open_run(&a.run, "dynamics easy-hard", &config)?;
-    let mut progress = Progress::new(
-        "easy-hard",
-        (kinds.len() * a.runs) as u64,
-        ctx.quiet || ctx.json,
-    );
-    let mut outs = Vec::new();
-    for (ki, &k) in kinds.iter().enumerate() {
-        let c = dynamics::corrupt(
-            &img.train,
-            img.classes,
-            k,
-            if k == NoiseKind::Real { 0.0 } else { 1.0 },
-            a.run.seed,
-        )
-        .map_err(lib)?;
-        let started = std::time::Instant::now();
-        let r = dynamics::easy_hard(&base, &c.data, a.runs, a.run.seed, &mut |done| {
-            progress.set((ki * a.runs + done) as u64, k.name());
-            Ok(())
-        })
-        .map_err(lib)?;
-        progress.line(&format!(
-            "{}: mean accuracy {}, variance / binomial {}",
-            k.name(),
-            fmt_f64(r.mean_accuracy),
-            fmt_f64(r.dispersion.ratio)
-        ));
-        outs.push((k, r, started.elapsed().as_secs_f64()));
-    }
-    progress.finish();
+    let cfg = match experiment::resolve(&a.config, easy_hard_config(a), ctx)? {
+        Resolved::Run(cfg) => cfg,
+        Resolved::Printed(report) => return Ok(report),
+    };
+    let job = easy_hard::prepare(&cfg).map_err(|e| experiment::cli_error(e, &a.config))?;
+    let run = RunFlags {
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
+        ..a.run.clone()
+    };
+    let config = json!({ "experiment": "easy-hard", "config": cfg, "train_spec": job.spec });
+    let rd = open_run(&run, "dynamics easy-hard", &config)?;
+    let mut observer = CliObserver::new("easy-hard", ctx);
+    let r = job
+        .run(&mut observer)
+        .map_err(|e| experiment::cli_error(e, &a.config))?;
+    observer.finish();
+    let n = r.train_examples;
     // Per-example rates.
     let mut csv = String::from("example");
-    for (k, _, _) in &outs {
-        let _ = write!(csv, ",{}", k.name());
+    for k in &r.kinds {
+        let _ = write!(csv, ",{}", k.kind.name());
     }
     csv.push('\n');
     for i in 0..n {
         let _ = write!(csv, "{i}");
-        for (_, r, _) in &outs {
-            let _ = write!(csv, ",{}", r.misclassification[i]);
+        for k in &r.kinds {
+            let _ = write!(csv, ",{}", k.misclassification[i]);
         }
         csv.push('\n');
     }
@@ -1117,36 +1106,44 @@ fn easy_hard(a: &EasyHardArgs, ctx: &Ctx) -> Result<Report> {
         "always wrong (binomial expects)",
         "seconds",
     ];
-    let rows: Vec<Vec<String>> = outs
+    let rows: Vec<Vec<String>> = r
+        .kinds
         .iter()
-        .map(|(k, r, s)| {
-            let d = &r.dispersion;
+        .map(|k| {
+            let d = &k.dispersion;
             vec![
-                k.name().into(),
-                fmt_f64(r.mean_accuracy),
-                fmt_f64(d.variance),
-                fmt_f64(d.binomial_variance),
-                fmt_f64(d.ratio),
-                fmt_f64(r.within_class_ratio),
-                format!("{} ({:.1})", d.at_one, d.binomial_expected_at_one),
-                format!("{} ({:.1})", d.at_zero, d.binomial_expected_at_zero),
-                format!("{s:.1}"),
+                k.kind.name().into(),
+                fmt_f64(k.mean_accuracy.0),
+                fmt_f64(d.variance.0),
+                fmt_f64(d.binomial_variance.0),
+                fmt_f64(d.ratio.0),
+                fmt_f64(k.within_class_ratio.0),
+                format!(
+                    "{} ({:.1})",
+                    d.always_right, d.binomial_expected_always_right.0
+                ),
+                format!(
+                    "{} ({:.1})",
+                    d.always_wrong, d.binomial_expected_always_wrong.0
+                ),
+                format!("{:.1}", k.seconds),
             ]
         })
         .collect();
     let mut html = report::Report::new(&format!(
         "memaudit dynamics easy-hard: {} one-epoch runs on {} ({} examples)",
-        a.runs, img.name, n
+        r.runs, r.data, n
     ));
     html.para("Arpit et al. §3.1 (Fig. 1): on real data some examples are consistently learned after one epoch and others consistently missed (per-example rates spread far beyond identical coins: ratio >> 1); on randX every example is equally hard and the rates look like Binomial(runs, p) / runs (ratio near 1); randY lies in between. A network that can only learn the label prior (randX) predicts the frequent classes, which makes correctness depend on the label alone; the within-class ratio removes that (variance around each class's mean over the class-wise binomial variance). 'Always right/wrong' counts examples correct/wrong in every run, with what identical Binomial coins would give.");
     html.table(&headers, &rows);
-    let sorted: Vec<Series> = outs
+    let sorted: Vec<Series> = r
+        .kinds
         .iter()
-        .map(|(k, r, _)| {
-            let mut v = r.misclassification.clone();
+        .map(|k| {
+            let mut v = k.misclassification.clone();
             v.sort_by(|x, y| x.total_cmp(y));
             Series::line(
-                k.name(),
+                k.kind.name(),
                 v.iter()
                     .enumerate()
                     .map(|(i, &m)| (i as f64 / n as f64, m))
@@ -1160,164 +1157,102 @@ fn easy_hard(a: &EasyHardArgs, ctx: &Ctx) -> Result<Report> {
         "misclassification rate",
         &sorted,
     ));
-    for (k, r, _) in &outs {
+    for k in &r.kinds {
         html.svg(&histogram(
-            &format!("{}: per-example misclassification rate", k.name()),
+            &format!("{}: per-example misclassification rate", k.kind.name()),
             "misclassification rate",
-            &r.misclassification,
-            a.runs.min(50),
+            &k.misclassification,
+            r.runs.min(50),
             None,
             &[],
         ));
     }
     html.heading("Configuration");
     html.pre(&serde_json::to_string_pretty(&config)?);
-    let results = json!({ "experiment": "easy-hard", "run": rd.path.display().to_string(), "data": img.name, "train_examples": n, "runs": a.runs,
-        "kinds": outs.iter().map(|(k, r, s)| json!({ "kind": k, "mean_accuracy": num(r.mean_accuracy), "dispersion": {
-            "mean_correct_rate": num(r.dispersion.mean), "variance": num(r.dispersion.variance), "binomial_variance": num(r.dispersion.binomial_variance),
-            "ratio": num(r.dispersion.ratio), "always_right": r.dispersion.at_one, "always_wrong": r.dispersion.at_zero,
-            "binomial_expected_always_right": num(r.dispersion.binomial_expected_at_one), "binomial_expected_always_wrong": num(r.dispersion.binomial_expected_at_zero) },
-            "within_class_ratio": num(r.within_class_ratio), "class_correct": r.class_correct.iter().map(|&v| num(v)).collect::<Vec<_>>(),
-            "seconds": s })).collect::<Vec<_>>() });
     let text = format!(
         "dynamics easy-hard: {} one-epoch runs on {} ({n} examples)\n{}\n\nper-example rates: {}",
-        a.runs,
-        img.name,
+        r.runs,
+        r.data,
         table_text(&headers, &rows),
         rd.file("misclassification.csv").display()
     );
+    finish_typed(rd, html, &r, text)
+}
+
+/// [`finish`] for a typed result: `--json` is the result serialised, with the run folder.
+fn finish_typed<T: serde::Serialize>(
+    rd: RunDir,
+    html: report::Report,
+    result: &T,
+    text: String,
+) -> Result<Report> {
+    #[derive(serde::Serialize)]
+    struct WithRun<'a, T> {
+        #[serde(flatten)]
+        result: &'a T,
+        run: String,
+    }
+    let results = serde_json::to_value(WithRun {
+        result,
+        run: rd.path.display().to_string(),
+    })?;
     finish(rd, html, results, text)
 }
 
 // ---------------------------------------------------------------------------------------------
 // sensitivity
 
-fn sensitivity(a: &SensitivityArgs, ctx: &Ctx) -> Result<Report> {
-    let act = activation(&a.activation)?;
-    if a.examples < 2 {
-        return Err(user("--examples must be at least 2"));
-    }
-    let variants: Vec<String> = a.variants.iter().map(|v| v.to_ascii_lowercase()).collect();
-    if variants.is_empty() {
-        return Err(user(
-            "--variants: give at least one of real, randx, randy, unique, unique-randx",
-        ));
-    }
-    if let Some(v) = variants
-        .iter()
-        .find(|v| !["real", "randx", "randy", "unique", "unique-randx"].contains(&v.as_str()))
-    {
-        return Err(user(format!(
-            "--variants {v}: use real, randx, randy, unique or unique-randx"
-        )));
-    }
-    if a.hidden.is_empty() || a.hidden.contains(&0) {
-        return Err(user("--hidden: give non-zero layer sizes, e.g. 16,16"));
-    }
-    let img = load_images(&a.data, &a.data_dir, a.examples, 1)?;
-    if img.channels != 1 {
-        return Err(user("--data: sensitivity expects one-channel images"));
-    }
-    let factor = a.downscale.unwrap_or(if img.height == 28 { 2 } else { 1 });
-    // Factor 0 goes to `downscale` too, which refuses it (it used to reach a division by zero).
-    let data = if factor != 1 {
-        dynamics::downscale(&img.train, img.height, img.width, factor)
-            .map_err(|e| user(format!("--downscale: {e}")))?
-    } else {
-        img.train.clone()
-    };
-    let n = data.labels.len();
-    let cfg = SensitivityConfig {
+fn sensitivity_config(a: &SensitivityArgs) -> LossSensitivityConfig {
+    LossSensitivityConfig {
+        data: a.data.clone(),
+        data_dir: a.data_dir.clone(),
+        examples: a.examples,
+        downscale: a.downscale,
         hidden: a.hidden.clone(),
-        activation: act,
+        activation: a.activation.clone(),
         lr: a.lr,
         batch_size: a.batch_size,
         epochs: a.epochs,
-        seed: a.seed,
         every: a.every,
         include_direct: a.include_direct,
-    };
-    let config = json!({ "experiment": "sensitivity", "data": a.data, "examples": n, "downscale": factor, "side": img.height / factor, "variants": variants, "sensitivity": cfg });
-    let run = RunFlags {
-        epochs: a.epochs,
-        batch_size: a.batch_size,
+        variants: a.variants.clone(),
         seed: a.seed,
+    }
+}
+
+fn sensitivity(a: &SensitivityArgs, ctx: &Ctx) -> Result<Report> {
+    let cfg = match experiment::resolve(&a.config, sensitivity_config(a), ctx)? {
+        Resolved::Run(cfg) => cfg,
+        Resolved::Printed(report) => return Ok(report),
+    };
+    let job = sensitivity::prepare(&cfg).map_err(|e| experiment::cli_error(e, &a.config))?;
+    let config = json!({ "experiment": "sensitivity", "config": cfg, "examples": job.data.labels.len(), "downscale": job.downscale, "side": job.side });
+    let run = RunFlags {
+        epochs: cfg.epochs,
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
         out: a.out.clone(),
         force: a.force,
     };
     let rd = open_run(&run, "dynamics sensitivity", &config)?;
-    let metrics = MetricsCsv::open(
-        &rd.file("metrics.csv"),
-        &[
-            "variant",
-            "step",
-            "epoch",
-            "gini_unrolled",
-            "gini_direct",
-            "mean_unrolled",
-            "mean_direct",
-            "train_accuracy",
-        ],
-        false,
-    )?;
-    let progress = Progress::new("sensitivity", variants.len() as u64, ctx.quiet || ctx.json);
-    let mut outs = Vec::new();
-    for (vi, v) in variants.iter().enumerate() {
-        let (d, classes) = match v.as_str() {
-            "real" => (data.clone(), img.classes),
-            "randx" => (
-                dynamics::corrupt(&data, img.classes, NoiseKind::RandX, 1.0, a.seed)
-                    .map_err(lib)?
-                    .data,
-                img.classes,
-            ),
-            "randy" => (
-                dynamics::corrupt(&data, img.classes, NoiseKind::RandY, 1.0, a.seed)
-                    .map_err(lib)?
-                    .data,
-                img.classes,
-            ),
-            "unique" => (dynamics::unique_class_labels(&data), n),
-            "unique-randx" => (
-                dynamics::unique_class_labels(
-                    &dynamics::corrupt(&data, img.classes, NoiseKind::RandX, 1.0, a.seed)
-                        .map_err(lib)?
-                        .data,
-                ),
-                n,
-            ),
-            other => {
-                return Err(user(format!(
-                    "--variants {other}: use real, randx, randy, unique or unique-randx"
-                )));
-            }
-        };
-        let started = std::time::Instant::now();
-        let r = dynamics::loss_sensitivity(&d, classes, &cfg)
-            .map_err(|e| user(format!("sensitivity ({v}): {e}")))?;
-        let secs = started.elapsed().as_secs_f64();
-        for p in &r.points {
-            let _ = metrics.append(&[
-                Some(vi as f64),
-                Some(p.step as f64),
-                Some(p.epoch),
-                Some(p.gini_unrolled),
-                Some(p.gini_direct),
-                Some(p.mean_unrolled),
-                Some(p.mean_direct),
-                Some(p.train_accuracy),
-            ]);
-        }
-        let last = r.points.last();
-        progress.line(&format!(
-            "{v}: Gini (unrolled) {}, Gini (direct) {}, train accuracy {} ({secs:.1}s)",
-            opt(last.map(|p| p.gini_unrolled)),
-            opt(last.map(|p| p.gini_direct)),
-            opt(last.map(|p| p.train_accuracy))
-        ));
-        outs.push((v.clone(), r, secs));
-    }
-    progress.finish();
+    let mut columns = vec!["variant", "step", "epoch"];
+    columns.extend(sensitivity::METRICS_COLUMNS);
+    let metrics = MetricsCsv::open(&rd.file("metrics.csv"), &columns, false)?;
+    let variants = job.variants.clone();
+    let mut observer = CliObserver::new("sensitivity", ctx).with_metrics(|row| {
+        let vi = variants.iter().position(|v| *v == row.stage);
+        let mut values = vec![
+            vi.map(|i| i as f64),
+            row.step.map(|s| s as f64),
+            Some(row.epoch),
+        ];
+        values.extend(row.values.iter().map(|(_, v)| *v));
+        let _ = metrics.append(&values);
+    });
+    let r = job
+        .run(&mut observer)
+        .map_err(|e| experiment::cli_error(e, &a.config))?;
+    drop(observer);
     let headers = [
         "variant",
         "Gini of unrolled loss-sensitivity (final)",
@@ -1328,71 +1263,71 @@ fn sensitivity(a: &SensitivityArgs, ctx: &Ctx) -> Result<Report> {
         "parameters",
         "seconds",
     ];
-    let rows: Vec<Vec<String>> = outs
+    let opt_num = |x: Option<memaudit_experiments::Num>| opt(x.map(|v| v.0));
+    let rows: Vec<Vec<String>> = r
+        .variants
         .iter()
-        .map(|(v, r, s)| {
-            let last = r.points.last();
-            let mean_g = r.points.iter().map(|p| p.gini_unrolled).sum::<f64>()
-                / r.points.len().max(1) as f64;
+        .map(|v| {
+            let last = v.points.last();
             vec![
-                v.clone(),
-                opt(last.map(|p| p.gini_unrolled)),
-                fmt_f64(mean_g),
-                opt(last.map(|p| p.gini_direct)),
-                opt(last.map(|p| p.train_accuracy)),
-                r.steps.to_string(),
-                r.parameters.to_string(),
-                format!("{s:.1}"),
+                v.variant.clone(),
+                opt_num(v.gini_unrolled_final),
+                fmt_f64(v.mean_gini_unrolled),
+                opt_num(v.gini_direct_final),
+                opt_num(last.map(|p| p.train_accuracy)),
+                v.steps.to_string(),
+                v.parameters.to_string(),
+                format!("{:.1}", v.seconds),
             ]
         })
         .collect();
-    let side = img.height / factor;
+    let (n, side) = (r.examples, r.side);
     let mut html = report::Report::new(&format!(
         "memaudit dynamics sensitivity: MLP {:?} on {n} {} digits at {side}x{side}",
-        a.hidden, img.name
+        cfg.hidden, r.data
     ));
     html.para("Arpit et al. §3.2 (Fig. 3): loss-sensitivity g_x^t = ||∂L_t/∂x||₁, the gradient of the loss after t SGD steps w.r.t. a training input, back-propagated through the unrolled steps; ḡ_x averages it over the measured steps. Its Gini coefficient over examples should be higher for real data (a few examples dominate) than for random data. The 'direct input gradient' is the cheaper estimate ||∇_x ℓ(θ_t; x)||₁ (no unrolling), shown for comparison, not as a replacement.");
     html.table(&headers, &rows);
-    let pts = |f: &dyn Fn(&dynamics::SensitivityPoint) -> f64| -> Vec<Series> {
-        outs.iter()
-            .map(|(v, r, _)| Series::line(v, r.points.iter().map(|p| (p.epoch, f(p))).collect()))
+    let pts = |f: &dyn Fn(&sensitivity::PointOut) -> f64| -> Vec<Series> {
+        r.variants
+            .iter()
+            .map(|v| {
+                Series::line(
+                    &v.variant,
+                    v.points.iter().map(|p| (p.epoch.0, f(p))).collect(),
+                )
+            })
             .collect()
     };
     html.svg(&chart(
         "Gini coefficient of unrolled loss-sensitivity ḡ_x",
         "epoch",
         "Gini",
-        &pts(&|p| p.gini_unrolled),
+        &pts(&|p| p.gini_unrolled.0),
     ));
     html.svg(&chart(
         "Gini coefficient of the direct input-gradient norm (cheap estimate)",
         "epoch",
         "Gini",
-        &pts(&|p| p.gini_direct),
+        &pts(&|p| p.gini_direct.0),
     ));
     html.svg(&chart(
         "Training accuracy",
         "epoch",
         "accuracy",
-        &pts(&|p| p.train_accuracy),
+        &pts(&|p| p.train_accuracy.0),
     ));
     html.heading("Configuration");
     html.pre(&serde_json::to_string_pretty(&config)?);
-    let results = json!({ "experiment": "sensitivity", "run": rd.path.display().to_string(), "data": img.name, "examples": n, "side": side,
-        "variants": outs.iter().map(|(v, r, s)| json!({ "variant": v, "steps": r.steps, "parameters": r.parameters, "seconds": s,
-            "gini_unrolled_final": r.points.last().map(|p| num(p.gini_unrolled)),
-            "gini_direct_final": r.points.last().map(|p| num(p.gini_direct)),
-            "points": r.points.iter().map(|p| json!({ "step": p.step, "epoch": num(p.epoch), "gini_unrolled": num(p.gini_unrolled),
-                "gini_direct": num(p.gini_direct), "train_accuracy": num(p.train_accuracy) })).collect::<Vec<_>>() })).collect::<Vec<_>>() });
     let text = format!(
         "dynamics sensitivity: MLP {:?} on {n} {} images at {side}x{side}, {} epochs of plain SGD (lr {})\n{}",
-        a.hidden,
-        img.name,
-        a.epochs,
-        a.lr,
+        cfg.hidden,
+        r.data,
+        cfg.epochs,
+        cfg.lr,
         table_text(&headers, &rows)
     );
-    finish(rd, html, results, text)
+    finish_typed(rd, html, &r, text)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1597,7 +1532,7 @@ fn regularizers(a: &RegularizersArgs, ctx: &Ctx) -> Result<Report> {
             &lass,
             &img.train,
             &randy,
-            &img.valid,
+            &img.test,
             &mut |which, r| {
                 done += 1;
                 progress.set(
