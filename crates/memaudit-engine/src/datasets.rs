@@ -81,11 +81,9 @@ impl Dataset for SparseDataset {
         self.labels.len()
     }
     fn batch(&self, idx: &[usize]) -> Batch {
-        let Value::Sparse(s) = Value::Sparse(self.rows.clone()).select(idx) else {
-            unreachable!()
-        };
+        // Only the selected rows are copied (this used to clone the whole matrix per batch).
         Batch {
-            input: Value::Sparse(s),
+            input: Value::Sparse(self.rows.select(idx)),
             targets: idx.iter().map(|&i| self.labels[i]).collect(),
             mask: None,
         }

@@ -45,6 +45,28 @@ impl SparseInput {
         let (s, e) = (self.row_ptr[i], self.row_ptr[i + 1]);
         (&self.indices[s..e], &self.values[s..e])
     }
+
+    /// The rows `idx` (in that order) as a new matrix; copies only those rows.
+    pub fn select(&self, idx: &[usize]) -> SparseInput {
+        let nnz: usize = idx
+            .iter()
+            .map(|&i| self.row_ptr[i + 1] - self.row_ptr[i])
+            .sum();
+        let mut out = SparseInput {
+            dim: self.dim,
+            row_ptr: Vec::with_capacity(idx.len() + 1),
+            indices: Vec::with_capacity(nnz),
+            values: Vec::with_capacity(nnz),
+        };
+        out.row_ptr.push(0);
+        for &i in idx {
+            let (ix, v) = self.row(i);
+            out.indices.extend_from_slice(ix);
+            out.values.extend_from_slice(v);
+            out.row_ptr.push(out.indices.len());
+        }
+        out
+    }
 }
 
 /// What flows into a layer.
@@ -94,21 +116,7 @@ impl Value {
                     ids,
                 })
             }
-            Value::Sparse(s) => {
-                let mut out = SparseInput {
-                    dim: s.dim,
-                    row_ptr: vec![0],
-                    indices: vec![],
-                    values: vec![],
-                };
-                for &i in idx {
-                    let (ix, v) = s.row(i);
-                    out.indices.extend_from_slice(ix);
-                    out.values.extend_from_slice(v);
-                    out.row_ptr.push(out.indices.len());
-                }
-                Value::Sparse(out)
-            }
+            Value::Sparse(s) => Value::Sparse(s.select(idx)),
         }
     }
 }

@@ -202,6 +202,7 @@ fn main() {
     });
     let parsed = command
         .try_get_matches()
+        .inspect(cmd::experiment::remember)
         .and_then(|m| Cli::from_arg_matches(&m));
     let cli = match parsed {
         Ok(cli) => cli,

@@ -13,6 +13,7 @@ pub mod dp_sweep;
 pub mod dynamics;
 pub mod epsilon;
 pub mod eval;
+pub mod experiment;
 pub mod export;
 pub mod exposure;
 pub mod extract;

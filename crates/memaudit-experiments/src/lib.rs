@@ -1,0 +1,65 @@
+//! # memaudit-experiments: the experiments as a library
+//!
+//! Every memaudit experiment is here as a typed value: a serde config (defaults defined once, in
+//! its `Default` impl; loadable from TOML or JSON; validated with errors that name the field), a
+//! `run(config, observer)` that returns a typed, serialisable result, and nothing printed:
+//! progress, notes and per-epoch metrics go through an [`Observer`]. The `memaudit` CLI turns its
+//! flags into these configs, runs them, and renders text, JSON (the result serialised), run
+//! folders and HTML; a Rust program, the Python package or a scheduler shard can run the same
+//! experiment without the CLI.
+//!
+//! ## Why a crate of its own
+//!
+//! The experiments compose every algorithm crate: data loading (`memaudit-data`), training
+//! (`memaudit-engine`), the audits and dynamics measurements (`memaudit-audit`) and, in phase 2,
+//! the attacks (`memaudit-attacks`). Putting them in one of those crates would make it depend on
+//! its peers and on configuration-file parsing (toml), which the algorithms do not need. A
+//! crate between the algorithm crates and the CLI keeps the algorithms' dependency graph as it
+//! is and gives every front end (CLI, Python, scheduler) one dependency.
+//!
+//! ## Status (issue 13, phase 1)
+//!
+//! Migrated: the dynamics studies `easy-hard` and `sensitivity` ([`dynamics`]) and the sanity
+//! checks before private training ([`sanity`]). The other experiments still live in the CLI
+//! crate and move here in phase 2.
+//!
+//! ## Example: a dynamics study from Rust
+//!
+//! Easy and hard examples (Arpit et al. 2017, §3.1) on 200 of the built-in 8x8 digits:
+//!
+//! ```
+//! use memaudit_experiments::dynamics::easy_hard::{self, EasyHardConfig};
+//! use memaudit_experiments::{NullObserver, config};
+//!
+//! let toml = r#"
+//!     runs = 3
+//!     kinds = ["real", "randx"]
+//!     batch_size = 20
+//!     [images]
+//!     data = "digits"
+//!     max_train = 200
+//!     [mlp]
+//!     hidden = [16]
+//! "#;
+//! let cfg: EasyHardConfig = config::from_toml_str(toml, "inline.toml".as_ref())?;
+//! let result = easy_hard::run(&cfg, &mut NullObserver)?;
+//! assert_eq!(result.kinds.len(), 2);
+//! // Real digits have consistently easy and hard examples: per-example rates spread more than
+//! // identical coins would (variance ratio > 1); the JSON is the CLI's `--json`.
+//! println!("{}", serde_json::to_string(&result)?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod config;
+pub mod data;
+pub mod dynamics;
+pub mod error;
+pub mod num;
+pub mod observer;
+pub mod optim;
+pub mod sanity;
+
+pub use config::ExperimentConfig;
+pub use error::{ExperimentError, Result};
+pub use num::Num;
+pub use observer::{MetricsRow, NullObserver, Observer, Recorder};

@@ -1,0 +1,200 @@
+//! What every command built on `memaudit-experiments` shares: `--config FILE.toml|.json` and
+//! `--print-config`, the rule that flags given on the command line override the file, library
+//! errors rendered with the user's flag or file key, and an [`Observer`] that draws progress on
+//! stderr.
+//!
+//! Adding it to a command (phase 2 of issue 13): flatten [`ConfigFlags`] into its clap args,
+//! build the config from the args as before, then
+//!
+//! ```ignore
+//! let cfg = match experiment::resolve(&args.config, config_from(args), ctx)? {
+//!     Resolved::Run(cfg) => cfg,
+//!     Resolved::Printed(report) => return Ok(report),
+//! };
+//! let job = easy_hard::prepare(&cfg).map_err(|e| experiment::cli_error(e, &args.config))?;
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::Result;
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use memaudit_experiments::{ExperimentConfig, ExperimentError, MetricsRow, Observer, config};
+
+use crate::Ctx;
+use crate::error::user;
+use crate::output::Report;
+use crate::progress::Progress;
+
+/// `--config` and `--print-config`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ConfigFlags {
+    /// Read the experiment's settings from a TOML or JSON file (`--print-config` writes one);
+    /// flags given on the command line override it.
+    #[arg(long, value_name = "FILE.toml|FILE.json")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (file, then flags) as TOML and exit without running.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+static MATCHES: OnceLock<ArgMatches> = OnceLock::new();
+
+/// Keep the parsed command line, so that commands can tell flags given from defaults.
+pub fn remember(matches: &ArgMatches) {
+    let _ = MATCHES.set(matches.clone());
+}
+
+/// The ids of the flags given on the command line of the innermost subcommand (clap ids are the
+/// flags' field names: `max_train` for `--max-train`).
+pub fn explicit_flags() -> Vec<String> {
+    let Some(mut m) = MATCHES.get() else {
+        return Vec::new();
+    };
+    while let Some((_, sub)) = m.subcommand() {
+        m = sub;
+    }
+    m.ids()
+        // Group ids (one per flattened struct) may show up too; no config field has their names.
+        .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.to_string())
+        .collect()
+}
+
+/// A config to run, or the `--print-config` output.
+pub enum Resolved<T> {
+    Run(T),
+    Printed(Report),
+}
+
+/// The effective config: `given` (from the flags) alone, or the `--config` file with the flags
+/// given on the command line taking precedence. Checked (`validate`) either way.
+pub fn resolve<T: ExperimentConfig>(
+    flags: &ConfigFlags,
+    given: T,
+    ctx: &Ctx,
+) -> Result<Resolved<T>> {
+    let cfg = match &flags.config {
+        None => given,
+        Some(path) => {
+            let file: T = config::load(path).map_err(|e| cli_error(e, flags))?;
+            let explicit = explicit_flags();
+            config::override_fields(&file, &given, &explicit).map_err(|e| cli_error(e, flags))?
+        }
+    };
+    cfg.validate().map_err(|e| cli_error(e, flags))?;
+    if flags.print_config {
+        let toml = config::to_toml(&cfg).map_err(|e| cli_error(e, flags))?;
+        let json = serde_json::to_value(&cfg)?;
+        ctx.note(format!(
+            "effective configuration of `memaudit {}` (not run)",
+            T::NAME
+        ));
+        return Ok(Resolved::Printed(Report::new(toml, json)));
+    }
+    Ok(Resolved::Run(cfg))
+}
+
+/// The flag of a config field: its last segment, `_` as `-` (`images.max_train` -> `--max-train`).
+pub fn flag_of(field: &str) -> String {
+    let leaf = field.rsplit('.').next().unwrap_or(field);
+    format!("--{}", leaf.replace('_', "-"))
+}
+
+/// A library error as the CLI reports it: config fields become the flag that sets them, or the
+/// file key when the value came from `--config` and not from a flag.
+pub fn cli_error(e: ExperimentError, flags: &ConfigFlags) -> anyhow::Error {
+    let name = |field: &str| -> String {
+        let leaf = field.rsplit('.').next().unwrap_or(field);
+        match &flags.config {
+            Some(file) if !explicit_flags().iter().any(|f| f == leaf) => {
+                format!("{}: key `{field}`", display(file))
+            }
+            _ => flag_of(field),
+        }
+    };
+    match e {
+        ExperimentError::Invalid {
+            field,
+            value,
+            reason,
+        } => user(format!("{} {value}: {reason}", name(&field))),
+        ExperimentError::MissingData {
+            field,
+            name: data,
+            source,
+        } => user(format!(
+            "{} {data}: run `memaudit data fetch --only {data}` first ({source})",
+            name(&field)
+        )),
+        // The library's message already names the file, line and key; its source (the parser's
+        // multi-line rendering with a caret) would break the one-line convention.
+        e @ (ExperimentError::ConfigFile { .. }
+        | ExperimentError::ReadConfig { .. }
+        | ExperimentError::ConfigFormat { .. }) => user(e.to_string()),
+        e => anyhow::Error::new(e),
+    }
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Progress bars and notes on stderr (silenced by `--quiet` and `--json`), metrics rows to a
+/// callback (a CSV file).
+pub struct CliObserver<'a> {
+    label: String,
+    quiet: bool,
+    bar: Option<Progress>,
+    on_metrics: Option<Box<dyn FnMut(&MetricsRow) + 'a>>,
+}
+
+impl<'a> CliObserver<'a> {
+    pub fn new(label: &str, ctx: &Ctx) -> Self {
+        Self {
+            label: label.to_string(),
+            quiet: ctx.quiet || ctx.json,
+            bar: None,
+            on_metrics: None,
+        }
+    }
+
+    pub fn with_metrics(mut self, f: impl FnMut(&MetricsRow) + 'a) -> Self {
+        self.on_metrics = Some(Box::new(f));
+        self
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish();
+        }
+    }
+}
+
+impl Observer for CliObserver<'_> {
+    fn progress(&mut self, stage: &str, step: u64, total: u64) {
+        let (label, quiet) = (&self.label, self.quiet);
+        self.bar
+            .get_or_insert_with(|| Progress::new(label, total, quiet))
+            .set(step, stage);
+    }
+    fn note(&mut self, text: &str) {
+        match &self.bar {
+            Some(b) => b.line(text),
+            None if !self.quiet => eprintln!("{text}"),
+            None => {}
+        }
+    }
+    fn metrics(&mut self, row: &MetricsRow) {
+        if let Some(f) = &mut self.on_metrics {
+            f(row);
+        }
+    }
+}
+
+impl Drop for CliObserver<'_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
