@@ -36,6 +36,7 @@ pub mod penalty;
 pub mod privacy;
 pub mod pytorch;
 pub mod sampler;
+pub mod shard;
 pub mod tensor;
 pub mod testing;
 pub mod train;
