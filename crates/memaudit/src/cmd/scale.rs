@@ -196,7 +196,7 @@ pub fn emit(args: &ShardArgs, spec: &JobSpec) -> Result<(Vec<PathBuf>, String)> 
                 format!(
                     "#!/bin/bash\n\
                      # memaudit {name}: one array task per shard (index from SLURM_ARRAY_TASK_ID,\n\
-                     # count fixed at {n} below, never from SLURM_ARRAY_TASK_COUNT). A finished shard is\n\
+                     # count fixed at {n} below, never taken from the scheduler). A finished shard is\n\
                      # skipped on rerun, so resubmitting only failed tasks (--array=3) is safe.\n\
                      #SBATCH --job-name={job}\n\
                      #SBATCH --array=0-{last}{throttle}\n\
