@@ -18,6 +18,7 @@ use memaudit_audit::mia::{
 
 use memaudit_audit::mia::shadow::{self, ShadowPlan};
 use memaudit_audit::mia::{Attack, Population, SignalKind};
+use memaudit_engine::augment::ShiftAugment;
 use memaudit_engine::train::Dataset;
 
 use super::args::{InputShape, ModelArgs, OptimArgs, PrivacyArgs, RunArgs};
@@ -59,6 +60,39 @@ pub struct Args {
     pub privacy: PrivacyArgs,
 }
 
+/// `--augment`: training-time augmentation of image batches (shared by `train` and `mia`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AugmentArgs {
+    /// Augment training batches: `shift` moves each image by a random +-2 px per step and
+    /// example (zero padding; DP-SGD clips each augmented example once, the accountant is
+    /// unchanged). Image datasets only. `mia` then queries the same shifts.
+    #[arg(long, value_parser = ["shift", "none"])]
+    pub augment: Option<String>,
+}
+
+impl AugmentArgs {
+    /// The engine's augmentation for this input, or an error naming the flag.
+    pub fn resolve(&self, input: &InputShape, data: &str) -> Result<Option<ShiftAugment>> {
+        match (self.augment.as_deref(), input) {
+            (None | Some("none"), _) => Ok(None),
+            (
+                Some(_),
+                InputShape::Image {
+                    channels,
+                    height,
+                    width,
+                    ..
+                },
+            ) => ShiftAugment::new(ShiftAugment::DEFAULT_MAX_SHIFT, *channels, *height, *width)
+                .map(Some)
+                .map_err(|e| user(format!("--augment shift: {e}"))),
+            (Some(a), _) => Err(user(format!(
+                "--augment {a}: --data {data} is not an image dataset (shifts apply to images: digits, mnist, fashion-mnist)"
+            ))),
+        }
+    }
+}
+
 /// Training a target and shadow models (instead of --scores).
 #[derive(clap::Args, Debug)]
 pub struct ShadowArgs {
@@ -86,6 +120,12 @@ pub struct ShadowArgs {
     /// Population points for RMIA: the first N test examples (no model trains on them).
     #[arg(long, default_value_t = 1000)]
     pub population: usize,
+    #[command(flatten)]
+    pub augment: AugmentArgs,
+    /// With --augment shift: membership queries per example, the identity first, then the
+    /// shifts nearest to it (default all 25 of +-2 px; fewer is faster).
+    #[arg(long, value_name = "K")]
+    pub queries: Option<usize>,
 }
 
 /// Attack settings (defaults: `memaudit_audit::mia::config`).
@@ -542,8 +582,20 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
     )?;
     let hash =
         shadow::dataset_hash(pool).map_err(|e| user(format!("--data {}: {e}", args.data.data)))?;
+    let augment = sh.augment.resolve(&prepared.input, &args.data.data)?;
+    let queries = match (augment, sh.queries) {
+        (None, Some(k)) if k != 1 => {
+            return Err(user(format!(
+                "--queries {k}: without --augment shift there is only the identity query"
+            )));
+        }
+        (None, _) => shadow::Queries::identity(),
+        (Some(a), k) => shadow::Queries::shifts(a, k.unwrap_or(a.queries().len()))
+            .map_err(|e| user(format!("--queries: {e}")))?,
+    };
     let plan = ShadowPlan::new(train_cfg, hash.clone(), n, pairs, sh.seed)
-        .map_err(|e| user(format!("--data {}: {e}", args.data.data)))?;
+        .map_err(|e| user(format!("--data {}: {e}", args.data.data)))?
+        .with_augment(augment);
     shadow::open_cache(&cache).map_err(|e| user(format!("--cache: {e}")))?;
     let indices: Vec<usize> = match sh.only_model {
         Some(i) if i >= plan.models() => {
@@ -627,30 +679,31 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
     let mut pop_lp = Vec::with_capacity(models.len());
     for m in &models {
         let (a, b) =
-            shadow::signals(&model, &m.params, pool, t).map_err(|e| user(e.to_string()))?;
+            shadow::signals(&model, &m.params, pool, t, &queries).map_err(|e| user(e.to_string()))?;
         phi.push(a);
         lp.push(b);
         if let Some(p) = &pop_subset {
-            let (a, b) = shadow::signals(&model, &m.params, p as &dyn Dataset, t)
+            let (a, b) = shadow::signals(&model, &m.params, p as &dyn Dataset, t, &queries)
                 .map_err(|e| user(e.to_string()))?;
             pop_phi.push(a);
             pop_lp.push(b);
         }
     }
     let member: Vec<Vec<bool>> = (0..plan.models()).map(|i| plan.membership(i)).collect();
+    let q = queries.len();
     let labels = shadow::labels(pool);
     let build = |sig: &[Vec<f64>], pop: &[Vec<f64>], kind: SignalKind| -> Result<ScoreSet> {
         let target = sig[k].clone();
         let shadow: Vec<f64> = sig[..k].concat();
         let shadow_in: Vec<bool> = member[..k].concat();
-        let mut set = ScoreSet::new(n, 1, target, k, shadow, shadow_in, kind)
+        let mut set = ScoreSet::new(n, q, target, k, shadow, shadow_in, kind)
             .and_then(|s| s.with_target_in(member[k].clone()))
             .and_then(|s| s.with_class(labels.clone()))
             .map_err(|e| user(e.to_string()))?;
         if !pop.is_empty() {
             set = set
                 .with_population(Population {
-                    n: pop[k].len(),
+                    n: pop[k].len() / q,
                     target: pop[k].clone(),
                     shadow: pop[..k].concat(),
                 })
@@ -710,6 +763,8 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
     json["data_hash"] = json!(hash);
     json["pairs"] = json!(pairs);
     json["seed"] = json!(sh.seed);
+    json["augment"] = json!(augment);
+    json["query_shifts"] = json!(queries.shifts_list());
     json["cache"] = json!(cache.display().to_string());
     json["models_trained"] = json!(trained);
     json["models_reused"] = json!(reused);
