@@ -66,7 +66,10 @@ impl ShiftAugment {
     /// `seed`: uniform on [-max, max]^2.
     pub fn shift_for(&self, seed: u64, step: u64, example: usize) -> (i64, i64) {
         let side = 2 * self.max_shift as u64 + 1;
-        let r = mix_seed(mix_seed(mix_seed(seed, AUGMENT_STREAM), step), example as u64);
+        let r = mix_seed(
+            mix_seed(mix_seed(seed, AUGMENT_STREAM), step),
+            example as u64,
+        );
         // side^2 <= a few hundred: the modulo bias over 2^64 is negligible.
         let k = r % (side * side);
         let m = self.max_shift as i64;

@@ -14,8 +14,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::augment::ShiftAugment;
 use crate::audit_canaries::{DiracCanaries, FaultInjection};
+use crate::augment::ShiftAugment;
 use crate::checkpoint::{self, CheckpointState};
 use crate::dp::{AdaptiveClip, NoiseSource};
 use crate::error::{EngineError, Result};

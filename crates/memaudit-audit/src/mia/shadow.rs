@@ -196,10 +196,17 @@ pub fn dataset_hash(data: &dyn Dataset) -> Result<String> {
                     h.update(v.to_bits().to_le_bytes());
                 }
             }
+            // Language-model windows: the token ids (time-major, as the batch holds them).
+            Value::Tokens(t) => {
+                h.update((t.seq_len as u64).to_le_bytes());
+                for v in &t.ids {
+                    h.update(v.to_le_bytes());
+                }
+            }
             _ => {
                 return Err(MiaError::InvalidInput {
                     what: "shadow training data".into(),
-                    reason: "only dense classifier inputs (images, tabular rows) are supported; write a score file for other models (docs/mia.md)".into(),
+                    reason: "only dense classifier inputs (images, tabular rows) and language-model token windows are supported; write a score file for other models (docs/mia.md)".into(),
                 });
             }
         }
@@ -478,6 +485,62 @@ pub fn signals(
     Ok((phi, lp))
 }
 
+/// A language model's signals on every window of `data`: the sequence log-likelihood
+/// sum_t log Pr(x_t | x_<t) (natural log; LiRA's and RMIA's signal for LMs) and each window's
+/// per-token log-probabilities (the Min-K% and zlib baselines).
+pub fn lm_signals(
+    model: &Model,
+    params: &[f32],
+    data: &dyn Dataset,
+) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
+    let n = data.len();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut seq = Vec::with_capacity(n);
+    let mut tokens = Vec::with_capacity(n);
+    let idx: Vec<usize> = (0..n).collect();
+    for c in idx.chunks(256) {
+        let b = data.batch(c);
+        let Value::Tokens(t) = &b.input else {
+            return Err(MiaError::InvalidInput {
+                what: "language-model signals".into(),
+                reason: "the data are not token windows".into(),
+            });
+        };
+        let (w, bs) = (t.seq_len, t.batch);
+        let logits = model
+            .forward(params, &b.input, false, &mut rng)
+            .map_err(engine("language-model signals"))?;
+        let rows = w * bs;
+        if b.targets.len() != rows || rows == 0 || logits.data.len() % rows != 0 {
+            return Err(MiaError::InvalidInput {
+                what: "language-model signals".into(),
+                reason: format!(
+                    "{} targets and {} logits for {bs} windows of {w} tokens",
+                    b.targets.len(),
+                    logits.data.len()
+                ),
+            });
+        }
+        let vocab = logits.data.len() / rows;
+        for j in 0..bs {
+            // Rows are time-major: token t of window j is row t * batch + j.
+            let lp: Vec<f64> = (0..w)
+                .map(|t| {
+                    let r = t * bs + j;
+                    let z: Vec<f64> = logits.data[r * vocab..(r + 1) * vocab]
+                        .iter()
+                        .map(|&v| v as f64)
+                        .collect();
+                    log_probability(&z, b.targets[r] as usize, 1.0)
+                })
+                .collect();
+            seq.push(lp.iter().sum());
+            tokens.push(lp);
+        }
+    }
+    Ok((seq, tokens))
+}
+
 /// Labels of every example of `data` (for per-class results).
 pub fn labels(data: &dyn Dataset) -> Vec<i64> {
     let idx: Vec<usize> = (0..data.len()).collect();
@@ -635,5 +698,36 @@ mod tests {
         // A shifted query of a 2x2 image sees other inputs: some signal differs.
         assert!((0..40).any(|i| phi[i * 9 + 1] != phi0[i]));
         assert!(Queries::shifts(shift, 10).is_err());
+    }
+
+    #[test]
+    fn language_model_signals_are_window_sums_of_token_log_probabilities() {
+        use memaudit_engine::datasets::TokenWindowDataset;
+        let tokens: Vec<u32> = (0..241).map(|i| ((i * 7) % 13) as u32).collect();
+        let data = TokenWindowDataset::new(tokens, 8).unwrap();
+        assert_eq!(data.len(), 30);
+        let cfg = ModelConfig::LstmLm {
+            vocab: 13,
+            embed: 4,
+            hidden: 6,
+            layers: 1,
+            dropout: 0.0,
+        };
+        let model = cfg.build().unwrap();
+        let params = model.init_params(&mut ChaCha8Rng::seed_from_u64(1));
+        let (seq, tok) = lm_signals(&model, &params, &data).unwrap();
+        assert_eq!((seq.len(), tok.len()), (30, 30));
+        for (s, t) in seq.iter().zip(&tok) {
+            assert_eq!(t.len(), 8);
+            // Summation order is the same: exact.
+            assert_eq!(*s, t.iter().sum::<f64>());
+            // An untrained model is near uniform over 13 tokens: each log-prob near -ln 13 = -2.56.
+            assert!(t.iter().all(|v| (*v + 13f64.ln()).abs() < 1.0), "{t:?}");
+        }
+        // Token windows have a pool identity too (the cache key needs it).
+        assert_eq!(dataset_hash(&data).unwrap(), dataset_hash(&data).unwrap());
+        let other =
+            TokenWindowDataset::new((0..241).map(|i| (i % 13) as u32).collect(), 8).unwrap();
+        assert_ne!(dataset_hash(&data).unwrap(), dataset_hash(&other).unwrap());
     }
 }

@@ -678,8 +678,8 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
     let mut pop_phi = Vec::with_capacity(models.len());
     let mut pop_lp = Vec::with_capacity(models.len());
     for m in &models {
-        let (a, b) =
-            shadow::signals(&model, &m.params, pool, t, &queries).map_err(|e| user(e.to_string()))?;
+        let (a, b) = shadow::signals(&model, &m.params, pool, t, &queries)
+            .map_err(|e| user(e.to_string()))?;
         phi.push(a);
         lp.push(b);
         if let Some(p) = &pop_subset {
