@@ -512,6 +512,29 @@ fn write_outputs(
     Ok(files.iter().map(|p| p.display().to_string()).collect())
 }
 
+/// Each window's text (the zlib baseline), when the data came with a tokenizer.
+fn window_texts(
+    pool: &dyn Dataset,
+    tokenizer: Option<&memaudit_data::tokenizer::Tokenizer>,
+) -> Option<Vec<Vec<u8>>> {
+    let tok = tokenizer?;
+    let idx: Vec<usize> = (0..pool.len()).collect();
+    let mut out = Vec::with_capacity(pool.len());
+    for c in idx.chunks(256) {
+        let b = pool.batch(c);
+        let memaudit_engine::Value::Tokens(t) = &b.input else {
+            return None;
+        };
+        for j in 0..t.batch {
+            // The window's tokens: its inputs and, for the last position, its final target.
+            let mut ids: Vec<u32> = (0..t.seq_len).map(|s| t.ids[s * t.batch + j]).collect();
+            ids.push(b.targets[(t.seq_len - 1) * t.batch + j]);
+            out.push(tok.decode(&ids).ok()?.into_bytes());
+        }
+    }
+    Some(out)
+}
+
 fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
     let sh = &args.shadows;
     let pairs = sh.pairs.unwrap_or(0);
@@ -522,12 +545,17 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
         .map_err(|e| user(format!("--attack {}: {e}", args.attack)))?;
     let cfg = args.options.config()?;
     let prepared = prepare(&args.data)?;
-    if !matches!(
-        prepared.input,
-        InputShape::Image { .. } | InputShape::Flat { .. }
-    ) {
+    // Language models: examples are the text windows of --seq-len tokens, the signal is the
+    // sequence log-likelihood.
+    let lm = matches!(prepared.input, InputShape::Tokens { .. });
+    if !lm
+        && !matches!(
+            prepared.input,
+            InputShape::Image { .. } | InputShape::Flat { .. }
+        )
+    {
         return Err(user(format!(
-            "--data {}: shadow training supports classifier datasets with dense inputs (digits, mnist, fashion-mnist, adult); for other models write a score file (docs/mia.md)",
+            "--data {}: shadow training supports classifier datasets with dense inputs (digits, mnist, fashion-mnist, adult) and language-model text (ptb, embedded, ...); for other models write a score file (docs/mia.md)",
             args.data.data
         )));
     }
@@ -677,7 +705,23 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
     let mut lp = Vec::with_capacity(models.len());
     let mut pop_phi = Vec::with_capacity(models.len());
     let mut pop_lp = Vec::with_capacity(models.len());
+    // LMs: the target's per-token log-probabilities (Min-K%, zlib).
+    let mut target_tokens = None;
     for m in &models {
+        if lm {
+            let (seq, tok) = shadow::lm_signals(&model, &m.params, pool)
+                .map_err(|e| user(e.to_string()))?;
+            phi.push(seq);
+            if m.index == plan.target_index() {
+                target_tokens = Some(tok);
+            }
+            if let Some(p) = &pop_subset {
+                let (seq, _) = shadow::lm_signals(&model, &m.params, p as &dyn Dataset)
+                    .map_err(|e| user(e.to_string()))?;
+                pop_phi.push(seq);
+            }
+            continue;
+        }
         let (a, b) = shadow::signals(&model, &m.params, pool, t, &queries)
             .map_err(|e| user(e.to_string()))?;
         phi.push(a);
@@ -691,15 +735,19 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
     }
     let member: Vec<Vec<bool>> = (0..plan.models()).map(|i| plan.membership(i)).collect();
     let q = queries.len();
-    let labels = shadow::labels(pool);
+    let labels = if lm { vec![] } else { shadow::labels(pool) };
     let build = |sig: &[Vec<f64>], pop: &[Vec<f64>], kind: SignalKind| -> Result<ScoreSet> {
         let target = sig[k].clone();
         let shadow: Vec<f64> = sig[..k].concat();
         let shadow_in: Vec<bool> = member[..k].concat();
         let mut set = ScoreSet::new(n, q, target, k, shadow, shadow_in, kind)
             .and_then(|s| s.with_target_in(member[k].clone()))
-            .and_then(|s| s.with_class(labels.clone()))
             .map_err(|e| user(e.to_string()))?;
+        if !labels.is_empty() {
+            set = set
+                .with_class(labels.clone())
+                .map_err(|e| user(e.to_string()))?;
+        }
         if !pop.is_empty() {
             set = set
                 .with_population(Population {
@@ -711,27 +759,45 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
         }
         Ok(set)
     };
-    let phi_set = build(&phi, &pop_phi, SignalKind::LogitConfidence)?;
-    // RMIA's Pr(x|θ) = softmax(z/T)_y needs the logits, not phi: its own set of log-probabilities.
-    let lp_set = build(&lp, &pop_lp, SignalKind::LogLikelihood)?;
     let attack_started = std::time::Instant::now();
-    let mut report = mia::run(&phi_set, &selection, &cfg).map_err(|e| user(e.to_string()))?;
-    let rmia_wanted: Vec<Attack> = report
-        .attacks
-        .iter()
-        .map(|a| a.attack)
-        .filter(|a| matches!(a, Attack::RmiaOnline | Attack::RmiaOffline))
-        .collect();
-    if !rmia_wanted.is_empty() {
-        let r = mia::run(&lp_set, &AttackSelection::Only(rmia_wanted), &cfg)
-            .map_err(|e| user(e.to_string()))?;
-        for mut a in r.attacks {
-            a.notes.push(format!("Pr(x|θ) = softmax(logits / {t})_y"));
-            if let Some(slot) = report.attacks.iter_mut().find(|b| b.attack == a.attack) {
-                *slot = a;
+    let (phi_set, mut report) = if lm {
+        // One signal, the sequence log-likelihood, for LiRA and RMIA; the target's per-token
+        // log-probabilities and the windows' text for the reference-free baselines.
+        let mut set = build(&phi, &pop_phi, SignalKind::LogLikelihood)?;
+        if let Some(tok) = target_tokens {
+            set = set
+                .with_token_logprob(tok)
+                .map_err(|e| user(e.to_string()))?;
+        }
+        if let Some(texts) = window_texts(pool, prepared.tokenizer.as_ref()) {
+            set = set.with_text(texts).map_err(|e| user(e.to_string()))?;
+        }
+        let report = mia::run(&set, &selection, &cfg).map_err(|e| user(e.to_string()))?;
+        (set, report)
+    } else {
+        let phi_set = build(&phi, &pop_phi, SignalKind::LogitConfidence)?;
+        // RMIA's Pr(x|θ) = softmax(z/T)_y needs the logits, not phi: its own set of
+        // log-probabilities.
+        let lp_set = build(&lp, &pop_lp, SignalKind::LogLikelihood)?;
+        let mut report = mia::run(&phi_set, &selection, &cfg).map_err(|e| user(e.to_string()))?;
+        let rmia_wanted: Vec<Attack> = report
+            .attacks
+            .iter()
+            .map(|a| a.attack)
+            .filter(|a| matches!(a, Attack::RmiaOnline | Attack::RmiaOffline))
+            .collect();
+        if !rmia_wanted.is_empty() {
+            let r = mia::run(&lp_set, &AttackSelection::Only(rmia_wanted), &cfg)
+                .map_err(|e| user(e.to_string()))?;
+            for mut a in r.attacks {
+                a.notes.push(format!("Pr(x|θ) = softmax(logits / {t})_y"));
+                if let Some(slot) = report.attacks.iter_mut().find(|b| b.attack == a.attack) {
+                    *slot = a;
+                }
             }
         }
-    }
+        (phi_set, report)
+    };
     let attack_seconds = attack_started.elapsed().as_secs_f64();
     // Private models: how each attack's ROC sits against TPR <= e^eps FPR + delta.
     let dp_line = args
