@@ -17,6 +17,7 @@
 
 pub mod atomic;
 pub mod audit_canaries;
+pub mod augment;
 pub mod checkpoint;
 pub mod compute;
 pub mod datasets;

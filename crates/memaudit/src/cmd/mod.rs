@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bench_accounting;
 pub mod bench_engine;
 pub mod bench_exposure;
+pub mod bench_mia;
 pub mod data;
 pub mod demo;
 pub mod dp_sweep;
