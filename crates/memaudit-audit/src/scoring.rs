@@ -144,7 +144,13 @@ pub fn merge_rank_shards(shards: &[RankShard], log2_space: f64) -> Result<Vec<Ex
             ));
         }
         if s.counted_at_or_below.len() != n || s.own_scores.len() != n {
-            return Err(invalid("shards", format!("shard {k} has {} counts for {n} secrets", s.counted_at_or_below.len())));
+            return Err(invalid(
+                "shards",
+                format!(
+                    "shard {k} has {} counts for {n} secrets",
+                    s.counted_at_or_below.len()
+                ),
+            ));
         }
         for i in 0..n {
             counted[i] += s.counted_at_or_below[i];
@@ -152,7 +158,10 @@ pub fn merge_rank_shards(shards: &[RankShard], log2_space: f64) -> Result<Vec<Ex
                 if own[i].is_some() {
                     return Err(invalid(
                         "shards",
-                        format!("secret {} was scored by two shards (overlapping shards)", s.secrets[i]),
+                        format!(
+                            "secret {} was scored by two shards (overlapping shards)",
+                            s.secrets[i]
+                        ),
                     ));
                 }
                 own[i] = Some(o);

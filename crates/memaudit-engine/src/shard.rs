@@ -327,7 +327,11 @@ pub fn scan(dir: &Path) -> Result<Vec<FinishedShard>, ShardError> {
     };
     for (name, s) in &found[1..] {
         let (a, b) = (&first.header, &s.header);
-        if a.job != b.job || a.key != b.key || a.version != b.version || a.shard.count != b.shard.count {
+        if a.job != b.job
+            || a.key != b.key
+            || a.version != b.version
+            || a.shard.count != b.shard.count
+        {
             return Err(ShardError::Mixed {
                 dir: dir.to_path_buf(),
                 first: first_name.clone(),
@@ -345,10 +349,20 @@ pub fn scan(dir: &Path) -> Result<Vec<FinishedShard>, ShardError> {
     let mut have = vec![false; count as usize];
     for (name, s) in &found {
         let i = s.header.shard.index;
-        if i >= count || s.header.shard.unit_dir(dir).file_name().map(|n| n.to_string_lossy().to_string()) != Some(name.clone()) {
+        if i >= count
+            || s.header
+                .shard
+                .unit_dir(dir)
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                != Some(name.clone())
+        {
             return Err(ShardError::Unreadable {
                 path: dir.join(name),
-                what: format!("its header says shard {}, which does not match its folder name", s.header.shard),
+                what: format!(
+                    "its header says shard {}, which does not match its folder name",
+                    s.header.shard
+                ),
             });
         }
         have[i as usize] = true;
@@ -377,11 +391,18 @@ mod tests {
     fn parse_and_check() {
         assert_eq!(
             Shard::parse("--shard", "3/16").unwrap(),
-            Shard { index: 3, count: 16 }
+            Shard {
+                index: 3,
+                count: 16
+            }
         );
         assert!(matches!(
             Shard::parse("--shard", "16/16"),
-            Err(ShardError::IndexOutOfRange { index: 16, count: 16, .. })
+            Err(ShardError::IndexOutOfRange {
+                index: 16,
+                count: 16,
+                ..
+            })
         ));
         assert!(matches!(
             Shard::parse("--shard", "0/0"),
@@ -389,7 +410,10 @@ mod tests {
         ));
         for bad in ["3", "a/2", "1/b", "-1/2", ""] {
             assert!(
-                matches!(Shard::parse("--shard", bad), Err(ShardError::BadSpec { .. })),
+                matches!(
+                    Shard::parse("--shard", bad),
+                    Err(ShardError::BadSpec { .. })
+                ),
                 "{bad}"
             );
         }
@@ -433,7 +457,11 @@ mod tests {
         ));
         assert!(matches!(
             Shard::resolve(None, Some(4), slurm),
-            Err(ShardError::IndexOutOfRange { index: 5, count: 4, .. })
+            Err(ShardError::IndexOutOfRange {
+                index: 5,
+                count: 4,
+                ..
+            })
         ));
         assert!(matches!(
             Shard::resolve(None, Some(0), slurm),

@@ -116,7 +116,12 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     let scorer = Scorer::new(lm.as_ref(), &set.tpl, opts).map_err(|e| user(e.to_string()))?;
     let secrets = set.secrets();
     let walk = scorer
-        .exact_ranks_shard(&secrets, args.exposure.exact_limit, shard.index, shard.count)
+        .exact_ranks_shard(
+            &secrets,
+            args.exposure.exact_limit,
+            shard.index,
+            shard.count,
+        )
         .map_err(|e| user(e.to_string()))?;
     let seconds = started.elapsed().as_secs_f64();
     let leaves = walk.stats.leaves;
@@ -127,8 +132,18 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         template: set.manifest.template.clone(),
         log2_space: set.tpl.space().log2_size(),
         canary_ids: set.manifest.canaries.iter().map(|c| c.id.clone()).collect(),
-        texts: set.manifest.canaries.iter().map(|c| c.text.clone()).collect(),
-        repetitions: set.manifest.canaries.iter().map(|c| c.repetitions).collect(),
+        texts: set
+            .manifest
+            .canaries
+            .iter()
+            .map(|c| c.text.clone())
+            .collect(),
+        repetitions: set
+            .manifest
+            .canaries
+            .iter()
+            .map(|c| c.repetitions)
+            .collect(),
         threads: rayon::current_num_threads(),
         seconds,
         walk,

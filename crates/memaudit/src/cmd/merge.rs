@@ -32,6 +32,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     ));
     let report = match job.as_str() {
         super::exposure_shard::JOB => super::exposure_shard::merge(&shards)?,
+        super::mia_shard::JOB => super::mia_shard::merge(&shards, ctx)?,
         other => {
             return Err(user(format!(
                 "{}: shards of job {other:?}, which this memaudit cannot merge",

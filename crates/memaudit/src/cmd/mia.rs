@@ -58,6 +58,9 @@ pub struct Args {
     pub optim: OptimArgs,
     #[command(flatten)]
     pub privacy: PrivacyArgs,
+    /// Scale-out: train one shard of the shadow models (see docs/scale-out.md).
+    #[command(flatten)]
+    pub scale: super::scale::ShardArgs,
 }
 
 /// `--augment`: training-time augmentation of image batches (shared by `train` and `mia`).
@@ -252,7 +255,15 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
             "--scores and --pairs exclude each other: attack a score file, or train shadow models",
         ));
     }
+    if args.scale.requested() && args.shadows.pairs.is_none() {
+        return Err(user(
+            "--shard/--shards split shadow-model training: give --data D --pairs P",
+        ));
+    }
     if args.shadows.pairs.is_some() {
+        if args.scale.emit.is_some() {
+            return super::mia_shard::emit_jobs(args);
+        }
         return run_training(args, ctx);
     }
     let Some(path) = &args.scores else {
@@ -625,6 +636,9 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
         .map_err(|e| user(format!("--data {}: {e}", args.data.data)))?
         .with_augment(augment);
     shadow::open_cache(&cache).map_err(|e| user(format!("--cache: {e}")))?;
+    if args.scale.requested() {
+        return super::mia_shard::run_shard(args, ctx, &plan, pairs, &cache, pool);
+    }
     let indices: Vec<usize> = match sh.only_model {
         Some(i) if i >= plan.models() => {
             return Err(user(format!(
@@ -709,8 +723,8 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
     let mut target_tokens = None;
     for m in &models {
         if lm {
-            let (seq, tok) = shadow::lm_signals(&model, &m.params, pool)
-                .map_err(|e| user(e.to_string()))?;
+            let (seq, tok) =
+                shadow::lm_signals(&model, &m.params, pool).map_err(|e| user(e.to_string()))?;
             phi.push(seq);
             if m.index == plan.target_index() {
                 target_tokens = Some(tok);

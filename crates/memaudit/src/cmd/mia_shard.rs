@@ -125,3 +125,132 @@ pub fn merge(shards: &[FinishedShard], ctx: &crate::Ctx) -> Result<Report> {
         .map_err(|e| user(format!("the recorded mia command no longer parses: {e}")))?;
     crate::run(cli)
 }
+
+/// `--emit slurm|k8s` on `mia --pairs P`: job files whose tasks run this command as shards.
+pub fn emit_jobs(args: &super::mia::Args) -> Result<Report> {
+    let dir = args.scale.dir()?.to_path_buf();
+    let (_, note) = super::scale::emit(
+        &args.scale,
+        &super::scale::JobSpec {
+            name: "mia",
+            shard_args: argv_without_shard_flags(),
+            merge_args: vec![],
+            shard_dir: dir,
+        },
+    )?;
+    Ok(Report::new(
+        note.clone(),
+        serde_json::json!({ "emitted": note }),
+    ))
+}
+
+/// Train (or find) this shard's models into the cache and record them as a shard unit.
+pub fn run_shard(
+    args: &super::mia::Args,
+    ctx: &crate::Ctx,
+    plan: &memaudit_audit::mia::shadow::ShadowPlan,
+    pairs: usize,
+    cache: &std::path::Path,
+    pool: &dyn memaudit_engine::train::Dataset,
+) -> Result<Report> {
+    use memaudit_audit::mia::shadow;
+    use memaudit_engine::shard::{self as units, ShardHeader};
+    if args.shadows.only_model.is_some() {
+        return Err(user(
+            "--only-model and --shard/--shards exclude each other: a shard trains its pairs",
+        ));
+    }
+    let dir = args.scale.dir()?.to_path_buf();
+    let shard = args.scale.resolve()?.expect("shard flags were given");
+    let argv = argv_without_shard_flags();
+    let keys: Vec<String> = (0..plan.models()).map(|i| plan.key(i)).collect();
+    let header = ShardHeader {
+        job: JOB.into(),
+        key: job_key(&keys, &argv),
+        version: env!("CARGO_PKG_VERSION").into(),
+        shard,
+    };
+    if units::finished(&dir, &header).map_err(|e| user(e.to_string()))? {
+        let note = format!(
+            "shard {shard} of the shadow models is already finished in {}: skipped",
+            dir.display()
+        );
+        ctx.note(&note);
+        return Ok(Report::new(
+            note,
+            serde_json::json!({"shard": shard.to_string(), "skipped": true, "dir": dir.display().to_string()}),
+        ));
+    }
+    let started = std::time::Instant::now();
+    let mut models = Vec::new();
+    for i in models_of(shard, pairs) {
+        let m = shadow::train_or_reuse(plan, i, cache, pool)
+            .map_err(|e| user(format!("model {i}: {e}")))?;
+        ctx.note(format!(
+            "shard {shard}: model {i} {} (key {})",
+            if m.reused {
+                "reused from the cache"
+            } else {
+                "trained"
+            },
+            m.key
+        ));
+        models.push((i, m.key));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cwd = std::env::current_dir().map_err(|e| user(format!("current folder: {e}")))?;
+    let payload = MiaShardPayload {
+        argv,
+        cwd: cwd.display().to_string(),
+        cache: cache.display().to_string(),
+        models: models.clone(),
+        seconds,
+    };
+    let unit = units::write(
+        &dir,
+        &header,
+        serde_json::to_value(&payload).expect("payload serialises"),
+    )
+    .map_err(|e| user(e.to_string()))?;
+    Ok(Report::new(
+        format!(
+            "shard {shard}: {} models ({}) in {seconds:.1}s; wrote {}",
+            models.len(),
+            models
+                .iter()
+                .map(|(i, _)| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            unit.display()
+        ),
+        serde_json::json!({
+            "shard": shard.to_string(),
+            "skipped": false,
+            "unit": unit.display().to_string(),
+            "models": models.iter().map(|(i, k)| serde_json::json!({"index": i, "key": k})).collect::<Vec<_>>(),
+            "seconds": seconds,
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_every_model_once() {
+        for pairs in [1usize, 2, 5, 8] {
+            for count in [1u64, 2, 3, 7] {
+                let mut all: Vec<usize> = (0..count)
+                    .flat_map(|index| models_of(Shard { index, count }, pairs))
+                    .collect();
+                all.sort_unstable();
+                assert_eq!(
+                    all,
+                    (0..=2 * pairs).collect::<Vec<_>>(),
+                    "{pairs} pairs {count} shards"
+                );
+            }
+        }
+    }
+}

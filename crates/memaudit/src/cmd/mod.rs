@@ -21,6 +21,7 @@ pub mod import;
 pub mod lower_bound;
 pub mod merge;
 pub mod mia;
+pub mod mia_shard;
 pub mod noise;
 pub mod sample;
 pub mod sanity;

@@ -57,10 +57,20 @@ pub struct ShardArgs {
     #[arg(long, value_name = "P", requires = "emit")]
     pub partition: Option<String>,
     /// --emit k8s: the container image that has `memaudit` on its PATH.
-    #[arg(long, value_name = "IMAGE", default_value = "memaudit:latest", requires = "emit")]
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        default_value = "memaudit:latest",
+        requires = "emit"
+    )]
     pub image: String,
     /// --emit k8s: a PersistentVolumeClaim mounted at the same paths the command uses.
-    #[arg(long, value_name = "NAME", default_value = "memaudit-data", requires = "emit")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "memaudit-data",
+        requires = "emit"
+    )]
     pub pvc: String,
     /// --emit k8s: where the PersistentVolumeClaim is mounted in every pod; every path the
     /// command uses (inputs and the shard folder) must lie under it.
@@ -83,8 +93,10 @@ impl ShardArgs {
         if self.emit.is_some() {
             return Ok(None);
         }
-        Shard::resolve(self.shard.as_deref(), self.shards, |v| std::env::var(v).ok())
-            .map_err(|e| user(e.to_string()))
+        Shard::resolve(self.shard.as_deref(), self.shards, |v| {
+            std::env::var(v).ok()
+        })
+        .map_err(|e| user(e.to_string()))
     }
 
     /// The shard folder, required for sharded runs.
@@ -140,7 +152,8 @@ pub fn emit(args: &ShardArgs, spec: &JobSpec) -> Result<(Vec<PathBuf>, String)> 
         return Err(user("--cpus-per-task must be at least 1"));
     }
     let dir = absolute(args.emit_dir.as_deref().unwrap_or(&spec.shard_dir))?;
-    std::fs::create_dir_all(&dir).map_err(|e| user(format!("--emit-dir {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| user(format!("--emit-dir {}: {e}", dir.display())))?;
     let shard_dir = absolute(&spec.shard_dir)?;
     let mut written = Vec::new();
     let write = |name: &str, text: String, exec: bool, written: &mut Vec<PathBuf>| -> Result<()> {
@@ -179,8 +192,11 @@ pub fn emit(args: &ShardArgs, spec: &JobSpec) -> Result<(Vec<PathBuf>, String)> 
         Emit::Slurm => {
             let bin = match &args.binary {
                 Some(b) => absolute(b)?,
-                None => std::env::current_exe()
-                    .map_err(|e| user(format!("cannot find this binary for the job script: {e}; pass --binary")))?,
+                None => std::env::current_exe().map_err(|e| {
+                    user(format!(
+                        "cannot find this binary for the job script: {e}; pass --binary"
+                    ))
+                })?,
             };
             let bin = sh_quote(&bin.display().to_string());
             let logs = dir.join("logs");
@@ -270,10 +286,16 @@ pub fn emit(args: &ShardArgs, spec: &JobSpec) -> Result<(Vec<PathBuf>, String)> 
                 "wrote {} for {n} Slurm array tasks{}; submit with `bash {}`",
                 written
                     .iter()
-                    .map(|p| p.file_name().unwrap_or_default().to_string_lossy().to_string())
+                    .map(|p| p
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .to_string())
                     .collect::<Vec<_>>()
                     .join(", "),
-                args.throttle.map(|k| format!(", at most {k} at once")).unwrap_or_default(),
+                args.throttle
+                    .map(|k| format!(", at most {k} at once"))
+                    .unwrap_or_default(),
                 dir.join("submit.sh").display()
             )
         }
@@ -347,7 +369,10 @@ pub fn emit(args: &ShardArgs, spec: &JobSpec) -> Result<(Vec<PathBuf>, String)> 
                 &mut written,
             )?;
             let mut mergecmd = merge.clone();
-            mergecmd.extend(["--out".into(), dir.join("merged.json").display().to_string()]);
+            mergecmd.extend([
+                "--out".into(),
+                dir.join("merged.json").display().to_string(),
+            ]);
             write(
                 "merge-job.yaml",
                 format!(
