@@ -63,7 +63,8 @@ pub use lower_bound::{
 };
 pub use memaudit_engine::{IncrementalLm, LmState};
 pub use scoring::{
-    AllScores, ExactRank, RankReport, Scorer, WalkOptions, WalkStats, token_cost_bits,
+    AllScores, ExactRank, RankReport, RankShard, Scorer, WalkOptions, WalkStats, merge_rank_shards,
+    token_cost_bits,
 };
 pub use skewnorm::{FitOptions, SkewNormal, SkewNormalFit, fit_skew_normal, owens_t};
 pub use template::{CanaryTemplate, RandomnessSpace, Segment, SlotKind};

@@ -17,7 +17,7 @@
 
 use memaudit_engine::{IncrementalLm, LmState};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{AuditError, Result, invalid};
 use crate::tokens::{ScoredStep, TokenizedTemplate};
@@ -58,7 +58,7 @@ impl Default for WalkOptions {
 }
 
 /// LM work done, for benchmarks and cost reports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalkStats {
     /// Calls to `IncrementalLm::step`.
     pub lm_calls: u64,
@@ -100,6 +100,88 @@ pub struct ExactRank {
 pub struct RankReport {
     pub ranks: Vec<ExactRank>,
     pub stats: WalkStats,
+}
+
+/// One shard's part of the exact-rank walk ([`Scorer::exact_ranks_shard`]); shards of one job
+/// are combined by [`merge_rank_shards`]. Serialisable, so a shard written by one process (a
+/// scheduler task) is merged by another. Scores are f64 and round-trip exactly through JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RankShard {
+    /// The secrets, in the caller's order.
+    pub secrets: Vec<u128>,
+    /// Each secret's log-perplexity (bits) by batch scoring; equal in every shard of one job.
+    pub secret_scores: Vec<f64>,
+    /// Per secret: leaves of this shard whose score is <= the secret's.
+    pub counted_at_or_below: Vec<u64>,
+    /// Per secret: the score this shard's walk gave the secret's own leaf, if it holds it.
+    pub own_scores: Vec<Option<f64>>,
+    /// |R|.
+    pub space_size: u128,
+    pub stats: WalkStats,
+}
+
+/// Combine the shards of one exact-rank walk (any number, any order; together they must cover
+/// the job) into exact ranks and exposures: counts add, and each secret's own leaf, held by
+/// exactly one shard, is counted once. `log2_space` is `log2 |R|`. Refuses shards of different
+/// secrets, scores or spaces.
+pub fn merge_rank_shards(shards: &[RankShard], log2_space: f64) -> Result<Vec<ExactRank>> {
+    let Some(first) = shards.first() else {
+        return Err(invalid("shards", "no shards to merge"));
+    };
+    let n = first.secrets.len();
+    let mut counted = vec![0u64; n];
+    let mut own: Vec<Option<f64>> = vec![None; n];
+    for (k, s) in shards.iter().enumerate() {
+        let same_scores = s.secret_scores.len() == n
+            && s.secret_scores
+                .iter()
+                .zip(&first.secret_scores)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+        if s.secrets != first.secrets || s.space_size != first.space_size || !same_scores {
+            return Err(invalid(
+                "shards",
+                format!("shard {k} scored other secrets, scores or space than shard 0"),
+            ));
+        }
+        if s.counted_at_or_below.len() != n || s.own_scores.len() != n {
+            return Err(invalid(
+                "shards",
+                format!(
+                    "shard {k} has {} counts for {n} secrets",
+                    s.counted_at_or_below.len()
+                ),
+            ));
+        }
+        for i in 0..n {
+            counted[i] += s.counted_at_or_below[i];
+            if let Some(o) = s.own_scores[i] {
+                if own[i].is_some() {
+                    return Err(invalid(
+                        "shards",
+                        format!(
+                            "secret {} was scored by two shards (overlapping shards)",
+                            s.secrets[i]
+                        ),
+                    ));
+                }
+                own[i] = Some(o);
+            }
+        }
+    }
+    let size = first.space_size;
+    Ok((0..n)
+        .map(|i| {
+            let s = first.secret_scores[i];
+            let self_counted = matches!(own[i], Some(t) if t <= s) as u64;
+            let rank = ((counted[i] - self_counted + 1) as u128).min(size);
+            ExactRank {
+                index: first.secrets[i],
+                log_perplexity: s,
+                rank,
+                exposure: crate::exposure::exposure_from_rank(rank, log2_space),
+            }
+        })
+        .collect())
 }
 
 /// Scores canaries of one tokenized template under one LM.
@@ -298,7 +380,47 @@ impl<'a, L: IncrementalLm + ?Sized> Scorer<'a, L> {
     /// score are skipped (costs never decrease along a path). The secret's own leaf is counted
     /// exactly once, whatever rounding the batched walk applies to it.
     pub fn exact_ranks(&self, secrets: &[u128], limit: u128) -> Result<RankReport> {
-        let size = self.check_walk_size(limit)?;
+        let part = self.walk_ranks(secrets, limit, None)?;
+        let ranks = merge_rank_shards(std::slice::from_ref(&part), self.tpl.space().log2_size())?;
+        Ok(RankReport {
+            ranks,
+            stats: part.stats,
+        })
+    }
+
+    /// One shard of [`exact_ranks`](Self::exact_ranks)'s walk, for runs split across processes
+    /// or scheduler tasks: the root of the trie is expanded breadth-first until it has at least
+    /// `4 * count` nodes (or one level above the leaves), and shard `index` walks the subtrees of
+    /// the contiguous node range `[rows*index/count, rows*(index+1)/count)`. The split depends on
+    /// (template, count) only, never on threads or timing, so a shard's work is a pure function
+    /// of (model, template, secrets, index, count). [`merge_rank_shards`] adds the shards'
+    /// counts. Ranks equal the single-process walk's for any count: the counts are integers, and
+    /// a leaf's score can differ from the single-process walk only where the batched LM step
+    /// rounds a row differently with other rows beside it, which moves a rank only if a
+    /// candidate's score lies within those last bits of a secret's.
+    pub fn exact_ranks_shard(
+        &self,
+        secrets: &[u128],
+        limit: u128,
+        index: u64,
+        count: u64,
+    ) -> Result<RankShard> {
+        if count == 0 || index >= count {
+            return Err(invalid(
+                "shard",
+                format!("shard {index} of {count} does not exist"),
+            ));
+        }
+        self.walk_ranks(secrets, limit, Some((index, count)))
+    }
+
+    fn walk_ranks(
+        &self,
+        secrets: &[u128],
+        limit: u128,
+        shard: Option<(u64, u64)>,
+    ) -> Result<RankShard> {
+        self.check_walk_size(limit)?;
         let secret_scores = self.log_perplexities(secrets)?;
         if let Some(p) = secret_scores.iter().position(|s| s.is_nan()) {
             return Err(invalid(
@@ -317,7 +439,10 @@ impl<'a, L: IncrementalLm + ?Sized> Scorer<'a, L> {
             .map(|(i, &s)| (s as u64, i))
             .collect();
         own.sort_unstable();
-        let (parts, mut stats) = self.split_root(max_threshold);
+        let (parts, mut stats) = match shard {
+            None => self.split_root(max_threshold),
+            Some((index, count)) => self.split_shard(max_threshold, index, count),
+        };
         let new_sink = || RankSink {
             thresholds: &thresholds,
             max_threshold,
@@ -349,7 +474,7 @@ impl<'a, L: IncrementalLm + ?Sized> Scorer<'a, L> {
             sink
         };
         stats.add(&self.prefix_stats);
-        // counted[k] = leaves with score <= thresholds[k].
+        // Counts per secret, in the caller's order: leaves with score <= the secret's own.
         let counted: Vec<u64> = merged.hist[..thresholds.len()]
             .iter()
             .scan(0u64, |run, h| {
@@ -357,25 +482,40 @@ impl<'a, L: IncrementalLm + ?Sized> Scorer<'a, L> {
                 Some(*run)
             })
             .collect();
-        let log2_size = self.tpl.space().log2_size();
-        let mut ranks = Vec::with_capacity(secrets.len());
-        let mut counted_by_secret = vec![0u64; secrets.len()];
+        let mut counted_at_or_below = vec![0u64; secrets.len()];
         for (k, &i) in order.iter().enumerate() {
-            counted_by_secret[i] = counted[k];
+            counted_at_or_below[i] = counted[k];
         }
-        for (i, &secret) in secrets.iter().enumerate() {
-            let s = secret_scores[i];
-            let self_counted = matches!(merged.own_scores[i], Some(t) if t <= s) as u64;
-            let rank = (counted_by_secret[i] - self_counted + 1) as u128;
-            let rank = rank.min(size as u128);
-            ranks.push(ExactRank {
-                index: secret,
-                log_perplexity: s,
-                rank,
-                exposure: crate::exposure::exposure_from_rank(rank, log2_size),
-            });
-        }
-        Ok(RankReport { ranks, stats })
+        Ok(RankShard {
+            secrets: secrets.to_vec(),
+            secret_scores,
+            counted_at_or_below,
+            own_scores: merged.own_scores,
+            space_size: self.tpl.space().size(),
+            stats,
+        })
+    }
+
+    /// The root expansion for shard `index` of `count` (see [`exact_ranks_shard`](Self::exact_ranks_shard)).
+    fn split_shard(&self, prune_above: f64, index: u64, count: u64) -> (RootParts, WalkStats) {
+        let (level, depth, stats) = self.expand_root(prune_above, 4 * count as usize);
+        let rows = level.rows() as u64;
+        let lo = (rows as u128 * index as u128 / count as u128) as usize;
+        let hi = (rows as u128 * (index + 1) as u128 / count as u128) as usize;
+        let mine = level.take_rows(lo, hi);
+        let tasks = self.opts.parallel_tasks;
+        let groups = if mine.rows() == 0 {
+            Vec::new()
+        } else if tasks > 1 && mine.rows() > 1 {
+            let per = mine.rows().div_ceil(4 * tasks).max(1);
+            (0..mine.rows())
+                .step_by(per)
+                .map(|s| mine.take_rows(s, (s + per).min(mine.rows())))
+                .collect()
+        } else {
+            vec![mine]
+        };
+        (RootParts { depth, groups }, stats)
     }
 
     /// Number of leaves below one node at `depth`.
@@ -389,29 +529,9 @@ impl<'a, L: IncrementalLm + ?Sized> Scorer<'a, L> {
     /// The root level, expanded breadth-first (without chunking) until there are enough nodes to
     /// give every parallel task several subtrees, then cut into contiguous groups.
     fn split_root(&self, prune_above: f64) -> (RootParts, WalkStats) {
-        let mut stats = WalkStats::default();
-        let mut level = Level {
-            state: self.root_state.clone(),
-            log_probs: self.root_log_probs.clone(),
-            scores: vec![0.0],
-            index: vec![0],
-            ..Default::default()
-        };
-        let steps = self.tpl.steps();
         let tasks = self.opts.parallel_tasks;
-        let mut depth = 0;
-        if tasks > 1 {
-            let target = 4 * tasks;
-            while level.rows() < target && depth + 1 < steps.len() {
-                let mut next = Level::default();
-                for r in 0..level.rows() {
-                    self.push_children(&level, r, &steps[depth], prune_above, &mut next);
-                }
-                self.step_level(&level, &mut next, &mut stats);
-                level = next;
-                depth += 1;
-            }
-        }
+        let min_rows = if tasks > 1 { 4 * tasks } else { 0 };
+        let (level, depth, stats) = self.expand_root(prune_above, min_rows);
         let groups = if tasks > 1 && level.rows() > 1 {
             let per = level.rows().div_ceil(4 * tasks).max(1);
             (0..level.rows())
@@ -424,6 +544,31 @@ impl<'a, L: IncrementalLm + ?Sized> Scorer<'a, L> {
             vec![level]
         };
         (RootParts { depth, groups }, stats)
+    }
+
+    /// Expand the root breadth-first, one unchunked level at a time, until the level has at
+    /// least `min_rows` nodes or is one level above the leaves. Returns the level and its depth.
+    fn expand_root(&self, prune_above: f64, min_rows: usize) -> (Level, usize, WalkStats) {
+        let mut stats = WalkStats::default();
+        let mut level = Level {
+            state: self.root_state.clone(),
+            log_probs: self.root_log_probs.clone(),
+            scores: vec![0.0],
+            index: vec![0],
+            ..Default::default()
+        };
+        let steps = self.tpl.steps();
+        let mut depth = 0;
+        while level.rows() < min_rows && depth + 1 < steps.len() {
+            let mut next = Level::default();
+            for r in 0..level.rows() {
+                self.push_children(&level, r, &steps[depth], prune_above, &mut next);
+            }
+            self.step_level(&level, &mut next, &mut stats);
+            level = next;
+            depth += 1;
+        }
+        (level, depth, stats)
     }
 
     /// Append the children of row `r` of `cur` (at the depth of `step`) to `next`, except those

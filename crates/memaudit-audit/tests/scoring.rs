@@ -232,3 +232,51 @@ fn engine_lm_walk_agrees_with_per_candidate_scoring() {
         }
     }
 }
+
+/// The sharded walk: for N = 1, 2, 3 and 7 shards (and shards merged in any order) the merged
+/// ranks equal the single-process walk's and brute force, with ties (quantised mock), and with
+/// the JSON round trip a scheduler task's result takes. The mock is row-independent, so equality
+/// is exact; with a real LM, rows may round differently beside other rows (see
+/// `Scorer::exact_ranks_shard`).
+#[test]
+fn sharded_ranks_equal_single_process_for_any_shard_count() {
+    use memaudit_audit::{RankShard, merge_rank_shards};
+    let tpl = tokenized("pin {digits:4}");
+    let v = common::VOCAB.chars().count();
+    let planted = 4321u128;
+    let lms = [
+        MockLm::new(v, 6, 5).plant(planted_sequence(&tpl, planted), 6.0),
+        MockLm::new(v, 6, 5).quantized(3),
+    ];
+    let secrets: Vec<u128> = vec![planted, 0, 9999, 17, 5000, 1234, 8888];
+    let log2 = tpl.space().log2_size();
+    for lm in &lms {
+        let oracle: Vec<f64> = (0..10_000u128).map(|i| oracle_score(lm, &tpl, i)).collect();
+        for tasks in [1, 3] {
+            let scorer = Scorer::new(lm, &tpl, opts(64, tasks)).unwrap();
+            let single = scorer.exact_ranks(&secrets, 10_000).unwrap().ranks;
+            for n in [1u64, 2, 3, 7, 64] {
+                let mut parts: Vec<RankShard> = (0..n)
+                    .map(|i| {
+                        let p = scorer.exact_ranks_shard(&secrets, 10_000, i, n).unwrap();
+                        serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap()
+                    })
+                    .collect();
+                parts.reverse();
+                let merged = merge_rank_shards(&parts, log2).unwrap();
+                assert_eq!(merged, single, "{n} shards, {tasks} tasks");
+                for (r, &s) in merged.iter().zip(&secrets) {
+                    assert_eq!(r.rank, brute_rank(&oracle, s), "{n} shards");
+                }
+            }
+            assert!(scorer.exact_ranks_shard(&secrets, 10_000, 3, 3).is_err());
+            assert!(scorer.exact_ranks_shard(&secrets, 10_000, 0, 0).is_err());
+        }
+    }
+    // shards of other secrets are refused
+    let scorer = Scorer::new(&lms[0], &tpl, opts(64, 1)).unwrap();
+    let a = scorer.exact_ranks_shard(&[1, 2], 10_000, 0, 2).unwrap();
+    let b = scorer.exact_ranks_shard(&[1, 3], 10_000, 1, 2).unwrap();
+    assert!(merge_rank_shards(&[a.clone(), b], log2).is_err());
+    assert!(merge_rank_shards(&[a.clone(), a], log2).is_err(), "overlap");
+}

@@ -17,6 +17,7 @@
 
 pub mod atomic;
 pub mod audit_canaries;
+pub mod augment;
 pub mod black_box_canaries;
 pub mod checkpoint;
 pub mod compute;
@@ -37,6 +38,7 @@ pub mod penalty;
 pub mod privacy;
 pub mod pytorch;
 pub mod sampler;
+pub mod shard;
 pub mod tensor;
 pub mod testing;
 pub mod train;

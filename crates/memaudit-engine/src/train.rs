@@ -15,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::audit_canaries::{DiracCanaries, FaultInjection};
+use crate::augment::ShiftAugment;
 use crate::checkpoint::{self, CheckpointState};
 use crate::dp::{AdaptiveClip, NoiseSource};
 use crate::error::{EngineError, Result};
@@ -251,6 +252,8 @@ pub struct Trainer {
     pub params: Vec<f32>,
     optimizer: Optimizer,
     penalty: Option<Box<dyn ParamPenalty>>,
+    /// Training-batch augmentation (`--augment shift`), drawn per (seed, step, example).
+    augment: Option<ShiftAugment>,
     checkpoint_dir: Option<PathBuf>,
     pub step: u64,
     pub epoch: u64,
@@ -326,6 +329,7 @@ impl Trainer {
             params,
             optimizer,
             penalty: None,
+            augment: None,
             checkpoint_dir: checkpoint_dir.map(Path::to_path_buf),
             step: 0,
             epoch: 0,
@@ -467,6 +471,12 @@ impl Trainer {
     /// The deliberate bug this run carries, if any (every output must say so).
     pub fn injected_fault(&self) -> Option<&FaultInjection> {
         self.fault.as_ref()
+    }
+
+    /// Shift every training example by a random +-max pixels each step (`augment.rs`); applied
+    /// before per-example gradients, so under DP the accountant is unchanged.
+    pub fn set_augment(&mut self, augment: Option<ShiftAugment>) {
+        self.augment = augment;
     }
 
     /// Add a parameter penalty to the objective (post-processing under DP).
@@ -799,7 +809,10 @@ impl Trainer {
             counted: 0,
         };
         for chunk in idx.chunks(phys) {
-            let batch = train.batch(chunk);
+            let mut batch = train.batch(chunk);
+            if let Some(a) = &self.augment {
+                a.apply(&mut batch, self.config.seed, self.step, chunk)?;
+            }
             let out = self.model.gradients(
                 &self.params,
                 &batch,

@@ -78,6 +78,8 @@ enum Command {
     LowerBound(cmd::lower_bound::Args),
     /// Membership inference: LOSS, LiRA, RMIA and LM baselines (on a score file with --scores).
     Mia(cmd::mia::Args),
+    /// Merge the finished shards of a sharded job (exposure walk, shadow models).
+    Merge(cmd::merge::Args),
 }
 
 /// What every subcommand gets besides its own flags.
@@ -136,6 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         Command::Dynamics(a) => cmd::dynamics::run(&a, &ctx),
         Command::LowerBound(a) => cmd::lower_bound::run(&a, &ctx),
         Command::Mia(a) => cmd::mia::run(&a, &ctx),
+        Command::Merge(a) => cmd::merge::run(&a, &ctx),
     }
 }
 

@@ -459,13 +459,89 @@ fn shadow_training_bad_input() {
         e.contains("too small to split into pairs") && e.contains("--batch-size 5000"),
         "{e}"
     );
+    // Shifts need images; queries need shifts.
     let e = one_line_error(&memaudit(&[
-        "mia", "--data", "embedded", "--pairs", "1", "--out", o,
+        "mia",
+        "--data",
+        "embedded",
+        "--pairs",
+        "1",
+        "--augment",
+        "shift",
+        "--out",
+        o,
     ]));
     assert!(
-        e.contains("--data embedded") && e.contains("classifier"),
+        e.contains("--augment shift") && e.contains("--data embedded"),
         "{e}"
     );
+    let e = one_line_error(&memaudit(&[
+        "mia",
+        "--data",
+        "digits",
+        "--pairs",
+        "1",
+        "--queries",
+        "5",
+        "--out",
+        o,
+    ]));
+    assert!(e.contains("--queries 5") && e.contains("identity"), "{e}");
+    let e = one_line_error(&memaudit(&[
+        "mia",
+        "--data",
+        "digits",
+        "--pairs",
+        "1",
+        "--augment",
+        "shift",
+        "--queries",
+        "26",
+        "--out",
+        o,
+    ]));
+    assert!(e.contains("--queries") && e.contains("25"), "{e}");
+    let e = one_line_error(&memaudit(&[
+        "train",
+        "--data",
+        "embedded",
+        "--augment",
+        "shift",
+        "--out",
+        o,
+    ]));
+    assert!(e.contains("--augment shift"), "{e}");
+    // A cache entry whose key is another model's (another dataset, version or setting) is refused,
+    // naming the entry, never reused.
+    let cache2 = dir.path().join("cache2");
+    let plan_args = [
+        "mia",
+        "--data",
+        "digits",
+        "--model",
+        "mlp",
+        "--pairs",
+        "1",
+        "--epochs",
+        "1",
+        "--cache",
+        cache2.to_str().unwrap(),
+        "--only-model",
+        "0",
+        "--json",
+    ];
+    let j = ok_json(&memaudit(&plan_args));
+    let entry = std::path::PathBuf::from(j["path"].as_str().unwrap());
+    // The unit's completion marker (memaudit_engine::atomic::MARKER) holds the key.
+    let marker = entry.join(memaudit_engine::atomic::MARKER);
+    let key = std::fs::read_to_string(&marker).unwrap();
+    std::fs::write(
+        &marker,
+        key.replace("\"data_hash\":\"", "\"data_hash\":\"0"),
+    )
+    .unwrap();
+    let e = one_line_error(&memaudit(&plan_args[..plan_args.len() - 1]));
+    assert!(e.contains("not reused") && e.contains("model 0"), "{e}");
     let e = one_line_error(&memaudit(&["mia", "--scores", "x.npz", "--pairs", "1"]));
     assert!(e.contains("--scores") && e.contains("--pairs"), "{e}");
     // A cache written by another cache format is refused.
@@ -492,4 +568,104 @@ fn shadow_training_bad_input() {
         o,
     ]));
     assert!(e.contains("--cache") && e.contains("format 99"), "{e}");
+}
+
+#[test]
+fn augmented_shadow_models_query_the_training_shifts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let run = |extra: &[&str], out: &str| {
+        let mut a = vec![
+            "mia",
+            "--data",
+            "digits",
+            "--model",
+            "mlp",
+            "--pairs",
+            "1",
+            "--epochs",
+            "1",
+            "--attack",
+            "loss,lira-online,lira-offline",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--json",
+            "--out",
+        ];
+        a.push(out);
+        a.extend_from_slice(extra);
+        ok_json(&memaudit(&a))
+    };
+    let plain_out = dir.path().join("plain");
+    let aug_out = dir.path().join("aug");
+    let plain = run(&[], plain_out.to_str().unwrap());
+    assert_eq!(plain["queries"], 1);
+    let aug = run(
+        &["--augment", "shift", "--queries", "9"],
+        aug_out.to_str().unwrap(),
+    );
+    // Augmented models are other models: all three trained anew, not taken from the cache.
+    assert_eq!(aug["models_trained"], 3);
+    assert_eq!(aug["queries"], 9);
+    let shifts = aug["query_shifts"].as_array().unwrap();
+    assert_eq!(shifts.len(), 9);
+    assert_eq!(shifts[0], serde_json::json!([0, 0]));
+    assert!(attack(&aug, "lira-online")["auc"].as_f64().is_some());
+    // The score file keeps every query.
+    let j = ok_json(&memaudit(&[
+        "mia",
+        "--scores",
+        aug_out.join("scores.npz").to_str().unwrap(),
+        "--attack",
+        "lira-offline",
+        "--json",
+    ]));
+    assert_eq!(j["queries"], 9);
+}
+
+#[test]
+fn language_model_shadows_on_text_windows_with_the_lm_baselines() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lm");
+    let j = ok_json(&memaudit(&[
+        "mia",
+        "--data",
+        "embedded",
+        "--seq-len",
+        "16",
+        "--max-train",
+        "96",
+        "--embed",
+        "8",
+        "--pairs",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--population",
+        "32",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(j["signal_kind"], "log_likelihood");
+    assert_eq!(j["examples"], 96);
+    assert_eq!(j["shadow_models"], 2);
+    for name in [
+        "loss",
+        "lira-online",
+        "lira-offline",
+        "rmia-online",
+        "min-k",
+        "zlib",
+    ] {
+        let auc = attack(&j, name)["auc"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&auc), "{name}: {auc}");
+    }
+    assert!(
+        j["skipped"].as_array().unwrap().is_empty(),
+        "{}",
+        j["skipped"]
+    );
 }

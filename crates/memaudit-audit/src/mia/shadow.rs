@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use memaudit_engine::atomic::{self, AtomicUnit};
+use memaudit_engine::augment::ShiftAugment;
 use memaudit_engine::train::{Dataset, Silent, TrainConfig, Trainer};
 use memaudit_engine::{Batch, Model, Value};
 
@@ -50,6 +51,9 @@ pub struct ShadowPlan {
     pub pairs: usize,
     /// Membership and per-model seeds derive from it.
     pub seed: u64,
+    /// Training-batch augmentation of every model (`--augment shift`); part of the cache key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<ShiftAugment>,
 }
 
 use memaudit_engine::sampler::mix_seed as mix;
@@ -90,6 +94,7 @@ impl ShadowPlan {
             n,
             pairs,
             seed,
+            augment: None,
         })
     }
 
@@ -142,6 +147,12 @@ impl ShadowPlan {
         c
     }
 
+    /// The same plan with training-batch augmentation.
+    pub fn with_augment(mut self, augment: Option<ShiftAugment>) -> Self {
+        self.augment = augment;
+        self
+    }
+
     /// Everything that changes model `index`, as JSON (the cache key before hashing).
     pub fn key_json(&self, index: usize) -> String {
         let role = if index == self.target_index() {
@@ -149,15 +160,20 @@ impl ShadowPlan {
         } else {
             json!({"pair": index / 2, "side": index % 2})
         };
-        json!({
+        let mut key = json!({
             "format": CACHE_FORMAT,
             "data_hash": self.data_hash,
             "n": self.n,
             "role": role,
             "split_seed": self.split_seed(index),
             "train": self.train_config(index),
-        })
-        .to_string()
+        });
+        // Only present when used, so the keys of models trained without augmentation (and the
+        // caches holding them) stay what they were.
+        if let Some(a) = &self.augment {
+            key["augment"] = json!({"shift": a});
+        }
+        key.to_string()
     }
 
     /// The cache key of model `index` (hex MD5 of `key_json`).
@@ -180,10 +196,17 @@ pub fn dataset_hash(data: &dyn Dataset) -> Result<String> {
                     h.update(v.to_bits().to_le_bytes());
                 }
             }
+            // Language-model windows: the token ids (time-major, as the batch holds them).
+            Value::Tokens(t) => {
+                h.update((t.seq_len as u64).to_le_bytes());
+                for v in &t.ids {
+                    h.update(v.to_le_bytes());
+                }
+            }
             _ => {
                 return Err(MiaError::InvalidInput {
                     what: "shadow training data".into(),
-                    reason: "only dense classifier inputs (images, tabular rows) are supported; write a score file for other models (docs/mia.md)".into(),
+                    reason: "only dense classifier inputs (images, tabular rows) and language-model token windows are supported; write a score file for other models (docs/mia.md)".into(),
                 });
             }
         }
@@ -333,6 +356,7 @@ pub fn train_or_reuse(
     let cfg = plan.train_config(index);
     let mut trainer =
         Trainer::new(cfg, subset.len(), None, false).map_err(engine("shadow training"))?;
+    trainer.set_augment(plan.augment);
     trainer
         .run(&subset, None, &mut Silent)
         .map_err(engine("shadow training"))?;
@@ -358,40 +382,163 @@ pub fn train_or_reuse(
     })
 }
 
-/// A model's signals on every example of `data`: LiRA's phi and RMIA's log softmax(z/T)_y.
+/// The membership queries of every example: query 0 is the identity, then (with augmentation)
+/// the training shifts nearest to it (`ShiftAugment::queries`, a prefix of all of them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queries {
+    augment: Option<ShiftAugment>,
+    shifts: Vec<(i64, i64)>,
+}
+
+impl Queries {
+    /// The identity query only (models trained without augmentation).
+    pub fn identity() -> Self {
+        Self {
+            augment: None,
+            shifts: vec![(0, 0)],
+        }
+    }
+
+    /// The identity and the next `count - 1` shifts of `augment` (`count` between 1 and all
+    /// (2 max + 1)^2 shifts).
+    pub fn shifts(augment: ShiftAugment, count: usize) -> Result<Self> {
+        let all = augment.queries();
+        if count == 0 || count > all.len() {
+            return Err(MiaError::InvalidInput {
+                what: format!("{count} queries"),
+                reason: format!(
+                    "between 1 (the identity) and {} (every shift of +-{} px)",
+                    all.len(),
+                    augment.max_shift
+                ),
+            });
+        }
+        Ok(Self {
+            augment: Some(augment),
+            shifts: all[..count].to_vec(),
+        })
+    }
+
+    /// Number of queries q.
+    pub fn len(&self) -> usize {
+        self.shifts.len()
+    }
+
+    /// Never: the identity is always there.
+    pub fn is_empty(&self) -> bool {
+        self.shifts.is_empty()
+    }
+
+    /// The shifts (dy, dx), identity first.
+    pub fn shifts_list(&self) -> &[(i64, i64)] {
+        &self.shifts
+    }
+}
+
+/// A model's signals on every example of `data` and query: LiRA's phi and RMIA's
+/// log softmax(z/T)_y, each [n, q] row-major.
 pub fn signals(
     model: &Model,
     params: &[f32],
     data: &dyn Dataset,
     temperature: f64,
+    queries: &Queries,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     let n = data.len();
+    let q = queries.len();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut phi = Vec::with_capacity(n);
-    let mut lp = Vec::with_capacity(n);
+    let mut phi = vec![0.0; n * q];
+    let mut lp = vec![0.0; n * q];
     let idx: Vec<usize> = (0..n).collect();
-    for c in idx.chunks(512) {
-        let b = data.batch(c);
-        let logits = model
-            .forward(params, &b.input, false, &mut rng)
-            .map_err(engine("shadow signals"))?;
-        let classes = logits.data.len() / c.len().max(1);
-        if b.targets.len() != c.len() {
+    for (ci, c) in idx.chunks(512).enumerate() {
+        let base = data.batch(c);
+        if base.targets.len() != c.len() {
             return Err(MiaError::InvalidInput {
                 what: "shadow signals".into(),
                 reason: "one label per example is needed (classifiers only)".into(),
             });
         }
-        for (r, &y) in b.targets.iter().enumerate() {
-            let z: Vec<f64> = logits.data[r * classes..(r + 1) * classes]
-                .iter()
-                .map(|&v| v as f64)
-                .collect();
-            phi.push(logit_confidence(&z, y as usize));
-            lp.push(log_probability(&z, y as usize, temperature));
+        for (j, &(dy, dx)) in queries.shifts.iter().enumerate() {
+            let shifted;
+            let b = match (&queries.augment, (dy, dx)) {
+                (Some(a), s) if s != (0, 0) => {
+                    shifted = a.shifted(&base, dy, dx).map_err(engine("shift query"))?;
+                    &shifted
+                }
+                _ => &base,
+            };
+            let logits = model
+                .forward(params, &b.input, false, &mut rng)
+                .map_err(engine("shadow signals"))?;
+            let classes = logits.data.len() / c.len().max(1);
+            for (r, &y) in b.targets.iter().enumerate() {
+                let z: Vec<f64> = logits.data[r * classes..(r + 1) * classes]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .collect();
+                let at = (ci * 512 + r) * q + j;
+                phi[at] = logit_confidence(&z, y as usize);
+                lp[at] = log_probability(&z, y as usize, temperature);
+            }
         }
     }
     Ok((phi, lp))
+}
+
+/// A language model's signals on every window of `data`: the sequence log-likelihood
+/// sum_t log Pr(x_t | x_<t) (natural log; LiRA's and RMIA's signal for LMs) and each window's
+/// per-token log-probabilities (the Min-K% and zlib baselines).
+pub fn lm_signals(
+    model: &Model,
+    params: &[f32],
+    data: &dyn Dataset,
+) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
+    let n = data.len();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut seq = Vec::with_capacity(n);
+    let mut tokens = Vec::with_capacity(n);
+    let idx: Vec<usize> = (0..n).collect();
+    for c in idx.chunks(256) {
+        let b = data.batch(c);
+        let Value::Tokens(t) = &b.input else {
+            return Err(MiaError::InvalidInput {
+                what: "language-model signals".into(),
+                reason: "the data are not token windows".into(),
+            });
+        };
+        let (w, bs) = (t.seq_len, t.batch);
+        let logits = model
+            .forward(params, &b.input, false, &mut rng)
+            .map_err(engine("language-model signals"))?;
+        let rows = w * bs;
+        if b.targets.len() != rows || rows == 0 || logits.data.len() % rows != 0 {
+            return Err(MiaError::InvalidInput {
+                what: "language-model signals".into(),
+                reason: format!(
+                    "{} targets and {} logits for {bs} windows of {w} tokens",
+                    b.targets.len(),
+                    logits.data.len()
+                ),
+            });
+        }
+        let vocab = logits.data.len() / rows;
+        for j in 0..bs {
+            // Rows are time-major: token t of window j is row t * batch + j.
+            let lp: Vec<f64> = (0..w)
+                .map(|t| {
+                    let r = t * bs + j;
+                    let z: Vec<f64> = logits.data[r * vocab..(r + 1) * vocab]
+                        .iter()
+                        .map(|&v| v as f64)
+                        .collect();
+                    log_probability(&z, b.targets[r] as usize, 1.0)
+                })
+                .collect();
+            seq.push(lp.iter().sum());
+            tokens.push(lp);
+        }
+    }
+    Ok((seq, tokens))
 }
 
 /// Labels of every example of `data` (for per-class results).
@@ -516,8 +663,71 @@ mod tests {
         assert!(e.to_string().contains("format 99"), "{e}");
         // Signals have one value per example and finite phi.
         let model = plan.train.model.build().unwrap();
-        let (phi, lp) = signals(&model, &first.params, &data, 1.0).unwrap();
+        let (phi, lp) = signals(&model, &first.params, &data, 1.0, &Queries::identity()).unwrap();
         assert_eq!(phi.len(), 40);
         assert!(phi.iter().all(|v| v.is_finite()) && lp.iter().all(|v| *v <= 0.0));
+    }
+
+    #[test]
+    fn augmentation_changes_the_key_and_the_model_and_queries_start_with_the_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        open_cache(&cache).unwrap();
+        let data = pool(40);
+        let hash = dataset_hash(&data).unwrap();
+        let plain = ShadowPlan::new(tiny_config(4), hash, 40, 1, 3).unwrap();
+        // The pool's 4 features read as one 2x2 image; shifts of +-1 px.
+        let shift = ShiftAugment::new(1, 1, 2, 2).unwrap();
+        let aug = plain.clone().with_augment(Some(shift));
+        assert_ne!(aug.key(0), plain.key(0));
+        assert!(aug.key_json(0).contains("\"augment\""));
+        assert!(!plain.key_json(0).contains("augment"));
+        let a = train_or_reuse(&aug, 0, &cache, &data).unwrap();
+        let p = train_or_reuse(&plain, 0, &cache, &data).unwrap();
+        assert!(!a.reused && !p.reused);
+        assert_ne!(a.params, p.params, "augmented batches must change training");
+        let model = plain.train.model.build().unwrap();
+        let queries = Queries::shifts(shift, 9).unwrap();
+        let (phi, lp) = signals(&model, &a.params, &data, 1.0, &queries).unwrap();
+        let (phi0, lp0) = signals(&model, &a.params, &data, 1.0, &Queries::identity()).unwrap();
+        assert_eq!((phi.len(), lp.len()), (40 * 9, 40 * 9));
+        for i in 0..40 {
+            assert_eq!(phi[i * 9], phi0[i]);
+            assert_eq!(lp[i * 9], lp0[i]);
+        }
+        // A shifted query of a 2x2 image sees other inputs: some signal differs.
+        assert!((0..40).any(|i| phi[i * 9 + 1] != phi0[i]));
+        assert!(Queries::shifts(shift, 10).is_err());
+    }
+
+    #[test]
+    fn language_model_signals_are_window_sums_of_token_log_probabilities() {
+        use memaudit_engine::datasets::TokenWindowDataset;
+        let tokens: Vec<u32> = (0..241).map(|i| ((i * 7) % 13) as u32).collect();
+        let data = TokenWindowDataset::new(tokens, 8).unwrap();
+        assert_eq!(data.len(), 30);
+        let cfg = ModelConfig::LstmLm {
+            vocab: 13,
+            embed: 4,
+            hidden: 6,
+            layers: 1,
+            dropout: 0.0,
+        };
+        let model = cfg.build().unwrap();
+        let params = model.init_params(&mut ChaCha8Rng::seed_from_u64(1));
+        let (seq, tok) = lm_signals(&model, &params, &data).unwrap();
+        assert_eq!((seq.len(), tok.len()), (30, 30));
+        for (s, t) in seq.iter().zip(&tok) {
+            assert_eq!(t.len(), 8);
+            // Summation order is the same: exact.
+            assert_eq!(*s, t.iter().sum::<f64>());
+            // An untrained model is near uniform over 13 tokens: each log-prob near -ln 13 = -2.56.
+            assert!(t.iter().all(|v| (*v + 13f64.ln()).abs() < 1.0), "{t:?}");
+        }
+        // Token windows have a pool identity too (the cache key needs it).
+        assert_eq!(dataset_hash(&data).unwrap(), dataset_hash(&data).unwrap());
+        let other =
+            TokenWindowDataset::new((0..241).map(|i| (i % 13) as u32).collect(), 8).unwrap();
+        assert_ne!(dataset_hash(&data).unwrap(), dataset_hash(&other).unwrap());
     }
 }

@@ -23,6 +23,8 @@ pub enum What {
     Accounting(super::bench_accounting::Args),
     /// Exact exposure over 10^6 candidates by the trie walk.
     Exposure(super::bench_exposure::Args),
+    /// A LiRA shadow set's wall time (training plus scoring), plain and DP-SGD.
+    Mia(super::bench_mia::Args),
 }
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
@@ -31,5 +33,6 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         What::Dp(a) => super::bench_engine::run_shapes(a, ctx, "bench dp"),
         What::Accounting(a) => super::bench_accounting::run(a, ctx),
         What::Exposure(a) => super::bench_exposure::run(a, ctx),
+        What::Mia(a) => super::bench_mia::run(a, ctx),
     }
 }

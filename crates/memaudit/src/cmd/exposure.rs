@@ -27,10 +27,16 @@ pub struct Args {
     /// saved ones.
     #[arg(long, value_name = "S")]
     pub reference_seed: Option<u64>,
+    /// Scale-out: run one shard of the exact-rank walk (see docs/scale-out.md).
+    #[command(flatten)]
+    pub scale: super::scale::ShardArgs,
 }
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     args.exposure.validate()?;
+    if args.scale.requested() {
+        return super::exposure_shard::run(args, ctx);
+    }
     let (saved, lm, tok) = load_lm(&args.run)?;
     let mut set = CanarySet::load(&args.run, args.manifest.as_deref(), &tok)?;
     let exact = args.exposure.exact_for(set.tpl.space().size())?;

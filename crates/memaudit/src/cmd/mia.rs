@@ -18,6 +18,7 @@ use memaudit_audit::mia::{
 
 use memaudit_audit::mia::shadow::{self, ShadowPlan};
 use memaudit_audit::mia::{Attack, Population, SignalKind};
+use memaudit_engine::augment::ShiftAugment;
 use memaudit_engine::train::Dataset;
 
 use super::args::{InputShape, ModelArgs, OptimArgs, PrivacyArgs, RunArgs};
@@ -57,6 +58,42 @@ pub struct Args {
     pub optim: OptimArgs,
     #[command(flatten)]
     pub privacy: PrivacyArgs,
+    /// Scale-out: train one shard of the shadow models (see docs/scale-out.md).
+    #[command(flatten)]
+    pub scale: super::scale::ShardArgs,
+}
+
+/// `--augment`: training-time augmentation of image batches (shared by `train` and `mia`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AugmentArgs {
+    /// Augment training batches: `shift` moves each image by a random +-2 px per step and
+    /// example (zero padding; DP-SGD clips each augmented example once, the accountant is
+    /// unchanged). Image datasets only. `mia` then queries the same shifts.
+    #[arg(long, value_parser = ["shift", "none"])]
+    pub augment: Option<String>,
+}
+
+impl AugmentArgs {
+    /// The engine's augmentation for this input, or an error naming the flag.
+    pub fn resolve(&self, input: &InputShape, data: &str) -> Result<Option<ShiftAugment>> {
+        match (self.augment.as_deref(), input) {
+            (None | Some("none"), _) => Ok(None),
+            (
+                Some(_),
+                InputShape::Image {
+                    channels,
+                    height,
+                    width,
+                    ..
+                },
+            ) => ShiftAugment::new(ShiftAugment::DEFAULT_MAX_SHIFT, *channels, *height, *width)
+                .map(Some)
+                .map_err(|e| user(format!("--augment shift: {e}"))),
+            (Some(a), _) => Err(user(format!(
+                "--augment {a}: --data {data} is not an image dataset (shifts apply to images: digits, mnist, fashion-mnist)"
+            ))),
+        }
+    }
 }
 
 /// Training a target and shadow models (instead of --scores).
@@ -86,6 +123,12 @@ pub struct ShadowArgs {
     /// Population points for RMIA: the first N test examples (no model trains on them).
     #[arg(long, default_value_t = 1000)]
     pub population: usize,
+    #[command(flatten)]
+    pub augment: AugmentArgs,
+    /// With --augment shift: membership queries per example, the identity first, then the
+    /// shifts nearest to it (default all 25 of +-2 px; fewer is faster).
+    #[arg(long, value_name = "K")]
+    pub queries: Option<usize>,
 }
 
 /// Attack settings (defaults: `memaudit_audit::mia::config`).
@@ -212,7 +255,15 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
             "--scores and --pairs exclude each other: attack a score file, or train shadow models",
         ));
     }
+    if args.scale.requested() && args.shadows.pairs.is_none() {
+        return Err(user(
+            "--shard/--shards split shadow-model training: give --data D --pairs P",
+        ));
+    }
     if args.shadows.pairs.is_some() {
+        if args.scale.emit.is_some() {
+            return super::mia_shard::emit_jobs(args);
+        }
         return run_training(args, ctx);
     }
     let Some(path) = &args.scores else {
@@ -472,6 +523,29 @@ fn write_outputs(
     Ok(files.iter().map(|p| p.display().to_string()).collect())
 }
 
+/// Each window's text (the zlib baseline), when the data came with a tokenizer.
+fn window_texts(
+    pool: &dyn Dataset,
+    tokenizer: Option<&memaudit_data::tokenizer::Tokenizer>,
+) -> Option<Vec<Vec<u8>>> {
+    let tok = tokenizer?;
+    let idx: Vec<usize> = (0..pool.len()).collect();
+    let mut out = Vec::with_capacity(pool.len());
+    for c in idx.chunks(256) {
+        let b = pool.batch(c);
+        let memaudit_engine::Value::Tokens(t) = &b.input else {
+            return None;
+        };
+        for j in 0..t.batch {
+            // The window's tokens: its inputs and, for the last position, its final target.
+            let mut ids: Vec<u32> = (0..t.seq_len).map(|s| t.ids[s * t.batch + j]).collect();
+            ids.push(b.targets[(t.seq_len - 1) * t.batch + j]);
+            out.push(tok.decode(&ids).ok()?.into_bytes());
+        }
+    }
+    Some(out)
+}
+
 fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
     let sh = &args.shadows;
     let pairs = sh.pairs.unwrap_or(0);
@@ -482,12 +556,17 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
         .map_err(|e| user(format!("--attack {}: {e}", args.attack)))?;
     let cfg = args.options.config()?;
     let prepared = prepare(&args.data)?;
-    if !matches!(
-        prepared.input,
-        InputShape::Image { .. } | InputShape::Flat { .. }
-    ) {
+    // Language models: examples are the text windows of --seq-len tokens, the signal is the
+    // sequence log-likelihood.
+    let lm = matches!(prepared.input, InputShape::Tokens { .. });
+    if !lm
+        && !matches!(
+            prepared.input,
+            InputShape::Image { .. } | InputShape::Flat { .. }
+        )
+    {
         return Err(user(format!(
-            "--data {}: shadow training supports classifier datasets with dense inputs (digits, mnist, fashion-mnist, adult); for other models write a score file (docs/mia.md)",
+            "--data {}: shadow training supports classifier datasets with dense inputs (digits, mnist, fashion-mnist, adult) and language-model text (ptb, embedded, ...); for other models write a score file (docs/mia.md)",
             args.data.data
         )));
     }
@@ -542,9 +621,24 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
     )?;
     let hash =
         shadow::dataset_hash(pool).map_err(|e| user(format!("--data {}: {e}", args.data.data)))?;
+    let augment = sh.augment.resolve(&prepared.input, &args.data.data)?;
+    let queries = match (augment, sh.queries) {
+        (None, Some(k)) if k != 1 => {
+            return Err(user(format!(
+                "--queries {k}: without --augment shift there is only the identity query"
+            )));
+        }
+        (None, _) => shadow::Queries::identity(),
+        (Some(a), k) => shadow::Queries::shifts(a, k.unwrap_or(a.queries().len()))
+            .map_err(|e| user(format!("--queries: {e}")))?,
+    };
     let plan = ShadowPlan::new(train_cfg, hash.clone(), n, pairs, sh.seed)
-        .map_err(|e| user(format!("--data {}: {e}", args.data.data)))?;
+        .map_err(|e| user(format!("--data {}: {e}", args.data.data)))?
+        .with_augment(augment);
     shadow::open_cache(&cache).map_err(|e| user(format!("--cache: {e}")))?;
+    if args.scale.requested() {
+        return super::mia_shard::run_shard(args, ctx, &plan, pairs, &cache, pool);
+    }
     let indices: Vec<usize> = match sh.only_model {
         Some(i) if i >= plan.models() => {
             return Err(user(format!(
@@ -625,32 +719,53 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
     let mut lp = Vec::with_capacity(models.len());
     let mut pop_phi = Vec::with_capacity(models.len());
     let mut pop_lp = Vec::with_capacity(models.len());
+    // LMs: the target's per-token log-probabilities (Min-K%, zlib).
+    let mut target_tokens = None;
     for m in &models {
-        let (a, b) =
-            shadow::signals(&model, &m.params, pool, t).map_err(|e| user(e.to_string()))?;
+        if lm {
+            let (seq, tok) =
+                shadow::lm_signals(&model, &m.params, pool).map_err(|e| user(e.to_string()))?;
+            phi.push(seq);
+            if m.index == plan.target_index() {
+                target_tokens = Some(tok);
+            }
+            if let Some(p) = &pop_subset {
+                let (seq, _) = shadow::lm_signals(&model, &m.params, p as &dyn Dataset)
+                    .map_err(|e| user(e.to_string()))?;
+                pop_phi.push(seq);
+            }
+            continue;
+        }
+        let (a, b) = shadow::signals(&model, &m.params, pool, t, &queries)
+            .map_err(|e| user(e.to_string()))?;
         phi.push(a);
         lp.push(b);
         if let Some(p) = &pop_subset {
-            let (a, b) = shadow::signals(&model, &m.params, p as &dyn Dataset, t)
+            let (a, b) = shadow::signals(&model, &m.params, p as &dyn Dataset, t, &queries)
                 .map_err(|e| user(e.to_string()))?;
             pop_phi.push(a);
             pop_lp.push(b);
         }
     }
     let member: Vec<Vec<bool>> = (0..plan.models()).map(|i| plan.membership(i)).collect();
-    let labels = shadow::labels(pool);
+    let q = queries.len();
+    let labels = if lm { vec![] } else { shadow::labels(pool) };
     let build = |sig: &[Vec<f64>], pop: &[Vec<f64>], kind: SignalKind| -> Result<ScoreSet> {
         let target = sig[k].clone();
         let shadow: Vec<f64> = sig[..k].concat();
         let shadow_in: Vec<bool> = member[..k].concat();
-        let mut set = ScoreSet::new(n, 1, target, k, shadow, shadow_in, kind)
+        let mut set = ScoreSet::new(n, q, target, k, shadow, shadow_in, kind)
             .and_then(|s| s.with_target_in(member[k].clone()))
-            .and_then(|s| s.with_class(labels.clone()))
             .map_err(|e| user(e.to_string()))?;
+        if !labels.is_empty() {
+            set = set
+                .with_class(labels.clone())
+                .map_err(|e| user(e.to_string()))?;
+        }
         if !pop.is_empty() {
             set = set
                 .with_population(Population {
-                    n: pop[k].len(),
+                    n: pop[k].len() / q,
                     target: pop[k].clone(),
                     shadow: pop[..k].concat(),
                 })
@@ -658,27 +773,45 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
         }
         Ok(set)
     };
-    let phi_set = build(&phi, &pop_phi, SignalKind::LogitConfidence)?;
-    // RMIA's Pr(x|θ) = softmax(z/T)_y needs the logits, not phi: its own set of log-probabilities.
-    let lp_set = build(&lp, &pop_lp, SignalKind::LogLikelihood)?;
     let attack_started = std::time::Instant::now();
-    let mut report = mia::run(&phi_set, &selection, &cfg).map_err(|e| user(e.to_string()))?;
-    let rmia_wanted: Vec<Attack> = report
-        .attacks
-        .iter()
-        .map(|a| a.attack)
-        .filter(|a| matches!(a, Attack::RmiaOnline | Attack::RmiaOffline))
-        .collect();
-    if !rmia_wanted.is_empty() {
-        let r = mia::run(&lp_set, &AttackSelection::Only(rmia_wanted), &cfg)
-            .map_err(|e| user(e.to_string()))?;
-        for mut a in r.attacks {
-            a.notes.push(format!("Pr(x|θ) = softmax(logits / {t})_y"));
-            if let Some(slot) = report.attacks.iter_mut().find(|b| b.attack == a.attack) {
-                *slot = a;
+    let (phi_set, mut report) = if lm {
+        // One signal, the sequence log-likelihood, for LiRA and RMIA; the target's per-token
+        // log-probabilities and the windows' text for the reference-free baselines.
+        let mut set = build(&phi, &pop_phi, SignalKind::LogLikelihood)?;
+        if let Some(tok) = target_tokens {
+            set = set
+                .with_token_logprob(tok)
+                .map_err(|e| user(e.to_string()))?;
+        }
+        if let Some(texts) = window_texts(pool, prepared.tokenizer.as_ref()) {
+            set = set.with_text(texts).map_err(|e| user(e.to_string()))?;
+        }
+        let report = mia::run(&set, &selection, &cfg).map_err(|e| user(e.to_string()))?;
+        (set, report)
+    } else {
+        let phi_set = build(&phi, &pop_phi, SignalKind::LogitConfidence)?;
+        // RMIA's Pr(x|θ) = softmax(z/T)_y needs the logits, not phi: its own set of
+        // log-probabilities.
+        let lp_set = build(&lp, &pop_lp, SignalKind::LogLikelihood)?;
+        let mut report = mia::run(&phi_set, &selection, &cfg).map_err(|e| user(e.to_string()))?;
+        let rmia_wanted: Vec<Attack> = report
+            .attacks
+            .iter()
+            .map(|a| a.attack)
+            .filter(|a| matches!(a, Attack::RmiaOnline | Attack::RmiaOffline))
+            .collect();
+        if !rmia_wanted.is_empty() {
+            let r = mia::run(&lp_set, &AttackSelection::Only(rmia_wanted), &cfg)
+                .map_err(|e| user(e.to_string()))?;
+            for mut a in r.attacks {
+                a.notes.push(format!("Pr(x|θ) = softmax(logits / {t})_y"));
+                if let Some(slot) = report.attacks.iter_mut().find(|b| b.attack == a.attack) {
+                    *slot = a;
+                }
             }
         }
-    }
+        (phi_set, report)
+    };
     let attack_seconds = attack_started.elapsed().as_secs_f64();
     // Private models: how each attack's ROC sits against TPR <= e^eps FPR + delta.
     let dp_line = args
@@ -710,6 +843,8 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
     json["data_hash"] = json!(hash);
     json["pairs"] = json!(pairs);
     json["seed"] = json!(sh.seed);
+    json["augment"] = json!(augment);
+    json["query_shifts"] = json!(queries.shifts_list());
     json["cache"] = json!(cache.display().to_string());
     json["models_trained"] = json!(trained);
     json["models_reused"] = json!(reused);

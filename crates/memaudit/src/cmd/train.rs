@@ -32,6 +32,8 @@ pub struct Args {
     pub privacy: PrivacyArgs,
     #[command(flatten)]
     pub run: RunArgs,
+    #[command(flatten)]
+    pub augment: super::mia::AugmentArgs,
     /// Skip the sanity checks printed before private training.
     #[arg(long)]
     pub no_sanity_checks: bool,
@@ -602,8 +604,8 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         ctx,
     )?;
     check_audit_flags(args, &cfg, model.num_params())?;
-    let run_cfg = json!({ "train": cfg, "data": args.data, "white_box_canaries": args.white_box_canaries, "fault_noise_scale": args.fault_noise_scale });
-    let mut run_cfg = run_cfg;
+    let augment = args.augment.resolve(&prepared.input, &args.data.data)?;
+    let mut run_cfg = json!({ "train": cfg, "data": args.data, "white_box_canaries": args.white_box_canaries, "fault_noise_scale": args.fault_noise_scale, "augment": args.augment.augment });
     if let Some(m) = args.audit_canaries {
         run_cfg["audit_canaries"] = json!(m);
     }
@@ -635,6 +637,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     }
     let mut trainer = Trainer::new(cfg.clone(), n, Some(&rd.checkpoints()), rd.resuming)
         .map_err(|e| user(e.to_string()))?;
+    trainer.set_augment(augment);
     if trainer.noise_is_seeded() {
         ctx.note("note: the DP noise is seeded from --seed (--seeded-noise): anyone with the seed can regenerate it; use only for reproducible research");
     }
