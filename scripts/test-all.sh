@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The repository's test command (README, .ci/run): the Rust workspace's tests, then the Python
 # package (python/, docs/python.md) built as a wheel into a fresh virtual environment and its
-# pytest suite. maturin, pytest and numpy come from PyPI; the wheel's build shares target/ with
+# pytest suite, then the scheduler test (scripts/slurm_test.sh: a single-node Slurm). maturin, pytest and numpy come from PyPI; the wheel's build shares target/ with
 # the workspace, so it compiles only pyo3, numpy and the bindings on top of what cargo test built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,3 +39,9 @@ echo "test-all: venv, wheel and install took $((wheel_done - rust_done)) s"
 (cd python/tests && MEMAUDIT_BIN="$root/target/release/memaudit" "$work/venv/bin/pytest" -q)
 end=$(date +%s)
 echo "test-all: pytest took $((end - wheel_done)) s; Python part $((end - rust_done)) s; total $((end - start)) s"
+
+# Scale-out on a real scheduler (docs/scale-out.md): a single-node Slurm (apt-get installs
+# slurm-wlm and munge when missing; CI runs as root), the emitted array with a throttle, a failing
+# task and its resubmission. Where installing is impossible it prints a loud SKIPPED banner.
+bash scripts/slurm_test.sh "$root/target/release/memaudit"
+echo "test-all: slurm test (install + run) took $(( $(date +%s) - end )) s; total $(( $(date +%s) - start )) s"
