@@ -88,7 +88,7 @@ pub fn black_box_audit(
     let auroc = canary_scores.auroc_empirical();
     if auroc < 0.5 {
         warnings.push(format!(
-            "AUC = {auroc:.4} < 0.5: the included canaries scored lower than the excluded ones"
+            "AUC = {auroc:.4} < 0.5: the scores look reversed (the included canaries scored lower than the excluded ones)"
         ));
     }
     let mut bounds = vec![BlackBoxBound {
