@@ -461,38 +461,85 @@ fn shadow_training_bad_input() {
     );
     // Shifts need images; queries need shifts.
     let e = one_line_error(&memaudit(&[
-        "mia", "--data", "embedded", "--pairs", "1", "--augment", "shift", "--out", o,
+        "mia",
+        "--data",
+        "embedded",
+        "--pairs",
+        "1",
+        "--augment",
+        "shift",
+        "--out",
+        o,
     ]));
     assert!(
         e.contains("--augment shift") && e.contains("--data embedded"),
         "{e}"
     );
     let e = one_line_error(&memaudit(&[
-        "mia", "--data", "digits", "--pairs", "1", "--queries", "5", "--out", o,
+        "mia",
+        "--data",
+        "digits",
+        "--pairs",
+        "1",
+        "--queries",
+        "5",
+        "--out",
+        o,
     ]));
     assert!(e.contains("--queries 5") && e.contains("identity"), "{e}");
     let e = one_line_error(&memaudit(&[
-        "mia", "--data", "digits", "--pairs", "1", "--augment", "shift", "--queries", "26",
-        "--out", o,
+        "mia",
+        "--data",
+        "digits",
+        "--pairs",
+        "1",
+        "--augment",
+        "shift",
+        "--queries",
+        "26",
+        "--out",
+        o,
     ]));
     assert!(e.contains("--queries") && e.contains("25"), "{e}");
     let e = one_line_error(&memaudit(&[
-        "train", "--data", "embedded", "--augment", "shift", "--out", o,
+        "train",
+        "--data",
+        "embedded",
+        "--augment",
+        "shift",
+        "--out",
+        o,
     ]));
     assert!(e.contains("--augment shift"), "{e}");
     // A cache entry whose key is another model's (another dataset, version or setting) is refused,
     // naming the entry, never reused.
     let cache2 = dir.path().join("cache2");
     let plan_args = [
-        "mia", "--data", "digits", "--model", "mlp", "--pairs", "1", "--epochs", "1", "--cache",
-        cache2.to_str().unwrap(), "--only-model", "0", "--json",
+        "mia",
+        "--data",
+        "digits",
+        "--model",
+        "mlp",
+        "--pairs",
+        "1",
+        "--epochs",
+        "1",
+        "--cache",
+        cache2.to_str().unwrap(),
+        "--only-model",
+        "0",
+        "--json",
     ];
     let j = ok_json(&memaudit(&plan_args));
     let entry = std::path::PathBuf::from(j["path"].as_str().unwrap());
     // The unit's completion marker (memaudit_engine::atomic::MARKER) holds the key.
     let marker = entry.join(memaudit_engine::atomic::MARKER);
     let key = std::fs::read_to_string(&marker).unwrap();
-    std::fs::write(&marker, key.replace("\"data_hash\":\"", "\"data_hash\":\"0")).unwrap();
+    std::fs::write(
+        &marker,
+        key.replace("\"data_hash\":\"", "\"data_hash\":\"0"),
+    )
+    .unwrap();
     let e = one_line_error(&memaudit(&plan_args[..plan_args.len() - 1]));
     assert!(e.contains("not reused") && e.contains("model 0"), "{e}");
     let e = one_line_error(&memaudit(&["mia", "--scores", "x.npz", "--pairs", "1"]));
@@ -605,9 +652,20 @@ fn language_model_shadows_on_text_windows_with_the_lm_baselines() {
     assert_eq!(j["signal_kind"], "log_likelihood");
     assert_eq!(j["examples"], 96);
     assert_eq!(j["shadow_models"], 2);
-    for name in ["loss", "lira-online", "lira-offline", "rmia-online", "min-k", "zlib"] {
+    for name in [
+        "loss",
+        "lira-online",
+        "lira-offline",
+        "rmia-online",
+        "min-k",
+        "zlib",
+    ] {
         let auc = attack(&j, name)["auc"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&auc), "{name}: {auc}");
     }
-    assert!(j["skipped"].as_array().unwrap().is_empty(), "{}", j["skipped"]);
+    assert!(
+        j["skipped"].as_array().unwrap().is_empty(),
+        "{}",
+        j["skipped"]
+    );
 }

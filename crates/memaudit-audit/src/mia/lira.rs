@@ -393,10 +393,17 @@ mod tests {
         )
         .unwrap();
         // NumPy's np.std([0, 1, 2, 3]) = sqrt(1.25).
-        assert!((fit.sd_out[0] - 1.25f64.sqrt()).abs() < 1e-12, "{:?}", fit.sd_out);
+        assert!(
+            (fit.sd_out[0] - 1.25f64.sqrt()).abs() < 1e-12,
+            "{:?}",
+            fit.sd_out
+        );
         let scores = fit.scores(&stats.target, LiraVariant::Offline);
         // Each target sits 0.5 above its OUT value: the same finite score, log Phi(0.5 / sd).
-        assert!(scores.iter().all(|s| s.is_finite() && *s < 0.0), "{scores:?}");
+        assert!(
+            scores.iter().all(|s| s.is_finite() && *s < 0.0),
+            "{scores:?}"
+        );
     }
 
     #[test]

@@ -709,8 +709,8 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
     let mut target_tokens = None;
     for m in &models {
         if lm {
-            let (seq, tok) = shadow::lm_signals(&model, &m.params, pool)
-                .map_err(|e| user(e.to_string()))?;
+            let (seq, tok) =
+                shadow::lm_signals(&model, &m.params, pool).map_err(|e| user(e.to_string()))?;
             phi.push(seq);
             if m.index == plan.target_index() {
                 target_tokens = Some(tok);
