@@ -192,10 +192,19 @@ pub fn fit(
         let cells = || (0..n).map(move |i| i * q + j);
         let (mu_in, mu_out, sd_in, sd_out) = (&fit.mu_in, &fit.mu_out, &fit.sd_in, &fit.sd_out);
         // The global standard deviation of residuals around each example's centre.
-        let global_in =
-            std_dev(cells().flat_map(|c| stats.inn[c].iter().map(move |v| v - mu_in[c])));
-        let global_out =
-            std_dev(cells().flat_map(|c| stats.out[c].iter().map(move |v| v - mu_out[c])));
+        // With at most one value per example on a side (e.g. one complementary pair of
+        // reference models) every residual is 0 and the residuals say nothing about the spread:
+        // use the standard deviation of that side's values over all examples instead (the
+        // authors' code's `np.std(dat_out)`), never a zero variance that saturates every score.
+        let residual_or_raw = |side: &[Vec<f64>], mu: &[f64]| {
+            if cells().any(|c| side[c].len() >= 2) {
+                std_dev(cells().flat_map(|c| side[c].iter().map(move |v| v - mu[c])))
+            } else {
+                std_dev(cells().flat_map(|c| side[c].iter().copied()))
+            }
+        };
+        let global_in = residual_or_raw(&stats.inn, mu_in);
+        let global_out = residual_or_raw(&stats.out, mu_out);
         // TF Privacy's fallback: the mean over examples of the centres and deviations.
         let mean_mu_in = nan_mean(cells().map(|c| mu_in[c]));
         let mean_mu_out = nan_mean(cells().map(|c| mu_out[c]));
@@ -358,6 +367,43 @@ mod tests {
             let online = fit.scores(&stats.target, LiraVariant::Online);
             assert!(online.iter().all(|s| s.abs() < 1e-12), "{online:?}");
         }
+    }
+
+    #[test]
+    fn one_reference_value_per_example_uses_the_spread_over_examples_not_zero() {
+        // One complementary pair: each example has exactly one OUT value. Residuals around each
+        // example's own centre are all 0; a zero variance would give every non-member score
+        // -inf or 0 (ties at the top, no usable threshold at low FPR).
+        let out: Vec<Vec<f64>> = vec![vec![0.0], vec![1.0], vec![2.0], vec![3.0]];
+        let stats = ShadowStatistics {
+            n: 4,
+            q: 1,
+            target: vec![0.5, 1.5, 2.5, 3.5],
+            inn: vec![vec![]; 4],
+            out,
+        };
+        let fit = fit(
+            &stats,
+            LiraVariant::Offline,
+            &LiraConfig {
+                variance: VarianceMode::Global,
+                ..LiraConfig::default()
+            },
+            &[1, 4],
+        )
+        .unwrap();
+        // NumPy's np.std([0, 1, 2, 3]) = sqrt(1.25).
+        assert!(
+            (fit.sd_out[0] - 1.25f64.sqrt()).abs() < 1e-12,
+            "{:?}",
+            fit.sd_out
+        );
+        let scores = fit.scores(&stats.target, LiraVariant::Offline);
+        // Each target sits 0.5 above its OUT value: the same finite score, log Phi(0.5 / sd).
+        assert!(
+            scores.iter().all(|s| s.is_finite() && *s < 0.0),
+            "{scores:?}"
+        );
     }
 
     #[test]

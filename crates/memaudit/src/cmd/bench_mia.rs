@@ -154,7 +154,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
                 // Fixed-size shuffled batches, as the PyTorch/Opacus side (poisson_sampling=False).
                 sampling: SamplingMode::Shuffle,
                 seed: 0,
-                privacy: dp.then(|| PrivacyConfig {
+                privacy: dp.then_some(PrivacyConfig {
                     noise_multiplier: 1.1,
                     clipping: ClipConfig::Flat { bound: 1.0 },
                     delta: 1e-5,
