@@ -70,6 +70,36 @@ impl ExposureLog {
         })
     }
 
+    /// The CSV text `write_csv` writes, as bytes (for a caller that stores or writes it
+    /// atomically itself).
+    pub fn to_csv_bytes(&self) -> Result<Vec<u8>> {
+        let fmt = |e: csv::Error| AuditError::Format {
+            path: "exposure log".into(),
+            reason: e.to_string(),
+        };
+        let mut w = csv::Writer::from_writer(Vec::new());
+        for r in &self.records {
+            w.serialize(r).map_err(fmt)?;
+        }
+        w.into_inner().map_err(|e| AuditError::Format {
+            path: "exposure log".into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Parse CSV text written by `write_csv`/`to_csv_bytes`; `what` names it in errors.
+    pub fn from_csv_bytes(bytes: &[u8], what: &str) -> Result<Self> {
+        let mut r = csv::Reader::from_reader(bytes);
+        let records = r
+            .deserialize()
+            .collect::<std::result::Result<Vec<ExposureRecord>, _>>()
+            .map_err(|e| AuditError::Format {
+                path: what.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self { records })
+    }
+
     pub fn read_csv(path: &Path) -> Result<Self> {
         let io = |e: csv::Error| AuditError::Format {
             path: path.display().to_string(),
