@@ -79,6 +79,27 @@ pub fn clean_stale_in(parent: &Path) -> Result<usize> {
     Ok(removed)
 }
 
+/// Remove unit `dir` atomically: rename it to a temporary name first (a crash then leaves a
+/// leftover that [`clean_stale_in`] removes, never a half-deleted unit that still looks
+/// complete), then delete it. Absent: nothing to do.
+pub fn remove(dir: &Path) -> Result<()> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Ok(());
+    };
+    if !dir.exists() {
+        return Ok(());
+    }
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let doomed = parent.join(format!(
+        "{}{}-removed-{}",
+        temp_prefix(&name.to_string_lossy()),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::rename(dir, &doomed).map_err(io(dir))?;
+    fs::remove_dir_all(&doomed).map_err(io(&doomed))
+}
+
 /// Remove temporary folders a crashed writer of unit `final_dir` left behind. Returns how many.
 pub fn clean_stale(final_dir: &Path) -> Result<usize> {
     let (Some(parent), Some(name)) = (final_dir.parent(), final_dir.file_name()) else {
@@ -195,8 +216,9 @@ impl AtomicUnit {
                     self.final_dir.display()
                 )));
             }
-            // An incomplete folder at the final name (written by hand, or by an older layout).
-            fs::remove_dir_all(&self.final_dir).map_err(io(&self.final_dir))?;
+            // An incomplete folder at the final name (written by hand, or by an older layout),
+            // or the unit being replaced.
+            remove(&self.final_dir)?;
         }
         fs::rename(&self.tmp_dir, &self.final_dir).map_err(io(&self.final_dir))?;
         if let Some(parent) = self.final_dir.parent() {
@@ -323,6 +345,26 @@ mod tests {
         names.sort();
         assert_eq!(names, [".keep", "c", "latest"]);
         assert!(is_complete(&dir.path().join("c")));
+    }
+
+    #[test]
+    fn a_removal_interrupted_half_way_leaves_only_a_leftover() {
+        let dir = tempfile::tempdir().unwrap();
+        let unit = dir.path().join("step-3");
+        let u = AtomicUnit::begin(&unit).unwrap();
+        u.write("a", b"1").unwrap();
+        u.commit(b"k", false).unwrap();
+        remove(&unit).unwrap();
+        assert!(!unit.exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        // Half way: the folder was renamed, its deletion was cut short.
+        let u = AtomicUnit::begin(&unit).unwrap();
+        u.commit(b"k", false).unwrap();
+        let doomed = dir.path().join(".step-3.tmp-1-removed-0");
+        fs::rename(&unit, &doomed).unwrap();
+        assert!(!is_complete(&unit));
+        assert_eq!(clean_stale_in(dir.path()).unwrap(), 1);
+        remove(&unit).unwrap();
     }
 
     #[test]

@@ -134,14 +134,7 @@ pub fn save(
     optimizer: &OptimizerState,
     state: &CheckpointState,
 ) -> Result<PathBuf> {
-    save_with(
-        root,
-        specs,
-        params,
-        optimizer,
-        state,
-        SaveExtras::default(),
-    )
+    save_with(root, specs, params, optimizer, state, SaveExtras::default())
 }
 
 /// [`save`] with the run's logs (and a crash-test hook).
@@ -207,7 +200,10 @@ pub fn save_with(
     };
     for (log, bytes) in extras.logs {
         if log.is_empty() || log.contains(['/', '\\']) || log.starts_with('.') {
-            return Err(ck_err(&tmp, format!("log name {log:?} is not a plain file name")));
+            return Err(ck_err(
+                &tmp,
+                format!("log name {log:?} is not a plain file name"),
+            ));
         }
         unit.write(&format!("{LOGS_DIR}/{log}"), bytes)?;
         marker.logs.push((log.clone(), bytes.len() as u64));
@@ -232,7 +228,8 @@ pub fn save_with(
     all.sort();
     if all.len() > KEEP {
         for old in &all[..all.len() - KEEP] {
-            let _ = fs::remove_dir_all(root.join(old));
+            // Renamed away first: a kill mid-way never leaves a half-deleted checkpoint.
+            atomic::remove(&root.join(old))?;
         }
     }
     Ok(final_dir)
@@ -513,7 +510,10 @@ mod tests {
         let params = vec![0.25f32; model.num_params()];
         let logs = vec![
             ("metrics.csv".to_string(), b"epoch,step\n1,10\n".to_vec()),
-            ("exposure.csv".to_string(), b"epoch,step\n0,0\n1,10\n".to_vec()),
+            (
+                "exposure.csv".to_string(),
+                b"epoch,step\n0,0\n1,10\n".to_vec(),
+            ),
         ];
         let path = save_with(
             dir.path(),
@@ -533,7 +533,10 @@ mod tests {
         // A log cut short after the fact is refused, not believed.
         fs::write(path.join("logs/exposure.csv"), b"epoch,step\n0,0\n").unwrap();
         let err = load(&path).unwrap_err().to_string();
-        assert!(err.contains("damaged") && err.contains("exposure.csv"), "{err}");
+        assert!(
+            err.contains("damaged") && err.contains("exposure.csv"),
+            "{err}"
+        );
         // A log name that would escape the checkpoint folder is refused.
         let bad = vec![("../x.csv".to_string(), vec![])];
         assert!(

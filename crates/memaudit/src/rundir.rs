@@ -429,8 +429,8 @@ mod tests {
         assert_eq!(rows[0]["eps"], None);
         assert!(rows[1]["loss"].unwrap().is_nan() && rows[1]["eps"] == Some(f64::INFINITY));
         // A resume from the checkpoint holding one row rewrites the file to that row.
-        let m = MetricsCsv::restore(&p, &["epoch", "loss", "eps"], at_checkpoint.as_bytes())
-            .unwrap();
+        let m =
+            MetricsCsv::restore(&p, &["epoch", "loss", "eps"], at_checkpoint.as_bytes()).unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), at_checkpoint);
         assert_eq!(m.contents(), at_checkpoint);
         // A checkpoint copy with other columns is refused.

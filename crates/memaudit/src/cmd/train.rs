@@ -371,20 +371,21 @@ impl TrainObserver for CliObserver<'_> {
         params: &[f32],
     ) -> memaudit_engine::Result<()> {
         let f = |x: f64| Some(x);
-        self.metrics.append(&[
-            f(e.epoch as f64),
-            f(e.step as f64),
-            f(e.train_loss),
-            f(e.train_accuracy),
-            e.valid_loss,
-            e.valid_accuracy,
-            e.epsilon,
-            e.epsilon_if_poisson,
-            e.clip_bound,
-            e.clipped_fraction,
-            f(e.seconds),
-        ])
-        .map_err(|err| memaudit_engine::EngineError::Config(format!("{err:#}")))?;
+        self.metrics
+            .append(&[
+                f(e.epoch as f64),
+                f(e.step as f64),
+                f(e.train_loss),
+                f(e.train_accuracy),
+                e.valid_loss,
+                e.valid_accuracy,
+                e.epsilon,
+                e.epsilon_if_poisson,
+                e.clip_bound,
+                e.clipped_fraction,
+                f(e.seconds),
+            ])
+            .map_err(|err| memaudit_engine::EngineError::Config(format!("{err:#}")))?;
         let mut line = format!("epoch {}: train loss {:.4}", e.epoch, e.train_loss);
         if let Some(v) = e.valid_loss {
             line += &format!(", valid loss {v:.4}");
@@ -404,7 +405,10 @@ impl TrainObserver for CliObserver<'_> {
         Ok(())
     }
     fn checkpoint_logs(&mut self) -> memaudit_engine::Result<Vec<LogFile>> {
-        Ok(vec![(METRICS_CSV.into(), self.metrics.contents().into_bytes())])
+        Ok(vec![(
+            METRICS_CSV.into(),
+            self.metrics.contents().into_bytes(),
+        )])
     }
 }
 
