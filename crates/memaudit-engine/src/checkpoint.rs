@@ -87,12 +87,12 @@ struct Marker {
 
 /// Extras of a checkpoint write beyond the model: the run's logs, and a hook for crash tests.
 #[derive(Default)]
-pub struct SaveExtras<'a> {
+pub struct SaveExtras<'a, 'h> {
     /// Log files to store with the checkpoint (names without folders).
     pub logs: &'a [LogFile],
     /// Called half way through the write (the parameters are on disk, the logs, the sidecar and
     /// the marker are not): a crash test aborts the process here.
-    pub midway: Option<&'a mut dyn FnMut()>,
+    pub midway: Option<&'h mut dyn FnMut()>,
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> EngineError {
@@ -144,7 +144,7 @@ pub fn save_with(
     params: &[f32],
     optimizer: &OptimizerState,
     state: &CheckpointState,
-    extras: SaveExtras<'_>,
+    extras: SaveExtras<'_, '_>,
 ) -> Result<PathBuf> {
     fs::create_dir_all(root).map_err(|e| io_err(root, e))?;
     let name = format!("step-{:09}", state.step);
@@ -585,12 +585,16 @@ mod tests {
                 .map(|e| e.unwrap().path())
                 .filter(|p| atomic::is_temp_name(&p.file_name().unwrap().to_string_lossy()))
                 .collect();
-            seen = Some(tmp);
+            let written: Vec<bool> = ["model.safetensors", "state.json", atomic::MARKER]
+                .iter()
+                .map(|f| tmp.iter().any(|t| t.join(f).is_file()))
+                .collect();
+            seen = Some((tmp, written));
         };
         save_at(6, Some(&mut hook)).unwrap();
-        let tmp = seen.unwrap();
+        let (tmp, written) = seen.unwrap();
         assert_eq!(tmp.len(), 1, "the write goes through one temporary folder");
-        assert!(tmp[0].join("model.safetensors").is_file());
+        assert_eq!(written, [true, false, false], "parameters only, at the hook");
         // Leave a copy of that half-written folder, as a kill at the hook would.
         let orphan = dir.path().join(tmp[0].file_name().unwrap());
         fs::create_dir_all(&orphan).unwrap();
