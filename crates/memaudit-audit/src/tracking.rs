@@ -156,3 +156,32 @@ pub fn histogram(values: &[f64], bins: usize) -> Histogram {
     }
     Histogram { edges, counts }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_bytes_round_trip_exactly_and_a_cut_log_is_an_error() {
+        let rec = |step: u64, rank: Option<u64>| ExposureRecord {
+            epoch: 1,
+            step,
+            canary_id: "r4-0".into(),
+            repetitions: 4,
+            log_perplexity: 0.1 + 0.2,
+            rank,
+            exposure_exact: rank.map(|_| 7.25),
+            exposure_interpolated: Some(1.0 / 3.0),
+            exposure_extrapolated: None,
+        };
+        let log = ExposureLog {
+            records: vec![rec(0, Some(3)), rec(12, None)],
+        };
+        let bytes = log.to_csv_bytes().unwrap();
+        assert_eq!(ExposureLog::from_csv_bytes(&bytes, "x").unwrap(), log);
+        // Cut in the middle of the last row: refused, naming what was read.
+        let cut = &bytes[..bytes.len() - 12];
+        let err = ExposureLog::from_csv_bytes(cut, "the checkpoint's exposure.csv").unwrap_err();
+        assert!(err.to_string().contains("exposure.csv"), "{err}");
+    }
+}

@@ -594,7 +594,11 @@ mod tests {
         save_at(6, Some(&mut hook)).unwrap();
         let (tmp, written) = seen.unwrap();
         assert_eq!(tmp.len(), 1, "the write goes through one temporary folder");
-        assert_eq!(written, [true, false, false], "parameters only, at the hook");
+        assert_eq!(
+            written,
+            [true, false, false],
+            "parameters only, at the hook"
+        );
         // Leave a copy of that half-written folder, as a kill at the hook would.
         let orphan = dir.path().join(tmp[0].file_name().unwrap());
         fs::create_dir_all(&orphan).unwrap();
