@@ -70,6 +70,36 @@ impl ExposureLog {
         })
     }
 
+    /// The CSV text `write_csv` writes, as bytes (for a caller that stores or writes it
+    /// atomically itself).
+    pub fn to_csv_bytes(&self) -> Result<Vec<u8>> {
+        let fmt = |e: csv::Error| AuditError::Format {
+            path: "exposure log".into(),
+            reason: e.to_string(),
+        };
+        let mut w = csv::Writer::from_writer(Vec::new());
+        for r in &self.records {
+            w.serialize(r).map_err(fmt)?;
+        }
+        w.into_inner().map_err(|e| AuditError::Format {
+            path: "exposure log".into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Parse CSV text written by `write_csv`/`to_csv_bytes`; `what` names it in errors.
+    pub fn from_csv_bytes(bytes: &[u8], what: &str) -> Result<Self> {
+        let mut r = csv::Reader::from_reader(bytes);
+        let records = r
+            .deserialize()
+            .collect::<std::result::Result<Vec<ExposureRecord>, _>>()
+            .map_err(|e| AuditError::Format {
+                path: what.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self { records })
+    }
+
     pub fn read_csv(path: &Path) -> Result<Self> {
         let io = |e: csv::Error| AuditError::Format {
             path: path.display().to_string(),
@@ -125,4 +155,33 @@ pub fn histogram(values: &[f64], bins: usize) -> Histogram {
         counts[b] += 1;
     }
     Histogram { edges, counts }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_bytes_round_trip_exactly_and_a_cut_log_is_an_error() {
+        let rec = |step: u64, rank: Option<u64>| ExposureRecord {
+            epoch: 1,
+            step,
+            canary_id: "r4-0".into(),
+            repetitions: 4,
+            log_perplexity: 0.1 + 0.2,
+            rank,
+            exposure_exact: rank.map(|_| 7.25),
+            exposure_interpolated: Some(1.0 / 3.0),
+            exposure_extrapolated: None,
+        };
+        let log = ExposureLog {
+            records: vec![rec(0, Some(3)), rec(12, None)],
+        };
+        let bytes = log.to_csv_bytes().unwrap();
+        assert_eq!(ExposureLog::from_csv_bytes(&bytes, "x").unwrap(), log);
+        // Cut in the middle of the last row: refused, naming what was read.
+        let cut = &bytes[..bytes.len() - 12];
+        let err = ExposureLog::from_csv_bytes(cut, "the checkpoint's exposure.csv").unwrap_err();
+        assert!(err.to_string().contains("exposure.csv"), "{err}");
+    }
 }

@@ -10,6 +10,10 @@
 //!
 //! A complete unit is never overwritten silently: [`AtomicUnit::commit`] refuses when `<name>`
 //! is already complete, unless the caller asked to replace it.
+//!
+//! Files may sit in subfolders of a unit (`logs/metrics.csv`): every file is synced before the
+//! marker is written. [`clean_stale_in`] removes every leftover temporary folder (or file) of a
+//! parent folder at once, for a writer that owns the whole folder (a run's checkpoints).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -44,6 +48,58 @@ fn temp_prefix(name: &str) -> String {
     format!(".{name}.tmp-")
 }
 
+/// Whether `name` is a leftover of an interrupted atomic write in its parent folder: a unit's
+/// temporary folder (`.<name>.tmp-<pid>-<n>`) or an atomically written file's temporary copy
+/// (`.<file>.tmp-<pid>`); older layouts named them `.tmp-<name>-<pid>`, which this also covers.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp-")
+}
+
+/// Remove every leftover of an interrupted atomic write directly under `parent` (see
+/// [`is_temp_name`]); only for a parent that one writer owns (no concurrent writer's temporary
+/// folder may be there). Returns how many were removed.
+pub fn clean_stale_in(parent: &Path) -> Result<usize> {
+    if !parent.is_dir() {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    for e in fs::read_dir(parent).map_err(io(parent))? {
+        let e = e.map_err(io(parent))?;
+        if !is_temp_name(&e.file_name().to_string_lossy()) {
+            continue;
+        }
+        let p = e.path();
+        if p.is_dir() {
+            fs::remove_dir_all(&p).map_err(io(&p))?;
+        } else {
+            fs::remove_file(&p).map_err(io(&p))?;
+        }
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Remove unit `dir` atomically: rename it to a temporary name first (a crash then leaves a
+/// leftover that [`clean_stale_in`] removes, never a half-deleted unit that still looks
+/// complete), then delete it. Absent: nothing to do.
+pub fn remove(dir: &Path) -> Result<()> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Ok(());
+    };
+    if !dir.exists() {
+        return Ok(());
+    }
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let doomed = parent.join(format!(
+        "{}{}-removed-{}",
+        temp_prefix(&name.to_string_lossy()),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::rename(dir, &doomed).map_err(io(dir))?;
+    fs::remove_dir_all(&doomed).map_err(io(&doomed))
+}
+
 /// Remove temporary folders a crashed writer of unit `final_dir` left behind. Returns how many.
 pub fn clean_stale(final_dir: &Path) -> Result<usize> {
     let (Some(parent), Some(name)) = (final_dir.parent(), final_dir.file_name()) else {
@@ -65,7 +121,23 @@ pub fn clean_stale(final_dir: &Path) -> Result<usize> {
     Ok(removed)
 }
 
-fn fsync_dir(dir: &Path) -> Result<()> {
+/// Sync every file under `dir`, subfolders included.
+fn sync_tree(dir: &Path) -> Result<()> {
+    for e in fs::read_dir(dir).map_err(io(dir))? {
+        let p = e.map_err(io(dir))?.path();
+        if p.is_dir() {
+            sync_tree(&p)?;
+            fsync_dir(&p)?;
+        } else if p.is_file() {
+            fs::File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&p))?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     // Directory fsync makes the rename durable; not every platform can open a folder for it.
     #[cfg(unix)]
     fs::File::open(dir)
@@ -117,10 +189,13 @@ impl AtomicUnit {
         &self.tmp_dir
     }
 
-    /// Write one file of the unit (synced to disk).
+    /// Write one file of the unit (synced to disk); `name` may name a subfolder (`logs/a.csv`).
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<PathBuf> {
         use std::io::Write;
         let p = self.tmp_dir.join(name);
+        if let Some(parent) = p.parent().filter(|d| *d != self.tmp_dir) {
+            fs::create_dir_all(parent).map_err(io(parent))?;
+        }
         let mut f = fs::File::create(&p).map_err(io(&p))?;
         f.write_all(bytes).map_err(io(&p))?;
         f.sync_all().map_err(io(&p))?;
@@ -130,15 +205,8 @@ impl AtomicUnit {
     /// Finish: write the marker with `marker` as its content, fsync, rename into place.
     /// `replace`: an existing complete unit is replaced (otherwise that is an error).
     pub fn commit(mut self, marker: &[u8], replace: bool) -> Result<PathBuf> {
-        // Files written by callers straight into path() are synced here too.
-        for e in fs::read_dir(&self.tmp_dir).map_err(io(&self.tmp_dir))? {
-            let p = e.map_err(io(&self.tmp_dir))?.path();
-            if p.is_file() {
-                fs::File::open(&p)
-                    .and_then(|f| f.sync_all())
-                    .map_err(io(&p))?;
-            }
-        }
+        // Files written by callers straight into path() (subfolders too) are synced here.
+        sync_tree(&self.tmp_dir)?;
         self.write(MARKER, marker)?;
         fsync_dir(&self.tmp_dir)?;
         if self.final_dir.exists() {
@@ -148,8 +216,9 @@ impl AtomicUnit {
                     self.final_dir.display()
                 )));
             }
-            // An incomplete folder at the final name (written by hand, or by an older layout).
-            fs::remove_dir_all(&self.final_dir).map_err(io(&self.final_dir))?;
+            // An incomplete folder at the final name (written by hand, or by an older layout),
+            // or the unit being replaced.
+            remove(&self.final_dir)?;
         }
         fs::rename(&self.tmp_dir, &self.final_dir).map_err(io(&self.final_dir))?;
         if let Some(parent) = self.final_dir.parent() {
@@ -233,6 +302,69 @@ mod tests {
         u.write("params.bin", b"full").unwrap();
         u.commit(b"k", false).unwrap();
         assert_eq!(fs::read(unit.join("params.bin")).unwrap(), b"full");
+    }
+
+    #[test]
+    fn files_in_subfolders_are_part_of_the_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let unit = dir.path().join("step-1");
+        let u = AtomicUnit::begin(&unit).unwrap();
+        u.write("logs/metrics.csv", b"epoch\n1\n").unwrap();
+        u.commit(b"k", false).unwrap();
+        assert_eq!(
+            fs::read(unit.join("logs/metrics.csv")).unwrap(),
+            b"epoch\n1\n"
+        );
+    }
+
+    #[test]
+    fn clean_stale_in_removes_every_leftover_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        // Leftovers of three crashed writers: two units (one in an older layout) and a file.
+        for u in ["a", "b"] {
+            std::mem::forget({
+                let u = AtomicUnit::begin(&dir.path().join(u)).unwrap();
+                u.write("x", b"1").unwrap();
+                u
+            });
+        }
+        fs::create_dir(dir.path().join(".tmp-step-000000004-77")).unwrap();
+        fs::write(dir.path().join(".latest.tmp-77"), b"step-4").unwrap();
+        // What stays: complete units, ordinary files, other hidden names.
+        AtomicUnit::begin(&dir.path().join("c"))
+            .unwrap()
+            .commit(b"k", false)
+            .unwrap();
+        fs::write(dir.path().join("latest"), b"c").unwrap();
+        fs::write(dir.path().join(".keep"), b"").unwrap();
+        assert_eq!(clean_stale_in(dir.path()).unwrap(), 4);
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".keep", "c", "latest"]);
+        assert!(is_complete(&dir.path().join("c")));
+    }
+
+    #[test]
+    fn a_removal_interrupted_half_way_leaves_only_a_leftover() {
+        let dir = tempfile::tempdir().unwrap();
+        let unit = dir.path().join("step-3");
+        let u = AtomicUnit::begin(&unit).unwrap();
+        u.write("a", b"1").unwrap();
+        u.commit(b"k", false).unwrap();
+        remove(&unit).unwrap();
+        assert!(!unit.exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        // Half way: the folder was renamed, its deletion was cut short.
+        let u = AtomicUnit::begin(&unit).unwrap();
+        u.commit(b"k", false).unwrap();
+        let doomed = dir.path().join(".step-3.tmp-1-removed-0");
+        fs::rename(&unit, &doomed).unwrap();
+        assert!(!is_complete(&unit));
+        assert_eq!(clean_stale_in(dir.path()).unwrap(), 1);
+        remove(&unit).unwrap();
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit_canaries::{DiracCanaries, FaultInjection};
 use crate::augment::ShiftAugment;
-use crate::checkpoint::{self, CheckpointState};
+use crate::checkpoint::{self, CheckpointState, LogFile};
 use crate::dp::{AdaptiveClip, NoiseSource};
 use crate::error::{EngineError, Result};
 use crate::ledger::{self, PrivacyLedger};
@@ -215,12 +215,22 @@ pub struct EpochInfo {
 }
 
 /// Hooks for progress display and measurements during training (e.g. exposure every epoch).
+///
+/// At the end of an epoch the trainer calls `on_epoch` first and then writes the checkpoint,
+/// with the observer's [`checkpoint_logs`](TrainObserver::checkpoint_logs) inside it: the rows
+/// logged at a step are part of the checkpoint taken at that step (a kill after the checkpoint
+/// can no longer lose them, and a resume restores exactly them).
 pub trait TrainObserver {
     fn on_step(&mut self, _info: &StepInfo, _model: &Model, _params: &[f32]) -> Result<()> {
         Ok(())
     }
     fn on_epoch(&mut self, _info: &EpochInfo, _model: &Model, _params: &[f32]) -> Result<()> {
         Ok(())
+    }
+    /// The run's whole log history so far (e.g. `metrics.csv`), stored in the checkpoint about
+    /// to be written; called only when the trainer writes checkpoints.
+    fn checkpoint_logs(&mut self) -> Result<Vec<LogFile>> {
+        Ok(Vec::new())
     }
 }
 
@@ -270,7 +280,16 @@ pub struct Trainer {
     n_train: usize,
     /// Resumed from this checkpoint.
     pub resumed_from: Option<PathBuf>,
+    /// The logs stored with the checkpoint resumed from (empty for a new run).
+    resumed_logs: Vec<LogFile>,
+    /// Crash tests only: called half way through every checkpoint write with the number of
+    /// checkpoints this trainer has started writing (1 for its first).
+    midway_hook: Option<MidwayHook>,
+    checkpoints_started: u64,
 }
+
+/// See [`Trainer::set_checkpoint_midway_hook`].
+pub type MidwayHook = Box<dyn FnMut(u64) + Send + Sync>;
 
 /// Per-purpose streams derived from the run seed (see `sampler::mix_seed`).
 const INIT_STREAM: u64 = 0;
@@ -341,7 +360,15 @@ impl Trainer {
             noise,
             n_train,
             resumed_from: None,
+            resumed_logs: Vec::new(),
+            midway_hook: None,
+            checkpoints_started: 0,
         };
+        // Leftovers of a write a crash interrupted are removed on every start; readers never
+        // look at them anyway.
+        if let Some(dir) = &t.checkpoint_dir {
+            checkpoint::clean_stale(dir)?;
+        }
         if resume {
             t.resume()?;
         }
@@ -413,6 +440,7 @@ impl Trainer {
             )));
         }
         self.params = ck.params;
+        self.resumed_logs = ck.logs;
         self.optimizer.load_state(ck.optimizer)?;
         self.step = step;
         self.epoch = epoch;
@@ -449,6 +477,22 @@ impl Trainer {
                 Ok(())
             }
         }
+    }
+
+    /// The log `name` as stored with the checkpoint this run resumed from (None for a new run,
+    /// or a checkpoint written before logs were stored with checkpoints).
+    pub fn resumed_log(&self, name: &str) -> Option<&[u8]> {
+        self.resumed_logs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| b.as_slice())
+    }
+
+    /// Crash tests only: run `hook` half way through each checkpoint write (the parameters are
+    /// written, the logs, sidecar and marker are not), with the 1-based count of checkpoints
+    /// this trainer has started; a test aborts the process there to leave a half-written one.
+    pub fn set_checkpoint_midway_hook(&mut self, hook: MidwayHook) {
+        self.midway_hook = Some(hook);
     }
 
     /// The white-box audit's canaries, inclusion bits and scores so far.
@@ -783,11 +827,13 @@ impl Trainer {
                 }),
                 seconds: started.elapsed().as_secs_f64(),
             };
-            self.save_checkpoint(epsilon)?;
+            // Log first, then the checkpoint that includes the log (see `TrainObserver`).
             obs.on_epoch(&info, &self.model, &self.params)?;
+            self.checkpoint_with_logs(epsilon, obs)?;
         }
         if reason == StopReason::PrivacyBudget {
-            self.save_checkpoint(self.epsilon()?)?;
+            let epsilon = self.epsilon()?;
+            self.checkpoint_with_logs(epsilon, obs)?;
         }
         Ok(reason)
     }
@@ -872,8 +918,30 @@ impl Trainer {
         Ok(Some(lo))
     }
 
-    /// Write a checkpoint (a no-op without a checkpoint folder).
-    pub fn save_checkpoint(&self, epsilon: Option<f64>) -> Result<Option<PathBuf>> {
+    /// A checkpoint with the observer's logs in it (a no-op without a checkpoint folder).
+    fn checkpoint_with_logs(
+        &mut self,
+        epsilon: Option<f64>,
+        obs: &mut dyn TrainObserver,
+    ) -> Result<Option<PathBuf>> {
+        if self.checkpoint_dir.is_none() {
+            return Ok(None);
+        }
+        let logs = obs.checkpoint_logs()?;
+        self.save_checkpoint_with(epsilon, &logs)
+    }
+
+    /// Write a checkpoint without logs (a no-op without a checkpoint folder).
+    pub fn save_checkpoint(&mut self, epsilon: Option<f64>) -> Result<Option<PathBuf>> {
+        self.save_checkpoint_with(epsilon, &[])
+    }
+
+    /// Write a checkpoint holding `logs` (a no-op without a checkpoint folder).
+    pub fn save_checkpoint_with(
+        &mut self,
+        epsilon: Option<f64>,
+        logs: &[LogFile],
+    ) -> Result<Option<PathBuf>> {
         let Some(dir) = &self.checkpoint_dir else {
             return Ok(None);
         };
@@ -895,12 +963,20 @@ impl Trainer {
             trainer: serde_json::to_value(&trainer)
                 .map_err(|e| EngineError::Config(e.to_string()))?,
         };
-        checkpoint::save(
+        self.checkpoints_started += 1;
+        let nth = self.checkpoints_started;
+        let hook = self.midway_hook.as_mut();
+        let mut midway = hook.map(|h| move || h(nth));
+        checkpoint::save_with(
             dir,
             self.model.param_specs(),
             &self.params,
             &self.optimizer.state,
             &state,
+            checkpoint::SaveExtras {
+                logs,
+                midway: midway.as_mut().map(|m| m as &mut dyn FnMut()),
+            },
         )
         .map(Some)
     }

@@ -4,6 +4,12 @@
 //! A folder that already holds a run is refused unless `--resume` (continue it: same command and
 //! config, except the settings in `RESUMABLE`) or `--force` (discard it). Checks happen before anything is written, so a refused
 //! command leaves the folder exactly as it was.
+//!
+//! Crash safety: the logs (`metrics.csv`, a secret-sharer's `exposure.csv`) are stored inside each
+//! checkpoint (the engine's `checkpoint.rs`); the files at the top of the folder are derived
+//! copies, each rewritten whole by [`write_atomic`], and restored from the checkpoint a resume
+//! starts from. A resume keeps what `run.json` recorded (its results are recomputed from the
+//! restored history) and removes what interrupted atomic writes left behind.
 
 use std::fs;
 use std::io::Write;
@@ -37,17 +43,32 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// Write `bytes` to `path` atomically (temporary file + rename).
+/// Write `bytes` to `path` atomically: a temporary sibling `.<name>.tmp-<pid>` (a name the
+/// engine's `atomic::is_temp_name` recognises, so a resume removes it after a crash), fsync,
+/// rename over `path`, fsync the folder. Readers see the old file or the new one, never a part.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let name = path
+        .file_name()
+        .with_context(|| format!("cannot write {}: no file name", path.display()))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     {
         let mut f =
             fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
         f.write_all(bytes)
+            .and_then(|_| f.sync_all())
             .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.sync_all().ok();
     }
     fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    // The rename is durable once the folder is synced (best effort: not every platform can).
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
     Ok(())
 }
 
@@ -68,6 +89,7 @@ impl RunDir {
         }
         let run_json = path.join("run.json");
         let mut resuming = false;
+        let mut previous_record = None;
         if path.is_dir()
             && fs::read_dir(path)
                 .map(|mut d| d.next().is_some())
@@ -89,6 +111,7 @@ impl RunDir {
                             )));
                         }
                         resuming = true;
+                        previous_record = Some(prev);
                     } else if !reuse.force {
                         return Err(user(format!(
                             "--out {}: already holds a run; use --resume to continue it or --force to overwrite it",
@@ -122,7 +145,11 @@ impl RunDir {
         }
         fs::create_dir_all(path)
             .with_context(|| format!("cannot create --out {}", path.display()))?;
-        let record = json!({
+        if resuming {
+            memaudit_engine::atomic::clean_stale_in(path)
+                .with_context(|| format!("cleaning {}", path.display()))?;
+        }
+        let mut record = json!({
             "command": command,
             "argv": std::env::args().collect::<Vec<_>>(),
             "config": config,
@@ -132,6 +159,22 @@ impl RunDir {
             "status": "running",
             "resumed": resuming,
         });
+        // A resume keeps what the run recorded before (its sanity checks, results, its first
+        // start) and updates the rest; results are rewritten when the resumed run ends.
+        if let Some(Value::Object(prev)) = previous_record {
+            let fresh = std::mem::take(&mut record);
+            let mut merged = prev;
+            let first_start = merged.get("started_unix").cloned();
+            for (k, v) in fresh.as_object().into_iter().flatten() {
+                merged.insert(k.clone(), v.clone());
+            }
+            if let Some(t) = first_start {
+                merged.insert("resumed_unix".into(), json!(now_unix()));
+                merged.insert("started_unix".into(), t);
+            }
+            merged.remove("finished_unix");
+            record = Value::Object(merged);
+        }
         let rd = Self {
             path: path.to_path_buf(),
             resuming,
@@ -198,28 +241,63 @@ fn without_resumable(v: &Value) -> Value {
     }
 }
 
-/// A CSV of per-epoch (or per-step) metrics; appended row by row so a crash keeps what was logged.
+/// A CSV of per-epoch (or per-step) metrics. The whole text is kept in memory and the file is
+/// rewritten atomically at every row, so a crash leaves it whole at some row; a trainer stores
+/// [`contents`](MetricsCsv::contents) in each checkpoint and a resume restores from there.
 pub struct MetricsCsv {
     path: PathBuf,
     columns: Vec<String>,
+    /// Interior mutability keeps `append(&self)`, as callers hold it in closures.
+    text: std::cell::RefCell<String>,
 }
 
 impl MetricsCsv {
     /// Create (or, when resuming with the same columns, continue) `path`.
     pub fn open(path: &Path, columns: &[&str], resume: bool) -> Result<Self> {
         let header = columns.join(",");
-        let keep = resume
-            && fs::read_to_string(path)
-                .map(|s| s.lines().next() == Some(header.as_str()))
-                .unwrap_or(false);
-        if !keep {
-            fs::write(path, format!("{header}\n"))
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
+        let kept = if resume {
+            fs::read_to_string(path)
+                .ok()
+                .filter(|s| s.lines().next() == Some(header.as_str()))
+        } else {
+            None
+        };
+        // A crash of an older version's append could leave a partial last line: drop it.
+        let text = match kept {
+            Some(t) if t.ends_with('\n') => t,
+            Some(t) => t[..t.rfind('\n').map_or(0, |i| i + 1)].to_string(),
+            None => format!("{header}\n"),
+        };
+        Self::with_text(path, columns, text)
+    }
+
+    /// Continue `path` from `history`, the CSV text a checkpoint stored (header included): the
+    /// file is rewritten to exactly that, dropping rows logged after the checkpoint.
+    pub fn restore(path: &Path, columns: &[&str], history: &[u8]) -> Result<Self> {
+        let text = std::str::from_utf8(history)
+            .ok()
+            .filter(|t| t.lines().next() == Some(columns.join(",").as_str()) && t.ends_with('\n'))
+            .with_context(|| {
+                format!(
+                    "{}: the checkpoint's copy has other columns or is cut short; start the run again with --force",
+                    path.display()
+                )
+            })?;
+        Self::with_text(path, columns, text.to_string())
+    }
+
+    fn with_text(path: &Path, columns: &[&str], text: String) -> Result<Self> {
+        write_atomic(path, text.as_bytes())?;
         Ok(Self {
             path: path.to_path_buf(),
             columns: columns.iter().map(|s| s.to_string()).collect(),
+            text: text.into(),
         })
+    }
+
+    /// The file's whole text (header and rows).
+    pub fn contents(&self) -> String {
+        self.text.borrow().clone()
     }
 
     pub fn append(&self, values: &[Option<f64>]) -> Result<()> {
@@ -239,13 +317,46 @@ impl MetricsCsv {
                 Some(x) => format!("{x}"),
             })
             .collect();
-        let mut f = fs::OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .with_context(|| format!("cannot write {}", self.path.display()))?;
-        writeln!(f, "{}", row.join(","))?;
-        Ok(())
+        let mut text = self.text.borrow_mut();
+        text.push_str(&row.join(","));
+        text.push('\n');
+        write_atomic(&self.path, text.as_bytes())
     }
+}
+
+/// The rows of a CSV written by [`MetricsCsv`] as numbers by column name (empty cells: None;
+/// `nan`, `inf`, `-inf` as written). Shortest round-trip formatting makes this exact.
+pub fn parse_metrics(text: &str) -> Result<Vec<std::collections::HashMap<String, Option<f64>>>> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            let cells: Vec<&str> = line.split(',').collect();
+            if cells.len() != header.len() {
+                anyhow::bail!(
+                    "row {} has {} cells for {} columns",
+                    i + 1,
+                    cells.len(),
+                    header.len()
+                );
+            }
+            header
+                .iter()
+                .zip(cells)
+                .map(|(h, c)| {
+                    let v = if c.is_empty() {
+                        None
+                    } else {
+                        Some(c.parse::<f64>().with_context(|| {
+                            format!("row {}, column {h}: {c:?} is not a number", i + 1)
+                        })?)
+                    };
+                    Ok((h.to_string(), v))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -300,6 +411,55 @@ mod tests {
         )
         .unwrap();
         assert!(!p.join("marker").exists());
+    }
+
+    #[test]
+    fn metrics_round_trip_exactly_and_restore_drops_later_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("metrics.csv");
+        let m = MetricsCsv::open(&p, &["epoch", "loss", "eps"], false).unwrap();
+        let loss = 0.1f64 + 0.2;
+        m.append(&[Some(1.0), Some(loss), None]).unwrap();
+        let at_checkpoint = m.contents().to_string();
+        m.append(&[Some(2.0), Some(f64::NAN), Some(f64::INFINITY)])
+            .unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), m.contents());
+        let rows = parse_metrics(&m.contents()).unwrap();
+        assert_eq!(rows[0]["loss"], Some(loss), "bit-exact round trip");
+        assert_eq!(rows[0]["eps"], None);
+        assert!(rows[1]["loss"].unwrap().is_nan() && rows[1]["eps"] == Some(f64::INFINITY));
+        // A resume from the checkpoint holding one row rewrites the file to that row.
+        let m =
+            MetricsCsv::restore(&p, &["epoch", "loss", "eps"], at_checkpoint.as_bytes()).unwrap();
+        assert_eq!(fs::read_to_string(&p).unwrap(), at_checkpoint);
+        assert_eq!(m.contents(), at_checkpoint);
+        // A checkpoint copy with other columns is refused.
+        assert!(MetricsCsv::restore(&p, &["epoch"], at_checkpoint.as_bytes()).is_err());
+        // No temporary file is left next to it.
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_resume_keeps_the_record_and_removes_leftovers() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("run");
+        let cfg = json!({"a": 1});
+        let mut r = RunDir::open(&p, "train", &cfg, Some(1), Reuse::default()).unwrap();
+        r.set("sanity_checks", json!({"ok": true})).unwrap();
+        r.set("results", json!({"valid_loss": 0.5})).unwrap();
+        r.finish("completed").unwrap();
+        fs::write(p.join(".metrics.csv.tmp-99"), b"half").unwrap();
+        let resume = Reuse {
+            resume: true,
+            force: false,
+        };
+        RunDir::open(&p, "train", &cfg, Some(1), resume).unwrap();
+        let rec: Value = serde_json::from_slice(&fs::read(p.join("run.json")).unwrap()).unwrap();
+        assert_eq!(rec["sanity_checks"]["ok"], true);
+        assert_eq!(rec["results"]["valid_loss"], 0.5);
+        assert_eq!(rec["status"], "running");
+        assert_eq!(rec["resumed"], true);
+        assert!(!p.join(".metrics.csv.tmp-99").exists());
     }
 
     #[test]

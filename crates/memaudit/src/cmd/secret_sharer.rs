@@ -1330,14 +1330,13 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
         set.references.len()
     ));
 
-    // Exposure during training.
+    // Exposure during training. The log is stored in every checkpoint with metrics.csv: a resume
+    // restores it from the checkpoint it starts from (rows measured after it are dropped and
+    // measured again by the resumed run), and never re-measures step 0 with trained weights.
     let csv_path = rd.file(EXPOSURE_CSV);
-    let mut log = if rd.resuming && csv_path.is_file() {
-        ExposureLog::read_csv(&csv_path).unwrap_or_default()
+    let log = if trainer.resumed_from.is_some() {
+        restore_exposure_log(&csv_path, &trainer)?
     } else {
-        ExposureLog::default()
-    };
-    if log.records.is_empty() {
         let lm = model_cfg.incremental_lm(&trainer.params)?;
         let m = measure(
             lm.as_ref(),
@@ -1346,11 +1345,13 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
             job.tracking.track_exact_limit,
         )
         .map_err(|e| user(format!("exposure before training: {e}")))?;
+        let mut log = ExposureLog::default();
         for r in m.records(&set, 0, 0) {
             log.push(r);
         }
-        log.write_csv(&csv_path).map_err(|e| user(e.to_string()))?;
-    }
+        write_exposure_csv(&log, &csv_path).map_err(|e| user(e.to_string()))?;
+        log
+    };
     let tracker = RefCell::new(Tracker {
         set: &set,
         model: model_cfg.clone(),
@@ -1362,6 +1363,14 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
     });
     let epoch_hook = |e: &EpochInfo, _m: &Model, p: &[f32]| {
         tracker.borrow_mut().record(e.epoch as u32, e.step, p)
+    };
+    let logs_hook = || {
+        let bytes = tracker
+            .borrow()
+            .log
+            .to_csv_bytes()
+            .map_err(|e| EngineError::Config(e.to_string()))?;
+        Ok(vec![(EXPOSURE_CSV.to_string(), bytes)])
     };
     let every = job.tracking.track_every;
     let step_hook = |s: &StepInfo, _m: &Model, p: &[f32]| {
@@ -1390,6 +1399,7 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
         TrainHooks {
             epoch: Some(Box::new(epoch_hook)),
             step: Some(Box::new(step_hook)),
+            logs: Some(Box::new(logs_hook)),
             write_html: false,
             finish_run: false,
         },
@@ -1610,10 +1620,42 @@ impl Tracker<'_> {
         for r in recs {
             self.log.push(r);
         }
-        self.log
-            .write_csv(&self.csv)
-            .map_err(|e| EngineError::Config(e.to_string()))
+        write_exposure_csv(&self.log, &self.csv).map_err(|e| EngineError::Config(format!("{e:#}")))
     }
+}
+
+/// exposure.csv, rewritten whole and atomically (a crash leaves the old or the new file).
+fn write_exposure_csv(log: &ExposureLog, path: &Path) -> Result<()> {
+    let bytes = log.to_csv_bytes()?;
+    crate::rundir::write_atomic(path, &bytes)
+}
+
+/// The exposure log a resumed run continues: the copy in the checkpoint it resumes from (the
+/// folder's exposure.csv is rewritten to it). A checkpoint written before logs were stored with
+/// checkpoints falls back to the folder's file without its rows past the checkpoint, and refuses
+/// a file it cannot read rather than losing the history.
+fn restore_exposure_log(csv_path: &Path, trainer: &Trainer) -> Result<ExposureLog> {
+    let log = match trainer.resumed_log(EXPOSURE_CSV) {
+        Some(bytes) => ExposureLog::from_csv_bytes(bytes, "the checkpoint's exposure.csv")
+            .map_err(|e| user(format!("{e}; start the run again with --force")))?,
+        None => {
+            let mut log = ExposureLog::read_csv(csv_path).map_err(|e| {
+                user(format!(
+                    "{e}: its checkpoint predates stored logs, so the exposure history cannot be restored; start the run again with --force"
+                ))
+            })?;
+            log.records.retain(|r| r.step <= trainer.step);
+            log
+        }
+    };
+    if !log.records.iter().any(|r| r.step == 0) {
+        return Err(user(format!(
+            "{}: the exposure history lacks its measurement before training; start the run again with --force",
+            csv_path.display()
+        )));
+    }
+    write_exposure_csv(&log, csv_path)?;
+    Ok(log)
 }
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use memaudit_data::Tokenizer;
 use memaudit_engine::audit_canaries::FaultInjection;
+use memaudit_engine::checkpoint::LogFile;
 use memaudit_engine::privacy;
 use memaudit_engine::sampler::SamplingMode;
 use memaudit_engine::train::{
@@ -18,7 +19,7 @@ use crate::error::user;
 use crate::output::{Report, fmt_f64, num};
 use crate::progress::Progress;
 use crate::report::{self, Series};
-use crate::rundir::{MetricsCsv, RunDir};
+use crate::rundir::{MetricsCsv, RunDir, parse_metrics};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -378,19 +379,21 @@ impl TrainObserver for CliObserver<'_> {
         params: &[f32],
     ) -> memaudit_engine::Result<()> {
         let f = |x: f64| Some(x);
-        let _ = self.metrics.append(&[
-            f(e.epoch as f64),
-            f(e.step as f64),
-            f(e.train_loss),
-            f(e.train_accuracy),
-            e.valid_loss,
-            e.valid_accuracy,
-            e.epsilon,
-            e.epsilon_if_poisson,
-            e.clip_bound,
-            e.clipped_fraction,
-            f(e.seconds),
-        ]);
+        self.metrics
+            .append(&[
+                f(e.epoch as f64),
+                f(e.step as f64),
+                f(e.train_loss),
+                f(e.train_accuracy),
+                e.valid_loss,
+                e.valid_accuracy,
+                e.epsilon,
+                e.epsilon_if_poisson,
+                e.clip_bound,
+                e.clipped_fraction,
+                f(e.seconds),
+            ])
+            .map_err(|err| memaudit_engine::EngineError::Config(format!("{err:#}")))?;
         let mut line = format!("epoch {}: train loss {:.4}", e.epoch, e.train_loss);
         if let Some(v) = e.valid_loss {
             line += &format!(", valid loss {v:.4}");
@@ -409,6 +412,91 @@ impl TrainObserver for CliObserver<'_> {
         }
         Ok(())
     }
+    fn checkpoint_logs(&mut self) -> memaudit_engine::Result<Vec<LogFile>> {
+        Ok(vec![(
+            METRICS_CSV.into(),
+            self.metrics.contents().into_bytes(),
+        )])
+    }
+}
+
+/// The metrics log's file name, in the run folder and in each checkpoint.
+pub const METRICS_CSV: &str = "metrics.csv";
+
+/// One `metrics.csv` row back as the epoch it logged (exact: rows are written with shortest
+/// round-trip formatting).
+fn epoch_from_row(row: &std::collections::HashMap<String, Option<f64>>) -> Result<EpochInfo> {
+    let get = |k: &str| row.get(k).copied().flatten();
+    let need = |k: &str| get(k).with_context(|| format!("metrics.csv: a row has no {k}"));
+    Ok(EpochInfo {
+        epoch: need("epoch")? as u64,
+        step: need("step")? as u64,
+        train_loss: need("train_loss")?,
+        train_accuracy: need("train_accuracy")?,
+        valid_loss: get("valid_loss"),
+        valid_accuracy: get("valid_accuracy"),
+        epsilon: get("epsilon"),
+        epsilon_if_poisson: get("epsilon_if_poisson"),
+        clip_bound: get("clip_bound"),
+        clipped_fraction: get("clipped_fraction"),
+        seconds: get("seconds").unwrap_or(f64::NAN),
+    })
+}
+
+/// The metrics log a resumed run continues, and its epochs (the whole history, for the report
+/// and the results): the copy stored in the checkpoint resumed from, so rows logged after that
+/// checkpoint are dropped (the resumed run logs them again). A checkpoint written before logs were
+/// stored with checkpoints falls back to the folder's file, without its rows past the checkpoint.
+fn restore_metrics(rd: &RunDir, trainer: &Trainer) -> Result<(MetricsCsv, Vec<EpochInfo>)> {
+    let path = rd.file(METRICS_CSV);
+    let history = match trainer.resumed_log(METRICS_CSV) {
+        Some(b) => b.to_vec(),
+        None => {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let header = METRIC_COLUMNS.join(",");
+            let mut kept = format!("{header}\n");
+            if text.lines().next() == Some(header.as_str()) {
+                for line in text.lines().skip(1) {
+                    let step = line.split(',').nth(1).and_then(|c| c.parse::<u64>().ok());
+                    if step.is_some_and(|s| s <= trainer.step) {
+                        kept += line;
+                        kept.push('\n');
+                    }
+                }
+            }
+            kept.into_bytes()
+        }
+    };
+    let metrics = MetricsCsv::restore(&path, &METRIC_COLUMNS, &history)?;
+    let epochs = parse_metrics(&metrics.contents())
+        .and_then(|rows| rows.iter().map(epoch_from_row).collect::<Result<Vec<_>>>())
+        .with_context(|| format!("{}: the stored metrics", path.display()))?;
+    Ok((metrics, epochs))
+}
+
+/// Crash tests only, and only with MEMAUDIT_ALLOW_FAULT_INJECTION=1:
+/// MEMAUDIT_TEST_KILL_IN_CHECKPOINT=n aborts the process half way through the n-th checkpoint it
+/// writes (parameters on disk, logs, sidecar and marker not), as a kill there would.
+pub fn install_crash_test_hook(trainer: &mut Trainer) -> Result<()> {
+    let Ok(n) = std::env::var("MEMAUDIT_TEST_KILL_IN_CHECKPOINT") else {
+        return Ok(());
+    };
+    if std::env::var("MEMAUDIT_ALLOW_FAULT_INJECTION").as_deref() != Ok("1") {
+        return Err(user(
+            "MEMAUDIT_TEST_KILL_IN_CHECKPOINT kills the process on purpose for crash tests: it needs MEMAUDIT_ALLOW_FAULT_INJECTION=1",
+        ));
+    }
+    let n: u64 = n.trim().parse().map_err(|_| {
+        user(format!(
+            "MEMAUDIT_TEST_KILL_IN_CHECKPOINT={n}: give the checkpoint's number (1 for the first)"
+        ))
+    })?;
+    trainer.set_checkpoint_midway_hook(Box::new(move |nth| {
+        if nth == n {
+            std::process::abort();
+        }
+    }));
+    Ok(())
 }
 
 /// Family-wise significance of the white-box audit's verdict.
@@ -704,6 +792,7 @@ pub fn train_with_report<'a>(
         TrainHooks {
             epoch: extra,
             step: None,
+            logs: None,
             write_html: true,
             finish_run: true,
         },
@@ -715,22 +804,29 @@ pub fn train_with_report<'a>(
 pub type StepHook<'a> =
     Box<dyn FnMut(&StepInfo, &Model, &[f32]) -> memaudit_engine::Result<()> + 'a>;
 
+/// The caller's own logs (their whole history so far), stored in every checkpoint with
+/// `metrics.csv` so that a resume restores them consistently with it.
+pub type LogsHook<'a> = Box<dyn FnMut() -> memaudit_engine::Result<Vec<LogFile>> + 'a>;
+
 /// What `train_with_report_hooks` does besides training.
 pub struct TrainHooks<'a> {
-    /// Runs after each epoch (after the metrics line).
+    /// Runs after each epoch (after the metrics line, before the epoch's checkpoint).
     pub epoch: Option<EpochHook<'a>>,
     /// Runs after each optimizer step.
     pub step: Option<StepHook<'a>>,
+    /// The caller's logs to store in each checkpoint.
+    pub logs: Option<LogsHook<'a>>,
     /// Write report.html (a caller that combines several runs into one report turns it off).
     pub write_html: bool,
     /// Mark run.json completed (a caller with more work after training marks it itself).
     pub finish_run: bool,
 }
 
-/// `CliObserver` plus a per-step hook.
+/// `CliObserver` plus a per-step hook and the caller's logs.
 struct HookedObserver<'a> {
     inner: CliObserver<'a>,
     step: Option<StepHook<'a>>,
+    logs: Option<LogsHook<'a>>,
 }
 
 impl TrainObserver for HookedObserver<'_> {
@@ -743,6 +839,13 @@ impl TrainObserver for HookedObserver<'_> {
     }
     fn on_epoch(&mut self, e: &EpochInfo, m: &Model, p: &[f32]) -> memaudit_engine::Result<()> {
         self.inner.on_epoch(e, m, p)
+    }
+    fn checkpoint_logs(&mut self) -> memaudit_engine::Result<Vec<LogFile>> {
+        let mut logs = self.inner.checkpoint_logs()?;
+        if let Some(h) = self.logs.as_mut() {
+            logs.extend(h()?);
+        }
+        Ok(logs)
     }
 }
 
@@ -759,14 +862,26 @@ pub fn train_with_report_hooks<'a>(
     let cfg = trainer.config.clone();
     let steps_per_epoch = steps_per_epoch(cfg.sampling, n, cfg.batch_size);
     let total = steps_per_epoch * cfg.epochs as u64;
+    install_crash_test_hook(trainer)?;
+    // A resumed run continues the logs its checkpoint holds (the whole history, for the report
+    // and the results even when nothing is left to train).
+    let (metrics, epochs) = if trainer.resumed_from.is_some() {
+        restore_metrics(rd, trainer)?
+    } else {
+        (
+            MetricsCsv::open(&rd.file(METRICS_CSV), &METRIC_COLUMNS, false)?,
+            Vec::new(),
+        )
+    };
     let mut hooked = HookedObserver {
         inner: CliObserver {
             progress: Progress::new("train", total, ctx.quiet || ctx.json),
-            metrics: MetricsCsv::open(&rd.file("metrics.csv"), &METRIC_COLUMNS, rd.resuming)?,
-            epochs: Vec::new(),
+            metrics,
+            epochs,
             extra: hooks.epoch,
         },
         step: hooks.step,
+        logs: hooks.logs,
     };
     if let Some(from) = &trainer.resumed_from {
         ctx.note(format!(
@@ -775,6 +890,12 @@ pub fn train_with_report_hooks<'a>(
             trainer.epoch,
             trainer.step
         ));
+        if trainer.epoch >= cfg.epochs as u64 {
+            ctx.note(format!(
+                "the run has already trained its {} epochs: nothing to train; its results are recomputed from its last checkpoint (give a larger --epochs to continue it)",
+                trainer.epoch
+            ));
+        }
     }
     let stop = trainer
         .run(
