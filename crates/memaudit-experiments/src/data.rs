@@ -116,7 +116,7 @@ fn load_pair(
     let missing = |source| ExperimentError::MissingData {
         field: format!("{section}.data"),
         name: name.to_string(),
-        source,
+        source: Box::new(source),
     };
     Ok(match name {
         "digits" => memaudit_data::digits()?.split_train_test(0.25, 0)?,

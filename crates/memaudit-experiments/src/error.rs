@@ -45,17 +45,37 @@ pub enum ExperimentError {
         field: String,
         name: String,
         #[source]
-        source: memaudit_data::DataError,
+        source: Box<memaudit_data::DataError>,
     },
     /// The effective configuration could not be written (as TOML or JSON).
     #[error("writing the configuration: {0}")]
     WriteConfig(String),
+    // The algorithm crates' errors, boxed: they are large, and every `Result` of this crate
+    // would carry their size.
     #[error(transparent)]
-    Dynamics(#[from] memaudit_audit::dynamics::DynamicsError),
+    Dynamics(Box<memaudit_audit::dynamics::DynamicsError>),
     #[error(transparent)]
-    Engine(#[from] memaudit_engine::EngineError),
+    Engine(Box<memaudit_engine::EngineError>),
     #[error(transparent)]
-    Data(#[from] memaudit_data::DataError),
+    Data(Box<memaudit_data::DataError>),
+}
+
+impl From<memaudit_audit::dynamics::DynamicsError> for ExperimentError {
+    fn from(e: memaudit_audit::dynamics::DynamicsError) -> Self {
+        Self::Dynamics(Box::new(e))
+    }
+}
+
+impl From<memaudit_engine::EngineError> for ExperimentError {
+    fn from(e: memaudit_engine::EngineError) -> Self {
+        Self::Engine(Box::new(e))
+    }
+}
+
+impl From<memaudit_data::DataError> for ExperimentError {
+    fn from(e: memaudit_data::DataError) -> Self {
+        Self::Data(Box::new(e))
+    }
 }
 
 pub type Result<T, E = ExperimentError> = std::result::Result<T, E>;

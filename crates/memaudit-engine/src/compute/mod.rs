@@ -6,8 +6,10 @@
 //!
 //! There is one implementation, for the CPU: the `gemm` crate (runtime-dispatched AVX2/AVX-512
 //! microkernels) and rayon. Layers never loop over matrix elements themselves for anything
-//! O(n^3); a GPU implementation would replace the bodies here (with device-resident buffers behind
-//! the same view types), not the layers.
+//! O(n^3), but they do run their own O(n) loops (normalisation, activations, dropout, the
+//! embedding's scatter) on host `Vec<f32>`s, so this module is not a device seam: a GPU backend
+//! needs device storage behind `Tensor` and those loops as operations too (docs/engine.md,
+//! "A CPU engine").
 
 pub mod conv;
 pub mod rnn;

@@ -130,7 +130,16 @@ pub fn train_spec(
     Ok(TrainSpec {
         model,
         optimizer,
-        schedule: optim.schedule("optim", (n / batch_size) as u64, epochs)?,
+        // Shuffled full batches (the dynamics trainer's batching): the one steps-per-epoch rule.
+        schedule: optim.schedule(
+            "optim",
+            memaudit_engine::ledger::steps_per_epoch(
+                memaudit_engine::sampler::SamplingMode::Shuffle,
+                n as u64,
+                batch_size as u64,
+            ),
+            epochs,
+        )?,
         epochs,
         batch_size,
         seed,

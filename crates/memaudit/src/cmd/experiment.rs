@@ -141,13 +141,16 @@ fn display(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// What receives the metrics rows (a CSV writer).
+type MetricsSink<'a> = Box<dyn FnMut(&MetricsRow) + 'a>;
+
 /// Progress bars and notes on stderr (silenced by `--quiet` and `--json`), metrics rows to a
 /// callback (a CSV file).
 pub struct CliObserver<'a> {
     label: String,
     quiet: bool,
     bar: Option<Progress>,
-    on_metrics: Option<Box<dyn FnMut(&MetricsRow) + 'a>>,
+    on_metrics: Option<MetricsSink<'a>>,
 }
 
 impl<'a> CliObserver<'a> {

@@ -21,7 +21,7 @@ pub(super) fn run(a: &CsrArgs, ctx: &Ctx) -> Result<Report> {
         dynamics::require_dense_classifier(&m)
             .map_err(|e| user(format!("--run {}: {e}", a.run.display())))?;
     }
-    let saved = super::eval::load_run(&a.run)?;
+    let saved = crate::cmd::eval::load_run(&a.run)?;
     dynamics::require_dense_classifier(&saved.config.model)
         .map_err(|e| user(format!("--run {}: {e}", a.run.display())))?;
     if !saved.data.is_image() {

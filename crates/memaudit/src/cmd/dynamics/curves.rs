@@ -231,26 +231,3 @@ pub(super) fn run(a: &CurvesArgs, ctx: &Ctx) -> Result<Report> {
     text += &table_text(&headers, &rows);
     finish(rd, html, results, text)
 }
-
-fn table_text(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (k, c) in r.iter().enumerate() {
-            w[k] = w[k].max(c.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(k, c)| format!("{c:>width$}", width = w[k]))
-            .collect::<Vec<_>>()
-            .join("  ")
-    };
-    let mut s = line(headers.to_vec());
-    for r in rows {
-        s.push('\n');
-        s += &line(r.iter().map(String::as_str).collect());
-    }
-    s
-}

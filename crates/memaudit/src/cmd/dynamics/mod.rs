@@ -33,6 +33,7 @@ use serde_json::{Value, json};
 
 use memaudit_experiments::data::{ImageSource, Images};
 use memaudit_experiments::dynamics::MlpSettings;
+use memaudit_experiments::dynamics::easy_hard::EasyHardConfig;
 use memaudit_experiments::optim::OptimSettings;
 
 use super::args::OptimArgs;
@@ -559,4 +560,28 @@ fn finish_typed<T: serde::Serialize>(
         run: rd.path.display().to_string(),
     })?;
     finish(rd, html, results, text)
+}
+
+/// A right-aligned text table.
+fn table_text(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (k, c) in r.iter().enumerate() {
+            w[k] = w[k].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(k, c)| format!("{c:>width$}", width = w[k]))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let mut s = line(headers.to_vec());
+    for r in rows {
+        s.push('\n');
+        s += &line(r.iter().map(String::as_str).collect());
+    }
+    s
 }
