@@ -273,6 +273,7 @@ pub fn train_and_audit(
         TrainHooks {
             epoch: None,
             step: None,
+            logs: None,
             write_html: false,
             finish_run: false,
         },
