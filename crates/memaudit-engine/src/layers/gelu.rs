@@ -68,6 +68,27 @@ fn phi_cdf(x: f32) -> f32 {
     memaudit_accounting::special::ndtr(x as f64) as f32
 }
 
+/// GELU of `x` in place (the incremental decoder's rows).
+pub(crate) fn gelu_inplace(kind: GeluKind, x: &mut [f32]) {
+    match kind {
+        GeluKind::Tanh => {
+            let inp = x.to_vec();
+            for v in x.iter_mut() {
+                *v = K * (*v + C * *v * *v * *v);
+            }
+            vmath::tanh_inplace(x);
+            for (u, &v) in x.iter_mut().zip(&inp) {
+                *u = 0.5 * v * (1.0 + *u);
+            }
+        }
+        GeluKind::Exact => {
+            for v in x.iter_mut() {
+                *v *= phi_cdf(*v);
+            }
+        }
+    }
+}
+
 impl Layer for Gelu {
     crate::no_parameter_gradients!();
 
