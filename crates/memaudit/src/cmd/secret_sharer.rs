@@ -1664,7 +1664,8 @@ fn walk_options(lm: &dyn IncrementalLm) -> WalkOptions {
     const BUDGET_BYTES: usize = 64 << 20;
     let row = 4 * (lm.state_width() + lm.vocab_size());
     WalkOptions {
-        chunk_rows: (BUDGET_BYTES / row.max(1)).clamp(64, memaudit_audit::scoring::DEFAULT_CHUNK_ROWS),
+        chunk_rows: (BUDGET_BYTES / row.max(1))
+            .clamp(64, memaudit_audit::scoring::DEFAULT_CHUNK_ROWS),
         ..WalkOptions::default()
     }
 }
