@@ -308,3 +308,78 @@ fn mismatches_are_refused_naming_the_tensor() {
     let e = gpt2::import(d.path()).unwrap_err().to_string();
     assert!(e.contains("lm_head.weight") && e.contains("missing"), "{e}");
 }
+
+/// Read probe.safetensors: `input_ids` int64 `[B, T]` and `logits` float32 `[B, T, V]`
+/// (batch-first, as transformers writes them).
+fn read_probe(dir: &Path) -> (usize, usize, Vec<u32>, Vec<f32>) {
+    let bytes = std::fs::read(dir.join("probe.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let ids = st.tensor("input_ids").unwrap();
+    let (b, t) = (ids.shape()[0], ids.shape()[1]);
+    let ids: Vec<u32> = ids
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+        .collect();
+    let logits = st
+        .tensor("logits")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (b, t, ids, logits)
+}
+
+/// Tiny random GPT-2s built by transformers (scripts/make_gpt2_fixture.py): the hub's layout
+/// (no prefix, causal-mask buffers, no lm_head, tied) and save_pretrained's (prefix, untied
+/// lm_head, exact GELU, inverse-layer attention scaling, layer_norm_epsilon 1e-6). memaudit's
+/// logits must match transformers' within 1e-4 (f32, different summation orders; observed
+/// differences are ~1e-6), then survive export + import unchanged.
+#[test]
+fn transformers_fixtures_give_the_same_logits() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    for (name, tie) in [("gpt2_tied", true), ("gpt2_untied", false)] {
+        let dir = data.join(name);
+        let imp = gpt2::import(&dir).unwrap();
+        let shape = imp.config.gpt_shape().unwrap();
+        assert_eq!(shape.tie, tie, "{name}");
+        let (b, t, ids, want) = read_probe(&dir);
+        let v = shape.vocab;
+        // Batch-first -> time-major.
+        let tm: Vec<u32> = (0..t)
+            .flat_map(|s| (0..b).map(move |i| (s, i)))
+            .map(|(s, i)| ids[i * t + s])
+            .collect();
+        let model = imp.config.build().unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let got = model
+            .forward(
+                &imp.params,
+                &Value::Tokens(TokenInput {
+                    seq_len: t,
+                    batch: b,
+                    ids: tm,
+                }),
+                false,
+                &mut rng,
+            )
+            .unwrap();
+        let mut worst = 0.0f32;
+        for s in 0..t {
+            for i in 0..b {
+                for k in 0..v {
+                    let a = got.data[(s * b + i) * v + k];
+                    let w = want[(i * t + s) * v + k];
+                    worst = worst.max((a - w).abs());
+                }
+            }
+        }
+        assert!(worst < 1e-4, "{name}: max |logit difference| {worst}");
+        let out = tempfile::tempdir().unwrap();
+        gpt2::export(out.path(), &imp.config, &imp.params).unwrap();
+        let back = gpt2::import(out.path()).unwrap();
+        assert_eq!(back.params, imp.params, "{name}");
+        assert_eq!(back.config, imp.config, "{name}");
+    }
+}
