@@ -123,10 +123,10 @@ fn cfg_err(key: &str, msg: impl Into<String>) -> Gpt2Error {
 
 /// memaudit's GPT config from a Hugging Face `GPT2Config` (config.json as JSON).
 pub fn config_from_hf(j: &Json) -> Result<ModelConfig> {
-    if let Some(t) = j.get("model_type") {
-        if t.as_str() != Some("gpt2") {
-            return Err(cfg_err("model_type", format!("{t} is not gpt2")));
-        }
+    if let Some(t) = j.get("model_type")
+        && t.as_str() != Some("gpt2")
+    {
+        return Err(cfg_err("model_type", format!("{t} is not gpt2")));
     }
     if j.get("add_cross_attention").and_then(Json::as_bool) == Some(true) {
         return Err(cfg_err(
@@ -246,10 +246,11 @@ fn is_conv1d(name: &str) -> bool {
             || name.ends_with("mlp.c_proj.weight"))
 }
 
-/// Each parameter tensor: (Hugging Face name without prefix, HF shape, memaudit shape, range).
-fn layout(
-    cfg: &ModelConfig,
-) -> Result<Vec<(String, Vec<usize>, Vec<usize>, std::ops::Range<usize>)>> {
+/// One parameter tensor: Hugging Face name without prefix, HF shape, memaudit shape, range.
+type TensorLayout = (String, Vec<usize>, Vec<usize>, std::ops::Range<usize>);
+
+/// Each parameter tensor of `cfg`, in memaudit's order.
+fn layout(cfg: &ModelConfig) -> Result<Vec<TensorLayout>> {
     let model = cfg.build()?;
     Ok(model
         .param_specs()

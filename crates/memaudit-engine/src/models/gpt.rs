@@ -456,8 +456,8 @@ fn layer_norm_rows(x: &[f32], (g, b): &(Vec<f32>, Vec<f32>), eps: f32, out: &mut
         let mean = xr.iter().sum::<f32>() / e as f32;
         let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / e as f32;
         let rs = 1.0 / (var + eps).sqrt();
-        for j in 0..e {
-            yr[j] = g[j] * (xr[j] - mean) * rs + b[j];
+        for (((y, &x), &gj), &bj) in yr.iter_mut().zip(xr).zip(g).zip(b) {
+            *y = gj * (x - mean) * rs + bj;
         }
     }
 }
@@ -577,8 +577,9 @@ impl GptIncremental {
         sc.w.resize(cap, 0.0);
         for (r, (&tk, &ps)) in tokens.iter().zip(&pos).enumerate() {
             let (tk, xr) = (tk as usize, &mut sc.x[r * e..(r + 1) * e]);
-            for j in 0..e {
-                xr[j] = self.wte[tk * e + j] + self.wpe[ps * e + j];
+            let (tok_row, pos_row) = (&self.wte[tk * e..][..e], &self.wpe[ps * e..][..e]);
+            for ((x, a), b) in xr.iter_mut().zip(tok_row).zip(pos_row) {
+                *x = a + b;
             }
         }
         let eps = self.shape.ln_eps;

@@ -1606,38 +1606,6 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     Ok(run_job(&job, ctx, "memaudit secret-sharer", true)?.report)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_parse_in_several_notations() {
-        assert_eq!(parse_count("10000000"), Ok(10_000_000));
-        assert_eq!(parse_count("10_000_000"), Ok(10_000_000));
-        assert_eq!(parse_count("1e9"), Ok(1_000_000_000));
-        assert_eq!(parse_count("10^9"), Ok(1_000_000_000));
-        assert_eq!(parse_count("3e2"), Ok(300));
-        assert!(parse_count("1.5e3").is_err());
-        assert!(parse_count("ten").is_err());
-        assert!(parse_count("10^99").is_err());
-    }
-
-    #[test]
-    fn vocab_tokenizer_never_maps_to_unknown() {
-        let tok = Tokenizer::char_from_text("ab 12\n", true).unwrap();
-        let t = VocabTokenizer(&tok);
-        assert_eq!(t.encode_literal("ab").unwrap().len(), 2);
-        let err = t.encode_symbol('7').unwrap_err();
-        assert!(err.contains("'7'"), "{err}");
-        // The unknown token itself is not a canary symbol either.
-        assert!(t.encode_symbol(memaudit_data::tokenizer::CHAR_UNK).is_err());
-        let w = Tokenizer::word_from_text("the pin is\n", &Default::default()).unwrap();
-        let t = VocabTokenizer(&w);
-        assert_eq!(t.encode_literal(" the  pin is ").unwrap().len(), 3);
-        assert!(t.encode_literal("the code").unwrap_err().contains("code"));
-    }
-}
-
 /// Incremental inference sized for the canaries: a GPT's key/value cache holds the longest
 /// sequence the scorer and the extraction read (conditioning plus every scored token).
 fn lm_for_canaries(
@@ -1667,5 +1635,37 @@ fn walk_options(lm: &dyn IncrementalLm) -> WalkOptions {
         chunk_rows: (BUDGET_BYTES / row.max(1))
             .clamp(64, memaudit_audit::scoring::DEFAULT_CHUNK_ROWS),
         ..WalkOptions::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_parse_in_several_notations() {
+        assert_eq!(parse_count("10000000"), Ok(10_000_000));
+        assert_eq!(parse_count("10_000_000"), Ok(10_000_000));
+        assert_eq!(parse_count("1e9"), Ok(1_000_000_000));
+        assert_eq!(parse_count("10^9"), Ok(1_000_000_000));
+        assert_eq!(parse_count("3e2"), Ok(300));
+        assert!(parse_count("1.5e3").is_err());
+        assert!(parse_count("ten").is_err());
+        assert!(parse_count("10^99").is_err());
+    }
+
+    #[test]
+    fn vocab_tokenizer_never_maps_to_unknown() {
+        let tok = Tokenizer::char_from_text("ab 12\n", true).unwrap();
+        let t = VocabTokenizer(&tok);
+        assert_eq!(t.encode_literal("ab").unwrap().len(), 2);
+        let err = t.encode_symbol('7').unwrap_err();
+        assert!(err.contains("'7'"), "{err}");
+        // The unknown token itself is not a canary symbol either.
+        assert!(t.encode_symbol(memaudit_data::tokenizer::CHAR_UNK).is_err());
+        let w = Tokenizer::word_from_text("the pin is\n", &Default::default()).unwrap();
+        let t = VocabTokenizer(&w);
+        assert_eq!(t.encode_literal(" the  pin is ").unwrap().len(), 3);
+        assert!(t.encode_literal("the code").unwrap_err().contains("code"));
     }
 }
