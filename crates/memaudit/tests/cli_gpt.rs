@@ -1,6 +1,6 @@
 //! `--model gpt` end to end on the embedded corpus (no fetch): a tiny GPT trains with DP-SGD
 //! inside the Secret Sharer (exposure by the exact trie walk over its key/value-cache states,
-//! then extraction), and bad GPT flags are one-line errors with exit code 2.
+//! then extraction; export in GPT-2 layout), and bad GPT flags are one-line errors with exit code 2.
 
 mod common;
 
@@ -51,6 +51,24 @@ fn a_tiny_private_gpt_runs_the_secret_sharer() {
     // The saved run reloads as an incremental LM (exposure command, full positional table).
     let o = memaudit(&["exposure", "--run", out.to_str().unwrap(), "--json"]);
     ok_json(&o);
+    // Export writes the GPT-2 layout (the library's tests check it against transformers).
+    let exp = dir.path().join("export");
+    let j = ok_json(&memaudit(&[
+        "export",
+        "--run",
+        out.to_str().unwrap(),
+        "--format",
+        "pytorch",
+        "--out",
+        exp.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(j["format"], "gpt2", "{j}");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(exp.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["model_type"], "gpt2");
+    assert_eq!(cfg["n_layer"], 1);
+    assert!(exp.join("model.safetensors").is_file());
 }
 
 #[test]
