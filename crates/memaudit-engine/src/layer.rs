@@ -180,15 +180,21 @@ impl RefValue {
 /// One parameter tensor a layer owns (its name is prefixed by the layer's name in the model).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamDesc {
-    pub suffix: &'static str,
+    /// Static for plain layers; composite layers (a transformer's blocks) build names like
+    /// `h.3.attn.c_attn.weight` at run time.
+    pub suffix: std::borrow::Cow<'static, str>,
     pub shape: Vec<usize>,
     pub kind: ParamKind,
 }
 
 impl ParamDesc {
-    pub fn new(suffix: &'static str, shape: Vec<usize>, kind: ParamKind) -> Self {
+    pub fn new(
+        suffix: impl Into<std::borrow::Cow<'static, str>>,
+        shape: Vec<usize>,
+        kind: ParamKind,
+    ) -> Self {
         Self {
-            suffix,
+            suffix: suffix.into(),
             shape,
             kind,
         }

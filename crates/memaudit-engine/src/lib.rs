@@ -24,6 +24,7 @@ pub mod compute;
 pub mod datasets;
 pub mod dp;
 pub mod error;
+pub mod gpt2;
 pub mod layer;
 pub mod layers;
 pub mod ledger;

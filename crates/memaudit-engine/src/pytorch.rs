@@ -392,6 +392,13 @@ pub fn modules(cfg: &ModelConfig) -> std::result::Result<Vec<NamedModule>, Engin
     cfg.build()?;
     let mut m = Vec::new();
     match cfg {
+        ModelConfig::Gpt { .. } => {
+            return Err(EngineError::Config(
+                "a GPT is exported and imported in the GPT-2 (Hugging Face) layout, not as a \
+                 module list"
+                    .into(),
+            ));
+        }
         ModelConfig::Mlp {
             input,
             hidden,
@@ -859,7 +866,9 @@ fn io_specs(cfg: &ModelConfig) -> (IoSpec, IoSpec) {
     let s = |x: &str| Json::String(x.into());
     let n = |x: usize| Json::from(x);
     match cfg {
-        ModelConfig::LstmLm { vocab, .. } | ModelConfig::GruLm { vocab, .. } => (
+        ModelConfig::LstmLm { vocab, .. }
+        | ModelConfig::GruLm { vocab, .. }
+        | ModelConfig::Gpt { vocab, .. } => (
             IoSpec {
                 kind: "tokens".into(),
                 shape: vec![s("T"), s("B")],
@@ -1049,7 +1058,9 @@ pub enum ProbeInput {
 pub fn probe_input(cfg: &ModelConfig) -> ProbeInput {
     let mut rng = ChaCha8Rng::seed_from_u64(PROBE_SEED);
     match cfg {
-        ModelConfig::LstmLm { vocab, .. } | ModelConfig::GruLm { vocab, .. } => {
+        ModelConfig::LstmLm { vocab, .. }
+        | ModelConfig::GruLm { vocab, .. }
+        | ModelConfig::Gpt { vocab, .. } => {
             let (t, b) = PROBE_TOKENS;
             ProbeInput::Tokens {
                 seq_len: t,
@@ -1110,7 +1121,9 @@ pub fn logits(
                 batch,
                 ids,
             },
-            ModelConfig::LstmLm { vocab, .. } | ModelConfig::GruLm { vocab, .. },
+            ModelConfig::LstmLm { vocab, .. }
+            | ModelConfig::GruLm { vocab, .. }
+            | ModelConfig::Gpt { vocab, .. },
         ) => {
             if let Some(t) = ids.iter().find(|&&t| t < 0 || t as usize >= *vocab) {
                 return Err(EngineError::Shape(format!(
@@ -1148,7 +1161,10 @@ pub fn logits(
                 values,
             })
         }
-        (ProbeInput::Dense(t), ModelConfig::LstmLm { .. } | ModelConfig::GruLm { .. }) => {
+        (
+            ProbeInput::Dense(t),
+            ModelConfig::LstmLm { .. } | ModelConfig::GruLm { .. } | ModelConfig::Gpt { .. },
+        ) => {
             return Err(EngineError::Shape(format!(
                 "a language model takes token ids, got a float tensor {:?}",
                 t.shape

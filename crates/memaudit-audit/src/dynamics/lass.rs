@@ -114,7 +114,7 @@ pub fn require_dense_classifier(config: &ModelConfig) -> Result<()> {
         ModelConfig::SparseLogReg { .. } => Err(DynamicsError::NotAClassifier {
             model: "a logistic regression over sparse features".into(),
         }),
-        ModelConfig::LstmLm { .. } | ModelConfig::GruLm { .. } => {
+        ModelConfig::LstmLm { .. } | ModelConfig::GruLm { .. } | ModelConfig::Gpt { .. } => {
             Err(DynamicsError::NotAClassifier {
                 model: "a language model (one softmax per token over token ids)".into(),
             })

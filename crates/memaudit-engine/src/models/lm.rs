@@ -136,10 +136,13 @@ impl ModelConfig {
                 layers,
                 ..
             } => (Cell::Gru, vocab, embed, hidden, layers),
+            ModelConfig::Gpt { n_ctx, .. } => {
+                // The whole positional table; `incremental_lm_with_context` sizes it down.
+                return self.incremental_lm_with_context(params, n_ctx);
+            }
             _ => {
                 return Err(EngineError::Config(
-                    "incremental inference needs a recurrent language model (lstm_lm or gru_lm)"
-                        .into(),
+                    "incremental inference needs a language model (lstm_lm, gru_lm or gpt)".into(),
                 ));
             }
         };

@@ -1,8 +1,11 @@
 //! Model configurations (serialisable, stored in every checkpoint) and their builders.
 
 mod cnn;
+mod gpt;
 mod lm;
 mod mlp;
+
+pub use gpt::{GptIncremental, GptNet, GptShape};
 
 /// The GroupNorm CNN's sizes (the PyTorch export describes its modules).
 pub(crate) use cnn::{GN_GROUPS, GN_HIDDEN, GN_WIDTHS};
@@ -10,7 +13,7 @@ pub(crate) use cnn::{GN_GROUPS, GN_HIDDEN, GN_WIDTHS};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
-use crate::layers::ActivationKind;
+use crate::layers::{ActivationKind, GeluKind};
 use crate::model::Model;
 
 /// What a model is; `build` turns it into layers.
@@ -67,6 +70,41 @@ pub enum ModelConfig {
         #[serde(default)]
         dropout: f32,
     },
+    /// GPT-2-architecture decoder (models/gpt.rs): token + learned positional embeddings,
+    /// `layers` pre-LayerNorm blocks, final LayerNorm, output projection tied to the token
+    /// embedding or not. Field names after Hugging Face's `GPT2Config` where one exists.
+    Gpt {
+        vocab: usize,
+        /// Positions in the learned table: the longest context.
+        n_ctx: usize,
+        embed: usize,
+        layers: usize,
+        heads: usize,
+        /// MLP width (GPT-2: 4 x embed).
+        inner: usize,
+        #[serde(default = "default_true")]
+        tie: bool,
+        #[serde(default = "default_gelu")]
+        gelu: GeluKind,
+        #[serde(default = "default_ln_eps")]
+        ln_eps: f32,
+        #[serde(default = "default_true")]
+        scale_attn_weights: bool,
+        #[serde(default)]
+        scale_attn_by_inverse_layer_idx: bool,
+    },
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_gelu() -> GeluKind {
+    GeluKind::Tanh
+}
+
+fn default_ln_eps() -> f32 {
+    crate::layers::LAYER_NORM_EPS
 }
 
 fn default_activation() -> ActivationKind {
@@ -139,6 +177,7 @@ impl ModelConfig {
                 layers,
                 dropout,
             } => lm::build_gru_lm(*vocab, *embed, *hidden, *layers, *dropout),
+            ModelConfig::Gpt { .. } => gpt::build_gpt(self.gpt_shape().expect("a GPT")),
         }
     }
 
@@ -148,7 +187,9 @@ impl ModelConfig {
             | ModelConfig::TutorialCnn { .. }
             | ModelConfig::GroupNormCnn { .. } => InputKind::Dense,
             ModelConfig::SparseLogReg { .. } => InputKind::Sparse,
-            ModelConfig::LstmLm { .. } | ModelConfig::GruLm { .. } => InputKind::Tokens,
+            ModelConfig::LstmLm { .. } | ModelConfig::GruLm { .. } | ModelConfig::Gpt { .. } => {
+                InputKind::Tokens
+            }
         }
     }
 
@@ -159,7 +200,58 @@ impl ModelConfig {
             | ModelConfig::SparseLogReg { classes, .. }
             | ModelConfig::TutorialCnn { classes, .. }
             | ModelConfig::GroupNormCnn { classes, .. } => *classes,
-            ModelConfig::LstmLm { vocab, .. } | ModelConfig::GruLm { vocab, .. } => *vocab,
+            ModelConfig::LstmLm { vocab, .. }
+            | ModelConfig::GruLm { vocab, .. }
+            | ModelConfig::Gpt { vocab, .. } => *vocab,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The sizes of a `Gpt` config (None for other families).
+    pub fn gpt_shape(&self) -> Option<GptShape> {
+        match *self {
+            ModelConfig::Gpt {
+                vocab,
+                n_ctx,
+                embed,
+                layers,
+                heads,
+                inner,
+                tie,
+                gelu,
+                ln_eps,
+                scale_attn_weights,
+                scale_attn_by_inverse_layer_idx,
+            } => Some(GptShape {
+                vocab,
+                n_ctx,
+                embed,
+                layers,
+                heads,
+                inner,
+                tie,
+                gelu,
+                ln_eps,
+                scale_attn_weights,
+                scale_attn_by_inverse_layer_idx,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Incremental inference for sequences of at most `max_tokens` tokens. For a GPT this sizes
+    /// the key/value cache in every state row (`1 + 2 N max_tokens E` floats), so callers pass
+    /// the longest sequence they will feed; `max_tokens` beyond the positional table is an
+    /// error. Recurrent models have constant-size states and ignore it.
+    pub fn incremental_lm_with_context(
+        &self,
+        params: &[f32],
+        max_tokens: usize,
+    ) -> Result<Box<dyn crate::lm::IncrementalLm>> {
+        match self.gpt_shape() {
+            Some(shape) => Ok(Box::new(GptIncremental::new(shape, params, max_tokens)?)),
+            None => self.incremental_lm(params),
         }
     }
 }

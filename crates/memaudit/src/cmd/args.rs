@@ -16,7 +16,7 @@ use crate::error::user;
 /// Which model, and its size.
 #[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct ModelArgs {
-    /// mlp, tutorial-cnn, groupnorm-cnn, logreg, lstm or gru (default: mlp for images and tables,
+    /// mlp, tutorial-cnn, groupnorm-cnn, logreg, lstm, gru or gpt (default: mlp for images and tables,
     /// lstm for text, logreg for imdb).
     #[arg(long)]
     pub model: Option<String>,
@@ -41,6 +41,24 @@ pub struct ModelArgs {
     /// MLP: dropout on the input.
     #[arg(long, default_value_t = 0.0)]
     pub input_dropout: f32,
+    /// GPT: pre-LayerNorm transformer blocks.
+    #[arg(long, default_value_t = 2)]
+    pub gpt_layers: usize,
+    /// GPT: model width (embedding and residual stream); the MLP is 4x wider.
+    #[arg(long, default_value_t = 128)]
+    pub gpt_width: usize,
+    /// GPT: attention heads (must divide --gpt-width).
+    #[arg(long, default_value_t = 4)]
+    pub gpt_heads: usize,
+    /// GPT: positions in the learned positional table (the longest context it reads).
+    #[arg(long, default_value_t = 128)]
+    pub gpt_context: usize,
+    /// GPT: an output projection of its own instead of the token embedding (tied by default).
+    #[arg(long)]
+    pub gpt_untied: bool,
+    /// GPT: gelu-tanh (GPT-2's "gelu_new") or gelu (exact).
+    #[arg(long, default_value = "gelu-tanh")]
+    pub gelu: String,
 }
 
 /// What the data looks like, for choosing and sizing a model.
@@ -175,12 +193,40 @@ impl ModelArgs {
                     }
                 }
             }
-            ("mlp" | "tutorial-cnn" | "groupnorm-cnn" | "logreg" | "lstm" | "gru", _) => {
+            ("gpt", InputShape::Tokens { vocab }) => {
+                let gelu = match self.gelu.as_str() {
+                    "gelu-tanh" => memaudit_engine::layers::GeluKind::Tanh,
+                    "gelu" => memaudit_engine::layers::GeluKind::Exact,
+                    g => return Err(user(format!("--gelu {g}: use gelu-tanh or gelu"))),
+                };
+                let cfg = ModelConfig::Gpt {
+                    vocab: *vocab,
+                    n_ctx: self.gpt_context,
+                    embed: self.gpt_width,
+                    layers: self.gpt_layers,
+                    heads: self.gpt_heads,
+                    inner: 4 * self.gpt_width,
+                    tie: !self.gpt_untied,
+                    gelu,
+                    ln_eps: memaudit_engine::layers::LAYER_NORM_EPS,
+                    scale_attn_weights: true,
+                    scale_attn_by_inverse_layer_idx: false,
+                };
+                if let Some(shape) = cfg.gpt_shape() {
+                    shape.validate().map_err(|e| {
+                        user(format!(
+                            "--gpt-layers/--gpt-width/--gpt-heads/--gpt-context: {e}"
+                        ))
+                    })?;
+                }
+                cfg
+            }
+            ("mlp" | "tutorial-cnn" | "groupnorm-cnn" | "logreg" | "lstm" | "gru" | "gpt", _) => {
                 return Err(mismatch());
             }
             (other, _) => {
                 return Err(user(format!(
-                    "--model {other}: use mlp, tutorial-cnn, groupnorm-cnn, logreg, lstm or gru"
+                    "--model {other}: use mlp, tutorial-cnn, groupnorm-cnn, logreg, lstm, gru or gpt"
                 )));
             }
         })
@@ -231,6 +277,8 @@ impl OptimArgs {
             ModelConfig::LstmLm { .. } | ModelConfig::GruLm { .. } => {
                 self.config_with("adam", 3e-3)
             }
+            // Transformers diverge at the LSTM's 0.003 more often; 0.001 is the usual Adam rate.
+            ModelConfig::Gpt { .. } => self.config_with("adam", 1e-3),
             _ => self.config(),
         }
     }

@@ -161,6 +161,9 @@ pub fn run(args: &Args, _ctx: &Ctx) -> Result<Report> {
         _ => None,
     };
     prepare_out(&args.out, &args.run, args.force)?;
+    if cfg.gpt_shape().is_some() {
+        return export_gpt2(args, cfg, &saved.checkpoint.params);
+    }
     let run_json: serde_json::Value = fs::read(args.run.join("run.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -219,6 +222,32 @@ pub fn run(args: &Args, _ctx: &Ctx) -> Result<Report> {
             "parameters": summary.parameters,
             "files": files,
             "probe_max_abs_logit": num(summary.probe_max_abs_logit),
+        }),
+    ))
+}
+
+/// A GPT run in Hugging Face's GPT-2 layout (docs/transformers.md): config.json and
+/// model.safetensors, loadable by `GPT2LMHeadModel.from_pretrained(out)`.
+fn export_gpt2(args: &Args, cfg: &ModelConfig, params: &[f32]) -> Result<Report> {
+    memaudit_engine::gpt2::export(&args.out, cfg, params).map_err(|e| user(e.to_string()))?;
+    let files = [
+        memaudit_engine::gpt2::CONFIG_FILE,
+        memaudit_engine::gpt2::WEIGHTS_FILE,
+    ];
+    Ok(Report::new(
+        format!(
+            "exported a GPT ({} parameters) in GPT-2 layout to {}:\n  {}\nload it with transformers' GPT2LMHeadModel.from_pretrained (docs/transformers.md)",
+            params.len(),
+            args.out.display(),
+            files.join("\n  ")
+        ),
+        json!({
+            "run": args.run.display().to_string(),
+            "out": args.out.display().to_string(),
+            "format": "gpt2",
+            "family": "gpt",
+            "parameters": params.len(),
+            "files": files,
         }),
     ))
 }

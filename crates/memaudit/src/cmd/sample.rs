@@ -44,7 +44,7 @@ pub fn load_lm(dir: &Path) -> Result<(SavedRun, Box<dyn IncrementalLm>, Tokenize
     let saved = load_run(dir)?;
     if !matches!(
         saved.config.model,
-        ModelConfig::LstmLm { .. } | ModelConfig::GruLm { .. }
+        ModelConfig::LstmLm { .. } | ModelConfig::GruLm { .. } | ModelConfig::Gpt { .. }
     ) {
         return Err(user(format!(
             "--run {}: holds a {} model, not a language model (train one on text, e.g. `memaudit train --data embedded`)",

@@ -479,7 +479,7 @@ pub fn measure(
     exact_limit: u128,
 ) -> memaudit_audit::Result<Measurement> {
     let started = std::time::Instant::now();
-    let scorer = Scorer::new(lm, &set.tpl, WalkOptions::default())?;
+    let scorer = Scorer::new(lm, &set.tpl, walk_options(lm))?;
     let secrets = set.secrets();
     let log_perplexity = scorer.log_perplexities(&secrets)?;
     let reference_scores = scorer.log_perplexities(&set.references)?;
@@ -577,7 +577,7 @@ pub fn extract_canaries(
     set: &CanarySet,
     s: &ExtractSettings,
 ) -> memaudit_audit::Result<(Extraction, Vec<CanaryExtraction>)> {
-    let scorer = Scorer::new(lm, &set.tpl, WalkOptions::default())?;
+    let scorer = Scorer::new(lm, &set.tpl, walk_options(lm))?;
     let search = extract(
         &scorer,
         &ExtractOptions {
@@ -1252,11 +1252,19 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
     let model_cfg = job.model.config(&InputShape::Tokens { vocab: tok.len() })?;
     if !matches!(
         model_cfg,
-        ModelConfig::LstmLm { .. } | ModelConfig::GruLm { .. }
+        ModelConfig::LstmLm { .. } | ModelConfig::GruLm { .. } | ModelConfig::Gpt { .. }
     ) {
         return Err(user(
-            "--model: the Secret Sharer needs a language model (lstm or gru)",
+            "--model: the Secret Sharer needs a language model (lstm, gru or gpt)",
         ));
+    }
+    if let Some(s) = model_cfg.gpt_shape()
+        && w > s.n_ctx
+    {
+        return Err(user(format!(
+            "--seq-len {w} is longer than the GPT's positional table (--gpt-context {})",
+            s.n_ctx
+        )));
     }
     let model = model_cfg
         .build()
@@ -1337,7 +1345,7 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
     let log = if trainer.resumed_from.is_some() {
         restore_exposure_log(&csv_path, &trainer)?
     } else {
-        let lm = model_cfg.incremental_lm(&trainer.params)?;
+        let lm = lm_for_canaries(&model_cfg, &trainer.params, &set)?;
         let m = measure(
             lm.as_ref(),
             &set,
@@ -1424,7 +1432,7 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
             ""
         }
     ));
-    let lm = model_cfg.incremental_lm(&trainer.params)?;
+    let lm = lm_for_canaries(&model_cfg, &trainer.params, &set)?;
     let a = audit(
         lm.as_ref(),
         &set,
@@ -1588,7 +1596,7 @@ struct Tracker<'s> {
 
 impl Tracker<'_> {
     fn record(&mut self, epoch: u32, step: u64, params: &[f32]) -> memaudit_engine::Result<()> {
-        let lm = self.model.incremental_lm(params)?;
+        let lm = lm_for_canaries(&self.model, params, self.set)?;
         let m = measure(lm.as_ref(), self.set, self.exact, self.exact_limit)
             .map_err(|e| EngineError::Config(format!("exposure tracking at step {step}: {e}")))?;
         let recs = m.records(self.set, epoch, step);
@@ -1675,6 +1683,38 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         run: &args.run,
     };
     Ok(run_job(&job, ctx, "memaudit secret-sharer", true)?.report)
+}
+
+/// Incremental inference sized for the canaries: a GPT's key/value cache holds the longest
+/// sequence the scorer and the extraction read (conditioning plus every scored token).
+fn lm_for_canaries(
+    cfg: &ModelConfig,
+    params: &[f32],
+    set: &CanarySet,
+) -> memaudit_engine::Result<Box<dyn IncrementalLm>> {
+    let tokens = set.tpl.conditioning().len() + set.tpl.steps().len();
+    if let Some(shape) = cfg.gpt_shape()
+        && tokens > shape.n_ctx
+    {
+        return Err(EngineError::Config(format!(
+            "the canary reads {tokens} tokens, longer than the GPT's positional table of {} (--gpt-context)",
+            shape.n_ctx
+        )));
+    }
+    cfg.incremental_lm_with_context(params, tokens)
+}
+
+/// Trie-walk batching within about 64 MB of states and log-probabilities per depth: the
+/// default chunk for recurrent states (a few hundred floats), fewer rows for a transformer's
+/// key/value cache (tens of thousands).
+fn walk_options(lm: &dyn IncrementalLm) -> WalkOptions {
+    const BUDGET_BYTES: usize = 64 << 20;
+    let row = 4 * (lm.state_width() + lm.vocab_size());
+    WalkOptions {
+        chunk_rows: (BUDGET_BYTES / row.max(1))
+            .clamp(64, memaudit_audit::scoring::DEFAULT_CHUNK_ROWS),
+        ..WalkOptions::default()
+    }
 }
 
 #[cfg(test)]

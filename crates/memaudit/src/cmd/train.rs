@@ -666,6 +666,14 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     }
     let prepared = prepare(&args.data)?;
     let model_cfg = args.model.config(&prepared.input)?;
+    if let Some(s) = model_cfg.gpt_shape()
+        && args.data.seq_len > s.n_ctx
+    {
+        return Err(user(format!(
+            "--seq-len {} is longer than the GPT's positional table (--gpt-context {})",
+            args.data.seq_len, s.n_ctx
+        )));
+    }
     let prepared = flatten_for(&model_cfg, prepared);
     let model = model_cfg
         .build()
@@ -1053,5 +1061,6 @@ pub fn model_name(m: &ModelConfig) -> String {
         ModelConfig::GroupNormCnn { .. } => "GroupNorm CNN".into(),
         ModelConfig::LstmLm { layers, hidden, .. } => format!("LSTM LM {layers}x{hidden}"),
         ModelConfig::GruLm { layers, hidden, .. } => format!("GRU LM {layers}x{hidden}"),
+        ModelConfig::Gpt { layers, embed, .. } => format!("GPT {layers}x{embed}"),
     }
 }
