@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 use md5::{Digest, Md5};
-use memaudit_audit::{RankShard, Scorer, WalkOptions, merge_rank_shards};
+use memaudit_audit::{RankShard, Scorer, merge_rank_shards};
 use memaudit_engine::shard::{self, FinishedShard, ShardHeader};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -94,7 +94,8 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
             args.exposure.exact_limit
         )));
     }
-    let opts = WalkOptions::default();
+    // The same batching as the single-process walk (fewer rows for a transformer's KV cache).
+    let opts = super::secret_sharer::walk_options(lm.as_ref());
     let header = ShardHeader {
         job: JOB.into(),
         key: job_key(&saved, &set, opts.chunk_rows),

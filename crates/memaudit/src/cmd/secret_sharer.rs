@@ -1707,7 +1707,7 @@ fn lm_for_canaries(
 /// Trie-walk batching within about 64 MB of states and log-probabilities per depth: the
 /// default chunk for recurrent states (a few hundred floats), fewer rows for a transformer's
 /// key/value cache (tens of thousands).
-fn walk_options(lm: &dyn IncrementalLm) -> WalkOptions {
+pub fn walk_options(lm: &dyn IncrementalLm) -> WalkOptions {
     const BUDGET_BYTES: usize = 64 << 20;
     let row = 4 * (lm.state_width() + lm.vocab_size());
     WalkOptions {
