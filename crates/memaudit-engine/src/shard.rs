@@ -57,20 +57,15 @@ pub enum ShardError {
     #[error("{}: no finished shards in this folder", dir.display())]
     Empty { dir: PathBuf },
     #[error(
-        "{}: shards of different jobs in one folder ({first} is {first_key} {first_version} N={first_count}, \
-         {other} is {other_key} {other_version} N={other_count}); merge one job's shards at a time",
+        "{}: shards of different jobs in one folder ({first}; {other}); merge one job's shards at a time",
         dir.display()
     )]
     Mixed {
         dir: PathBuf,
+        /// The first shard and what identifies its job.
         first: String,
-        first_key: String,
-        first_version: String,
-        first_count: u64,
+        /// A shard of another job.
         other: String,
-        other_key: String,
-        other_version: String,
-        other_count: u64,
     },
     #[error("{}: {missing_count} of {count} shards are missing or unfinished: indices {list}", dir.display(), list = fmt_indices(missing))]
     Missing {
@@ -239,10 +234,13 @@ pub fn finished(dir: &Path, header: &ShardHeader) -> Result<bool, ShardError> {
 
 /// Write a finished shard as an atomic unit; the marker holds the job key. Crashing before the
 /// rename leaves only a temporary folder, which [`scan`] ignores and the next writer removes.
+/// `before_commit` runs after the result is written and before the rename: the CLI's test-only
+/// fault injection aborts there, as a task killed mid-write would.
 pub fn write(
     dir: &Path,
     header: &ShardHeader,
     payload: serde_json::Value,
+    before_commit: impl FnOnce(Shard),
 ) -> Result<PathBuf, ShardError> {
     let unit_dir = header.shard.unit_dir(dir);
     let eng = |e: crate::EngineError| ShardError::Engine(Box::new(e));
@@ -253,27 +251,8 @@ pub fn write(
     })
     .expect("a JSON value serialises");
     unit.write(SHARD_FILE, &body).map_err(eng)?;
-    before_commit_hook(header.shard);
+    before_commit(header.shard);
     unit.commit(header.key.as_bytes(), true).map_err(eng)
-}
-
-/// Test-only fault injection: with `MEMAUDIT_TEST_FAIL_SHARD=I` and
-/// `MEMAUDIT_ALLOW_FAULT_INJECTION=1`, shard I aborts after writing its result but before the
-/// rename, as a task killed mid-write would. Both variables are needed so it cannot be enabled
-/// by accident; the scheduler tests use it to show that a failed task leaves nothing a merge
-/// would use and that resubmitting it alone finishes the job.
-fn before_commit_hook(shard: Shard) {
-    if std::env::var("MEMAUDIT_ALLOW_FAULT_INJECTION").as_deref() != Ok("1") {
-        return;
-    }
-    if let Ok(v) = std::env::var("MEMAUDIT_TEST_FAIL_SHARD")
-        && v.trim().parse::<u64>().ok() == Some(shard.index)
-    {
-        eprintln!(
-            "memaudit: FAULT INJECTION (test only): shard {shard} aborts before committing its result"
-        );
-        std::process::abort();
-    }
 }
 
 fn read_unit(unit: &Path) -> Result<FinishedShard, ShardError> {
@@ -332,16 +311,16 @@ pub fn scan(dir: &Path) -> Result<Vec<FinishedShard>, ShardError> {
             || a.version != b.version
             || a.shard.count != b.shard.count
         {
+            let describe = |name: &str, h: &ShardHeader| {
+                format!(
+                    "{name} is {} key {} version {} N={}",
+                    h.job, h.key, h.version, h.shard.count
+                )
+            };
             return Err(ShardError::Mixed {
                 dir: dir.to_path_buf(),
-                first: first_name.clone(),
-                first_key: format!("{} key {}", a.job, a.key),
-                first_version: a.version.clone(),
-                first_count: a.shard.count,
-                other: name.clone(),
-                other_key: format!("{} key {}", b.job, b.key),
-                other_version: b.version.clone(),
-                other_count: b.shard.count,
+                first: describe(first_name, a),
+                other: describe(name, b),
             });
         }
     }
@@ -502,7 +481,7 @@ mod tests {
         assert!(matches!(scan(d), Err(ShardError::Empty { .. })));
         for i in [0, 2] {
             assert!(!finished(d, &header(i, 3, "k")).unwrap());
-            write(d, &header(i, 3, "k"), serde_json::json!({"i": i})).unwrap();
+            write(d, &header(i, 3, "k"), serde_json::json!({"i": i}), |_| {}).unwrap();
             assert!(finished(d, &header(i, 3, "k")).unwrap());
         }
         // A failed shard's temporary folder is ignored.
@@ -513,21 +492,33 @@ mod tests {
         }
         let msg = scan(d).unwrap_err().to_string();
         assert!(msg.contains("indices 1"), "{msg}");
-        write(d, &header(1, 3, "k"), serde_json::json!({"i": 1})).unwrap();
+        write(d, &header(1, 3, "k"), serde_json::json!({"i": 1}), |_| {}).unwrap();
         let all = scan(d).unwrap();
         assert_eq!(all.len(), 3);
         assert_eq!(all[2].payload["i"], 2);
         // Another job's shard in the same folder.
         assert!(finished(d, &header(1, 3, "other")).is_err());
         let other = tempfile::tempdir().unwrap();
-        write(other.path(), &header(0, 2, "k"), serde_json::json!({})).unwrap();
-        write(other.path(), &header(1, 3, "k"), serde_json::json!({})).unwrap();
+        write(
+            other.path(),
+            &header(0, 2, "k"),
+            serde_json::json!({}),
+            |_| {},
+        )
+        .unwrap();
+        write(
+            other.path(),
+            &header(1, 3, "k"),
+            serde_json::json!({}),
+            |_| {},
+        )
+        .unwrap();
         assert!(matches!(scan(other.path()), Err(ShardError::Mixed { .. })));
         let v2 = tempfile::tempdir().unwrap();
-        write(v2.path(), &header(0, 2, "k"), serde_json::json!({})).unwrap();
+        write(v2.path(), &header(0, 2, "k"), serde_json::json!({}), |_| {}).unwrap();
         let mut h = header(1, 2, "k");
         h.version = "2".into();
-        write(v2.path(), &h, serde_json::json!({})).unwrap();
+        write(v2.path(), &h, serde_json::json!({}), |_| {}).unwrap();
         let msg = scan(v2.path()).unwrap_err().to_string();
         assert!(msg.contains("different jobs"), "{msg}");
     }

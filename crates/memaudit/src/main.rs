@@ -77,7 +77,7 @@ enum Command {
     /// Empirical epsilon lower bounds from IN/OUT canary scores (Clopper-Pearson, GDP, one-run).
     LowerBound(cmd::lower_bound::Args),
     /// Membership inference: LOSS, LiRA, RMIA and LM baselines (on a score file with --scores).
-    Mia(cmd::mia::Args),
+    Mia(Box<cmd::mia::Args>),
     /// Merge the finished shards of a sharded job (exposure walk, shadow models).
     Merge(cmd::merge::Args),
 }

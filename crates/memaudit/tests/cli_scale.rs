@@ -105,10 +105,7 @@ fn local_shards_equal_one_process_and_survive_a_killed_shard() {
         let merged = ok_json(&memaudit(&["--quiet", "--json", "merge", dir]));
         assert_eq!(merged["shards"], n);
         assert_eq!(ranks(&merged), want, "{n} shards");
-        assert_eq!(
-            merged["candidates_scored"].as_u64().unwrap() <= 10_000,
-            true
-        );
+        assert!(merged["candidates_scored"].as_u64().unwrap() <= 10_000);
     }
 
     // Shard 1 of 3 through the scheduler's variable, killed after writing but before its
@@ -232,7 +229,8 @@ fn bad_shard_selection_is_a_one_line_error() {
     let dir = dir.to_str().unwrap();
     let run = d.path().join("no-run");
     let run = run.to_str().unwrap();
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&["--shard", "3/3"], &[], "out of range"),
         (&["--shard", "0/0"], &[], "at least 1"),
         (&["--shard", "x"], &[], "I/N"),

@@ -108,6 +108,24 @@ impl ShadowPlan {
         2 * self.pairs
     }
 
+    /// The models scheduler shard `shard` trains, by pair (see docs/scale-out.md): the work items
+    /// are the pairs plus the target; shard I owns the items `[(P+1)*I/N, (P+1)*(I+1)/N)`, pair p
+    /// being models 2p and 2p+1 and the target model 2P. A pure function of (plan, I, N); the
+    /// shards of one N cover every model exactly once.
+    pub fn models_of_shard(&self, shard: memaudit_engine::shard::Shard) -> Vec<usize> {
+        shard
+            .range(self.pairs as u64 + 1)
+            .flat_map(|item| {
+                let item = item as usize;
+                if item < self.pairs {
+                    vec![2 * item, 2 * item + 1]
+                } else {
+                    vec![self.target_index()]
+                }
+            })
+            .collect()
+    }
+
     fn split_seed(&self, index: usize) -> u64 {
         // The target's split uses a tag no pair index reaches.
         let slot = if index == self.target_index() {
@@ -729,5 +747,24 @@ mod tests {
         let other =
             TokenWindowDataset::new((0..241).map(|i| (i % 13) as u32).collect(), 8).unwrap();
         assert_ne!(dataset_hash(&data).unwrap(), dataset_hash(&other).unwrap());
+    }
+
+    #[test]
+    fn scheduler_shards_cover_every_model_once() {
+        use memaudit_engine::shard::Shard;
+        for pairs in [1usize, 2, 5, 8] {
+            let plan = ShadowPlan::new(tiny_config(4), "h".into(), 100, pairs, 7).unwrap();
+            for count in [1u64, 2, 3, 7] {
+                let mut all: Vec<usize> = (0..count)
+                    .flat_map(|index| plan.models_of_shard(Shard { index, count }))
+                    .collect();
+                all.sort_unstable();
+                assert_eq!(
+                    all,
+                    (0..plan.models()).collect::<Vec<_>>(),
+                    "{pairs} pairs, {count} shards"
+                );
+            }
+        }
     }
 }

@@ -153,6 +153,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         &dir,
         &header,
         serde_json::to_value(&payload).expect("payload serialises"),
+        super::scale::fault_injection_before_commit,
     )
     .map_err(|e| user(e.to_string()))?;
     let text = format!(

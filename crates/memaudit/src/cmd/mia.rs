@@ -637,7 +637,7 @@ fn run_training(args: &Args, ctx: &Ctx) -> Result<Report> {
         .with_augment(augment);
     shadow::open_cache(&cache).map_err(|e| user(format!("--cache: {e}")))?;
     if args.scale.requested() {
-        return super::mia_shard::run_shard(args, ctx, &plan, pairs, &cache, pool);
+        return super::mia_shard::run_shard(args, ctx, &plan, &cache, pool);
     }
     let indices: Vec<usize> = match sh.only_model {
         Some(i) if i >= plan.models() => {

@@ -3,12 +3,12 @@
 //! in a shard unit; `memaudit merge DIR` then checks that every shard finished and runs the
 //! attack with every model found in the cache (nothing is retrained). The work items are the P
 //! pairs plus the target model; shard I owns items `[(P+1)*I/N, (P+1)*(I+1)/N)`, so its work is
-//! a pure function of (plan, I, N). Each model is its own atomic unit in the cache, keyed by
+//! a pure function of (plan, I, N) (`ShadowPlan::models_of_shard`). Each model is its own atomic unit in the cache, keyed by
 //! everything that changes it; DP shadows use seeded noise, so a rerun reproduces them.
 
 use anyhow::Result;
 use md5::{Digest, Md5};
-use memaudit_engine::shard::{FinishedShard, Shard};
+use memaudit_engine::shard::FinishedShard;
 use serde::{Deserialize, Serialize};
 
 use crate::error::user;
@@ -16,21 +16,6 @@ use crate::output::Report;
 
 /// The job kind in shard headers.
 pub const JOB: &str = "mia-shadows";
-
-/// The models shard `shard` trains: pair p is models 2p and 2p+1, the target is model 2P.
-pub fn models_of(shard: Shard, pairs: usize) -> Vec<usize> {
-    shard
-        .range(pairs as u64 + 1)
-        .flat_map(|item| {
-            let item = item as usize;
-            if item < pairs {
-                vec![2 * item, 2 * item + 1]
-            } else {
-                vec![2 * pairs]
-            }
-        })
-        .collect()
-}
 
 /// The job key: the cache keys of every model of the plan (they cover data, pairs, model,
 /// optimiser, epochs, seed and privacy settings) and the attack command.
@@ -149,7 +134,6 @@ pub fn run_shard(
     args: &super::mia::Args,
     ctx: &crate::Ctx,
     plan: &memaudit_audit::mia::shadow::ShadowPlan,
-    pairs: usize,
     cache: &std::path::Path,
     pool: &dyn memaudit_engine::train::Dataset,
 ) -> Result<Report> {
@@ -183,7 +167,7 @@ pub fn run_shard(
     }
     let started = std::time::Instant::now();
     let mut models = Vec::new();
-    for i in models_of(shard, pairs) {
+    for i in plan.models_of_shard(shard) {
         let m = shadow::train_or_reuse(plan, i, cache, pool)
             .map_err(|e| user(format!("model {i}: {e}")))?;
         ctx.note(format!(
@@ -210,6 +194,7 @@ pub fn run_shard(
         &dir,
         &header,
         serde_json::to_value(&payload).expect("payload serialises"),
+        super::scale::fault_injection_before_commit,
     )
     .map_err(|e| user(e.to_string()))?;
     Ok(Report::new(
@@ -231,26 +216,4 @@ pub fn run_shard(
             "seconds": seconds,
         }),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shards_cover_every_model_once() {
-        for pairs in [1usize, 2, 5, 8] {
-            for count in [1u64, 2, 3, 7] {
-                let mut all: Vec<usize> = (0..count)
-                    .flat_map(|index| models_of(Shard { index, count }, pairs))
-                    .collect();
-                all.sort_unstable();
-                assert_eq!(
-                    all,
-                    (0..=2 * pairs).collect::<Vec<_>>(),
-                    "{pairs} pairs {count} shards"
-                );
-            }
-        }
-    }
 }

@@ -107,6 +107,26 @@ impl ShardArgs {
     }
 }
 
+/// Test-only fault injection for the shard writers, passed to `memaudit_engine::shard::write`:
+/// with `MEMAUDIT_TEST_FAIL_SHARD=I` and `MEMAUDIT_ALLOW_FAULT_INJECTION=1`, shard I aborts after
+/// writing its result but before the rename, as a task killed mid-write would. Both variables
+/// are needed so it cannot be enabled by accident, and it says so loudly; the scheduler tests use
+/// it to show that a failed task leaves nothing a merge would use and that resubmitting it alone
+/// finishes the job.
+pub fn fault_injection_before_commit(shard: Shard) {
+    if std::env::var("MEMAUDIT_ALLOW_FAULT_INJECTION").as_deref() != Ok("1") {
+        return;
+    }
+    if let Ok(v) = std::env::var("MEMAUDIT_TEST_FAIL_SHARD")
+        && v.trim().parse::<u64>().ok() == Some(shard.index)
+    {
+        eprintln!(
+            "memaudit: FAULT INJECTION (test only): shard {shard} aborts before committing its result"
+        );
+        std::process::abort();
+    }
+}
+
 /// Make a path absolute (job scripts run from another directory).
 pub fn absolute(p: &Path) -> Result<PathBuf> {
     std::path::absolute(p).map_err(|e| user(format!("{}: {e}", p.display())))
