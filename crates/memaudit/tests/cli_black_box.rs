@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{memaudit, ok_json, one_line_error};
+use common::{TINY_SECRET_SHARER, memaudit, ok_json, one_line_error};
 use serde_json::Value;
 
 fn digits<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -263,31 +263,8 @@ fn the_secret_sharer_carries_the_audit_too() {
     let d = tempfile::tempdir().unwrap();
     let (out, plain) = (d.path().join("ss"), d.path().join("plain"));
     let run = |o: &std::path::Path, extra: &[&str]| {
-        let mut a = vec![
-            "--quiet",
-            "secret-sharer",
-            "--corpus",
-            "embedded",
-            "--canary",
-            "my pin is {digits:3}",
-            "--canaries",
-            "2",
-            "--repetitions",
-            "1,4",
-            "--held-out",
-            "5",
-            "--rnn-hidden",
-            "16",
-            "--rnn-layers",
-            "1",
-            "--embed",
-            "8",
-            "--max-train",
-            "120",
-            "--seq-len",
-            "40",
-            "--batch-size",
-            "16",
+        let mut a = TINY_SECRET_SHARER.to_vec();
+        a.extend_from_slice(&[
             "--epochs",
             "1",
             "--seed",
@@ -297,7 +274,7 @@ fn the_secret_sharer_carries_the_audit_too() {
             "--json",
             "--out",
             o.to_str().unwrap(),
-        ];
+        ]);
         a.extend_from_slice(extra);
         ok_json(&memaudit(&a))
     };

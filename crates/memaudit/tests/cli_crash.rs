@@ -315,31 +315,8 @@ const TRAIN: [&str; 13] = [
 
 /// `secret-sharer` on the embedded corpus with a tiny LSTM, tracking exposure every 3 steps.
 fn secret_sharer_args(epochs: &'static str) -> Vec<&'static str> {
-    vec![
-        "--quiet",
-        "secret-sharer",
-        "--corpus",
-        "embedded",
-        "--canary",
-        "my pin is {digits:3}",
-        "--canaries",
-        "2",
-        "--repetitions",
-        "1,4",
-        "--held-out",
-        "5",
-        "--rnn-hidden",
-        "16",
-        "--rnn-layers",
-        "1",
-        "--embed",
-        "8",
-        "--max-train",
-        "120",
-        "--seq-len",
-        "40",
-        "--batch-size",
-        "16",
+    let mut v = TINY_SECRET_SHARER.to_vec();
+    v.extend_from_slice(&[
         "--extract-budget",
         "2000",
         "--track-every",
@@ -348,7 +325,8 @@ fn secret_sharer_args(epochs: &'static str) -> Vec<&'static str> {
         epochs,
         "--seed",
         "3",
-    ]
+    ]);
+    v
 }
 
 /// The kill test for `train` (issue 14: kills at random moments and inside a checkpoint write).

@@ -21,38 +21,8 @@ fn error_of(args: &[&str]) -> String {
 
 /// A tiny secret-sharer run on the embedded corpus (seconds).
 fn tiny_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec![
-        "--quiet",
-        "secret-sharer",
-        "--corpus",
-        "embedded",
-        "--canary",
-        "my pin is {digits:3}",
-        "--canaries",
-        "2",
-        "--repetitions",
-        "1,4",
-        "--held-out",
-        "5",
-        "--rnn-hidden",
-        "16",
-        "--rnn-layers",
-        "1",
-        "--embed",
-        "8",
-        "--max-train",
-        "120",
-        "--seq-len",
-        "40",
-        "--batch-size",
-        "16",
-        "--epochs",
-        "1",
-        "--seed",
-        "3",
-        "--out",
-        out,
-    ];
+    let mut v = TINY_SECRET_SHARER.to_vec();
+    v.extend_from_slice(&["--epochs", "1", "--seed", "3", "--out", out]);
     v.extend_from_slice(extra);
     v
 }

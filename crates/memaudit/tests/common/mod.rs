@@ -53,3 +53,33 @@ pub fn ok_json(out: &Output) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
 }
+
+/// The tiny secret-sharer job several CLI tests share: the embedded corpus, `my pin is
+/// {digits:3}` canaries (2 per count, repeated 1 and 4 times, 5 held out) and a 1x16 LSTM on 120
+/// windows of 40 characters (seconds per run). Callers add epochs, seed, output and their flags.
+pub const TINY_SECRET_SHARER: &[&str] = &[
+    "--quiet",
+    "secret-sharer",
+    "--corpus",
+    "embedded",
+    "--canary",
+    "my pin is {digits:3}",
+    "--canaries",
+    "2",
+    "--repetitions",
+    "1,4",
+    "--held-out",
+    "5",
+    "--rnn-hidden",
+    "16",
+    "--rnn-layers",
+    "1",
+    "--embed",
+    "8",
+    "--max-train",
+    "120",
+    "--seq-len",
+    "40",
+    "--batch-size",
+    "16",
+];
