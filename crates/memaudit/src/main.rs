@@ -193,20 +193,29 @@ fn tune_allocator() {
     }
 }
 
+/// Parse a command line (program name first). Negative numbers are values, not flags ("--clip
+/// -1" must reach validation and get an error that names --clip, not "unexpected argument
+/// '-1'"). The merge of sharded jobs parses its recorded command line with this too.
+fn parse_cli<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    Cli::command()
+        .mut_subcommands(|c| {
+            c.allow_negative_numbers(true)
+                .mut_subcommands(|c| c.allow_negative_numbers(true))
+        })
+        .try_get_matches_from(args)
+        .inspect(cmd::experiment::remember)
+        .and_then(|m| Cli::from_arg_matches(&m))
+}
+
 fn main() {
     tune_allocator();
     let json_requested = std::env::args().any(|a| a == "--json");
-    // Negative numbers are values, not flags ("--clip -1" must reach validation and get an error
-    // that names --clip, not "unexpected argument '-1'").
-    use clap::{CommandFactory, FromArgMatches};
-    let command = Cli::command().mut_subcommands(|c| {
-        c.allow_negative_numbers(true)
-            .mut_subcommands(|c| c.allow_negative_numbers(true))
-    });
-    let parsed = command
-        .try_get_matches()
-        .inspect(cmd::experiment::remember)
-        .and_then(|m| Cli::from_arg_matches(&m));
+    let parsed = parse_cli(std::env::args_os());
     let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {

@@ -105,8 +105,7 @@ pub fn merge(shards: &[FinishedShard], ctx: &crate::Ctx) -> Result<Report> {
         argv.push("--quiet".into());
     }
     argv.extend(p.argv.iter().cloned());
-    use clap::Parser;
-    let cli = crate::Cli::try_parse_from(&argv)
+    let cli = crate::parse_cli(&argv)
         .map_err(|e| user(format!("the recorded mia command no longer parses: {e}")))?;
     crate::run(cli)
 }
