@@ -6,6 +6,8 @@
 //! - [`tokens`]: a template in the model's token ids ([`CanaryTokenizer`] is the caller's).
 //! - [`canaries`]: secrets per repetition count, insertion into the training stream inside one
 //!   training window, the JSON manifest saved with a run, reference candidates.
+//! - [`rendered`]: canaries under BPE (merges across slot positions, e.g. GPT-2's digit runs):
+//!   every candidate rendered and tokenized whole, scored over all of R, exact ranks.
 //! - [`scoring`]: log-perplexity (sum of -log2 p), batched; exhaustive scoring of R by a
 //!   breadth-first trie walk; streaming exact ranks that never store R.
 //! - [`exposure`]: exact exposure from rank, TF Privacy's interpolation (same tie handling), and
@@ -44,6 +46,7 @@ pub mod exposure;
 pub mod extraction;
 pub mod lower_bound;
 pub mod mia;
+pub mod rendered;
 pub mod scoring;
 pub mod skewnorm;
 pub mod template;
@@ -62,6 +65,7 @@ pub use lower_bound::{
     LowerBoundWarning, MethodBound, MethodChoice, ScoreDirection, ThresholdChoice, lower_bounds,
 };
 pub use memaudit_engine::{IncrementalLm, LmState};
+pub use rendered::{RenderedCandidates, check_insertion};
 pub use scoring::{
     AllScores, ExactRank, RankReport, RankShard, Scorer, WalkOptions, WalkStats, merge_rank_shards,
     token_cost_bits,

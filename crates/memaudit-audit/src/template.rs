@@ -171,6 +171,31 @@ impl CanaryTemplate {
         }
         Ok(out)
     }
+
+    /// The candidate index whose rendering is `text`, if it is one (inverse of
+    /// [`render`](Self::render)).
+    pub fn candidate_index(&self, text: &str) -> Option<u128> {
+        let mut rest = text;
+        let mut symbols = Vec::with_capacity(self.position_symbols.len());
+        for seg in &self.segments {
+            match seg {
+                Segment::Literal(s) => rest = rest.strip_prefix(s.as_str())?,
+                Segment::Slot { count, .. } => {
+                    for _ in 0..*count {
+                        let c = rest.chars().next()?;
+                        let p = symbols.len();
+                        let k = self.position_symbols[p].iter().position(|&x| x == c)?;
+                        symbols.push(k as u32);
+                        rest = &rest[c.len_utf8()..];
+                    }
+                }
+            }
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+        self.space.encode(&symbols).ok()
+    }
 }
 
 fn parse_slot(
@@ -372,5 +397,11 @@ mod tests {
         assert_eq!(t.render(1).unwrap(), "x00-B");
         assert_eq!(t.render(2 * 57 + 1).unwrap(), "x57-B");
         assert!(t.render(200).is_err());
+        for i in [0u128, 1, 115, 199] {
+            assert_eq!(t.candidate_index(&t.render(i).unwrap()), Some(i));
+        }
+        for bad in ["x57-C", "x5-B", "x57-BB", "y57-B", ""] {
+            assert_eq!(t.candidate_index(bad), None, "{bad:?}");
+        }
     }
 }
