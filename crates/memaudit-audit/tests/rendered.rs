@@ -6,8 +6,7 @@ use std::path::Path;
 
 use memaudit_audit::testing::MockLm;
 use memaudit_audit::{
-    AuditError, CanaryTemplate, IncrementalLm, RenderedCandidates, check_insertion,
-    token_cost_bits,
+    AuditError, CanaryTemplate, IncrementalLm, RenderedCandidates, check_insertion, token_cost_bits,
 };
 use memaudit_data::Tokenizer;
 
@@ -55,7 +54,10 @@ fn exposure_over_merged_digit_tokens_matches_brute_force() {
                 .any(|w| w == digits.as_slice())
         })
         .count();
-    assert!(per_digit < 500, "{per_digit} of 1000 candidates are one token per digit");
+    assert!(
+        per_digit < 500,
+        "{per_digit} of 1000 candidates are one token per digit"
+    );
 
     // A model that has memorised one canary (its whole token sequence after <|endoftext|>).
     let secret = 407u128;
@@ -74,7 +76,10 @@ fn exposure_over_merged_digit_tokens_matches_brute_force() {
     let offset = brute[0] - scores[0];
     for (i, (b, s)) in brute.iter().zip(&scores).enumerate() {
         // Same f32 log-probabilities summed in f64 in a different grouping: 1e-9 bits.
-        assert!((b - offset - s).abs() < 1e-9, "candidate {i}: {b} - {offset} vs {s}");
+        assert!(
+            (b - offset - s).abs() < 1e-9,
+            "candidate {i}: {b} - {offset} vs {s}"
+        );
     }
     for e in &exact {
         let rank = brute

@@ -253,10 +253,12 @@ impl Tokenizer {
         use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
         use tokenizers::pre_tokenizers::byte_level::ByteLevel;
         let path_str = |p: &Path| {
-            p.to_str().map(str::to_string).ok_or_else(|| DataError::BadFormat {
-                path: p.to_path_buf(),
-                reason: "the path is not UTF-8".into(),
-            })
+            p.to_str()
+                .map(str::to_string)
+                .ok_or_else(|| DataError::BadFormat {
+                    path: p.to_path_buf(),
+                    reason: "the path is not UTF-8".into(),
+                })
         };
         let model = tokenizers::models::bpe::BPE::from_file(&path_str(vocab)?, &path_str(merges)?)
             .build()
@@ -511,9 +513,10 @@ impl Tokenizer {
 
     /// The Hugging Face encoding of `text` (BPE only), without special tokens.
     fn hf_encode(&self, text: &str) -> Result<tokenizers::Encoding> {
-        let b = self.bpe.as_ref().ok_or_else(|| {
-            DataError::InvalidArgument("not a BPE tokenizer".into())
-        })?;
+        let b = self
+            .bpe
+            .as_ref()
+            .ok_or_else(|| DataError::InvalidArgument("not a BPE tokenizer".into()))?;
         b.tokenizer
             .encode(text, false)
             .map_err(|e| DataError::BadVocab(format!("BPE encoding: {e}")))

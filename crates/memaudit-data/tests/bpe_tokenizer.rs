@@ -110,21 +110,29 @@ fn digit_runs_merge_so_a_number_is_not_one_token_per_digit() {
 #[test]
 fn bad_tokenizers_are_refused_with_the_file_named() {
     let dir = tempfile::tempdir().unwrap();
-    let err = Tokenizer::bpe_from_folder(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("no tokenizer.json") && err.contains("vocab.json"), "{err}");
-    let mut v: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture().join("tokenizer.json")).unwrap(),
-    )
-    .unwrap();
+    let err = Tokenizer::bpe_from_folder(dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no tokenizer.json") && err.contains("vocab.json"),
+        "{err}"
+    );
+    let mut v: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("tokenizer.json")).unwrap())
+            .unwrap();
     v["model"]["type"] = "WordPiece".into();
     std::fs::write(dir.path().join("tokenizer.json"), v.to_string()).unwrap();
-    let err = Tokenizer::bpe_from_folder(dir.path()).unwrap_err().to_string();
+    let err = Tokenizer::bpe_from_folder(dir.path())
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("tokenizer.json") && err.contains("model.type") && err.contains("WordPiece"),
         "{err}"
     );
     std::fs::write(dir.path().join("tokenizer.json"), "{ not json").unwrap();
-    let err = Tokenizer::bpe_from_folder(dir.path()).unwrap_err().to_string();
+    let err = Tokenizer::bpe_from_folder(dir.path())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("tokenizer.json"), "{err}");
     let mut tok = Tokenizer::bpe_from_folder(&fixture()).unwrap();
     let err = tok.add_tokens(&["0"]).unwrap_err().to_string();

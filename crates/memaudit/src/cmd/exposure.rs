@@ -27,6 +27,19 @@ pub struct Args {
     /// saved ones.
     #[arg(long, value_name = "S")]
     pub reference_seed: Option<u64>,
+    /// Exact exposure of --secret over all candidates of this template, each rendered and
+    /// tokenized whole (any run without a manifest; the way to audit a byte-level BPE run such
+    /// as an imported GPT-2, whose merges join slot symbols). |R| is capped by --exact-limit.
+    #[arg(
+        long = "canary",
+        value_name = "TEMPLATE",
+        requires = "secrets",
+        conflicts_with = "manifest"
+    )]
+    pub template: Option<String>,
+    /// A secret (a candidate text of --canary) to rank; repeat for several.
+    #[arg(long = "secret", value_name = "TEXT", requires = "template")]
+    pub secrets: Vec<String>,
     /// Scale-out: run one shard of the exact-rank walk (see docs/scale-out.md).
     #[command(flatten)]
     pub scale: super::scale::ShardArgs,
@@ -38,6 +51,9 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         return super::exposure_shard::run(args, ctx);
     }
     let (saved, lm, tok) = load_lm(&args.run)?;
+    if let Some(t) = &args.template {
+        return rendered_exposure(args, t, &saved, &tok);
+    }
     let mut set = CanarySet::load(&args.run, args.manifest.as_deref(), &tok)?;
     let exact = args.exposure.exact_for(set.tpl.space().size())?;
     if set.references.is_empty() || args.reference_seed.is_some() {
@@ -97,6 +113,53 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
             "by_repetitions": summary,
             "canaries": a.canaries_json(&set),
             "seconds": a.m.seconds,
+        }),
+    ))
+}
+
+/// `--canary T --secret S`: exact exposure with every candidate rendered and tokenized whole.
+fn rendered_exposure(
+    args: &Args,
+    template: &str,
+    saved: &super::eval::SavedRun,
+    tok: &memaudit_data::Tokenizer,
+) -> Result<Report> {
+    use super::rendered;
+    let rc = rendered::candidates(template, tok, args.exposure.exact_limit, "--exact-limit")?;
+    let rows = rendered::exposures(
+        &saved.config.model,
+        &saved.checkpoint.params,
+        &rc,
+        tok,
+        &args.secrets,
+    )?;
+    let mut text = format!(
+        "exact exposure of {:?} (log2|R| = {:.2}, every candidate tokenized whole) at step {}:\n",
+        rc.template().source(),
+        rc.space().log2_size(),
+        saved.checkpoint.state.step
+    );
+    text += "secret                log-perplexity  rank        exposure  tokens\n";
+    for r in &rows {
+        text += &format!(
+            "{:<20}  {:>14}  {:>10}  {:>8}  {}\n",
+            r["secret"].as_str().unwrap_or_default(),
+            fmt_f64(r["log_perplexity"].as_f64().unwrap_or(f64::NAN)),
+            r["rank"].as_str().unwrap_or_default(),
+            fmt_f64(r["exposure"].as_f64().unwrap_or(f64::NAN)),
+            r["tokens"].as_array().map_or(0, Vec::len)
+        );
+    }
+    Ok(Report::new(
+        text.trim_end().to_string(),
+        json!({
+            "run": args.run.display().to_string(),
+            "step": saved.checkpoint.state.step,
+            "template": rc.template().source(),
+            "log2_space": rc.space().log2_size(),
+            "exact": true,
+            "tokenization": rendered::describe(&rc),
+            "secrets": rows,
         }),
     ))
 }

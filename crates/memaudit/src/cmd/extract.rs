@@ -50,6 +50,9 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         ));
     }
     let (saved, lm, tok) = load_lm(&args.run)?;
+    if tok.kind() == memaudit_data::TokenizerKind::Bpe {
+        return extract_rendered(args, &saved, &tok);
+    }
     let manifest_path = args
         .manifest
         .clone()
@@ -188,6 +191,48 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
             "exact": search.exact,
             "candidates": cands,
             "canaries": canaries,
+            "seconds": seconds,
+        }),
+    ))
+}
+
+/// A byte-level BPE run: its merges join slot symbols, so the trie search does not apply; every
+/// candidate is rendered, tokenized whole and scored (exact), with |R| capped by --budget.
+fn extract_rendered(
+    args: &Args,
+    saved: &super::eval::SavedRun,
+    tok: &memaudit_data::Tokenizer,
+) -> Result<Report> {
+    use super::rendered;
+    let template = args.template.as_deref().ok_or_else(|| {
+        user(format!(
+            "--run {}: a BPE run; give the template to complete with --canary",
+            args.run.display()
+        ))
+    })?;
+    let started = std::time::Instant::now();
+    let rc = rendered::candidates(template, tok, args.budget as u128, "--budget")?;
+    let best = rendered::most_likely(&saved.config.model, &saved.checkpoint.params, &rc, args.top)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut text = format!(
+        "most likely completions of {:?} (|R| = {}, every candidate tokenized whole) at step {}:\n",
+        template,
+        rc.space().size(),
+        saved.checkpoint.state.step
+    );
+    for (k, (t, s)) in best.iter().enumerate() {
+        text += &format!("{:>4}. {t:?}  {s:.3} bits\n", k + 1);
+    }
+    text += &format!("({seconds:.1}s)");
+    Ok(Report::new(
+        text,
+        json!({
+            "run": args.run.display().to_string(),
+            "template": template,
+            "log2_space": rc.space().log2_size(),
+            "exact": true,
+            "tokenization": rendered::describe(&rc),
+            "candidates": best.iter().map(|(t, s)| json!({"text": t, "log_perplexity": num(*s)})).collect::<Vec<_>>(),
             "seconds": seconds,
         }),
     ))

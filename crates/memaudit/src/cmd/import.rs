@@ -3,6 +3,10 @@
 //! and `extract` read. Reading is strict (`memaudit_engine::pytorch::import`: every tensor with
 //! its exact name, shape and dtype, none missing or extra, the probe's logits reproduced); the
 //! run's checkpoint is written by the engine's own atomic `checkpoint::save`.
+//!
+//! `memaudit import --from-hf DIR --out RUN`: a Hugging Face GPT-2 folder (`config.json`,
+//! `model.safetensors` in `GPT2LMHeadModel` layout, `tokenizer.json` or `vocab.json` +
+//! `merges.txt`), read by `memaudit_engine::gpt2::import` and `Tokenizer::bpe_from_folder`.
 
 use std::fs;
 use std::path::PathBuf;
@@ -28,8 +32,17 @@ use crate::rundir::{Reuse, RunDir};
 pub struct Args {
     /// A folder written by `memaudit export --format pytorch`, or by PyTorch with the same names
     /// (config.json, model.safetensors, vocab.json for language models; see docs/pytorch.md).
-    #[arg(long = "from", value_name = "DIR")]
-    pub from: PathBuf,
+    #[arg(
+        long = "from",
+        value_name = "DIR",
+        required_unless_present = "from_hf",
+        conflicts_with = "from_hf"
+    )]
+    pub from: Option<PathBuf>,
+    /// A Hugging Face GPT-2 folder: config.json, model.safetensors (GPT2LMHeadModel layout) and
+    /// its byte-level BPE tokenizer (tokenizer.json, or vocab.json + merges.txt).
+    #[arg(long = "from-hf", value_name = "DIR")]
+    pub from_hf: Option<PathBuf>,
     /// The run folder to create.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -95,18 +108,22 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     if args.seq_len == Some(0) {
         return Err(user("--seq-len must be at least 1"));
     }
-    if !args.from.is_dir() {
-        return Err(user(format!(
-            "--from {}: not a folder",
-            args.from.display()
-        )));
+    if let Some(dir) = &args.from_hf {
+        return run_hf(args, dir);
     }
-    let imp = pytorch::import(&args.from).map_err(|e| user(e.to_string()))?;
+    let from = args
+        .from
+        .as_ref()
+        .expect("clap requires --from or --from-hf");
+    if !from.is_dir() {
+        return Err(user(format!("--from {}: not a folder", from.display())));
+    }
+    let imp = pytorch::import(from).map_err(|e| user(e.to_string()))?;
     let is_lm = matches!(
         imp.config,
         ModelConfig::LstmLm { .. } | ModelConfig::GruLm { .. }
     );
-    let vocab_path = args.from.join(pytorch::VOCAB_FILE);
+    let vocab_path = from.join(pytorch::VOCAB_FILE);
     let tok = match (&imp.vocab, is_lm) {
         (Some(v), true) => Some(tokenizer(v, &vocab_path)?),
         (None, true) => {
@@ -144,16 +161,16 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     if let Some(n) = args.seq_len {
         data.seq_len = n;
     }
-    let has_manifest = args.from.join(MANIFEST_FILE).is_file();
+    let has_manifest = from.join(MANIFEST_FILE).is_file();
     if let (true, Some(tok)) = (has_manifest, &tok) {
         // Refuse canaries that do not fit this vocabulary before anything is written.
-        CanarySet::load(&args.from, None, tok)?;
+        CanarySet::load(from, None, tok)?;
     }
 
     let config = json!({
         "train": train,
         "data": data,
-        "imported_from": args.from.display().to_string(),
+        "imported_from": from.display().to_string(),
     });
     let mut rd = RunDir::open(
         &args.out,
@@ -171,7 +188,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     }
     if has_manifest {
         for f in [MANIFEST_FILE, REFERENCES_FILE] {
-            let src = args.from.join(f);
+            let src = from.join(f);
             if src.is_file() {
                 fs::copy(&src, rd.file(f)).with_context(|| format!("copying {}", src.display()))?;
             }
@@ -201,7 +218,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         step,
         epoch,
         optimizer_buffers: Vec::new(),
-        trainer: json!({ "imported_from": args.from.display().to_string() }),
+        trainer: json!({ "imported_from": from.display().to_string() }),
     };
     checkpoint::save(
         &rd.checkpoints(),
@@ -220,7 +237,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         })
     });
     let record = json!({
-        "from": args.from.display().to_string(),
+        "from": from.display().to_string(),
         "family": family,
         "parameters": imp.params.len(),
         "step": step,
@@ -236,14 +253,14 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     if imp.probe.is_none() {
         ctx.note(format!(
             "note: {} has no {}: the weights were checked by name and shape only",
-            args.from.display(),
+            from.display(),
             pytorch::PROBE_FILE
         ));
     }
     let mut text = format!(
         "imported {family} ({} parameters, step {step}) from {} into {}",
         imp.params.len(),
-        args.from.display(),
+        from.display(),
         args.out.display()
     );
     if let Some(p) = &imp.probe {
@@ -257,6 +274,103 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     if recorded.is_none() {
         text += "\ntraining settings unknown: run.json holds placeholders";
     }
+    let mut j = record;
+    j["run"] = json!(args.out.display().to_string());
+    Ok(Report::new(text, j))
+}
+
+/// `--from-hf`: a GPT-2 folder (weights, config, BPE tokenizer) as a run. The tokenizer's size
+/// must equal the embedding's; evaluation windows default to the context length (at most 64).
+fn run_hf(args: &Args, dir: &std::path::Path) -> Result<Report> {
+    use memaudit_engine::gpt2;
+    if !dir.is_dir() {
+        return Err(user(format!("--from-hf {}: not a folder", dir.display())));
+    }
+    let imp = gpt2::import(dir).map_err(|e| user(e.to_string()))?;
+    let tok = Tokenizer::bpe_from_folder(dir).map_err(|e| user(e.to_string()))?;
+    let vocab = imp.config.classes();
+    if tok.len() != vocab {
+        return Err(user(format!(
+            "{}: the tokenizer has {} tokens but config.json's vocab_size (the embedding wte.weight) has {vocab}",
+            dir.join("tokenizer.json").display(),
+            tok.len()
+        )));
+    }
+    let n_ctx = imp.config.gpt_shape().map_or(64, |g| g.n_ctx);
+    let seq_len = args.seq_len.unwrap_or(n_ctx.min(64));
+    if seq_len > n_ctx {
+        return Err(user(format!(
+            "--seq-len {seq_len}: longer than the model's positional table (config.json n_positions = {n_ctx})"
+        )));
+    }
+    let train = placeholder_train(&imp.config, None);
+    let data = DataArgs {
+        data: args.data.clone().unwrap_or_else(|| "embedded".into()),
+        data_dir: None,
+        level: "bpe".into(),
+        seq_len,
+        valid_fraction: 0.1,
+        max_train: None,
+        vocab_size: vocab,
+        standardize: false,
+    };
+    let config = json!({
+        "train": train,
+        "data": data,
+        "imported_from": dir.display().to_string(),
+    });
+    let mut rd = RunDir::open(
+        &args.out,
+        "import",
+        &config,
+        None,
+        Reuse {
+            force: args.force,
+            resume: false,
+        },
+    )?;
+    tok.save(&rd.file("tokenizer.json"))
+        .context("saving the tokenizer")?;
+    let model = imp.config.build()?;
+    let state = CheckpointState {
+        format: CHECKPOINT_FORMAT,
+        model: imp.config.clone(),
+        step: 0,
+        epoch: 0,
+        optimizer_buffers: Vec::new(),
+        trainer: json!({ "imported_from": dir.display().to_string() }),
+    };
+    checkpoint::save(
+        &rd.checkpoints(),
+        model.param_specs(),
+        &imp.params,
+        &OptimizerState::default(),
+        &state,
+    )
+    .map_err(|e| user(e.to_string()))?;
+    let record = json!({
+        "from": dir.display().to_string(),
+        "family": "gpt2",
+        "parameters": imp.params.len(),
+        "vocabulary": vocab,
+        "tokenizer": "byte-level BPE",
+        "n_positions": n_ctx,
+        "seq_len": seq_len,
+        "tied_head": imp.config.gpt_shape().map(|g| g.tie),
+        "transformer_prefix": imp.prefixed,
+        "buffers_checked": imp.buffers,
+        "train_settings": "unknown: placeholders (the folder does not record how it was trained)",
+        "data": if args.data.is_some() { "recorded" } else { "unknown: embedded text assumed; pass --data to evaluate on other data" },
+    });
+    rd.set("imported", record.clone())?;
+    rd.set("results", record.clone())?;
+    rd.finish("completed")?;
+    let text = format!(
+        "imported GPT-2 ({} parameters, {vocab} BPE tokens, context {n_ctx}) from {} into {}\ntraining settings unknown: run.json holds placeholders",
+        imp.params.len(),
+        dir.display(),
+        args.out.display()
+    );
     let mut j = record;
     j["run"] = json!(args.out.display().to_string());
     Ok(Report::new(text, j))

@@ -110,11 +110,12 @@ pub fn sample_text(
     rng: &mut ChaCha8Rng,
 ) -> Result<String> {
     let mut context = vec![separator(tok)?];
-    context.extend(
-        VocabTokenizer(tok)
-            .encode_literal(prefix)
-            .map_err(|e| user(format!("--prefix: {e}")))?,
-    );
+    // BPE covers every byte; character and word vocabularies refuse what they lack.
+    let prefix_ids = match tok.kind() {
+        TokenizerKind::Bpe => tok.encode(prefix).map_err(|e| e.to_string()),
+        _ => VocabTokenizer(tok).encode_literal(prefix),
+    };
+    context.extend(prefix_ids.map_err(|e| user(format!("--prefix: {e}")))?);
     let v = lm.vocab_size();
     let mut state = lm.initial_state(1);
     let mut lp = vec![0.0f32; v];

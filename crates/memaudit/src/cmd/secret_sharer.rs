@@ -235,6 +235,10 @@ impl ExposureArgs {
 /// vocabulary is an error naming the character or word.
 pub struct VocabTokenizer<'a>(pub &'a Tokenizer);
 
+/// Why a BPE vocabulary cannot be a `CanaryTokenizer` (docs/transformers.md, "Canaries under
+/// BPE"): the trie walk needs one token per slot symbol, and byte-level BPE merges digit runs.
+pub const BPE_TRIE_REFUSAL: &str = "a byte-level BPE vocabulary merges characters across slot positions (GPT-2 merges runs of digits), so a canary is not one token per symbol and the trie walk does not apply; score its candidates rendered whole (memaudit_audit::rendered, docs/transformers.md)";
+
 impl CanaryTokenizer for VocabTokenizer<'_> {
     fn encode_literal(&self, text: &str) -> std::result::Result<Vec<u32>, String> {
         match self.0.kind() {
@@ -248,10 +252,14 @@ impl CanaryTokenizer for VocabTokenizer<'_> {
                         .ok_or_else(|| format!("word {w:?} is not in the word model's vocabulary"))
                 })
                 .collect(),
+            TokenizerKind::Bpe => Err(BPE_TRIE_REFUSAL.into()),
         }
     }
 
     fn encode_symbol(&self, symbol: char) -> std::result::Result<u32, String> {
+        if self.0.kind() == TokenizerKind::Bpe {
+            return Err(BPE_TRIE_REFUSAL.into());
+        }
         let id = self
             .0
             .id(&symbol.to_string())
@@ -260,7 +268,7 @@ impl CanaryTokenizer for VocabTokenizer<'_> {
             TokenizerKind::Char => {
                 format!("character {symbol:?} is not in the character model's vocabulary")
             }
-            TokenizerKind::Word => {
+            TokenizerKind::Word | TokenizerKind::Bpe => {
                 format!("slot symbol {symbol:?} is not a token of the word model's vocabulary")
             }
         })
@@ -277,6 +285,14 @@ pub fn separator(tok: &Tokenizer) -> Result<u32> {
         TokenizerKind::Word => tok
             .eos_id()
             .ok_or_else(|| user("the word vocabulary has no <eos> token")),
+        // GPT-2 starts documents after <|endoftext|>; without it, the newline's single token.
+        TokenizerKind::Bpe => tok
+            .eos_id()
+            .or_else(|| match tok.encode("\n").ok()?.as_slice() {
+                &[t] => Some(t),
+                _ => None,
+            })
+            .ok_or_else(|| user("the BPE vocabulary has neither <|endoftext|> nor a newline token")),
     }
 }
 
@@ -291,6 +307,7 @@ fn template_tokens(tpl: &CanaryTemplate, kind: TokenizerKind, literal: bool) -> 
             match kind {
                 TokenizerKind::Char => out.extend(text.chars().map(String::from)),
                 TokenizerKind::Word => out.extend(text.split_whitespace().map(String::from)),
+                TokenizerKind::Bpe => {}
             }
         }
     }
@@ -1139,7 +1156,7 @@ pub fn run_job(job: &Job<'_>, ctx: &Ctx, title: &str, write_html: bool) -> Resul
     let extra = match (level_kind, job.canary.extend_vocab) {
         (_, true) => template_tokens(&template, level_kind, true),
         (TokenizerKind::Word, false) => template_tokens(&template, level_kind, false),
-        (TokenizerKind::Char, false) => Vec::new(),
+        (TokenizerKind::Char | TokenizerKind::Bpe, false) => Vec::new(),
     };
     let tok = data.tokenizer(&corpus, &extra)?;
     let tpl = tokenize_template(
