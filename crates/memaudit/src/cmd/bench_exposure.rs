@@ -116,9 +116,12 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
             (cfg, params, tok, "random weights".to_string())
         }
     };
-    let lm: Box<dyn IncrementalLm> = cfg.incremental_lm(&params)?;
     let template = parse_template(&format!("the random number is {{digits:{digits}}}"))?;
     let tpl = tokenize_template(&template, &tok, "")?;
+    // A GPT's key/value cache holds the conditioning and the digits, not its whole positional
+    // table (as the Secret Sharer sizes it); recurrent models ignore the length.
+    let lm: Box<dyn IncrementalLm> =
+        cfg.incremental_lm_with_context(&params, tpl.conditioning().len() + digits as usize)?;
     let size = template.space().size();
     let scorer = Scorer::new(
         lm.as_ref(),
