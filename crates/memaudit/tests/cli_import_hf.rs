@@ -166,6 +166,35 @@ fn an_imported_gpt2_folder_is_a_run_for_eval_sample_exposure_and_extract() {
         "--json",
     ]));
     assert_eq!(ex["candidates"][0]["text"], candidates[best]);
+
+    // export writes the GPT-2 layout and the tokenizer; --from-hf reads it back unchanged.
+    let exported = dir.path().join("export");
+    let j = ok_json(&memaudit(&[
+        "export",
+        "--run",
+        run.to_str().unwrap(),
+        "--format",
+        "pytorch",
+        "--out",
+        exported.to_str().unwrap(),
+        "--json",
+    ]));
+    assert!(j["files"].to_string().contains("tokenizer.json"), "{j}");
+    let again = dir.path().join("again");
+    ok_json(&memaudit(&[
+        "import",
+        "--from-hf",
+        exported.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+        "--json",
+    ]));
+    let back = checkpoint::load_latest(&again.join("checkpoints"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.params, ck.params);
+    assert_eq!(back.state.model, ck.state.model);
+    assert_eq!(Tokenizer::load(&again.join("tokenizer.json")).unwrap(), tok);
 }
 
 #[test]

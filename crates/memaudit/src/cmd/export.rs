@@ -162,7 +162,12 @@ pub fn run(args: &Args, _ctx: &Ctx) -> Result<Report> {
     };
     prepare_out(&args.out, &args.run, args.force)?;
     if cfg.gpt_shape().is_some() {
-        return export_gpt2(args, cfg, &saved.checkpoint.params);
+        return export_gpt2(
+            args,
+            cfg,
+            &saved.checkpoint.params,
+            saved.tokenizer.as_ref(),
+        );
     }
     let run_json: serde_json::Value = fs::read(args.run.join("run.json"))
         .ok()
@@ -227,13 +232,26 @@ pub fn run(args: &Args, _ctx: &Ctx) -> Result<Report> {
 }
 
 /// A GPT run in Hugging Face's GPT-2 layout (docs/transformers.md): config.json and
-/// model.safetensors, loadable by `GPT2LMHeadModel.from_pretrained(out)`.
-fn export_gpt2(args: &Args, cfg: &ModelConfig, params: &[f32]) -> Result<Report> {
+/// model.safetensors, loadable by `GPT2LMHeadModel.from_pretrained(out)`; a byte-level BPE run
+/// (an imported GPT-2) also gets its Hugging Face tokenizer.json, so `import --from-hf` reads the
+/// folder back.
+fn export_gpt2(
+    args: &Args,
+    cfg: &ModelConfig,
+    params: &[f32],
+    tok: Option<&Tokenizer>,
+) -> Result<Report> {
     memaudit_engine::gpt2::export(&args.out, cfg, params).map_err(|e| user(e.to_string()))?;
-    let files = [
+    let mut files = vec![
         memaudit_engine::gpt2::CONFIG_FILE,
         memaudit_engine::gpt2::WEIGHTS_FILE,
     ];
+    if let Some(json) = tok.and_then(Tokenizer::huggingface_json) {
+        let p = args.out.join("tokenizer.json");
+        crate::rundir::write_atomic(&p, json.as_bytes())
+            .with_context(|| format!("writing {}", p.display()))?;
+        files.push("tokenizer.json");
+    }
     Ok(Report::new(
         format!(
             "exported a GPT ({} parameters) in GPT-2 layout to {}:\n  {}\nload it with transformers' GPT2LMHeadModel.from_pretrained (docs/transformers.md)",
