@@ -55,7 +55,10 @@ impl RenderedCandidates {
             return Err(AuditError::SpaceAboveLimit { size, limit });
         }
         let size = size as usize;
-        let mut all: Vec<Vec<u32>> = Vec::with_capacity(size);
+        // Every candidate's tokens, flat (one allocation, not one per candidate).
+        let mut flat: Vec<u32> = Vec::new();
+        let mut ends: Vec<usize> = Vec::with_capacity(size);
+        let mut common_len = usize::MAX;
         for i in 0..size {
             let text = template.render(i as u128)?;
             let ids = encode(&text).map_err(|e| {
@@ -64,31 +67,36 @@ impl RenderedCandidates {
                     template.source()
                 ))
             })?;
-            all.push(ids);
+            let first = &flat[..ends.first().copied().unwrap_or(0)];
+            common_len = if i == 0 {
+                ids.len()
+            } else {
+                let same = first.iter().zip(&ids).take_while(|(a, b)| a == b).count();
+                common_len.min(same)
+            };
+            flat.extend_from_slice(&ids);
+            ends.push(flat.len());
         }
-        let mut common = all[0].clone();
-        for ids in &all[1..] {
-            let same = common.iter().zip(ids).take_while(|(a, b)| a == b).count();
-            common.truncate(same);
-        }
+        let common = flat[..common_len].to_vec();
         if context.is_empty() && common.is_empty() {
             return Err(AuditError::EmptyContext);
         }
         let mut offsets = Vec::with_capacity(size + 1);
-        let mut tokens = Vec::new();
+        let mut tokens = Vec::with_capacity(flat.len() - size * common_len);
         offsets.push(0);
-        for (i, ids) in all.iter().enumerate() {
-            if ids.len() == common.len() {
+        let mut start = 0;
+        for (i, &end) in ends.iter().enumerate() {
+            if end - start == common_len {
                 // Only possible when the candidate's text is a prefix of another's: templates
                 // render equal-length texts, so this means two candidates share their tokens.
                 return Err(AuditError::Tokenize(format!(
-                    "template {:?}: candidate {i} has no tokens after the {} shared by all candidates",
-                    template.source(),
-                    common.len()
+                    "template {:?}: candidate {i} has no tokens after the {common_len} shared by all candidates",
+                    template.source()
                 )));
             }
-            tokens.extend_from_slice(&ids[common.len()..]);
+            tokens.extend_from_slice(&flat[start + common_len..end]);
             offsets.push(tokens.len());
+            start = end;
         }
         Ok(Self {
             template: template.clone(),
