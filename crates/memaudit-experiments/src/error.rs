@@ -76,6 +76,14 @@ pub enum ExperimentError {
     Data(Box<memaudit_data::DataError>),
     #[error(transparent)]
     Mia(Box<memaudit_audit::mia::MiaError>),
+    #[error(transparent)]
+    LowerBound(Box<memaudit_audit::lower_bound::LowerBoundError>),
+}
+
+impl From<memaudit_audit::lower_bound::LowerBoundError> for ExperimentError {
+    fn from(e: memaudit_audit::lower_bound::LowerBoundError) -> Self {
+        Self::LowerBound(Box::new(e))
+    }
 }
 
 impl From<memaudit_audit::mia::MiaError> for ExperimentError {

@@ -54,6 +54,7 @@ pub mod config;
 pub mod data;
 pub mod dynamics;
 pub mod error;
+pub mod lower_bound;
 pub mod mia;
 pub mod num;
 pub mod observer;

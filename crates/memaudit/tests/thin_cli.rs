@@ -12,6 +12,7 @@ const MIGRATED: &[&str] = &[
     "src/cmd/experiment.rs",
     "src/cmd/mia.rs",
     "src/cmd/mia_shard.rs",
+    "src/cmd/lower_bound.rs",
 ];
 
 /// What only a library may call: the trainer and its loop, per-example gradients and optimizer

@@ -140,7 +140,9 @@ pub fn cli_error(e: ExperimentError, flags: &ConfigFlags) -> anyhow::Error {
         ExperimentError::Setting { field, source } => {
             user(format!("{}: {}", name(&field), one_line_source(&*source)))
         }
-        e @ (ExperimentError::Model { .. } | ExperimentError::Mia(_)) => user(one_line_source(&e)),
+        e @ (ExperimentError::Model { .. }
+        | ExperimentError::Mia(_)
+        | ExperimentError::LowerBound(_)) => user(one_line_source(&e)),
         ExperimentError::MissingData {
             field,
             name: data,
