@@ -517,3 +517,93 @@ fn the_other_experiments_run_on_digits() {
             == 6
     );
 }
+
+/// `dynamics curves --print-config` fed back through `--config` trains the same runs: the same
+/// numbers (timings aside), and a flag beside the file overrides it.
+#[test]
+fn curves_print_config_fed_back_through_config_gives_the_same_result() {
+    let d = tempfile::tempdir().unwrap();
+    let flags = |out: &Path| -> Vec<String> {
+        [
+            "dynamics",
+            "curves",
+            "--data",
+            "digits",
+            "--max-train",
+            "200",
+            "--valid-size",
+            "100",
+            "--hidden",
+            "16",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "20",
+            "--fractions",
+            "0,0.5",
+            "--csr-every",
+            "0",
+            "--seed",
+            "4",
+            "--out",
+            path(out),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let as_refs = |v: &[String]| {
+        v.iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\u{0}")
+    };
+    let call = |v: Vec<String>| memaudit(&as_refs(&v).split('\u{0}').collect::<Vec<_>>());
+    let mut printed = flags(&d.path().join("never"));
+    printed.push("--print-config".into());
+    let o = call(printed);
+    assert_eq!(o.status.code(), Some(0));
+    let toml = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        toml.contains("fractions = [") && toml.contains("seed = 4"),
+        "{toml}"
+    );
+    let file = d.path().join("curves.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let mut direct = flags(&d.path().join("a"));
+    direct.push("--json".into());
+    let a = ok_json(&call(direct));
+    let b = ok_json(&memaudit(&[
+        "--json",
+        "dynamics",
+        "curves",
+        "--config",
+        path(&file),
+        "--out",
+        path(&d.path().join("b")),
+    ]));
+    let strip = |v: &Value| {
+        let mut runs = v["runs"].clone();
+        for r in runs.as_array_mut().unwrap() {
+            for e in r["epochs"].as_array_mut().unwrap() {
+                e.as_object_mut().unwrap().remove("seconds");
+            }
+        }
+        runs
+    };
+    assert_eq!(strip(&a), strip(&b));
+    assert_eq!(a["model"], b["model"]);
+    let c = ok_json(&memaudit(&[
+        "--json",
+        "dynamics",
+        "curves",
+        "--config",
+        path(&file),
+        "--fractions",
+        "0.5",
+        "--out",
+        path(&d.path().join("c")),
+    ]));
+    assert_eq!(c["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(c["train_examples"], 200);
+}

@@ -22,8 +22,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use memaudit_audit::dynamics::{
-    self, CsrTracking, DynamicsError, EpochRecord, LassConfig, NoiseKind, Regularizer, SweepPoint,
-    Tracking, TrainSpec,
+    self, DynamicsError, EpochRecord, LassConfig, NoiseKind, Regularizer, SweepPoint, Tracking,
+    TrainSpec,
 };
 use memaudit_engine::ModelConfig;
 use memaudit_engine::datasets::DenseDataset;
@@ -142,6 +142,17 @@ pub struct LassArgs {
 }
 
 impl LassArgs {
+    /// The library's LASS settings (same names, same units).
+    fn settings(&self) -> memaudit_experiments::dynamics::LassSettings {
+        memaudit_experiments::dynamics::LassSettings {
+            lass_r: self.lass_r,
+            lass_alpha: self.lass_alpha,
+            lass_beta: self.lass_beta,
+            lass_max_iter: self.lass_max_iter,
+            lass_min_new: self.lass_min_new,
+        }
+    }
+
     fn config(&self) -> Result<LassConfig> {
         if !(self.lass_r > 0.0 && self.lass_r.is_finite()) {
             return Err(user(format!(
@@ -199,6 +210,8 @@ pub struct CurvesArgs {
     /// Also record the Gini coefficient of the direct input-gradient norms each epoch.
     #[arg(long)]
     pub gini: bool,
+    #[command(flatten)]
+    pub config: ConfigFlags,
 }
 
 #[derive(clap::Args, Debug)]
@@ -472,10 +485,6 @@ fn open_run(run: &RunFlags, command: &str, config: &Value) -> Result<RunDir> {
 
 fn opt(x: Option<f64>) -> String {
     x.map_or("-".into(), fmt_f64)
-}
-
-fn first_epoch(records: &[EpochRecord], f: impl Fn(&EpochRecord) -> bool) -> Option<usize> {
-    records.iter().find(|r| f(r)).map(|r| r.epoch)
 }
 
 /// Write `report.html`, record the results, finish the run, and build the CLI report.
