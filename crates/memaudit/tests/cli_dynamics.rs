@@ -607,3 +607,59 @@ fn curves_print_config_fed_back_through_config_gives_the_same_result() {
     assert_eq!(c["runs"].as_array().unwrap().len(), 1);
     assert_eq!(c["train_examples"], 200);
 }
+
+/// `dynamics capacity --print-config` fed back through `--config` runs the same sweep.
+#[test]
+fn capacity_print_config_fed_back_through_config_gives_the_same_result() {
+    let d = tempfile::tempdir().unwrap();
+    let never = d.path().join("never");
+    let base = [
+        "dynamics",
+        "capacity",
+        "--data",
+        "digits",
+        "--valid-size",
+        "100",
+        "--kinds",
+        "real,randy",
+        "--hidden-sizes",
+        "8,16",
+        "--layers",
+        "1",
+        "--train-sizes",
+        "100,200",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "20",
+    ];
+    let mut printed = base.to_vec();
+    printed.extend(["--out", path(&never), "--print-config"]);
+    let o = memaudit(&printed);
+    assert_eq!(o.status.code(), Some(0));
+    let file = d.path().join("capacity.toml");
+    std::fs::write(&file, &o.stdout).unwrap();
+    let (a_out, b_out) = (d.path().join("a"), d.path().join("b"));
+    let mut direct = vec!["--json"];
+    direct.extend(base);
+    direct.extend(["--out", path(&a_out)]);
+    let a = ok_json(&memaudit(&direct));
+    let b = ok_json(&memaudit(&[
+        "--json",
+        "dynamics",
+        "capacity",
+        "--config",
+        path(&file),
+        "--out",
+        path(&b_out),
+    ]));
+    let points = |v: &Value| {
+        let mut r = v["results"].clone();
+        for p in r.as_array_mut().unwrap() {
+            p.as_object_mut().unwrap().remove("seconds");
+        }
+        r
+    };
+    assert_eq!(points(&a).as_array().unwrap().len(), 6);
+    assert_eq!(points(&a), points(&b));
+}

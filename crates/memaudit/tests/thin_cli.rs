@@ -14,6 +14,7 @@ const MIGRATED: &[&str] = &[
     "src/cmd/mia_shard.rs",
     "src/cmd/lower_bound.rs",
     "src/cmd/dynamics/curves.rs",
+    "src/cmd/dynamics/capacity.rs",
 ];
 
 /// What only a library may call: the trainer and its loop, per-example gradients and optimizer

@@ -1,9 +1,11 @@
 //! Arpit et al., "A Closer Look at Memorization in Deep Networks" (ICML 2017): the studies as
 //! experiments, one module each, on top of the measurements in `memaudit_audit::dynamics`.
 //!
-//! Migrated so far: [`easy_hard`] (§3.1, Fig. 1), [`sensitivity`] (§3.2, Fig. 3) and [`curves`]
-//! (§4, Figs. 5-7). `capacity`, `csr` and `regularizers` still live in the CLI.
+//! Migrated so far: [`easy_hard`] (§3.1, Fig. 1), [`sensitivity`] (§3.2, Fig. 3), [`capacity`]
+//! (§3.3, Figs. 5-6) and [`curves`] (§4, Figs. 5-7). `csr` and `regularizers` still live in
+//! the CLI.
 
+pub mod capacity;
 pub mod curves;
 pub mod easy_hard;
 pub mod sensitivity;

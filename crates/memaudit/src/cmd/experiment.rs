@@ -160,8 +160,8 @@ pub fn cli_error(e: ExperimentError, flags: &ConfigFlags) -> anyhow::Error {
     }
 }
 
-/// A reason naming other settings as `` `section.field` ``: without `--config`, each becomes
-/// its flag (`--data`); with one, the key stays.
+/// A reason naming other settings as `` `section.field` `` (or `` `a_field` ``): without
+/// `--config`, each becomes its flag (`--data`); with one, the key stays.
 fn fields_as_flags(reason: &str, flags: &ConfigFlags) -> String {
     if flags.config.is_some() {
         return reason.to_string();
@@ -174,7 +174,7 @@ fn fields_as_flags(reason: &str, flags: &ConfigFlags) -> String {
         };
         let inner = &rest[start + 1..start + 1 + len];
         out.push_str(&rest[..start]);
-        let is_field = inner.contains('.')
+        let is_field = (inner.contains('.') || inner.contains('_'))
             && inner
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.');

@@ -22,8 +22,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use memaudit_audit::dynamics::{
-    self, DynamicsError, EpochRecord, LassConfig, NoiseKind, Regularizer, SweepPoint, Tracking,
-    TrainSpec,
+    self, DynamicsError, EpochRecord, LassConfig, NoiseKind, Regularizer, SweepPoint, TrainSpec,
 };
 use memaudit_engine::ModelConfig;
 use memaudit_engine::datasets::DenseDataset;
@@ -238,6 +237,8 @@ pub struct CapacityArgs {
     /// Training accuracy that counts as fitted (the paper: 1.0).
     #[arg(long, default_value_t = 1.0)]
     pub fit_threshold: f64,
+    #[command(flatten)]
+    pub config: ConfigFlags,
 }
 
 #[derive(clap::Args, Debug)]
@@ -381,19 +382,6 @@ fn activation(name: &str) -> Result<ActivationKind> {
         "sigmoid" => Ok(ActivationKind::Sigmoid),
         a => Err(user(format!("--activation {a}: use relu, tanh or sigmoid"))),
     }
-}
-
-fn kinds(list: &[String], flag: &str) -> Result<Vec<NoiseKind>> {
-    if list.is_empty() {
-        return Err(user(format!(
-            "{flag}: give at least one of real, randy, randx"
-        )));
-    }
-    list.iter()
-        .map(|k| {
-            NoiseKind::parse(k).map_err(|_| user(format!("{flag} {k}: use real, randy or randx")))
-        })
-        .collect()
 }
 
 fn flat(mut d: DenseDataset) -> DenseDataset {
