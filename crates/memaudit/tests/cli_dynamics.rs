@@ -663,3 +663,68 @@ fn capacity_print_config_fed_back_through_config_gives_the_same_result() {
     assert_eq!(points(&a).as_array().unwrap().len(), 6);
     assert_eq!(points(&a), points(&b));
 }
+
+/// `dynamics regularizers --print-config` fed back through `--config` runs the same settings
+/// ("none" families are empty lists in the file).
+#[test]
+fn regularizers_print_config_fed_back_through_config_gives_the_same_result() {
+    let d = tempfile::tempdir().unwrap();
+    let base = [
+        "dynamics",
+        "regularizers",
+        "--data",
+        "digits",
+        "--max-train",
+        "200",
+        "--valid-size",
+        "100",
+        "--hidden",
+        "16",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "20",
+        "--dropout-rates",
+        "0.5",
+        "--input-dropout-rates",
+        "none",
+        "--input-noise-stds",
+        "none",
+        "--weight-decays",
+        "0.01",
+        "--adversarial-weights",
+        "none",
+    ];
+    let never = d.path().join("never");
+    let mut printed = base.to_vec();
+    printed.extend(["--out", path(&never), "--print-config"]);
+    let o = memaudit(&printed);
+    assert_eq!(o.status.code(), Some(0));
+    let toml = String::from_utf8(o.stdout).unwrap();
+    assert!(toml.contains("input_noise_stds = []"), "{toml}");
+    let file = d.path().join("reg.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let (a_out, b_out) = (d.path().join("a"), d.path().join("b"));
+    let mut direct = vec!["--json"];
+    direct.extend(base);
+    direct.extend(["--out", path(&a_out)]);
+    let a = json_ok(&memaudit(&direct));
+    let b = json_ok(&memaudit(&[
+        "--json",
+        "dynamics",
+        "regularizers",
+        "--config",
+        path(&file),
+        "--out",
+        path(&b_out),
+    ]));
+    let points = |v: &Value| {
+        let mut p = v["points"].clone();
+        for x in p.as_array_mut().unwrap() {
+            x.as_object_mut().unwrap().remove("seconds");
+        }
+        p
+    };
+    assert_eq!(points(&a).as_array().unwrap().len(), 3);
+    assert_eq!(points(&a), points(&b));
+}

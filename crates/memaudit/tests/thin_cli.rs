@@ -15,6 +15,7 @@ const MIGRATED: &[&str] = &[
     "src/cmd/lower_bound.rs",
     "src/cmd/dynamics/curves.rs",
     "src/cmd/dynamics/capacity.rs",
+    "src/cmd/dynamics/regularizers.rs",
 ];
 
 /// What only a library may call: the trainer and its loop, per-example gradients and optimizer
