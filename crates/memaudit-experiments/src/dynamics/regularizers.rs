@@ -113,6 +113,9 @@ impl RegularizersConfig {
     }
 }
 
+/// A value list's field, values, range check and the rule it states.
+type ValueList<'a> = (&'a str, &'a [f32], fn(f32) -> bool, &'a str);
+
 impl ExperimentConfig for RegularizersConfig {
     const NAME: &'static str = "dynamics regularizers";
 
@@ -127,7 +130,7 @@ impl ExperimentConfig for RegularizersConfig {
                 "must be in [0, 1] (an accuracy difference)",
             );
         }
-        let lists: [(&str, &[f32], fn(f32) -> bool, &str); 5] = [
+        let lists: [ValueList<'_>; 5] = [
             (
                 "dropout_rates",
                 &self.dropout_rates,

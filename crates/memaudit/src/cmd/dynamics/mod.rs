@@ -423,18 +423,9 @@ fn series(name: &str, recs: &[EpochRecord], f: impl Fn(&EpochRecord) -> Option<f
     )
 }
 
-/// The library's settings from the flags (the defaults agree: see the tests below).
+/// The library's settings from the flags (the defaults agree: see the tests).
 fn optim_settings(o: &OptimArgs) -> OptimSettings {
-    OptimSettings {
-        optimizer: o.optimizer.clone(),
-        lr: o.lr,
-        momentum: o.momentum,
-        nesterov: o.nesterov,
-        weight_decay: o.weight_decay,
-        schedule: o.schedule.clone(),
-        step_every: o.step_every,
-        gamma: o.gamma,
-    }
+    o.settings()
 }
 
 impl ImageArgs {
