@@ -11,17 +11,13 @@
 //! cargo run -p memaudit-engine --release --example bench_gpt [-- LAYERS WIDTH SEQ BATCH REPEATS]
 //! ```
 
+use memaudit_engine::stats::median;
 use std::time::Instant;
 
 use memaudit_engine::layers::GeluKind;
 use memaudit_engine::{Batch, Clipping, GradRequest, ModelConfig, TokenInput, Value};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn main() {
     let a: Vec<usize> = std::env::args()
@@ -86,7 +82,7 @@ fn main() {
                     v.push(t0.elapsed().as_secs_f64() * 1e3);
                 }
             }
-            median(v)
+            median(&v)
         };
         let plain = time(false);
         let dp = time(true);
@@ -111,7 +107,7 @@ fn main() {
                 lm.step(&mut s, &tok, &mut lp);
                 v.push(t0.elapsed().as_secs_f64());
             }
-            let m = median(v);
+            let m = median(&v);
             println!(
                 "  IncrementalLm::step, {rows} rows at position 20 (state {} floats): {:.1} ms ({:.0} k rows/s)",
                 lm.state_width(),

@@ -12,17 +12,13 @@
 //! ```
 //! Threads: rayon's default (all cores) unless `RAYON_NUM_THREADS` is set.
 
+use memaudit_engine::stats::median;
 use std::time::Instant;
 
 use memaudit_engine::optim::{Optimizer, OptimizerConfig, Schedule};
 use memaudit_engine::{Batch, Clipping, GradRequest, ModelConfig, TokenInput, Value};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn lm_batch(vocab: usize, seq: usize, batch: usize, rng: &mut ChaCha8Rng) -> Batch {
     let ids: Vec<u32> = (0..seq * batch)
@@ -82,7 +78,7 @@ fn bench_training(name: &str, cfg: &ModelConfig, seq: usize, batch: usize, repea
                 times.push(t0.elapsed().as_secs_f64() * 1e3);
             }
         }
-        median(times)
+        median(&times)
     };
     // Interleave so that both variants see the same machine load.
     let mut plain = Vec::new();
@@ -91,7 +87,7 @@ fn bench_training(name: &str, cfg: &ModelConfig, seq: usize, batch: usize, repea
         plain.push(time(None));
         clipped.push(time(Some(&clip)));
     }
-    let (p, c) = (median(plain), median(clipped));
+    let (p, c) = (median(&plain), median(&clipped));
     println!(
         "{name}: {} params, T {seq}, B {batch}: plain {p:.2} ms, clipped {c:.2} ms, ratio {:.3}",
         model.num_params(),
@@ -116,7 +112,7 @@ fn bench_incremental(name: &str, cfg: &ModelConfig, rows: usize, repeats: usize)
             times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
     }
-    let m = median(times);
+    let m = median(&times);
     println!(
         "{name}: IncrementalLm::step at {rows} rows: {m:.1} ms ({:.2} M rows/s)",
         rows as f64 / m / 1e3

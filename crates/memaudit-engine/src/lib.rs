@@ -40,6 +40,7 @@ pub mod privacy;
 pub mod pytorch;
 pub mod sampler;
 pub mod shard;
+pub mod stats;
 pub mod tensor;
 pub mod testing;
 pub mod train;

@@ -17,11 +17,15 @@
 //! crate between the algorithm crates and the CLI keeps the algorithms' dependency graph as it
 //! is and gives every front end (CLI, Python, scheduler) one dependency.
 //!
-//! ## Status (issue 13, phase 1)
+//! ## Status (issue 13)
 //!
-//! Migrated: the dynamics studies `easy-hard` and `sensitivity` ([`dynamics`]) and the sanity
-//! checks before private training ([`sanity`]). The other experiments still live in the CLI
-//! crate and move here in phase 2.
+//! Migrated: membership inference ([`mia`]: score files, or shadow models through the
+//! resumable cache), the lower bounds from IN/OUT score files ([`lower_bound`]), the dynamics
+//! studies `easy-hard`, `sensitivity`, `curves`, `capacity` and `regularizers` ([`dynamics`])
+//! and the sanity checks before private training ([`sanity`]). [`setup`] holds what every
+//! training experiment shares (data, model, optimizer and DP-SGD settings) and builds the
+//! engine's `TrainConfig` from them. Still in the CLI: `dynamics csr` (it reads a saved train
+//! run) and the attacks of `memaudit attack` (they train through the CLI's run-folder trainer).
 //!
 //! ## Example: a dynamics study from Rust
 //!
@@ -54,10 +58,13 @@ pub mod config;
 pub mod data;
 pub mod dynamics;
 pub mod error;
+pub mod lower_bound;
+pub mod mia;
 pub mod num;
 pub mod observer;
 pub mod optim;
 pub mod sanity;
+pub mod setup;
 
 pub use config::ExperimentConfig;
 pub use error::{ExperimentError, Result};

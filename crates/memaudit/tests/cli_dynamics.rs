@@ -517,3 +517,214 @@ fn the_other_experiments_run_on_digits() {
             == 6
     );
 }
+
+/// `dynamics curves --print-config` fed back through `--config` trains the same runs: the same
+/// numbers (timings aside), and a flag beside the file overrides it.
+#[test]
+fn curves_print_config_fed_back_through_config_gives_the_same_result() {
+    let d = tempfile::tempdir().unwrap();
+    let flags = |out: &Path| -> Vec<String> {
+        [
+            "dynamics",
+            "curves",
+            "--data",
+            "digits",
+            "--max-train",
+            "200",
+            "--valid-size",
+            "100",
+            "--hidden",
+            "16",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "20",
+            "--fractions",
+            "0,0.5",
+            "--csr-every",
+            "0",
+            "--seed",
+            "4",
+            "--out",
+            path(out),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let as_refs = |v: &[String]| {
+        v.iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\u{0}")
+    };
+    let call = |v: Vec<String>| memaudit(&as_refs(&v).split('\u{0}').collect::<Vec<_>>());
+    let mut printed = flags(&d.path().join("never"));
+    printed.push("--print-config".into());
+    let o = call(printed);
+    assert_eq!(o.status.code(), Some(0));
+    let toml = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        toml.contains("fractions = [") && toml.contains("seed = 4"),
+        "{toml}"
+    );
+    let file = d.path().join("curves.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let mut direct = flags(&d.path().join("a"));
+    direct.push("--json".into());
+    let a = ok_json(&call(direct));
+    let b = ok_json(&memaudit(&[
+        "--json",
+        "dynamics",
+        "curves",
+        "--config",
+        path(&file),
+        "--out",
+        path(&d.path().join("b")),
+    ]));
+    let strip = |v: &Value| {
+        let mut runs = v["runs"].clone();
+        for r in runs.as_array_mut().unwrap() {
+            for e in r["epochs"].as_array_mut().unwrap() {
+                e.as_object_mut().unwrap().remove("seconds");
+            }
+        }
+        runs
+    };
+    assert_eq!(strip(&a), strip(&b));
+    assert_eq!(a["model"], b["model"]);
+    let c = ok_json(&memaudit(&[
+        "--json",
+        "dynamics",
+        "curves",
+        "--config",
+        path(&file),
+        "--fractions",
+        "0.5",
+        "--out",
+        path(&d.path().join("c")),
+    ]));
+    assert_eq!(c["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(c["train_examples"], 200);
+}
+
+/// `dynamics capacity --print-config` fed back through `--config` runs the same sweep.
+#[test]
+fn capacity_print_config_fed_back_through_config_gives_the_same_result() {
+    let d = tempfile::tempdir().unwrap();
+    let never = d.path().join("never");
+    let base = [
+        "dynamics",
+        "capacity",
+        "--data",
+        "digits",
+        "--valid-size",
+        "100",
+        "--kinds",
+        "real,randy",
+        "--hidden-sizes",
+        "8,16",
+        "--layers",
+        "1",
+        "--train-sizes",
+        "100,200",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "20",
+    ];
+    let mut printed = base.to_vec();
+    printed.extend(["--out", path(&never), "--print-config"]);
+    let o = memaudit(&printed);
+    assert_eq!(o.status.code(), Some(0));
+    let file = d.path().join("capacity.toml");
+    std::fs::write(&file, &o.stdout).unwrap();
+    let (a_out, b_out) = (d.path().join("a"), d.path().join("b"));
+    let mut direct = vec!["--json"];
+    direct.extend(base);
+    direct.extend(["--out", path(&a_out)]);
+    let a = ok_json(&memaudit(&direct));
+    let b = ok_json(&memaudit(&[
+        "--json",
+        "dynamics",
+        "capacity",
+        "--config",
+        path(&file),
+        "--out",
+        path(&b_out),
+    ]));
+    let points = |v: &Value| {
+        let mut r = v["results"].clone();
+        for p in r.as_array_mut().unwrap() {
+            p.as_object_mut().unwrap().remove("seconds");
+        }
+        r
+    };
+    assert_eq!(points(&a).as_array().unwrap().len(), 6);
+    assert_eq!(points(&a), points(&b));
+}
+
+/// `dynamics regularizers --print-config` fed back through `--config` runs the same settings
+/// ("none" families are empty lists in the file).
+#[test]
+fn regularizers_print_config_fed_back_through_config_gives_the_same_result() {
+    let d = tempfile::tempdir().unwrap();
+    let base = [
+        "dynamics",
+        "regularizers",
+        "--data",
+        "digits",
+        "--max-train",
+        "200",
+        "--valid-size",
+        "100",
+        "--hidden",
+        "16",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "20",
+        "--dropout-rates",
+        "0.5",
+        "--input-dropout-rates",
+        "none",
+        "--input-noise-stds",
+        "none",
+        "--weight-decays",
+        "0.01",
+        "--adversarial-weights",
+        "none",
+    ];
+    let never = d.path().join("never");
+    let mut printed = base.to_vec();
+    printed.extend(["--out", path(&never), "--print-config"]);
+    let o = memaudit(&printed);
+    assert_eq!(o.status.code(), Some(0));
+    let toml = String::from_utf8(o.stdout).unwrap();
+    assert!(toml.contains("input_noise_stds = []"), "{toml}");
+    let file = d.path().join("reg.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let (a_out, b_out) = (d.path().join("a"), d.path().join("b"));
+    let mut direct = vec!["--json"];
+    direct.extend(base);
+    direct.extend(["--out", path(&a_out)]);
+    let a = json_ok(&memaudit(&direct));
+    let b = json_ok(&memaudit(&[
+        "--json",
+        "dynamics",
+        "regularizers",
+        "--config",
+        path(&file),
+        "--out",
+        path(&b_out),
+    ]));
+    let points = |v: &Value| {
+        let mut p = v["points"].clone();
+        for x in p.as_array_mut().unwrap() {
+            x.as_object_mut().unwrap().remove("seconds");
+        }
+        p
+    };
+    assert_eq!(points(&a).as_array().unwrap().len(), 3);
+    assert_eq!(points(&a), points(&b));
+}

@@ -340,3 +340,60 @@ fn bad_inputs_get_one_line_errors_naming_the_file_line_or_flag() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["error"].as_str().unwrap().contains("--delta"), "{v}");
 }
+
+/// `--print-config` writes the effective settings as TOML; fed back with `--config` the bounds
+/// are the same; a flag beside the file overrides it; a bad value in the file names its key.
+#[test]
+fn print_config_fed_back_through_config_gives_the_same_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ins = write_text(d, "in.txt", &normals(200, 1.0));
+    let outs = write_text(d, "out.txt", &normals(200, 0.0));
+    let flags = [
+        "lower-bound",
+        "--in-scores",
+        ins.to_str().unwrap(),
+        "--out-scores",
+        outs.to_str().unwrap(),
+        "--significance",
+        "0.01",
+        "--two-sided",
+    ];
+    let mut printed = flags.to_vec();
+    printed.push("--print-config");
+    let o = memaudit(&printed);
+    assert_eq!(o.status.code(), Some(0));
+    let toml = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        toml.contains("significance = 0.01") && toml.contains("two_sided = true"),
+        "{toml}"
+    );
+    let file = d.join("lb.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let mut direct = flags.to_vec();
+    direct.push("--json");
+    let a = ok_json(&memaudit(&direct));
+    let f = file.to_str().unwrap();
+    let b = ok_json(&memaudit(&["lower-bound", "--config", f, "--json"]));
+    assert_eq!(a, b);
+    let c = ok_json(&memaudit(&[
+        "lower-bound",
+        "--config",
+        f,
+        "--method",
+        "clopper-pearson",
+        "--json",
+    ]));
+    assert_eq!(c["results"].as_array().unwrap().len(), 1);
+    assert_eq!(c["significance"], 0.01);
+    std::fs::write(
+        &file,
+        toml.replace("significance = 0.01", "significance = 0.9"),
+    )
+    .unwrap();
+    let e = one_line_error(&memaudit(&["lower-bound", "--config", f]));
+    assert!(
+        e.contains("lb.toml") && e.contains("key `significance`"),
+        "{e}"
+    );
+}

@@ -669,3 +669,99 @@ fn language_model_shadows_on_text_windows_with_the_lm_baselines() {
         j["skipped"]
     );
 }
+
+/// `--print-config` writes the effective experiment (flags and defaults) as TOML; fed back with
+/// `--config` it trains the same models and gives the same attack numbers; a flag given beside
+/// the file overrides it; an attack-settings file of earlier versions is still a config.
+#[test]
+fn print_config_fed_back_through_config_gives_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (cache, file) = (p("cache"), p("mia.toml"));
+    let flags = |out: &str| -> Vec<String> {
+        [
+            "mia",
+            "--data",
+            "digits",
+            "--max-train",
+            "200",
+            "--model",
+            "mlp",
+            "--hidden",
+            "8",
+            "--pairs",
+            "1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--population",
+            "50",
+            "--attack",
+            "loss,lira-offline",
+            "--rmia-gamma",
+            "2",
+            "--cache",
+            &cache,
+            "--out",
+            out,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let refs = |v: &[String]| v.iter().map(String::clone).collect::<Vec<_>>();
+    let mut printed = refs(&flags(&p("never")));
+    printed.push("--print-config".into());
+    let o = memaudit(&printed.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0));
+    let toml = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        toml.contains("pairs = 1") && toml.contains("gamma = 2"),
+        "{toml}"
+    );
+    assert!(
+        !Path::new(&p("never")).exists(),
+        "--print-config runs nothing"
+    );
+    std::fs::write(&file, &toml).unwrap();
+
+    let mut direct = refs(&flags(&p("direct")));
+    direct.push("--json".into());
+    let a = ok_json(&memaudit(
+        &direct.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let b = ok_json(&memaudit(&[
+        "mia",
+        "--config",
+        &file,
+        "--out",
+        &p("from-file"),
+        "--json",
+    ]));
+    for key in ["examples", "shadow_models", "data_hash", "train", "config"] {
+        assert_eq!(a[key], b[key], "{key}");
+    }
+    for name in ["loss", "lira-offline"] {
+        assert_eq!(attack(&a, name)["auc"], attack(&b, name)["auc"], "{name}");
+    }
+    assert_eq!(b["models_reused"], 3, "the same models, found in the cache");
+    // A flag beside the file wins; the file's other settings stay.
+    let c = ok_json(&memaudit(&[
+        "mia",
+        "--config",
+        &file,
+        "--attack",
+        "loss",
+        "--out",
+        &p("override"),
+        "--json",
+    ]));
+    assert_eq!(c["attacks"].as_array().unwrap().len(), 1);
+    assert_eq!(c["examples"], 200);
+    assert_eq!(c["config"]["rmia"]["gamma"], 2.0);
+    // A bad key is one line naming the file and key.
+    std::fs::write(p("bad.toml"), "[shadows]\npairz = 1\n").unwrap();
+    let e = one_line_error(&memaudit(&["mia", "--config", &p("bad.toml")]));
+    assert!(e.contains("bad.toml line 2") && e.contains("pairz"), "{e}");
+}

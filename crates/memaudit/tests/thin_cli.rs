@@ -10,6 +10,12 @@ const MIGRATED: &[&str] = &[
     "src/cmd/dynamics/easy_hard.rs",
     "src/cmd/dynamics/sensitivity.rs",
     "src/cmd/experiment.rs",
+    "src/cmd/mia.rs",
+    "src/cmd/mia_shard.rs",
+    "src/cmd/lower_bound.rs",
+    "src/cmd/dynamics/curves.rs",
+    "src/cmd/dynamics/capacity.rs",
+    "src/cmd/dynamics/regularizers.rs",
 ];
 
 /// What only a library may call: the trainer and its loop, per-example gradients and optimizer

@@ -1,13 +1,17 @@
 //! Arpit et al., "A Closer Look at Memorization in Deep Networks" (ICML 2017): the studies as
 //! experiments, one module each, on top of the measurements in `memaudit_audit::dynamics`.
 //!
-//! Migrated so far: [`easy_hard`] (§3.1, Fig. 1) and [`sensitivity`] (§3.2, Fig. 3). `curves`,
-//! `capacity`, `csr` and `regularizers` still live in the CLI (phase 2).
+//! Migrated so far: [`easy_hard`] (§3.1, Fig. 1), [`sensitivity`] (§3.2, Fig. 3), [`capacity`]
+//! (§3.3, Figs. 5-6), [`curves`] (§4, Figs. 5-7) and [`regularizers`] (§5, Figs. 10-11). `csr`
+//! (the critical sample ratio of a saved run) still lives in the CLI.
 
+pub mod capacity;
+pub mod curves;
 pub mod easy_hard;
+pub mod regularizers;
 pub mod sensitivity;
 
-use memaudit_audit::dynamics::{NoiseKind, TrainSpec};
+use memaudit_audit::dynamics::{LassConfig, NoiseKind, TrainSpec};
 use memaudit_engine::ModelConfig;
 use memaudit_engine::layers::ActivationKind;
 use serde::{Deserialize, Serialize};
@@ -146,4 +150,65 @@ pub fn train_spec(
         input_noise: 0.0,
         adversarial: None,
     })
+}
+
+/// LASS (Langevin Adversarial Sample Search, Arpit et al. §4) in 0-255 pixel units: inputs are
+/// scaled to [0, 1], so `lass_r = 0.3` searches the box of radius 0.3/255 (the paper's values).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LassSettings {
+    /// Radius r of the infinity-box (pixel units out of 255).
+    pub lass_r: f64,
+    /// Gradient-sign step alpha (pixel units).
+    pub lass_alpha: f64,
+    /// Langevin noise scale beta (pixel units).
+    pub lass_beta: f64,
+    pub lass_max_iter: usize,
+    /// Stop when an iteration marks fewer new critical samples than this (the authors' 20).
+    pub lass_min_new: usize,
+}
+
+impl Default for LassSettings {
+    fn default() -> Self {
+        Self {
+            lass_r: 0.3,
+            lass_alpha: 0.25,
+            lass_beta: 0.2,
+            lass_max_iter: 100,
+            lass_min_new: 20,
+        }
+    }
+}
+
+impl LassSettings {
+    /// The search in the engine's units; `section` is this group's path in its config.
+    pub fn config(&self, section: &str) -> Result<LassConfig> {
+        if !(self.lass_r > 0.0 && self.lass_r.is_finite()) {
+            return invalid(
+                format!("{section}.lass_r"),
+                self.lass_r,
+                "the LASS radius r must be > 0 (the paper's is 0.3, in 0-255 pixel units)",
+            );
+        }
+        for (field, v) in [
+            ("lass_alpha", self.lass_alpha),
+            ("lass_beta", self.lass_beta),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return invalid(format!("{section}.{field}"), v, "must be >= 0");
+            }
+        }
+        if self.lass_max_iter == 0 {
+            return invalid(format!("{section}.lass_max_iter"), 0, "must be at least 1");
+        }
+        Ok(LassConfig {
+            alpha: (self.lass_alpha / 255.0) as f32,
+            beta: (self.lass_beta / 255.0) as f32,
+            radius: (self.lass_r / 255.0) as f32,
+            max_iter: self.lass_max_iter,
+            min_new_critical: self.lass_min_new,
+            clip: Some((0.0, 1.0)),
+            batch: 500,
+        })
+    }
 }

@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use memaudit_engine::ModelConfig;
 use memaudit_engine::layers::ActivationKind;
 use memaudit_engine::optim::{OptimizerConfig, Schedule};
 use memaudit_engine::privacy::AccountantKind;
 use memaudit_engine::sampler::SamplingMode;
 use memaudit_engine::train::ClipConfig;
-use memaudit_engine::{EngineError, ModelConfig};
 
 use crate::error::user;
 
@@ -283,67 +283,20 @@ impl OptimArgs {
         }
     }
 
-    /// `default` when --optimizer is not given; `adam_lr` when Adam runs without --lr.
+    /// `default` when --optimizer is not given; `adam_lr` when Adam runs without --lr. The
+    /// rule is the experiments library's (`OptimSettings::optimizer_with`); its errors name
+    /// the flags.
     fn config_with(&self, default: &str, adam_lr: f32) -> Result<OptimizerConfig> {
-        let cfg = match self.optimizer.as_deref().unwrap_or(default) {
-            "sgd" => OptimizerConfig::Sgd {
-                lr: self.lr.unwrap_or(0.1),
-                momentum: self.momentum,
-                nesterov: self.nesterov,
-                weight_decay: self.weight_decay,
-            },
-            "adam" => OptimizerConfig::Adam {
-                lr: self.lr.unwrap_or(adam_lr),
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: self.weight_decay,
-            },
-            "rmsprop" => OptimizerConfig::RmsProp {
-                lr: self.lr.unwrap_or(1e-3),
-                alpha: 0.99,
-                eps: 1e-8,
-                momentum: self.momentum,
-                weight_decay: self.weight_decay,
-            },
-            o => return Err(user(format!("--optimizer {o}: use sgd, adam or rmsprop"))),
-        };
-        cfg.validate()
-            .map_err(|e| user(format!("optimizer flags: {e}")))?;
-        Ok(cfg)
+        self.settings()
+            .optimizer_with("optim", default, adam_lr)
+            .map_err(|e| super::experiment::cli_error(e, &Default::default()))
     }
 
+    /// The learning-rate schedule (the experiments library's rule; errors name the flags).
     pub fn schedule(&self, steps_per_epoch: u64, epochs: usize) -> Result<Schedule> {
-        let schedule = match self.schedule.as_str() {
-            "constant" => Schedule::Constant,
-            "cosine" => Schedule::Cosine {
-                total: steps_per_epoch * epochs as u64,
-                min_factor: 0.0,
-            },
-            "step" => Schedule::Step {
-                every: steps_per_epoch * self.step_every as u64,
-                gamma: self.gamma,
-            },
-            s => {
-                return Err(user(format!(
-                    "--schedule {s}: use constant, cosine or step"
-                )));
-            }
-        };
-        schedule.validate().map_err(|e| match e {
-            // The schedule counts steps; the flag counts epochs.
-            EngineError::InvalidField { field: "every", .. } => user(format!(
-                "--step-every {}: must be at least 1 (epochs between rate decays)",
-                self.step_every
-            )),
-            EngineError::InvalidField {
-                field: "gamma",
-                reason,
-                ..
-            } => user(format!("--gamma {}: {reason}", self.gamma)),
-            e => user(format!("--schedule {}: {e}", self.schedule)),
-        })?;
-        Ok(schedule)
+        self.settings()
+            .schedule("optim", steps_per_epoch, epochs)
+            .map_err(|e| super::experiment::cli_error(e, &Default::default()))
     }
 }
 
@@ -561,6 +514,66 @@ impl RunArgs {
         crate::rundir::Reuse {
             force: self.force,
             resume: self.resume,
+        }
+    }
+}
+
+// The flag groups as the settings of `memaudit_experiments::setup` (fields named after the
+// flags), for the commands built on the experiments library.
+
+impl ModelArgs {
+    pub fn settings(&self) -> memaudit_experiments::setup::ModelSettings {
+        memaudit_experiments::setup::ModelSettings {
+            model: self.model.clone(),
+            hidden: self.hidden.clone(),
+            activation: self.activation.clone(),
+            embed: self.embed,
+            rnn_hidden: self.rnn_hidden,
+            rnn_layers: self.rnn_layers,
+            dropout: self.dropout,
+            input_dropout: self.input_dropout,
+            gpt_layers: self.gpt_layers,
+            gpt_width: self.gpt_width,
+            gpt_heads: self.gpt_heads,
+            gpt_context: self.gpt_context,
+            gpt_untied: self.gpt_untied,
+            gelu: self.gelu.clone(),
+        }
+    }
+}
+
+impl OptimArgs {
+    pub fn settings(&self) -> memaudit_experiments::optim::OptimSettings {
+        memaudit_experiments::optim::OptimSettings {
+            optimizer: self.optimizer.clone(),
+            lr: self.lr,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            schedule: self.schedule.clone(),
+            step_every: self.step_every,
+            gamma: self.gamma,
+        }
+    }
+}
+
+impl PrivacyArgs {
+    pub fn settings(&self) -> memaudit_experiments::setup::PrivacySettings {
+        memaudit_experiments::setup::PrivacySettings {
+            noise_multiplier: self.noise_multiplier,
+            target_epsilon: self.target_epsilon,
+            clip: self.clip,
+            clip_per_layer: self.clip_per_layer.clone(),
+            adaptive_clip: self.adaptive_clip,
+            target_quantile: self.target_quantile,
+            clip_lr: self.clip_lr,
+            clip_count_stddev: self.clip_count_stddev,
+            delta: self.delta,
+            accountant: self.accountant.clone(),
+            max_epsilon: self.max_epsilon,
+            sampling: self.sampling.clone(),
+            physical_batch: self.physical_batch,
+            seeded_noise: self.seeded_noise,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! `scripts/bench_accounting_dp_accounting.py` runs dp_accounting on the same settings (read from
 //! this command's `--json`) and prints the time ratios and the epsilon agreement.
 
+use memaudit_engine::stats::median;
 use std::time::Instant;
 
 use memaudit_accounting::rdp::Conversion;
@@ -83,16 +84,6 @@ pub struct Args {
     pub setting: Vec<String>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
-
 pub fn run(args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
     if args.repeats == 0 {
         return Err(user("--repeats must be at least 1"));
@@ -149,7 +140,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
             pld_times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
         let rdp = rdp_result.expect("repeats >= 1");
-        let (rdp_med, pld_med) = (median(rdp_times.clone()), median(pld_times.clone()));
+        let (rdp_med, pld_med) = (median(&rdp_times), median(&pld_times));
         rdp_met &= rdp_med < RDP_TARGET_MS;
         text += &format!(
             "{:<18} {:>9.6} {:>6} {:>7} {:>7.0e} | {:>12.6} {:>6} {:>9.3} | {:>12.6} {:>9.2}\n",

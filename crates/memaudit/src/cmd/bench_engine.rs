@@ -8,6 +8,7 @@
 //! peak of that mode alone. `scripts/bench_engine_torch.py` and `scripts/bench_dp_opacus.py` run
 //! the same shapes in PyTorch / Opacus and print the ratios side by side.
 
+use memaudit_engine::stats::median;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -219,18 +220,6 @@ impl Bench {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
-
 /// Peak resident set size of this process (VmHWM), bytes.
 pub fn peak_rss_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -313,7 +302,7 @@ pub fn run_shapes(args: &Args, ctx: &Ctx, title: &str) -> Result<Report> {
             plain.push(b.step(false)?);
             dp.push(b.step(true)?);
         }
-        let (p, d) = (median(&mut plain), median(&mut dp));
+        let (p, d) = (median(&plain), median(&dp));
         let (rp, rd) = if args.no_rss {
             (None, None)
         } else {

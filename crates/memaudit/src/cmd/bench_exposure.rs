@@ -15,6 +15,7 @@
 //! `scripts/bench_exposure_torch.py`, which runs the same model and walk in PyTorch and prints
 //! the ratios.
 
+use memaudit_engine::stats::median;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -67,11 +68,6 @@ pub struct Args {
     /// A smoke run: 4 digits, one repeat, 2,000 per-candidate scores.
     #[arg(long)]
     pub quick: bool,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// LM rows of a full walk over `digits` digit positions: 10 + 100 + ... + 10^(digits-1).
@@ -198,9 +194,9 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         })
         .count();
     let walk_all = t_walk.clone();
-    let walk = median(t_walk);
-    let exact = median(t_exact);
-    let single_rate = per_candidate as f64 / median(t_single);
+    let walk = median(&t_walk);
+    let exact = median(&t_exact);
+    let single_rate = per_candidate as f64 / median(&t_single);
     let rows = all.stats.lm_rows as f64;
     let projected_1e9 = walk * walk_rows(9) / walk_rows(digits);
     let mut text = format!(

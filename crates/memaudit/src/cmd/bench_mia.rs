@@ -9,6 +9,7 @@
 //! reported. `scripts/bench_mia_torch.py` trains the same shadow set (same sizes, epochs, batch,
 //! optimiser) with PyTorch and Opacus and prints the ratios.
 
+use memaudit_engine::stats::median;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -49,17 +50,6 @@ pub struct Args {
     /// Batch size (the shape's own when not given: 256 for MLP/CNN, 64 for LSTMs).
     #[arg(long)]
     pub batch_size: Option<usize>,
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let m = s.len() / 2;
-    if s.len() % 2 == 1 {
-        s[m]
-    } else {
-        (s[m - 1] + s[m]) / 2.0
-    }
 }
 
 /// A seeded synthetic pool with the shape's inputs.

@@ -1,18 +1,21 @@
 //! `memaudit lower-bound`: empirical epsilon lower bounds from the scores of IN and OUT canaries
-//! (Clopper-Pearson, GDP, one-run and one-run f-DP; `memaudit_audit::lower_bound`). Parses the
-//! flags, reads the two score files and renders the library's report.
+//! (Clopper-Pearson, GDP, one-run and one-run f-DP). The experiment is
+//! `memaudit_experiments::lower_bound` (the bounds `memaudit_audit::lower_bound`); this file
+//! turns the flags into its config and renders its result.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use memaudit_audit::lower_bound::{
-    self, CanaryScores, ConfusionCounts, DEFAULT_DELTA, DEFAULT_SIGNIFICANCE, LowerBoundConfig,
-    LowerBoundMethod, LowerBoundReport, MethodBound, MethodChoice, ScoreDirection, ThresholdChoice,
+    ConfusionCounts, DEFAULT_DELTA, DEFAULT_SIGNIFICANCE, LowerBoundReport, MethodBound,
+    ThresholdChoice,
 };
-use serde_json::{Value, json};
+use memaudit_experiments::lower_bound::{self as lib, LowerBoundConfig};
+use memaudit_experiments::{ExperimentConfig, ExperimentError, NullObserver};
 
+use super::experiment::{self, ConfigFlags, Resolved};
 use crate::Ctx;
 use crate::error::user;
-use crate::output::{Report, fmt_f64, num, opt_num};
+use crate::output::{Report, fmt_f64};
 
 /// Which bound(s).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,14 +33,11 @@ pub enum MethodArg {
 }
 
 impl MethodArg {
-    fn choice(self) -> MethodChoice {
-        match self {
-            MethodArg::ClopperPearson => MethodChoice::One(LowerBoundMethod::ClopperPearson),
-            MethodArg::Gdp => MethodChoice::One(LowerBoundMethod::Gdp),
-            MethodArg::OneRun => MethodChoice::One(LowerBoundMethod::OneRun),
-            MethodArg::OneRunFdp => MethodChoice::One(LowerBoundMethod::OneRunFdp),
-            MethodArg::All => MethodChoice::All,
-        }
+    /// The method's name in the config (`memaudit_experiments::lower_bound::METHODS`).
+    fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .map_or_else(|| "all".into(), |v| v.get_name().to_string())
     }
 }
 
@@ -47,10 +47,10 @@ impl MethodArg {
 pub struct Args {
     /// Scores of the canaries trained on (members): one number per line, or a .npy vector.
     #[arg(long, value_name = "FILE")]
-    pub in_scores: PathBuf,
+    pub in_scores: Option<PathBuf>,
     /// Scores of the held-out canaries: one number per line, or a .npy vector.
     #[arg(long, value_name = "FILE")]
-    pub out_scores: PathBuf,
+    pub out_scores: Option<PathBuf>,
     /// Which bound(s).
     #[arg(long, value_enum, default_value = "all")]
     pub method: MethodArg,
@@ -72,156 +72,69 @@ pub struct Args {
     /// Lower scores mean "member" (losses, perplexities); default: higher means member.
     #[arg(long)]
     pub lower_is_member: bool,
+    #[command(flatten)]
+    pub config: ConfigFlags,
 }
 
-fn read(path: &Path, flag: &str) -> anyhow::Result<Vec<f64>> {
-    lower_bound::read_scores(path).map_err(|e| user(format!("{flag}: {e}")))
-}
-
-/// The flags as a library config; every refusal names its flag.
-fn config(args: &Args) -> anyhow::Result<LowerBoundConfig> {
-    if !(args.significance > 0.0 && args.significance <= 0.5) {
-        return Err(user(format!(
-            "--significance must be in (0, 0.5], got {}",
-            args.significance
-        )));
-    }
-    if !(0.0..1.0).contains(&args.delta) {
-        return Err(user(format!(
-            "--delta must be in [0, 1), got {}",
-            args.delta
-        )));
-    }
-    if let Some(t) = args.threshold
-        && t.is_nan()
-    {
-        return Err(user("--threshold must be a number, got NaN"));
-    }
-    let method = args.method.choice();
-    if let MethodChoice::One(m) = method
-        && m.needs_positive_delta()
-        && args.delta == 0.0
-    {
-        return Err(user(format!(
-            "--method {} needs --delta > 0 (it compares with a Gaussian curve at (eps, delta); at delta 0 no finite eps exists); pass the delta of the guarantee being audited",
-            m.name()
-        )));
-    }
-    Ok(LowerBoundConfig {
+/// The flags as the experiment's config.
+fn config(args: &Args) -> LowerBoundConfig {
+    LowerBoundConfig {
+        in_scores: args.in_scores.clone(),
+        out_scores: args.out_scores.clone(),
+        method: args.method.name(),
         significance: args.significance,
         delta: args.delta,
-        threshold: args
-            .threshold
-            .map_or(ThresholdChoice::ParetoFrontier, ThresholdChoice::Explicit),
+        threshold: args.threshold,
         two_sided: args.two_sided,
-        group_size: 1,
-        direction: if args.lower_is_member {
-            ScoreDirection::LowerIsMember
-        } else {
-            ScoreDirection::HigherIsMember
-        },
-        method,
-    })
+        lower_is_member: args.lower_is_member,
+    }
+}
+
+/// A library error naming the flag. Settings out of range read as they always have here
+/// ("--delta must be in [0, 1), got 1"; "--method gdp needs --delta > 0 ..."); with
+/// `--config`, errors name the file's key instead.
+fn cli_error(e: ExperimentError, flags: &ConfigFlags) -> anyhow::Error {
+    match e {
+        ExperimentError::Invalid {
+            field,
+            value,
+            reason,
+        } if flags.config.is_none() => {
+            let reason = reason.replace("`delta`", "--delta");
+            let flag = experiment::flag_of(&field);
+            if value == "(none)" {
+                user(format!("{flag} FILE: {reason}"))
+            } else if field == "method" {
+                user(format!("{flag} {value} {reason}"))
+            } else {
+                user(format!("{flag} {reason}, got {value}"))
+            }
+        }
+        e => experiment::cli_error(e, flags),
+    }
 }
 
 pub fn run(args: &Args, ctx: &Ctx) -> anyhow::Result<Report> {
-    let config = config(args)?;
-    let ins = read(&args.in_scores, "--in-scores")?;
-    let outs = read(&args.out_scores, "--out-scores")?;
-    let scores =
-        CanaryScores::new(&ins, &outs, config.direction).map_err(|e| user(e.to_string()))?;
-    let report = lower_bound::lower_bounds(&scores, &config).map_err(|e| user(e.to_string()))?;
+    let given = config(args);
+    if args.config.config.is_none() {
+        // Checked here first so that the messages name the flags as they always have.
+        given.validate().map_err(|e| cli_error(e, &args.config))?;
+    }
+    let cfg = match experiment::resolve(&args.config, given, ctx)? {
+        Resolved::Run(cfg) => cfg,
+        Resolved::Printed(report) => return Ok(report),
+    };
+    let r = lib::run(&cfg, &mut NullObserver).map_err(|e| cli_error(e, &args.config))?;
+    // The text lists the warnings; with --json they go to stderr.
     if ctx.json {
-        for w in &report.warnings {
+        for w in &r.warnings {
             ctx.note(format!("warning: {w}"));
         }
     }
     Ok(Report::new(
-        text(&report, &config),
-        json_report(&report, &config),
+        text(&r.report, &r.bound_config),
+        serde_json::to_value(&r)?,
     ))
-}
-
-fn counts_json(c: &Option<ConfusionCounts>) -> Value {
-    match c {
-        None => Value::Null,
-        Some(c) => json!({
-            "true_positives": c.true_positives,
-            "false_positives": c.false_positives,
-            "true_negatives": c.true_negatives,
-            "false_negatives": c.false_negatives,
-        }),
-    }
-}
-
-fn result_json(b: &MethodBound) -> Value {
-    let mut v = json!({
-        "method": b.method().name(),
-        "epsilon_lower_bound": num(b.epsilon_lower_bound()),
-        "threshold": opt_num(b.threshold()),
-        "assumes_gaussian_tradeoff": b.method().assumes_gaussian_tradeoff(),
-    });
-    let extra = match b {
-        MethodBound::ClopperPearson(c) => json!({
-            "counts": counts_json(&c.counts),
-            "tpr_lower": num(c.tpr_lower),
-            "fpr_upper": num(c.fpr_upper),
-            "two_sided": c.two_sided,
-            "swapped": c.swapped,
-            "group_size": c.group_size,
-            "thresholds_tested": c.thresholds_tested,
-            "significance_per_threshold": num(c.significance_per_threshold),
-        }),
-        MethodBound::Gdp(g) => json!({
-            "counts": counts_json(&g.counts),
-            "mu_lower_bound": num(g.mu_lower_bound),
-            "fpr_upper": num(g.fpr_upper),
-            "fnr_upper": num(g.fnr_upper),
-            "thresholds_tested": g.thresholds_tested,
-            "significance_per_interval": num(g.significance_per_interval),
-        }),
-        MethodBound::OneRun(o) | MethodBound::OneRunFdp(o) => json!({
-            "counts": counts_json(&o.counts),
-            "m": o.m,
-            "delta": num(o.delta),
-            "two_m_delta": num(o.two_m_delta),
-            "guesses": o.guesses,
-            "correct_guesses": o.correct_guesses,
-            "thresholds_tested": o.thresholds_tested,
-            "significance_per_threshold": num(o.significance_per_threshold),
-        }),
-    };
-    if let (Value::Object(a), Value::Object(b)) = (&mut v, extra) {
-        a.extend(b);
-    }
-    v
-}
-
-fn direction_name(d: ScoreDirection) -> &'static str {
-    match d {
-        ScoreDirection::HigherIsMember => "higher-is-member",
-        ScoreDirection::LowerIsMember => "lower-is-member",
-    }
-}
-
-fn json_report(r: &LowerBoundReport, config: &LowerBoundConfig) -> Value {
-    json!({
-        "results": r.results.iter().map(result_json).collect::<Vec<_>>(),
-        "m": r.m,
-        "n_in": r.n_in,
-        "n_out": r.n_out,
-        "delta": num(r.delta),
-        "significance": num(r.significance),
-        "threshold_choice": match config.threshold {
-            ThresholdChoice::ParetoFrontier => "pareto-frontier-bonferroni",
-            ThresholdChoice::Explicit(_) => "explicit",
-        },
-        "frontier_thresholds": r.frontier_thresholds,
-        "score_direction": direction_name(config.direction),
-        "auroc": num(r.auroc),
-        "auroc_empirical": num(r.auroc_empirical),
-        "warnings": r.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
-    })
 }
 
 /// A number for the table without float noise (0.4 rather than 0.39999999999999997).
@@ -249,7 +162,7 @@ fn counts_text(c: &Option<ConfusionCounts>) -> String {
     })
 }
 
-fn text(r: &LowerBoundReport, config: &LowerBoundConfig) -> String {
+fn text(r: &LowerBoundReport, config: &memaudit_audit::lower_bound::LowerBoundConfig) -> String {
     let mut s = String::new();
     // 95, 99, 99.9: the confidence in percent without float noise.
     let confidence = format!("{:.6}", 100.0 * (1.0 - r.significance));

@@ -2,163 +2,72 @@
 
 #[allow(unused_imports)]
 use super::*;
+use memaudit_experiments::dynamics::curves::{self as lib, CurvesConfig};
+
+fn curves_config(a: &CurvesArgs) -> CurvesConfig {
+    CurvesConfig {
+        images: a.data.source(),
+        mlp: a.mlp.settings(),
+        optim: optim_settings(&a.optim),
+        epochs: a.run.epochs,
+        batch_size: a.run.batch_size,
+        seed: a.run.seed,
+        lass: a.lass.settings(),
+        noise: a.noise.clone(),
+        fractions: a.fractions.clone(),
+        csr_every: a.csr_every,
+        csr_size: a.csr_size,
+        gini: a.gini,
+    }
+}
 
 pub(super) fn run(a: &CurvesArgs, ctx: &Ctx) -> Result<Report> {
-    let noise = NoiseKind::parse(&a.noise)
-        .map_err(|_| user(format!("--noise {}: use randy or randx", a.noise)))?;
-    if noise == NoiseKind::Real {
-        return Err(user(
-            "--noise real corrupts nothing: use randy or randx (fraction 0 is the real-data run)",
-        ));
-    }
-    if a.csr_every > 0 && a.csr_size == 0 {
-        return Err(user(
-            "--csr-size 0: LASS needs at least 1 validation example (or --csr-every 0 to skip it)",
-        ));
-    }
-    if a.fractions.is_empty() {
-        return Err(user(
-            "--fractions: give at least one noise fraction in [0, 1]",
-        ));
-    }
-    for &f in &a.fractions {
-        if !(0.0..=1.0).contains(&f) {
-            return Err(user(format!(
-                "--fractions {f}: a noise fraction must be in [0, 1]"
-            )));
-        }
-    }
-    let lass = a.lass.config()?;
-    let img = load_images(
-        &a.data.data,
-        &a.data.data_dir,
-        a.data.max_train.unwrap_or(5000),
-        a.data.valid_size,
-    )?;
-    let n = img.train.labels.len();
-    let model = a.mlp.config(img.train.per_example(), img.classes)?;
-    let base = spec(model.clone(), &a.optim, &a.run, n)?;
-    let csr_data = img
-        .test
-        .subset(&(0..a.csr_size.min(img.test.labels.len())).collect::<Vec<_>>());
-    let config = json!({ "experiment": "curves", "data": a.data, "mlp": a.mlp, "optim": a.optim, "run": a.run, "lass": lass,
-        "noise": noise, "fractions": a.fractions, "csr_every": a.csr_every, "csr_size": csr_data.labels.len(), "train_spec": base });
-    let rd = open_run(&a.run, "dynamics curves", &config)?;
-    let metrics = MetricsCsv::open(
-        &rd.file("metrics.csv"),
-        &[
-            "fraction",
-            "epoch",
-            "train_loss",
-            "train_accuracy",
-            "clean_accuracy",
-            "noisy_accuracy",
-            "valid_loss",
-            "valid_accuracy",
-            "csr",
-            "lass_iterations",
-            "input_gradient_gini",
-            "seconds",
-        ],
-        false,
-    )?;
-    let mut progress = Progress::new(
-        "curves",
-        (a.fractions.len() * a.run.epochs) as u64,
-        ctx.quiet || ctx.json,
-    );
-    let mut done = 0u64;
-    let mut runs: Vec<(f64, dynamics::Corrupted, Vec<EpochRecord>)> = Vec::new();
-    for &f in &a.fractions {
-        let c = dynamics::corrupt(&img.train, img.classes, noise, f, a.run.seed).map_err(lib)?;
-        let tracking = Tracking {
-            valid: Some(&img.test),
-            noisy: Some(&c.mask),
-            csr: (a.csr_every > 0).then(|| CsrTracking {
-                data: &csr_data,
-                every: a.csr_every,
-                lass: lass.clone(),
-            }),
-            stop_at_train_accuracy: None,
-            input_gradient_gini: a.gini,
-        };
-        let trained = dynamics::train_tracked(&base, &c.data, &tracking, &mut |r| {
-            done += 1;
-            progress.set(done, &format!("{} {f}: epoch {}", noise.name(), r.epoch));
-            let _ = metrics.append(&[
-                Some(f),
-                Some(r.epoch as f64),
-                Some(r.train_loss),
-                Some(r.train_accuracy),
-                r.clean_accuracy,
-                r.noisy_accuracy,
-                r.valid_loss,
-                r.valid_accuracy,
-                r.csr,
-                r.lass_iterations.map(|v| v as f64),
-                r.input_gradient_gini,
-                Some(r.seconds),
-            ]);
-            progress.line(&format!(
-                "{} {f} epoch {}: clean {} noisy {} valid {} csr {}",
-                noise.name(),
-                r.epoch,
-                opt(r.clean_accuracy),
-                opt(r.noisy_accuracy),
-                opt(r.valid_accuracy),
-                opt(r.csr)
-            ));
-            Ok(())
+    let cfg = match experiment::resolve(&a.config, curves_config(a), ctx)? {
+        Resolved::Run(cfg) => cfg,
+        Resolved::Printed(report) => return Ok(report),
+    };
+    let job = lib::prepare(&cfg).map_err(|e| experiment::cli_error(e, &a.config))?;
+    let run = RunFlags {
+        epochs: cfg.epochs,
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
+        ..a.run.clone()
+    };
+    let config = json!({ "experiment": "curves", "config": cfg, "csr_size": job.csr_data.labels.len(), "train_spec": job.spec });
+    let rd = open_run(&run, "dynamics curves", &config)?;
+    let metrics = MetricsCsv::open(&rd.file("metrics.csv"), &lib::METRICS, false)?;
+    let mut observer = CliObserver::new("curves", ctx).with_metrics(|row| {
+        let _ = metrics.append(&row.values.iter().map(|v| v.1).collect::<Vec<_>>());
+    });
+    let r = job
+        .run(&mut observer)
+        .map_err(|e| experiment::cli_error(e, &a.config))?;
+    observer.finish();
+    drop(observer);
+    let (noise, n) = (r.noise, r.train_examples);
+    let rows: Vec<Vec<String>> = r
+        .runs
+        .iter()
+        .map(|s| {
+            let o = |x: Option<memaudit_experiments::Num>| opt(x.map(|v| v.0));
+            vec![
+                format!("{}", s.fraction),
+                match (s.best_valid_accuracy, s.best_valid_epoch) {
+                    (Some(v), Some(e)) => format!("{} (epoch {e})", fmt_f64(v.0)),
+                    _ => "-".into(),
+                },
+                o(s.final_valid_accuracy),
+                o(s.final_clean_accuracy),
+                o(s.final_noisy_accuracy),
+                s.noisy_half_fitted_epoch
+                    .map_or("-".into(), |e| e.to_string()),
+                s.noisy_90_fitted_epoch
+                    .map_or("-".into(), |e| e.to_string()),
+                o(s.csr_first),
+                o(s.csr_final),
+            ]
         })
-        .map_err(lib)?;
-        runs.push((f, c, trained.records));
-    }
-    progress.finish();
-
-    let mut summary = Vec::new();
-    let mut rows = Vec::new();
-    for (f, c, recs) in &runs {
-        let best = recs
-            .iter()
-            .filter_map(|r| r.valid_accuracy.map(|v| (r.epoch, v)))
-            .fold(None, |b: Option<(usize, f64)>, (e, v)| match b {
-                Some((_, bv)) if bv >= v => b,
-                _ => Some((e, v)),
-            });
-        let last = recs.last();
-        let fit50 = first_epoch(recs, |r| r.noisy_accuracy.is_some_and(|v| v >= 0.5));
-        let fit90 = first_epoch(recs, |r| r.noisy_accuracy.is_some_and(|v| v >= 0.9));
-        let csrs: Vec<f64> = recs.iter().filter_map(|r| r.csr).collect();
-        let s = json!({
-            "fraction": f,
-            "corrupted": c.corrupted.len(),
-            "labels_changed": c.labels_changed,
-            "best_valid_accuracy": best.map(|b| num(b.1)),
-            "best_valid_epoch": best.map(|b| b.0),
-            "final_valid_accuracy": last.and_then(|r| r.valid_accuracy).map(num),
-            "final_clean_accuracy": last.and_then(|r| r.clean_accuracy).map(num),
-            "final_noisy_accuracy": last.and_then(|r| r.noisy_accuracy).map(num),
-            "noisy_half_fitted_epoch": fit50,
-            "noisy_90_fitted_epoch": fit90,
-            "csr_first": csrs.first().copied().map(num),
-            "csr_final": csrs.last().copied().map(num),
-            "csr_max": csrs.iter().copied().fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v)))).map(num),
-            "csr_mean": if csrs.is_empty() { Value::Null } else { num(csrs.iter().sum::<f64>() / csrs.len() as f64) },
-            "epochs": recs,
-        });
-        rows.push(vec![
-            format!("{f}"),
-            best.map_or("-".into(), |b| format!("{} (epoch {})", fmt_f64(b.1), b.0)),
-            opt(last.and_then(|r| r.valid_accuracy)),
-            opt(last.and_then(|r| r.clean_accuracy)),
-            opt(last.and_then(|r| r.noisy_accuracy)),
-            fit50.map_or("-".into(), |e| e.to_string()),
-            fit90.map_or("-".into(), |e| e.to_string()),
-            opt(csrs.first().copied()),
-            opt(csrs.last().copied()),
-        ]);
-        summary.push(s);
-    }
+        .collect();
     let headers = [
         "noise fraction",
         "best valid acc",
@@ -173,15 +82,16 @@ pub(super) fn run(a: &CurvesArgs, ctx: &Ctx) -> Result<Report> {
     let mut html = report::Report::new(&format!(
         "memaudit dynamics curves: {} on {} ({} examples), MLP {:?}",
         noise.name(),
-        img.name,
+        r.data,
         n,
-        a.mlp.hidden
+        cfg.mlp.hidden
     ));
     html.para("Arpit et al. (ICML 2017) §4: with noise in the training set, validation accuracy should peak before the corrupted examples are fitted, and the critical sample ratio (LASS, on validation data) should be higher on noisier data. Accuracies are in evaluation mode after each epoch; 'noisy' is the accuracy on the corrupted training examples against their noisy labels.");
     html.table(&headers, &rows);
     let per = |f: &dyn Fn(&EpochRecord) -> Option<f64>| -> Vec<Series> {
-        runs.iter()
-            .map(|(fr, _, recs)| series(&format!("{} {fr}", noise.name()), recs, f))
+        r.runs
+            .iter()
+            .map(|s| series(&format!("{} {}", noise.name(), s.fraction), &s.epochs, f))
             .collect()
     };
     html.svg(&chart(
@@ -202,7 +112,7 @@ pub(super) fn run(a: &CurvesArgs, ctx: &Ctx) -> Result<Report> {
         "accuracy",
         &per(&|r| r.clean_accuracy),
     ));
-    if a.csr_every > 0 {
+    if cfg.csr_every > 0 {
         html.svg(&chart(
             "Critical sample ratio (validation, LASS)",
             "epoch",
@@ -210,7 +120,7 @@ pub(super) fn run(a: &CurvesArgs, ctx: &Ctx) -> Result<Report> {
             &per(&|r| r.csr),
         ));
     }
-    if a.gini {
+    if cfg.gini {
         html.svg(&chart(
             "Gini of direct input-gradient norms (cheap loss-sensitivity estimate)",
             "epoch",
@@ -220,14 +130,34 @@ pub(super) fn run(a: &CurvesArgs, ctx: &Ctx) -> Result<Report> {
     }
     html.heading("Configuration");
     html.pre(&serde_json::to_string_pretty(&config)?);
-    let results = json!({ "experiment": "curves", "run": rd.path.display().to_string(), "data": img.name, "train_examples": n,
-        "valid_examples": img.test.labels.len(), "noise": noise, "model": model, "runs": summary });
     let mut text = format!(
         "dynamics curves: {} on {} ({n} training examples), MLP {:?}\n",
         noise.name(),
-        img.name,
-        a.mlp.hidden
+        r.data,
+        cfg.mlp.hidden
     );
     text += &table_text(&headers, &rows);
-    finish(rd, html, results, text)
+    finish_typed(rd, html, &r, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        experiment: Experiment,
+    }
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from(["memaudit", "curves", "--out", "o"]).unwrap();
+        let Experiment::Curves(a) = cli.experiment else {
+            panic!("curves expected")
+        };
+        assert_eq!(curves_config(&a), CurvesConfig::default());
+    }
 }

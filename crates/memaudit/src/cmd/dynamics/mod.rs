@@ -21,17 +21,13 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use memaudit_audit::dynamics::{
-    self, CsrTracking, DynamicsError, EpochRecord, LassConfig, NoiseKind, Regularizer, SweepPoint,
-    Tracking, TrainSpec,
-};
+use memaudit_audit::dynamics::{self, DynamicsError, EpochRecord, LassConfig, NoiseKind};
 use memaudit_engine::ModelConfig;
 use memaudit_engine::datasets::DenseDataset;
-use memaudit_engine::layers::ActivationKind;
 use rand::SeedableRng;
 use serde_json::{Value, json};
 
-use memaudit_experiments::data::{ImageSource, Images};
+use memaudit_experiments::data::ImageSource;
 use memaudit_experiments::dynamics::MlpSettings;
 use memaudit_experiments::dynamics::easy_hard::EasyHardConfig;
 use memaudit_experiments::optim::OptimSettings;
@@ -40,8 +36,7 @@ use super::args::OptimArgs;
 use super::experiment::{self, CliObserver, ConfigFlags, Resolved};
 use crate::Ctx;
 use crate::error::user;
-use crate::output::{Report, fmt_f64, num, opt_num};
-use crate::progress::Progress;
+use crate::output::{Report, fmt_f64, num};
 use crate::report::{self, Series, chart, histogram};
 use crate::rundir::{MetricsCsv, Reuse, RunDir, write_atomic};
 
@@ -142,6 +137,17 @@ pub struct LassArgs {
 }
 
 impl LassArgs {
+    /// The library's LASS settings (same names, same units).
+    fn settings(&self) -> memaudit_experiments::dynamics::LassSettings {
+        memaudit_experiments::dynamics::LassSettings {
+            lass_r: self.lass_r,
+            lass_alpha: self.lass_alpha,
+            lass_beta: self.lass_beta,
+            lass_max_iter: self.lass_max_iter,
+            lass_min_new: self.lass_min_new,
+        }
+    }
+
     fn config(&self) -> Result<LassConfig> {
         if !(self.lass_r > 0.0 && self.lass_r.is_finite()) {
             return Err(user(format!(
@@ -199,6 +205,8 @@ pub struct CurvesArgs {
     /// Also record the Gini coefficient of the direct input-gradient norms each epoch.
     #[arg(long)]
     pub gini: bool,
+    #[command(flatten)]
+    pub config: ConfigFlags,
 }
 
 #[derive(clap::Args, Debug)]
@@ -225,6 +233,8 @@ pub struct CapacityArgs {
     /// Training accuracy that counts as fitted (the paper: 1.0).
     #[arg(long, default_value_t = 1.0)]
     pub fit_threshold: f64,
+    #[command(flatten)]
+    pub config: ConfigFlags,
 }
 
 #[derive(clap::Args, Debug)]
@@ -343,6 +353,8 @@ pub struct RegularizersArgs {
     /// "Equal real-data accuracy": within this of the unregularised best validation accuracy.
     #[arg(long, default_value_t = 0.01)]
     pub tolerance: f64,
+    #[command(flatten)]
+    pub config: ConfigFlags,
 }
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
@@ -361,100 +373,9 @@ fn lib(e: DynamicsError) -> anyhow::Error {
     user(e.to_string())
 }
 
-fn activation(name: &str) -> Result<ActivationKind> {
-    match name {
-        "relu" => Ok(ActivationKind::Relu),
-        "tanh" => Ok(ActivationKind::Tanh),
-        "sigmoid" => Ok(ActivationKind::Sigmoid),
-        a => Err(user(format!("--activation {a}: use relu, tanh or sigmoid"))),
-    }
-}
-
-fn kinds(list: &[String], flag: &str) -> Result<Vec<NoiseKind>> {
-    if list.is_empty() {
-        return Err(user(format!(
-            "{flag}: give at least one of real, randy, randx"
-        )));
-    }
-    list.iter()
-        .map(|k| {
-            NoiseKind::parse(k).map_err(|_| user(format!("{flag} {k}: use real, randy or randx")))
-        })
-        .collect()
-}
-
 fn flat(mut d: DenseDataset) -> DenseDataset {
     d.example_shape = vec![d.per_example()];
     d
-}
-
-/// Loaded images (flat training rows; the first `valid_size` test images as `test`), through
-/// the experiments library, with its errors naming the flags.
-fn load_images(
-    data: &str,
-    data_dir: &Option<PathBuf>,
-    max_train: usize,
-    valid_size: usize,
-) -> Result<Images> {
-    let source = ImageSource {
-        data: data.to_string(),
-        data_dir: data_dir.clone(),
-        max_train: Some(max_train),
-        valid_size,
-    };
-    let no_file = ConfigFlags::default();
-    source
-        .validate("images")
-        .and_then(|()| source.load_flat("images", max_train))
-        .map_err(|e| experiment::cli_error(e, &no_file))
-}
-
-impl MlpArgs {
-    fn config(&self, input: usize, classes: usize) -> Result<ModelConfig> {
-        if self.hidden.is_empty() || self.hidden.contains(&0) {
-            return Err(user(
-                "--hidden: give one or more non-zero layer sizes, e.g. 512,512",
-            ));
-        }
-        if !(0.0..1.0).contains(&self.dropout) || !(0.0..1.0).contains(&self.input_dropout) {
-            return Err(user("--dropout and --input-dropout must be in [0, 1)"));
-        }
-        Ok(ModelConfig::Mlp {
-            input,
-            hidden: self.hidden.clone(),
-            classes,
-            activation: activation(&self.activation)?,
-            dropout: self.dropout,
-            input_dropout: self.input_dropout,
-        })
-    }
-}
-
-fn spec(model: ModelConfig, optim: &OptimArgs, run: &RunFlags, n: usize) -> Result<TrainSpec> {
-    if run.epochs == 0 {
-        return Err(user("--epochs must be at least 1"));
-    }
-    if run.batch_size == 0 || run.batch_size > n {
-        return Err(user(format!(
-            "--batch-size {} must be between 1 and the training set size {n}",
-            run.batch_size
-        )));
-    }
-    let optimizer = optim.config()?;
-    let built = model
-        .build()
-        .map_err(|e| user(format!("model flags: {e}")))?;
-    super::train::check_training_memory(&built, &optimizer, false)?;
-    Ok(TrainSpec {
-        model,
-        optimizer,
-        schedule: optim.schedule((n / run.batch_size) as u64, run.epochs)?,
-        epochs: run.epochs,
-        batch_size: run.batch_size,
-        seed: run.seed,
-        input_noise: 0.0,
-        adversarial: None,
-    })
 }
 
 fn open_run(run: &RunFlags, command: &str, config: &Value) -> Result<RunDir> {
@@ -472,10 +393,6 @@ fn open_run(run: &RunFlags, command: &str, config: &Value) -> Result<RunDir> {
 
 fn opt(x: Option<f64>) -> String {
     x.map_or("-".into(), fmt_f64)
-}
-
-fn first_epoch(records: &[EpochRecord], f: impl Fn(&EpochRecord) -> bool) -> Option<usize> {
-    records.iter().find(|r| f(r)).map(|r| r.epoch)
 }
 
 /// Write `report.html`, record the results, finish the run, and build the CLI report.
@@ -506,18 +423,9 @@ fn series(name: &str, recs: &[EpochRecord], f: impl Fn(&EpochRecord) -> Option<f
     )
 }
 
-/// The library's settings from the flags (the defaults agree: see the tests below).
+/// The library's settings from the flags (the defaults agree: see the tests).
 fn optim_settings(o: &OptimArgs) -> OptimSettings {
-    OptimSettings {
-        optimizer: o.optimizer.clone(),
-        lr: o.lr,
-        momentum: o.momentum,
-        nesterov: o.nesterov,
-        weight_decay: o.weight_decay,
-        schedule: o.schedule.clone(),
-        step_every: o.step_every,
-        gamma: o.gamma,
-    }
+    o.settings()
 }
 
 impl ImageArgs {

@@ -2,6 +2,7 @@
 
 #[allow(unused_imports)]
 use super::*;
+use memaudit_experiments::dynamics::regularizers::{self as lib, RegularizersConfig};
 
 /// A comma-separated list of values ("" or "none": no values), each checked by `ok`.
 fn value_list(flag: &str, text: &str, ok: impl Fn(f32) -> bool, rule: &str) -> Result<Vec<f32>> {
@@ -24,155 +25,90 @@ fn value_list(flag: &str, text: &str, ok: impl Fn(f32) -> bool, rule: &str) -> R
         .collect()
 }
 
+fn regularizers_config(a: &RegularizersArgs) -> Result<RegularizersConfig> {
+    let any = |_: f32| true;
+    Ok(RegularizersConfig {
+        images: a.data.source(),
+        mlp: a.mlp.settings(),
+        optim: optim_settings(&a.optim),
+        epochs: a.run.epochs,
+        batch_size: a.run.batch_size,
+        seed: a.run.seed,
+        lass: a.lass.settings(),
+        // Parsed here (the flags are text, "none" for an empty family); the ranges are the
+        // library's checks.
+        dropout_rates: value_list(
+            "--dropout-rates",
+            &a.dropout_rates,
+            any,
+            "must be a finite number",
+        )?,
+        input_dropout_rates: value_list(
+            "--input-dropout-rates",
+            &a.input_dropout_rates,
+            any,
+            "must be a finite number",
+        )?,
+        input_noise_stds: value_list(
+            "--input-noise-stds",
+            &a.input_noise_stds,
+            any,
+            "must be a finite number",
+        )?,
+        weight_decays: value_list(
+            "--weight-decays",
+            &a.weight_decays,
+            any,
+            "must be a finite number",
+        )?,
+        adversarial_weights: value_list(
+            "--adversarial-weights",
+            &a.adversarial_weights,
+            any,
+            "must be a finite number",
+        )?,
+        adversarial_dropout: a.adversarial_dropout,
+        tolerance: a.tolerance,
+    })
+}
+
 pub(super) fn run(a: &RegularizersArgs, ctx: &Ctx) -> Result<Report> {
-    let lass = a.lass.config()?;
-    // An accuracy difference: negative would demand beating the unregularised run, above 1
-    // accepts every setting.
-    if !(0.0..=1.0).contains(&a.tolerance) {
-        return Err(user(format!(
-            "--tolerance {}: must be in [0, 1] (an accuracy difference)",
-            a.tolerance
-        )));
-    }
-    let dropout_rates = value_list(
-        "--dropout-rates",
-        &a.dropout_rates,
-        |v| (0.0..1.0).contains(&v),
-        "a dropout rate must be in [0, 1)",
-    )?;
-    let input_dropout_rates = value_list(
-        "--input-dropout-rates",
-        &a.input_dropout_rates,
-        |v| (0.0..1.0).contains(&v),
-        "a dropout rate must be in [0, 1)",
-    )?;
-    let input_noise_stds = value_list(
-        "--input-noise-stds",
-        &a.input_noise_stds,
-        |v| v >= 0.0,
-        "must be >= 0",
-    )?;
-    let weight_decays = value_list(
-        "--weight-decays",
-        &a.weight_decays,
-        |v| v >= 0.0,
-        "must be >= 0",
-    )?;
-    let adversarial_weights = value_list(
-        "--adversarial-weights",
-        &a.adversarial_weights,
-        |v| (0.0..=1.0).contains(&v),
-        "must be in [0, 1]",
-    )?;
-    let mut settings = vec![Regularizer::None];
-    settings.extend(
-        dropout_rates
-            .iter()
-            .map(|&rate| Regularizer::Dropout { rate }),
-    );
-    settings.extend(
-        input_dropout_rates
-            .iter()
-            .map(|&rate| Regularizer::InputDropout { rate }),
-    );
-    settings.extend(
-        input_noise_stds
-            .iter()
-            .map(|&std| Regularizer::InputNoise { std }),
-    );
-    settings.extend(
-        weight_decays
-            .iter()
-            .map(|&decay| Regularizer::WeightDecay { decay }),
-    );
-    settings.extend(
-        adversarial_weights
-            .iter()
-            .map(|&weight| Regularizer::AdversarialDropout {
-                weight,
-                dropout: a.adversarial_dropout,
-            }),
-    );
-    if !(0.0..1.0).contains(&a.adversarial_dropout) {
-        return Err(user(format!(
-            "--adversarial-dropout {}: must be in [0, 1)",
-            a.adversarial_dropout
-        )));
-    }
-    let img = load_images(
-        &a.data.data,
-        &a.data.data_dir,
-        a.data.max_train.unwrap_or(5000),
-        a.data.valid_size,
-    )?;
-    let n = img.train.labels.len();
-    let model = a.mlp.config(img.train.per_example(), img.classes)?;
-    let base = spec(model, &a.optim, &a.run, n)?;
-    let randy = dynamics::corrupt(&img.train, img.classes, NoiseKind::RandY, 1.0, a.run.seed)
-        .map_err(lib)?
-        .data;
-    let config = json!({ "experiment": "regularizers", "data": a.data, "mlp": a.mlp, "optim": a.optim, "run": a.run, "lass": lass,
-        "settings": settings, "tolerance": a.tolerance, "train_spec": base });
-    let rd = open_run(&a.run, "dynamics regularizers", &config)?;
-    let mut progress = Progress::new(
-        "regularizers",
-        (settings.len() * 2 * a.run.epochs) as u64,
-        ctx.quiet || ctx.json,
-    );
-    let mut done = 0u64;
-    let mut points: Vec<(SweepPoint, f64)> = Vec::new();
+    let cfg = match experiment::resolve(&a.config, regularizers_config(a)?, ctx)? {
+        Resolved::Run(cfg) => cfg,
+        Resolved::Printed(report) => return Ok(report),
+    };
+    let job = lib::prepare(&cfg).map_err(|e| experiment::cli_error(e, &a.config))?;
+    let run = RunFlags {
+        epochs: cfg.epochs,
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
+        ..a.run.clone()
+    };
+    let config = json!({ "experiment": "regularizers", "config": cfg, "settings": job.settings, "train_spec": job.spec });
+    let rd = open_run(&run, "dynamics regularizers", &config)?;
+    // sweep.csv grows by one row per finished setting (a killed sweep keeps its rows).
     let mut csv = String::from(
         "family,label,value,randy_train_accuracy,real_best_valid_accuracy,real_best_epoch,real_final_valid_accuracy,seconds\n",
     );
-    for reg in &settings {
-        let started = std::time::Instant::now();
-        let p = dynamics::sweep_point(
-            &base,
-            reg,
-            &lass,
-            &img.train,
-            &randy,
-            &img.test,
-            &mut |which, r| {
-                done += 1;
-                progress.set(
-                    done,
-                    &format!("{} ({which}) epoch {}", reg.label(), r.epoch),
-                );
-                Ok(())
-            },
-        )
-        .map_err(lib)?;
-        let secs = started.elapsed().as_secs_f64();
-        progress.line(&format!(
-            "{}: randY train accuracy {}, real best valid accuracy {} ({secs:.0}s)",
-            reg.label(),
-            fmt_f64(p.randy_train_accuracy),
-            fmt_f64(p.real_best_valid_accuracy)
-        ));
-        let value = match reg {
-            Regularizer::None => 0.0,
-            Regularizer::Dropout { rate } | Regularizer::InputDropout { rate } => *rate as f64,
-            Regularizer::InputNoise { std } => *std as f64,
-            Regularizer::WeightDecay { decay } => *decay as f64,
-            Regularizer::AdversarialDropout { weight, .. } => *weight as f64,
-        };
-        let _ = writeln!(
-            csv,
-            "{},{},{value},{},{},{},{},{secs}",
-            reg.family(),
-            reg.label(),
-            p.randy_train_accuracy,
-            p.real_best_valid_accuracy,
-            p.real_best_epoch,
-            p.real_final_valid_accuracy
-        );
-        write_atomic(&rd.file("sweep.csv"), csv.as_bytes())?;
-        points.push((p, secs));
-    }
-    progress.finish();
-    let pts: Vec<SweepPoint> = points.iter().map(|p| p.0.clone()).collect();
-    let best = dynamics::least_memorization_at_equal_accuracy(&pts, a.tolerance);
+    let mut written = 0usize;
+    let sweep_csv = rd.file("sweep.csv");
+    let mut observer = CliObserver::new("regularizers", ctx).with_metrics(|row| {
+        let family = job.settings.get(written).map_or("", |r| r.family());
+        written += 1;
+        let v: Vec<String> = row
+            .values
+            .iter()
+            .map(|(_, x)| x.map_or(String::new(), |x| x.to_string()))
+            .collect();
+        let _ = writeln!(csv, "{family},{},{}", row.stage, v.join(","));
+        let _ = write_atomic(&sweep_csv, csv.as_bytes());
+    });
+    let r = job
+        .run(&mut observer)
+        .map_err(|e| experiment::cli_error(e, &a.config))?;
+    observer.finish();
+    drop(observer);
+    let n = r.train_examples;
     let headers = [
         "setting",
         "randY final train acc",
@@ -180,58 +116,69 @@ pub(super) fn run(a: &RegularizersArgs, ctx: &Ctx) -> Result<Report> {
         "real final valid acc",
         "seconds",
     ];
-    let rows: Vec<Vec<String>> = points
+    let rows: Vec<Vec<String>> = r
+        .points
         .iter()
-        .map(|(p, s)| {
+        .map(|p| {
             vec![
-                p.regularizer.label(),
-                fmt_f64(p.randy_train_accuracy),
+                p.label.clone(),
+                fmt_f64(p.randy_train_accuracy.0),
                 format!(
                     "{} ({})",
-                    fmt_f64(p.real_best_valid_accuracy),
+                    fmt_f64(p.real_best_valid_accuracy.0),
                     p.real_best_epoch
                 ),
-                fmt_f64(p.real_final_valid_accuracy),
-                format!("{s:.0}"),
+                fmt_f64(p.real_final_valid_accuracy.0),
+                format!("{:.0}", p.seconds),
             ]
         })
         .collect();
-    let base_acc = pts.first().map_or(f64::NAN, |p| p.real_best_valid_accuracy);
-    let base_fit = pts.first().map_or(f64::NAN, |p| p.randy_train_accuracy);
+    let base_acc = r
+        .points
+        .first()
+        .map_or(f64::NAN, |p| p.real_best_valid_accuracy.0);
+    let base_fit = r
+        .points
+        .first()
+        .map_or(f64::NAN, |p| p.randy_train_accuracy.0);
     let headers_b = [
         "family",
         "least randY fit within tolerance",
         "randY train acc",
         "real best valid acc",
     ];
-    let rows_b: Vec<Vec<String>> = best
+    let rows_b: Vec<Vec<String>> = r
+        .least_memorization_at_equal_accuracy
         .iter()
-        .map(|(f, p)| match p {
-            Some(p) => vec![
-                f.clone(),
-                p.regularizer.label(),
-                fmt_f64(p.randy_train_accuracy),
-                fmt_f64(p.real_best_valid_accuracy),
-            ],
-            None => vec![
-                f.clone(),
-                "none within tolerance".into(),
-                "-".into(),
-                "-".into(),
-            ],
+        .map(|b| {
+            match (
+                &b.setting,
+                b.randy_train_accuracy,
+                b.real_best_valid_accuracy,
+            ) {
+                (Some(s), Some(x), Some(y)) => {
+                    vec![b.family.clone(), s.clone(), fmt_f64(x.0), fmt_f64(y.0)]
+                }
+                _ => vec![
+                    b.family.clone(),
+                    "none within tolerance".into(),
+                    "-".into(),
+                    "-".into(),
+                ],
+            }
         })
         .collect();
     let mut html = report::Report::new(&format!(
         "memaudit dynamics regularizers: MLP {:?} on {} ({n} examples)",
-        a.mlp.hidden, img.name
+        cfg.mlp.hidden, r.data
     ));
-    html.para(&format!("Arpit et al. §5 (Figs. 10-11): one model per setting trained on randY (all labels random) and one on real data. x: final training accuracy on randY (memorisation of noise); y: best validation accuracy on real data. The paper finds dropout (especially with adversarial training on LASS samples) lowers memorisation most without lowering real accuracy. Unregularised: randY fit {}, real best valid {}. Second table: per family, the setting with the least randY fit whose real accuracy is within {} of the unregularised run.", fmt_f64(base_fit), fmt_f64(base_acc), a.tolerance));
+    html.para(&format!("Arpit et al. §5 (Figs. 10-11): one model per setting trained on randY (all labels random) and one on real data. x: final training accuracy on randY (memorisation of noise); y: best validation accuracy on real data. The paper finds dropout (especially with adversarial training on LASS samples) lowers memorisation most without lowering real accuracy. Unregularised: randY fit {}, real best valid {}. Second table: per family, the setting with the least randY fit whose real accuracy is within {} of the unregularised run.", fmt_f64(base_fit), fmt_f64(base_acc), cfg.tolerance));
     html.table(&headers, &rows);
     html.table(&headers_b, &rows_b);
     let mut fams: Vec<&str> = Vec::new();
-    for p in &pts {
-        if !fams.contains(&p.regularizer.family()) {
-            fams.push(p.regularizer.family());
+    for p in &r.points {
+        if !fams.contains(&p.setting.family()) {
+            fams.push(p.setting.family());
         }
     }
     let scatter: Vec<Series> = fams
@@ -239,9 +186,10 @@ pub(super) fn run(a: &RegularizersArgs, ctx: &Ctx) -> Result<Report> {
         .map(|f| {
             Series::scatter(
                 f,
-                pts.iter()
-                    .filter(|p| p.regularizer.family() == *f)
-                    .map(|p| (p.randy_train_accuracy, p.real_best_valid_accuracy))
+                r.points
+                    .iter()
+                    .filter(|p| p.setting.family() == *f)
+                    .map(|p| (p.randy_train_accuracy.0, p.real_best_valid_accuracy.0))
                     .collect(),
             )
         })
@@ -254,20 +202,38 @@ pub(super) fn run(a: &RegularizersArgs, ctx: &Ctx) -> Result<Report> {
     ));
     html.heading("Configuration");
     html.pre(&serde_json::to_string_pretty(&config)?);
-    let results = json!({ "experiment": "regularizers", "run": rd.path.display().to_string(), "data": img.name, "train_examples": n,
-        "points": points.iter().map(|(p, s)| json!({ "setting": p.regularizer, "label": p.regularizer.label(), "randy_train_accuracy": num(p.randy_train_accuracy),
-            "real_best_valid_accuracy": num(p.real_best_valid_accuracy), "real_best_epoch": p.real_best_epoch,
-            "real_final_valid_accuracy": num(p.real_final_valid_accuracy), "seconds": s })).collect::<Vec<_>>(),
-        "tolerance": a.tolerance,
-        "least_memorization_at_equal_accuracy": best.iter().map(|(f, p)| json!({ "family": f, "setting": p.as_ref().map(|p| p.regularizer.label()),
-            "randy_train_accuracy": opt_num(p.as_ref().map(|p| p.randy_train_accuracy)), "real_best_valid_accuracy": opt_num(p.as_ref().map(|p| p.real_best_valid_accuracy)) })).collect::<Vec<_>>() });
     let text = format!(
         "dynamics regularizers: MLP {:?} on {} ({n} examples), {} epochs\n{}\n\n{}",
-        a.mlp.hidden,
-        img.name,
-        a.run.epochs,
+        cfg.mlp.hidden,
+        r.data,
+        cfg.epochs,
         table_text(&headers, &rows),
         table_text(&headers_b, &rows_b)
     );
-    finish(rd, html, results, text)
+    finish_typed(rd, html, &r, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        experiment: Experiment,
+    }
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from(["memaudit", "regularizers", "--out", "o"]).unwrap();
+        let Experiment::Regularizers(a) = cli.experiment else {
+            panic!("regularizers expected")
+        };
+        assert_eq!(
+            regularizers_config(&a).unwrap(),
+            RegularizersConfig::default()
+        );
+    }
 }
