@@ -50,14 +50,19 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod audit_canaries;
 pub mod config;
 pub mod data;
+pub mod datasets;
 pub mod dynamics;
 pub mod error;
 pub mod num;
 pub mod observer;
 pub mod optim;
+pub mod rundir;
 pub mod sanity;
+pub mod secret_sharer;
+pub mod train;
 
 pub use config::ExperimentConfig;
 pub use error::{ExperimentError, Result};

@@ -61,26 +61,8 @@ pub struct ModelArgs {
     pub gelu: String,
 }
 
-/// What the data looks like, for choosing and sizing a model.
-pub enum InputShape {
-    Image {
-        channels: usize,
-        height: usize,
-        width: usize,
-        classes: usize,
-    },
-    Flat {
-        features: usize,
-        classes: usize,
-    },
-    Sparse {
-        features: usize,
-        classes: usize,
-    },
-    Tokens {
-        vocab: usize,
-    },
-}
+/// What the data looks like, for choosing and sizing a model (the experiments layer's).
+pub use memaudit_experiments::train::InputShape;
 
 impl ModelArgs {
     pub fn config(&self, input: &InputShape) -> Result<ModelConfig> {
@@ -265,22 +247,6 @@ impl OptimArgs {
     /// flags say otherwise.
     pub fn config(&self) -> Result<OptimizerConfig> {
         self.config_with("sgd", 1e-3)
-    }
-
-    /// The optimizer for `model`: language models default to Adam at 0.003. With the old
-    /// default (SGD at 0.1, no momentum) the 2x200 LSTM stayed near the unigram loss after 2
-    /// epochs on plain-English corpora of 0.7 MB and its canaries showed almost no exposure;
-    /// Adam at 0.003 learns and memorises on every corpus measured (docs/secret-sharer.md,
-    /// "Defaults"). Classifiers keep SGD at 0.1, which the digits/MNIST runs were tuned with.
-    pub fn config_for(&self, model: &ModelConfig) -> Result<OptimizerConfig> {
-        match model {
-            ModelConfig::LstmLm { .. } | ModelConfig::GruLm { .. } => {
-                self.config_with("adam", 3e-3)
-            }
-            // Transformers diverge at the LSTM's 0.003 more often; 0.001 is the usual Adam rate.
-            ModelConfig::Gpt { .. } => self.config_with("adam", 1e-3),
-            _ => self.config(),
-        }
     }
 
     /// `default` when --optimizer is not given; `adam_lr` when Adam runs without --lr.
@@ -562,5 +528,112 @@ impl RunArgs {
             force: self.force,
             resume: self.resume,
         }
+    }
+}
+
+// The flag groups as the experiments layer's settings (issue 13 phase 2: the commands migrated to
+// `memaudit-experiments` convert their flags with these; the same field names).
+
+impl ModelArgs {
+    pub fn settings(&self) -> memaudit_experiments::train::ModelSettings {
+        memaudit_experiments::train::ModelSettings {
+            model: self.model.clone(),
+            hidden: self.hidden.clone(),
+            activation: self.activation.clone(),
+            embed: self.embed,
+            rnn_hidden: self.rnn_hidden,
+            rnn_layers: self.rnn_layers,
+            dropout: self.dropout,
+            input_dropout: self.input_dropout,
+            gpt_layers: self.gpt_layers,
+            gpt_width: self.gpt_width,
+            gpt_heads: self.gpt_heads,
+            gpt_context: self.gpt_context,
+            gpt_untied: self.gpt_untied,
+            gelu: self.gelu.clone(),
+        }
+    }
+}
+
+impl OptimArgs {
+    pub fn settings(&self) -> memaudit_experiments::optim::OptimSettings {
+        memaudit_experiments::optim::OptimSettings {
+            optimizer: self.optimizer.clone(),
+            lr: self.lr,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            schedule: self.schedule.clone(),
+            step_every: self.step_every,
+            gamma: self.gamma,
+        }
+    }
+}
+
+impl PrivacyArgs {
+    pub fn settings(&self) -> memaudit_experiments::train::PrivacySettings {
+        memaudit_experiments::train::PrivacySettings {
+            noise_multiplier: self.noise_multiplier,
+            target_epsilon: self.target_epsilon,
+            clip: self.clip,
+            clip_per_layer: self.clip_per_layer.clone(),
+            adaptive_clip: self.adaptive_clip,
+            target_quantile: self.target_quantile,
+            clip_lr: self.clip_lr,
+            clip_count_stddev: self.clip_count_stddev,
+            delta: self.delta,
+            accountant: self.accountant.clone(),
+            max_epsilon: self.max_epsilon,
+            sampling: self.sampling.clone(),
+            physical_batch: self.physical_batch,
+            seeded_noise: self.seeded_noise,
+        }
+    }
+}
+
+impl RunArgs {
+    pub fn settings(&self) -> memaudit_experiments::train::RunSettings {
+        memaudit_experiments::train::RunSettings {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            out: self.out.clone(),
+            force: self.force,
+            resume: self.resume,
+        }
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        optim: OptimArgs,
+        #[command(flatten)]
+        privacy: PrivacyArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    /// The flags' defaults are the settings' defaults (defined once, in the library).
+    #[test]
+    fn flag_defaults_are_the_settings_defaults() {
+        let cli = <Cli as clap::Parser>::parse_from(["x", "--out", "o"]);
+        assert_eq!(cli.model.settings(), Default::default());
+        assert_eq!(cli.optim.settings(), Default::default());
+        assert_eq!(cli.privacy.settings(), Default::default());
+        let run = cli.run.settings();
+        assert_eq!(
+            run,
+            memaudit_experiments::train::RunSettings {
+                out: "o".into(),
+                ..Default::default()
+            }
+        );
     }
 }
