@@ -39,6 +39,24 @@ pub struct ConfigFlags {
     pub print_config: bool,
 }
 
+/// A command with `--config` takes its run folder from the file too: `--out` is no longer
+/// required by clap (an empty default), and the experiment's validation names `--out` when
+/// neither the flag nor the file gives one.
+pub fn out_from_config(cmd: clap::Command) -> clap::Command {
+    let has = |id: &str| cmd.get_arguments().any(|a| a.get_id() == id);
+    if has("config") && has("out") {
+        // clap's path parser refuses the empty default; this one takes it.
+        let path = |s: &str| Ok::<_, std::convert::Infallible>(PathBuf::from(s));
+        cmd.mut_arg("out", |a| {
+            a.required(false)
+                .default_value("")
+                .value_parser(clap::builder::ValueParser::new(path))
+        })
+    } else {
+        cmd
+    }
+}
+
 static MATCHES: OnceLock<ArgMatches> = OnceLock::new();
 
 /// Keep the parsed command line, so that commands can tell flags given from defaults.
