@@ -85,13 +85,17 @@ pub mod audit_canaries;
 pub mod config;
 pub mod data;
 pub mod datasets;
+pub mod dp_sweep;
 pub mod dynamics;
 pub mod error;
+pub mod exposure;
+pub mod extract;
 pub mod num;
 pub mod observer;
 pub mod optim;
 pub mod rundir;
 pub mod sanity;
+pub mod saved_run;
 pub mod secret_sharer;
 pub mod train;
 

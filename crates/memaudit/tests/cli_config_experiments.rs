@@ -145,3 +145,133 @@ fn secret_sharer_print_config_fed_back_gives_the_same_run() {
     assert_eq!(from_file["canaries"].as_array().unwrap().len(), 9);
     assert_eq!(without_paths(from_file), without_paths(from_flags));
 }
+
+/// A tiny secret-sharer run for the commands that read one.
+fn tiny_run(dir: &Path) -> std::path::PathBuf {
+    let run = dir.join("ss");
+    let mut a = TINY_SECRET_SHARER.to_vec();
+    a.extend(["--epochs", "1", "--seed", "5", "--extract-budget", "0"]);
+    a.extend(["--out", s(&run)]);
+    let out = memaudit(&a);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run
+}
+
+/// A result without its wall times (they differ between two runs of the same measurement).
+fn without_seconds(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        m.remove("seconds");
+    }
+    v
+}
+
+#[test]
+fn exposure_and_extract_print_config_fed_back_give_the_same_result() {
+    let d = tempfile::tempdir().unwrap();
+    let run = tiny_run(d.path());
+    let exposure = [
+        "--quiet",
+        "--json",
+        "exposure",
+        "--run",
+        s(&run),
+        "--references",
+        "200",
+        "--reference-seed",
+        "3",
+    ];
+    let file = print_config(&exposure, d.path(), "exposure.toml");
+    let from_file = ok_json(&memaudit(&[
+        "--quiet",
+        "--json",
+        "exposure",
+        "--config",
+        s(&file),
+    ]));
+    let from_flags = ok_json(&memaudit(&exposure));
+    assert_eq!(from_file["references"], 200);
+    assert_eq!(without_seconds(from_file), without_seconds(from_flags));
+
+    let extract = [
+        "--quiet",
+        "--json",
+        "extract",
+        "--run",
+        s(&run),
+        "--top",
+        "3",
+        "--budget",
+        "300",
+    ];
+    let file = print_config(&extract, d.path(), "extract.toml");
+    let from_file = ok_json(&memaudit(&[
+        "--quiet",
+        "--json",
+        "extract",
+        "--config",
+        s(&file),
+    ]));
+    let from_flags = ok_json(&memaudit(&extract));
+    assert_eq!(from_file["candidates"].as_array().unwrap().len(), 3);
+    assert_eq!(without_seconds(from_file), without_seconds(from_flags));
+}
+
+#[test]
+fn dp_sweep_print_config_fed_back_gives_the_same_sweep() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    let flags = [
+        "--quiet",
+        "--json",
+        "dp-sweep",
+        "--data",
+        "digits",
+        "--hidden",
+        "16",
+        "--max-train",
+        "300",
+        "--target-epsilon",
+        "2",
+        "--batch-sizes",
+        "32,64",
+        "--epochs",
+        "1",
+        "--seed",
+        "1",
+        "--seeded-noise",
+    ];
+    let mut printed = flags.to_vec();
+    printed.extend(["--out", s(&a)]);
+    let file = print_config(&printed, d.path(), "sweep.toml");
+    let from_file = ok_json(&memaudit(&[
+        "--quiet",
+        "--json",
+        "dp-sweep",
+        "--config",
+        s(&file),
+    ]));
+    let mut direct = flags.to_vec();
+    direct.extend(["--out", s(&b)]);
+    let from_flags = ok_json(&memaudit(&direct));
+    let rows = |v: &Value| {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["batch_size"].clone(),
+                    r["test_accuracy"].clone(),
+                    r["epsilon"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rows(&from_file).len(), 2);
+    assert_eq!(rows(&from_file), rows(&from_flags));
+}

@@ -8,7 +8,6 @@ use memaudit_engine::layers::ActivationKind;
 use memaudit_engine::optim::{OptimizerConfig, Schedule};
 use memaudit_engine::privacy::AccountantKind;
 use memaudit_engine::sampler::SamplingMode;
-use memaudit_engine::train::ClipConfig;
 use memaudit_engine::{EngineError, ModelConfig};
 
 use crate::error::user;
@@ -366,11 +365,6 @@ impl PrivacyArgs {
         self.noise_multiplier.is_some() || self.target_epsilon.is_some()
     }
 
-    /// The flat clip bound C (1 unless --clip says otherwise).
-    pub fn clip(&self) -> f64 {
-        self.clip.unwrap_or(1.0)
-    }
-
     pub fn accountant(&self) -> Result<AccountantKind> {
         match self.accountant.as_str() {
             "rdp" => Ok(AccountantKind::Rdp),
@@ -456,39 +450,6 @@ impl PrivacyArgs {
         self.accountant()?;
         self.sampling()?;
         Ok(())
-    }
-
-    /// The clipping rule for a model whose parameterised layers are `param_layers` (indices of
-    /// the model's layers that have parameters) out of `n_layers`.
-    pub fn clip_config(&self, param_layers: &[usize], n_layers: usize) -> Result<ClipConfig> {
-        if self.adaptive_clip {
-            return Ok(ClipConfig::Adaptive {
-                initial: self.clip(),
-                target_quantile: self.target_quantile,
-                learning_rate: self.clip_lr,
-                count_stddev: self.clip_count_stddev,
-                geometric: true,
-            });
-        }
-        if let Some(bounds) = &self.clip_per_layer {
-            if bounds.len() != param_layers.len() {
-                return Err(user(format!(
-                    "--clip-per-layer: {} bounds given, the model has {} layers with parameters",
-                    bounds.len(),
-                    param_layers.len()
-                )));
-            }
-            // Layers without parameters join group 0 (they contribute nothing to any norm).
-            let mut group_of_layer = vec![0usize; n_layers];
-            for (g, &l) in param_layers.iter().enumerate() {
-                group_of_layer[l] = g;
-            }
-            return Ok(ClipConfig::PerLayer {
-                bounds: bounds.clone(),
-                group_of_layer,
-            });
-        }
-        Ok(ClipConfig::Flat { bound: self.clip() })
     }
 }
 

@@ -39,22 +39,27 @@ pub struct ConfigFlags {
     pub print_config: bool,
 }
 
-/// A command with `--config` takes its run folder from the file too: `--out` is no longer
-/// required by clap (an empty default), and the experiment's validation names `--out` when
-/// neither the flag nor the file gives one.
-pub fn out_from_config(cmd: clap::Command) -> clap::Command {
-    let has = |id: &str| cmd.get_arguments().any(|a| a.get_id() == id);
-    if has("config") && has("out") {
-        // clap's path parser refuses the empty default; this one takes it.
-        let path = |s: &str| Ok::<_, std::convert::Infallible>(PathBuf::from(s));
-        cmd.mut_arg("out", |a| {
-            a.required(false)
-                .default_value("")
-                .value_parser(clap::builder::ValueParser::new(path))
-        })
-    } else {
-        cmd
+/// A command with `--config` takes its folders from the file too: `--out` (the run folder it
+/// writes) and `--run` (the run folder it reads) are no longer required by clap (an empty
+/// default), and the experiment's validation names the flag when neither the flag nor the file
+/// gives one.
+pub fn out_from_config(mut cmd: clap::Command) -> clap::Command {
+    let has = |cmd: &clap::Command, id: &str| cmd.get_arguments().any(|a| a.get_id() == id);
+    if !has(&cmd, "config") {
+        return cmd;
     }
+    for folder in ["out", "run"] {
+        if has(&cmd, folder) {
+            // clap's path parser refuses the empty default; this one takes it.
+            let path = |s: &str| Ok::<_, std::convert::Infallible>(PathBuf::from(s));
+            cmd = cmd.mut_arg(folder, |a| {
+                a.required(false)
+                    .default_value("")
+                    .value_parser(clap::builder::ValueParser::new(path))
+            });
+        }
+    }
+    cmd
 }
 
 static MATCHES: OnceLock<ArgMatches> = OnceLock::new();
@@ -128,6 +133,7 @@ pub fn flag_of(field: &str) -> String {
 const RENAMED_FLAGS: &[(&str, &str)] = &[
     ("canary.template", "--canary"),
     ("exposure.method", "--exposure"),
+    ("template", "--canary"),
 ];
 
 /// An error of a command that calls the experiments layer without `--config`: the config

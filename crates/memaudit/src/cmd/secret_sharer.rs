@@ -14,9 +14,9 @@ use memaudit_experiments::secret_sharer::{
     TrackingSettings,
 };
 pub use memaudit_experiments::secret_sharer::{
-    Audit, CHANCE_EXPOSURE, CanarySet, ExtractSettings, MANIFEST_FILE, REFERENCES_FILE, RepSummary,
-    SecretSharerConfig, SecretSharerResult, VocabTokenizer, audit, derive_seed, extract_canaries,
-    parse_template, separator, tokenize_template, walk_options,
+    Audit, CHANCE_EXPOSURE, CanarySet, MANIFEST_FILE, REFERENCES_FILE, RepSummary,
+    SecretSharerConfig, SecretSharerResult, VocabTokenizer, derive_seed, parse_template, separator,
+    tokenize_template, walk_options,
 };
 use serde::Serialize;
 
@@ -192,12 +192,6 @@ impl ExposureArgs {
             exact_limit: count_setting(self.exact_limit),
             references: self.references,
         }
-    }
-
-    /// Whether exact ranks are computed for a space of `size`; an error when they are required
-    /// and the space is above the limit.
-    pub fn exact_for(&self, size: u128) -> Result<bool> {
-        Ok(self.settings().exact_for(size)?)
     }
 
     pub fn validate(&self) -> Result<()> {

@@ -191,8 +191,6 @@ pub fn epoch_plots(r: &mut report::Report, epochs: &[EpochInfo]) {
     }
 }
 
-pub use memaudit_experiments::train::steps_per_epoch;
-
 /// Refuse a model whose training state cannot fit in the memory left, before anything (the run
 /// folder included) is created: the allocator would otherwise abort the process.
 pub fn check_training_memory(
