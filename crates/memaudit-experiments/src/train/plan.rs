@@ -115,6 +115,7 @@ fn model_name_of(model: &Model) -> String {
 
 /// The trainer's configuration from the shared settings: privacy (noise calibrated here when
 /// a target epsilon is given), sampling, optimizer and schedule.
+#[allow(clippy::too_many_arguments)] // the settings groups, the built model and the data's size
 pub fn train_config(
     privacy: &PrivacySettings,
     optim: &OptimSettings,

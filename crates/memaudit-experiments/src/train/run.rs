@@ -90,13 +90,16 @@ pub struct TrainResult {
     pub training: TrainRun,
 }
 
+/// Sees the sanity checks before training starts.
+pub type SanityHook<'a> = Box<dyn FnMut(&SanityChecks) + 'a>;
+
 /// What a caller may add to a run.
 #[derive(Default)]
 pub struct TrainRunHooks<'a> {
     /// Called half way through the n-th checkpoint the trainer writes (crash tests).
     pub checkpoint_midway: Option<MidwayHook>,
     /// Sees the sanity checks before training starts (the CLI prints them there).
-    pub on_sanity: Option<Box<dyn FnMut(&SanityChecks) + 'a>>,
+    pub on_sanity: Option<SanityHook<'a>>,
 }
 
 /// Train as `cfg` says.
