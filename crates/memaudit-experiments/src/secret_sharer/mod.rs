@@ -11,7 +11,7 @@
 //!
 //! Also the pieces `exposure`, `extract` and `demo` reuse: the model's tokenizer as a canary
 //! tokenizer and the canary set of a run ([`canaries`]), one exposure measurement and the
-//! extraction of every canary by one best-first search ([`measure`]).
+//! extraction of every canary by one best-first search ([`measure`](mod@measure)).
 
 pub mod canaries;
 pub mod measure;
@@ -280,5 +280,55 @@ impl ExperimentConfig for SecretSharerConfig {
             return invalid("data.level", &self.data.level, "use char or word");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ExperimentError;
+    use crate::config::{from_toml_str, to_toml};
+
+    fn field_of(e: ExperimentError) -> String {
+        match e {
+            ExperimentError::Invalid { field, .. } => field,
+            e => panic!("not a settings error: {e}"),
+        }
+    }
+
+    #[test]
+    fn the_defaults_round_trip_through_toml() {
+        let mut cfg = SecretSharerConfig::default();
+        cfg.run.out = "runs/x".into();
+        cfg.exposure.exact_limit = 1_000_000_000;
+        let text = to_toml(&cfg).unwrap();
+        let back: SecretSharerConfig = from_toml_str(&text, "x.toml".as_ref()).unwrap();
+        assert_eq!(back, cfg);
+        back.validate().unwrap();
+    }
+
+    #[test]
+    fn settings_out_of_range_name_their_field() {
+        let base = || {
+            let mut c = SecretSharerConfig::default();
+            c.run.out = "runs/x".into();
+            c
+        };
+        let mut c = base();
+        c.canary.repetitions = vec![0, 4];
+        assert_eq!(field_of(c.validate().unwrap_err()), "canary.repetitions");
+        let mut c = base();
+        c.canary.template = "no slot".into();
+        assert_eq!(field_of(c.validate().unwrap_err()), "canary.template");
+        // |R| = 10^9 above an exact limit of 10^6 while exact exposure is demanded.
+        let mut c = base();
+        (c.exposure.method, c.exposure.exact_limit) = ("exact".into(), 1_000_000);
+        assert_eq!(field_of(c.validate().unwrap_err()), "exposure.exact_limit");
+        let mut c = base();
+        c.data.data = "digits".into();
+        assert_eq!(field_of(c.validate().unwrap_err()), "data.data");
+        let mut c = base();
+        c.run.out = "".into();
+        assert_eq!(field_of(c.validate().unwrap_err()), "run.out");
     }
 }

@@ -165,11 +165,14 @@ pub fn run_with(
     let mut effective = cfg.clone();
     effective.run.seed = Some(seed);
     let cseed = cfg.canary.canary_seed.unwrap_or(seed);
-    let setting = |field: &str, e: &dyn std::fmt::Display| ExperimentError::Invalid {
-        field: field.to_string(),
-        value: String::new(),
-        reason: e.to_string(),
-    };
+    // An audit error naming the setting (and its value) that caused it.
+    let setting =
+        |field: &str, value: String, e: &dyn std::fmt::Display| ExperimentError::Invalid {
+            field: field.to_string(),
+            value,
+            reason: e.to_string(),
+        };
+    let reps = || format!("{:?}", cfg.canary.repetitions);
 
     // Canaries, held-out canaries, insertion.
     let mut manifest = generate_canaries(
@@ -179,14 +182,14 @@ pub fn run_with(
         &[sep],
         cseed,
     )
-    .map_err(|e| setting("canary.canaries", &e))?;
+    .map_err(|e| setting("canary.canaries", cfg.canary.canaries.to_string(), &e))?;
     if cfg.canary.held_out > 0 {
         let taken = manifest.secret_indices();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(derive_seed(cseed, 3));
         let held = tpl
             .space()
             .sample_distinct(cfg.canary.held_out, &taken, &mut rng)
-            .map_err(|e| setting("canary.held_out", &e))?;
+            .map_err(|e| setting("canary.held_out", cfg.canary.held_out.to_string(), &e))?;
         for (i, idx) in held.into_iter().enumerate() {
             let audit_err = |e| ExperimentError::audit("held-out canaries", e);
             manifest.canaries.push(Canary {
@@ -227,7 +230,7 @@ pub fn run_with(
         .filter(|&b| b < limit)
         .collect();
     let stream = insert_canaries(&stream, &bounds, w, &mut manifest, derive_seed(cseed, 1))
-        .map_err(|e| setting("canary.repetitions", &e))?;
+        .map_err(|e| setting("canary.repetitions", reps(), &e))?;
     let train = TokenWindowDataset::new(stream, w)?;
     let n = train.len();
     let covered = n * w + 1;

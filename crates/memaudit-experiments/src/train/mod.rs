@@ -1,4 +1,4 @@
-//! Training as a library: the `train` experiment ([`TrainExperimentConfig`], [`run`]), and what
+//! Training as a library: the `train` experiment ([`TrainExperimentConfig`], [`run()`]), and what
 //! every training experiment shares: the settings, the one builder of the engine's
 //! `TrainConfig` ([`plan::train_config`]), the data of a run ([`prepare()`]) and training into a
 //! run folder ([`folder::train_in_folder`]).

@@ -281,15 +281,15 @@ pub fn crash_test_hook() -> Result<Option<memaudit_engine::train::MidwayHook>> {
 }
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
-    let mut given = args.settings();
-    // `--corpus` is the config's `data.data`: given with --config, it overrides the file too.
+    // `--corpus` is the config's `data.data` (the merge of flags over --config knows `--data`
+    // by its field name): given with --config, it overrides the file too.
     let corpus_given = experiment::explicit_flags().iter().any(|f| f == "corpus");
-    let mut cfg = match experiment::resolve(&args.config, given.clone(), ctx)? {
+    let mut cfg = match experiment::resolve(&args.config, args.settings(), ctx)? {
         Resolved::Run(cfg) => cfg,
         Resolved::Printed(report) => return Ok(report),
     };
-    if corpus_given {
-        std::mem::swap(&mut cfg.data.data, &mut given.data.data);
+    if let (true, Some(corpus)) = (corpus_given, &args.corpus) {
+        cfg.data.data = corpus.clone();
     }
     Ok(run_config(&cfg, &args.config, ctx, "memaudit secret-sharer", true)?.report)
 }
