@@ -32,7 +32,8 @@ pub enum ExperimentError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A setting out of its range. `field` is the config field's dotted path (`mlp.hidden`), so
-    /// a caller can name its own flag or file key for it.
+    /// a caller can name its own flag or file key for it; other settings the reason names are
+    /// spelt the same way (`model.gpt_context 16`).
     #[error("{field} {value}: {reason}")]
     Invalid {
         field: String,

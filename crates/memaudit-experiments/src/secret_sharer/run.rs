@@ -158,7 +158,7 @@ pub fn run_with(
     let tpl = tokenize_template(
         &template,
         &tok,
-        "; set canary.extend_vocab (--extend-vocab) to add the canary's characters to the vocabulary",
+        "; set canary.extend_vocab to add the canary's characters to the vocabulary",
     )?;
     let sep = separator(&tok)?;
     let seed = cfg.run.seed();
@@ -293,7 +293,7 @@ pub fn run_with(
             "data.seq_len",
             w,
             format!(
-                "is longer than the GPT's positional table (gpt_context {})",
+                "is longer than the GPT's positional table (model.gpt_context {})",
                 s.n_ctx
             ),
         );

@@ -130,7 +130,7 @@ fn augmentation(cfg: &TrainExperimentConfig, input: &InputShape) -> Result<Optio
             "augment",
             a,
             format!(
-                "data {} is not an image dataset (shifts apply to images: digits, mnist, fashion-mnist)",
+                "data.data {} is not an image dataset (shifts apply to images: digits, mnist, fashion-mnist)",
                 cfg.data.data
             ),
         ),
@@ -153,7 +153,7 @@ pub fn run_with(
             "data.seq_len",
             cfg.data.seq_len,
             format!(
-                "is longer than the GPT's positional table (gpt_context {})",
+                "is longer than the GPT's positional table (model.gpt_context {})",
                 s.n_ctx
             ),
         );

@@ -162,7 +162,11 @@ pub fn cli_error(e: ExperimentError, flags: &ConfigFlags) -> anyhow::Error {
             field,
             value,
             reason,
-        } => user(format!("{} {value}: {reason}", name(&field))),
+        } => user(format!(
+            "{} {value}: {}",
+            name(&field),
+            flags_in_reason(&reason)
+        )),
         ExperimentError::MissingData {
             field,
             name: data,
@@ -178,6 +182,33 @@ pub fn cli_error(e: ExperimentError, flags: &ConfigFlags) -> anyhow::Error {
         | ExperimentError::ConfigFormat { .. }) => user(e.to_string()),
         e => anyhow::Error::new(e),
     }
+}
+
+/// A reason with the other settings it names by their dotted paths (`model.gpt_context 16`)
+/// spelt as flags (`--gpt-context 16`).
+fn flags_in_reason(reason: &str) -> String {
+    let is_path = |w: &str| {
+        w.contains('.')
+            && w.split('.').all(|seg| {
+                seg.len() > 1
+                    && seg.starts_with(|c: char| c.is_ascii_lowercase())
+                    && seg.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            })
+    };
+    reason
+        .split(' ')
+        .map(|word| {
+            let core = word
+                .trim_start_matches('(')
+                .trim_end_matches([')', ',', ';', ':']);
+            if is_path(core) {
+                word.replacen(core, &flag_of(core), 1)
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn display(p: &Path) -> String {
@@ -242,5 +273,23 @@ impl Observer for CliObserver<'_> {
 impl Drop for CliObserver<'_> {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_named_in_a_reason_become_flags_and_prose_stays() {
+        assert_eq!(
+            flags_in_reason("is longer than the GPT's table (model.gpt_context 16)"),
+            "is longer than the GPT's table (--gpt-context 16)"
+        );
+        assert_eq!(
+            flags_in_reason("x; set canary.extend_vocab to add, e.g. 1.5 or a.b"),
+            "x; set --extend-vocab to add, e.g. 1.5 or a.b"
+        );
+        assert_eq!(flag_of("canary.template"), "--canary");
     }
 }
