@@ -103,7 +103,8 @@ pub fn check_training_memory(
         memory::available_bytes(),
     )
     .map_err(|e| ExperimentError::Invalid {
-        field: "model.model".into(),
+        // The whole model section: its size comes from several settings.
+        field: "model".into(),
         value: model_name_of(model),
         reason: format!("{e}; use a smaller model"),
     })

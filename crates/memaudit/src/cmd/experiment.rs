@@ -134,6 +134,8 @@ const RENAMED_FLAGS: &[(&str, &str)] = &[
     ("canary.template", "--canary"),
     ("exposure.method", "--exposure"),
     ("template", "--canary"),
+    // The model section as a whole (its memory): the model flags together.
+    ("model", "model flags"),
 ];
 
 /// An error of a command that calls the experiments layer without `--config`: the config
