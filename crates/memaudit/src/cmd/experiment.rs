@@ -45,7 +45,9 @@ pub struct ConfigFlags {
 /// gives one.
 pub fn out_from_config(mut cmd: clap::Command) -> clap::Command {
     let has = |cmd: &clap::Command, id: &str| cmd.get_arguments().any(|a| a.get_id() == id);
-    if !has(&cmd, "config") {
+    // `print_config` marks [`ConfigFlags`]: `mia` has a `--config` of its own (a JSON of
+    // attack settings) and an optional `--out`, which must stay as they are.
+    if !(has(&cmd, "config") && has(&cmd, "print_config")) {
         return cmd;
     }
     for folder in ["out", "run"] {
