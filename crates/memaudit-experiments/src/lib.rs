@@ -24,8 +24,12 @@
 //! studies `easy-hard`, `sensitivity`, `curves`, `capacity` and `regularizers` ([`dynamics`])
 //! and the sanity checks before private training ([`sanity`]). [`setup`] holds what every
 //! training experiment shares (data, model, optimizer and DP-SGD settings) and builds the
-//! engine's `TrainConfig` from them. Still in the CLI: `dynamics csr` (it reads a saved train
-//! run) and the attacks of `memaudit attack` (they train through the CLI's run-folder trainer).
+//! engine's `TrainConfig` from them. The Secret Sharer ([`secret_sharer`]),
+//! training into a run folder ([`train`], [`rundir`]) with the black-box audit a run carries
+//! ([`audit_canaries`]), the named datasets ([`datasets`]), the exposure and extraction of a
+//! saved run ([`exposure`], [`extract`], [`saved_run`]), the DP sweep ([`dp_sweep`]) and the
+//! audit pipeline ([`pipeline`]). Still in the CLI: `dynamics csr` (it reads a saved train run)
+//! and the attacks of `memaudit attack` (they train through the CLI's run-folder trainer).
 //!
 //! ## Example: a dynamics study from Rust
 //!
@@ -53,18 +57,55 @@
 //! println!("{}", serde_json::to_string(&result)?);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! ## Example: a Secret Sharer experiment from Rust
+//!
+//! Canaries `my pin is {digits:3}` inserted 1 and 8 times into the embedded corpus (Moby Dick),
+//! a 1x16 LSTM trained for one epoch on 100 windows, then every canary's exposure (exact over the
+//! 1000 candidates) and the extraction search (Carlini et al. 2019):
+//!
+//! ```
+//! use memaudit_experiments::secret_sharer::{self, SecretSharerConfig};
+//! use memaudit_experiments::NullObserver;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut cfg = SecretSharerConfig::default();
+//! cfg.canary.template = "my pin is {digits:3}".into();
+//! (cfg.canary.canaries, cfg.canary.repetitions, cfg.canary.held_out) = (1, vec![1, 8], 3);
+//! (cfg.model.rnn_hidden, cfg.model.rnn_layers, cfg.model.embed) = (16, 1, 8);
+//! (cfg.data.max_train, cfg.data.seq_len) = (Some(100), 40);
+//! (cfg.run.epochs, cfg.run.batch_size, cfg.run.seed) = (1, 16, Some(7));
+//! (cfg.exposure.references, cfg.extraction.extract_budget) = (64, 2000);
+//! cfg.run.out = dir.path().join("run");
+//! let result = secret_sharer::run(&cfg, &mut NullObserver)?;
+//! // One row per repetition count: held out (0), 1 and 8; exposures are at most log2 |R|.
+//! assert_eq!(result.by_repetitions.len(), 3);
+//! assert!(result.canaries.iter().all(|c| c.exposure.unwrap().0 <= result.log2_space));
+//! // The JSON is the CLI's `memaudit secret-sharer --json`.
+//! println!("{}", serde_json::to_string(&result)?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+pub mod audit_canaries;
 pub mod config;
 pub mod data;
+pub mod datasets;
+pub mod dp_sweep;
 pub mod dynamics;
 pub mod error;
 pub mod lower_bound;
 pub mod mia;
+pub mod exposure;
+pub mod extract;
 pub mod num;
 pub mod observer;
 pub mod optim;
+pub mod rundir;
 pub mod sanity;
 pub mod setup;
+pub mod saved_run;
+pub mod secret_sharer;
+pub mod train;
 
 pub use config::ExperimentConfig;
 pub use error::{ExperimentError, Result};

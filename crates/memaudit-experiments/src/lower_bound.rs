@@ -4,6 +4,10 @@
 //! Chaudhuri 2024), computed by `memaudit_audit::lower_bound`. Nothing is trained: the inputs
 //! are two score files (one number per line, or a .npy vector).
 
+/// The stage named by the errors of this experiment (bounds from score files); the CLI renders
+/// them without it, as `memaudit lower-bound` always has.
+pub const STAGE: &str = "lower bound";
+
 use std::path::PathBuf;
 
 use memaudit_audit::lower_bound::{

@@ -204,7 +204,7 @@ where
     use clap::{CommandFactory, FromArgMatches};
     Cli::command()
         .mut_subcommands(|c| {
-            c.allow_negative_numbers(true)
+            cmd::experiment::out_from_config(c.allow_negative_numbers(true))
                 .mut_subcommands(|c| c.allow_negative_numbers(true))
         })
         .try_get_matches_from(args)
@@ -246,6 +246,6 @@ fn main() {
                 let _ = writeln!(out, "{}", report.text.trim_end());
             }
         }
-        Err(err) => fail(json, &one_line(&err)),
+        Err(err) => fail(json, &one_line(&cmd::experiment::with_flag_names(err))),
     }
 }

@@ -124,7 +124,7 @@ th{{background:#f3f3f3}}pre{{background:#f7f7f7;padding:1em;white-space:pre-wrap
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
-        crate::rundir::write_atomic(path, self.html().as_bytes())
+        Ok(crate::rundir::write_atomic(path, self.html().as_bytes())?)
     }
 }
 

@@ -16,6 +16,12 @@ const MIGRATED: &[&str] = &[
     "src/cmd/dynamics/curves.rs",
     "src/cmd/dynamics/capacity.rs",
     "src/cmd/dynamics/regularizers.rs",
+    "src/cmd/secret_sharer.rs",
+    "src/cmd/train.rs",
+    "src/cmd/audit_canaries.rs",
+    "src/cmd/exposure.rs",
+    "src/cmd/extract.rs",
+    "src/cmd/dp_sweep.rs",
 ];
 
 /// What only a library may call: the trainer and its loop, per-example gradients and optimizer

@@ -10,6 +10,7 @@ use memaudit_engine::optim::{OptimizerConfig, Schedule};
 use memaudit_engine::privacy::AccountantKind;
 use memaudit_engine::sampler::SamplingMode;
 use memaudit_engine::train::ClipConfig;
+use memaudit_engine::{EngineError, ModelConfig};
 
 use crate::error::user;
 
@@ -61,26 +62,8 @@ pub struct ModelArgs {
     pub gelu: String,
 }
 
-/// What the data looks like, for choosing and sizing a model.
-pub enum InputShape {
-    Image {
-        channels: usize,
-        height: usize,
-        width: usize,
-        classes: usize,
-    },
-    Flat {
-        features: usize,
-        classes: usize,
-    },
-    Sparse {
-        features: usize,
-        classes: usize,
-    },
-    Tokens {
-        vocab: usize,
-    },
-}
+/// What the data looks like, for choosing and sizing a model (the experiments layer's).
+pub use memaudit_experiments::train::InputShape;
 
 impl ModelArgs {
     pub fn config(&self, input: &InputShape) -> Result<ModelConfig> {
@@ -353,11 +336,6 @@ impl PrivacyArgs {
         self.noise_multiplier.is_some() || self.target_epsilon.is_some()
     }
 
-    /// The flat clip bound C (1 unless --clip says otherwise).
-    pub fn clip(&self) -> f64 {
-        self.clip.unwrap_or(1.0)
-    }
-
     pub fn accountant(&self) -> Result<AccountantKind> {
         match self.accountant.as_str() {
             "rdp" => Ok(AccountantKind::Rdp),
@@ -444,39 +422,6 @@ impl PrivacyArgs {
         self.sampling()?;
         Ok(())
     }
-
-    /// The clipping rule for a model whose parameterised layers are `param_layers` (indices of
-    /// the model's layers that have parameters) out of `n_layers`.
-    pub fn clip_config(&self, param_layers: &[usize], n_layers: usize) -> Result<ClipConfig> {
-        if self.adaptive_clip {
-            return Ok(ClipConfig::Adaptive {
-                initial: self.clip(),
-                target_quantile: self.target_quantile,
-                learning_rate: self.clip_lr,
-                count_stddev: self.clip_count_stddev,
-                geometric: true,
-            });
-        }
-        if let Some(bounds) = &self.clip_per_layer {
-            if bounds.len() != param_layers.len() {
-                return Err(user(format!(
-                    "--clip-per-layer: {} bounds given, the model has {} layers with parameters",
-                    bounds.len(),
-                    param_layers.len()
-                )));
-            }
-            // Layers without parameters join group 0 (they contribute nothing to any norm).
-            let mut group_of_layer = vec![0usize; n_layers];
-            for (g, &l) in param_layers.iter().enumerate() {
-                group_of_layer[l] = g;
-            }
-            return Ok(ClipConfig::PerLayer {
-                bounds: bounds.clone(),
-                group_of_layer,
-            });
-        }
-        Ok(ClipConfig::Flat { bound: self.clip() })
-    }
 }
 
 /// Epochs, batch, seed and the run folder.
@@ -518,29 +463,49 @@ impl RunArgs {
     }
 }
 
-// The flag groups as the settings of `memaudit_experiments::setup` (fields named after the
-// flags), for the commands built on the experiments library.
+// The flag groups as the experiments layer's settings (fields named after the flags). Two
+// helpers moved the settings into the library at once, with the same fields: `setup::*` (mia)
+// and `train::*` / `datasets::*` (train, secret-sharer). Until they are one type, `settings()`
+// converts into either; the caller's type decides.
 
-impl ModelArgs {
-    pub fn settings(&self) -> memaudit_experiments::setup::ModelSettings {
-        memaudit_experiments::setup::ModelSettings {
-            model: self.model.clone(),
-            hidden: self.hidden.clone(),
-            activation: self.activation.clone(),
-            embed: self.embed,
-            rnn_hidden: self.rnn_hidden,
-            rnn_layers: self.rnn_layers,
-            dropout: self.dropout,
-            input_dropout: self.input_dropout,
-            gpt_layers: self.gpt_layers,
-            gpt_width: self.gpt_width,
-            gpt_heads: self.gpt_heads,
-            gpt_context: self.gpt_context,
-            gpt_untied: self.gpt_untied,
-            gelu: self.gelu.clone(),
+macro_rules! settings_from {
+    ($args:ty => $t1:ty, $t2:ty ; |$a:ident| $body:tt) => {
+        impl From<&$args> for $t1 {
+            fn from($a: &$args) -> Self {
+                type S = $t1;
+                S $body
+            }
         }
-    }
+        impl From<&$args> for $t2 {
+            fn from($a: &$args) -> Self {
+                type S = $t2;
+                S $body
+            }
+        }
+        impl $args {
+            pub fn settings<T: for<'a> From<&'a $args>>(&self) -> T {
+                T::from(self)
+            }
+        }
+    };
 }
+
+settings_from!(ModelArgs => memaudit_experiments::setup::ModelSettings, memaudit_experiments::train::ModelSettings; |a| {
+    model: a.model.clone(),
+    hidden: a.hidden.clone(),
+    activation: a.activation.clone(),
+    embed: a.embed,
+    rnn_hidden: a.rnn_hidden,
+    rnn_layers: a.rnn_layers,
+    dropout: a.dropout,
+    input_dropout: a.input_dropout,
+    gpt_layers: a.gpt_layers,
+    gpt_width: a.gpt_width,
+    gpt_heads: a.gpt_heads,
+    gpt_context: a.gpt_context,
+    gpt_untied: a.gpt_untied,
+    gelu: a.gelu.clone(),
+});
 
 impl OptimArgs {
     pub fn settings(&self) -> memaudit_experiments::optim::OptimSettings {
@@ -557,23 +522,84 @@ impl OptimArgs {
     }
 }
 
-impl PrivacyArgs {
-    pub fn settings(&self) -> memaudit_experiments::setup::PrivacySettings {
-        memaudit_experiments::setup::PrivacySettings {
-            noise_multiplier: self.noise_multiplier,
-            target_epsilon: self.target_epsilon,
-            clip: self.clip,
-            clip_per_layer: self.clip_per_layer.clone(),
-            adaptive_clip: self.adaptive_clip,
-            target_quantile: self.target_quantile,
-            clip_lr: self.clip_lr,
-            clip_count_stddev: self.clip_count_stddev,
-            delta: self.delta,
-            accountant: self.accountant.clone(),
-            max_epsilon: self.max_epsilon,
-            sampling: self.sampling.clone(),
-            physical_batch: self.physical_batch,
-            seeded_noise: self.seeded_noise,
+settings_from!(PrivacyArgs => memaudit_experiments::setup::PrivacySettings, memaudit_experiments::train::PrivacySettings; |a| {
+    noise_multiplier: a.noise_multiplier,
+    target_epsilon: a.target_epsilon,
+    clip: a.clip,
+    clip_per_layer: a.clip_per_layer.clone(),
+    adaptive_clip: a.adaptive_clip,
+    target_quantile: a.target_quantile,
+    clip_lr: a.clip_lr,
+    clip_count_stddev: a.clip_count_stddev,
+    delta: a.delta,
+    accountant: a.accountant.clone(),
+    max_epsilon: a.max_epsilon,
+    sampling: a.sampling.clone(),
+    physical_batch: a.physical_batch,
+    seeded_noise: a.seeded_noise,
+});
+
+impl RunArgs {
+    pub fn settings(&self) -> memaudit_experiments::train::RunSettings {
+        memaudit_experiments::train::RunSettings {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            out: self.out.clone(),
+            force: self.force,
+            resume: self.resume,
         }
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        optim: OptimArgs,
+        #[command(flatten)]
+        privacy: PrivacyArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    /// The flags' defaults are the settings' defaults (defined once, in the library).
+    #[test]
+    fn flag_defaults_are_the_settings_defaults() {
+        let cli = <Cli as clap::Parser>::parse_from(["x", "--out", "o"]);
+        assert_eq!(
+            cli.model
+                .settings::<memaudit_experiments::train::ModelSettings>(),
+            Default::default()
+        );
+        assert_eq!(
+            cli.model
+                .settings::<memaudit_experiments::setup::ModelSettings>(),
+            Default::default()
+        );
+        assert_eq!(cli.optim.settings(), Default::default());
+        assert_eq!(
+            cli.privacy
+                .settings::<memaudit_experiments::train::PrivacySettings>(),
+            Default::default()
+        );
+        assert_eq!(
+            cli.privacy
+                .settings::<memaudit_experiments::setup::PrivacySettings>(),
+            Default::default()
+        );
+        let run = cli.run.settings();
+        assert_eq!(
+            run,
+            memaudit_experiments::train::RunSettings {
+                out: "o".into(),
+                ..Default::default()
+            }
+        );
     }
 }

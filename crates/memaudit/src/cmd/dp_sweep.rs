@@ -2,21 +2,18 @@
 //! fixed epsilon, delta and number of epochs, train at each batch size B with the noise multiplier
 //! recalibrated for that B (more steps at small B need more noise per step; fewer, larger steps
 //! allow a larger sigma but a smaller sigma C / B on the averaged gradient), the learning rate
-//! scaled with B, and plot test accuracy against B.
+//! scaled with B, and plot test accuracy against B. The sweep runs in
+//! `memaudit_experiments::dp_sweep`; this module converts the flags and renders.
 
 use anyhow::Result;
-use memaudit_engine::privacy;
-use memaudit_engine::train::{PrivacyConfig, Silent, TrainConfig, Trainer};
-use serde_json::json;
+use memaudit_experiments::dp_sweep::{self, DpSweepConfig};
 
 use super::args::{ModelArgs, OptimArgs, PrivacyArgs};
-use super::train::{flatten_for, prepare, steps_per_epoch};
+use super::experiment::{self, CliObserver, ConfigFlags, Resolved};
 use crate::Ctx;
 use crate::datasets::DataArgs;
-use crate::error::user;
-use crate::output::{Report, fmt_f64, num};
+use crate::output::{Report, fmt_f64};
 use crate::report::{self, Series};
-use crate::rundir::{Reuse, RunDir};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -45,139 +42,56 @@ pub struct Args {
     pub out: std::path::PathBuf,
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub config: ConfigFlags,
+}
+
+impl Args {
+    /// The flags as the experiment's config.
+    pub fn settings(&self) -> DpSweepConfig {
+        DpSweepConfig {
+            data: self.data.settings(),
+            model: self.model.settings(),
+            optim: self.optim.settings(),
+            privacy: self.privacy.settings(),
+            batch_sizes: self.batch_sizes.clone(),
+            base_batch: self.base_batch,
+            lr_scaling: self.lr_scaling.clone(),
+            epochs: self.epochs,
+            seed: self.seed,
+            out: self.out.clone(),
+            force: self.force,
+        }
+    }
 }
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
-    let target = args.privacy.target_epsilon.ok_or_else(|| {
-        user("dp-sweep needs --target-epsilon (the epsilon every batch size is trained at)")
-    })?;
-    args.privacy.validate()?;
-    if args.privacy.max_epsilon.is_some() {
-        return Err(user(
-            "--max-epsilon does not apply to dp-sweep: every batch size is calibrated to --target-epsilon",
-        ));
-    }
-    let sampling = args.privacy.sampling()?;
-    if args.batch_sizes.is_empty() || args.batch_sizes.contains(&0) {
-        return Err(user("--batch-sizes: give one or more sizes >= 1"));
-    }
-    if args.epochs == 0 || args.base_batch == 0 {
-        return Err(user("--epochs and --base-batch must be at least 1"));
-    }
-    let scale = |b: usize| -> Result<f32> {
-        let r = b as f64 / args.base_batch as f64;
-        Ok(match args.lr_scaling.as_str() {
-            "linear" => r,
-            "sqrt" => r.sqrt(),
-            "none" => 1.0,
-            s => return Err(user(format!("--lr-scaling {s}: use linear, sqrt or none"))),
-        } as f32)
+    let cfg = match experiment::resolve(&args.config, args.settings(), ctx)? {
+        Resolved::Run(cfg) => cfg,
+        Resolved::Printed(report) => return Ok(report),
     };
-    scale(1)?;
-    let prepared = prepare(&args.data)?;
-    let model_cfg = args.model.config(&prepared.input)?;
-    let prepared = flatten_for(&model_cfg, prepared);
-    let model = model_cfg
-        .build()
-        .map_err(|e| user(format!("model flags: {e}")))?;
-    let n = prepared.train.len();
-    if let Some(&b) = args.batch_sizes.iter().find(|&&b| b > n) {
-        return Err(user(format!(
-            "--batch-sizes: {b} is larger than the training set ({n} examples)"
-        )));
-    }
-    let seed = args
-        .seed
-        .unwrap_or_else(|| rand::Rng::random(&mut rand::rng()));
-    let accountant = args.privacy.accountant()?;
-    let base_optim = args.optim.config()?;
-    let cfg_json = json!({ "data": args.data, "model": model_cfg, "optimizer": base_optim, "target_epsilon": target, "delta": args.privacy.delta, "batch_sizes": args.batch_sizes, "epochs": args.epochs, "lr_scaling": args.lr_scaling, "base_batch": args.base_batch });
-    let mut rd = RunDir::open(
-        &args.out,
-        "dp-sweep",
-        &cfg_json,
-        Some(seed),
-        Reuse {
-            force: args.force,
-            resume: false,
-        },
-    )?;
-    let mut rows = Vec::new();
-    let mut table = Vec::new();
-    for &b in &args.batch_sizes {
-        let spe = steps_per_epoch(sampling, n, b);
-        let steps = spe * args.epochs as u64;
-        // Calibrated to the guarantee of this sampling (shuffled: no amplification).
-        let sigma = privacy::calibrate_planned(
-            sampling,
-            n as u64,
-            b as u64,
-            args.epochs as u64,
-            args.privacy.delta,
-            target,
-            accountant,
-        )
-        .map_err(|e| user(format!("batch {b}: {e}")))?;
-        let mut optimizer = base_optim.clone();
-        let lr = optimizer.lr() * scale(b)?;
-        match &mut optimizer {
-            memaudit_engine::optim::OptimizerConfig::Sgd { lr: l, .. }
-            | memaudit_engine::optim::OptimizerConfig::Adam { lr: l, .. }
-            | memaudit_engine::optim::OptimizerConfig::RmsProp { lr: l, .. } => *l = lr,
-        }
-        let param_layers: Vec<usize> = (0..model.num_layers())
-            .filter(|&l| !model.param_range(l).is_empty())
-            .collect();
-        let cfg = TrainConfig {
-            model: model_cfg.clone(),
-            optimizer,
-            schedule: args.optim.schedule(spe, args.epochs)?,
-            epochs: args.epochs,
-            batch_size: b,
-            physical_batch: Some(args.privacy.physical_batch.unwrap_or(512)),
-            sampling,
-            seed,
-            privacy: Some(PrivacyConfig {
-                noise_multiplier: sigma,
-                clipping: args
-                    .privacy
-                    .clip_config(&param_layers, model.num_layers())?,
-                delta: args.privacy.delta,
-                accountant,
-                max_epsilon: None,
-            }),
-            seeded_noise: args.privacy.seeded_noise,
-        };
-        ctx.note(format!("batch {b}: noise multiplier {sigma:.4} for epsilon {target} over {steps} steps, lr {lr}"));
-        let started = std::time::Instant::now();
-        let mut t = Trainer::new(cfg, n, Some(&rd.file(&format!("batch-{b}"))), false)
-            .map_err(|e| user(e.to_string()))?;
-        t.run(prepared.train.as_ref(), None, &mut Silent)
-            .map_err(|e| user(e.to_string()))?;
-        let eval = match prepared.valid.as_deref() {
-            Some(v) => Some(t.evaluate(v)?),
-            None => None,
-        };
-        let eps = t.epsilon()?.unwrap_or(f64::NAN);
-        let secs = started.elapsed().as_secs_f64();
-        let acc = eval.map_or(f64::NAN, |e| e.accuracy);
-        ctx.note(format!(
-            "batch {b}: test accuracy {}, epsilon {} ({secs:.0}s)",
-            fmt_f64(acc),
-            fmt_f64(eps)
-        ));
-        table.push(vec![
-            b.to_string(),
-            steps.to_string(),
-            format!("{sigma:.4}"),
-            format!("{:.5}", sigma * args.privacy.clip() / b as f64),
-            format!("{lr}"),
-            fmt_f64(acc),
-            fmt_f64(eps),
-            format!("{secs:.0}"),
-        ]);
-        rows.push(json!({ "batch_size": b, "steps": steps, "noise_multiplier": sigma, "noise_on_mean_gradient": sigma * args.privacy.clip() / b as f64, "lr": lr, "test_accuracy": num(acc), "test_loss": eval.map(|e| num(e.loss)), "epsilon": num(eps), "seconds": secs }));
-    }
+    let mut observer = CliObserver::new("dp-sweep", ctx);
+    let r =
+        dp_sweep::run(&cfg, &mut observer).map_err(|e| experiment::cli_error(e, &args.config))?;
+    observer.finish();
+    drop(observer);
+    let target = r.target_epsilon;
+    let table: Vec<Vec<String>> = r
+        .results
+        .iter()
+        .map(|row| {
+            vec![
+                row.batch_size.to_string(),
+                row.steps.to_string(),
+                format!("{:.4}", row.noise_multiplier),
+                format!("{:.5}", row.noise_on_mean_gradient),
+                format!("{}", row.lr),
+                fmt_f64(row.test_accuracy.0),
+                fmt_f64(row.epsilon.0),
+                format!("{:.0}", row.seconds),
+            ]
+        })
+        .collect();
     let headers = [
         "batch",
         "steps",
@@ -190,21 +104,18 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     ];
     let mut html = report::Report::new(&format!(
         "memaudit dp-sweep: {} at epsilon {target}",
-        prepared.name
+        r.data_name
     ));
     html.para(&format!(
         "Each batch size trains {} epochs at epsilon {target}, delta {} ({}), with its own noise multiplier and a learning rate scaled by {} from {} at batch {}.",
-        args.epochs, args.privacy.delta, args.privacy.accountant, args.lr_scaling, base_optim.lr(), args.base_batch
+        cfg.epochs, cfg.privacy.delta, cfg.privacy.accountant, cfg.lr_scaling, r.base_lr, cfg.base_batch
     ));
     html.table(&headers, &table);
-    let pts: Vec<(f64, f64)> = rows
+    let pts: Vec<(f64, f64)> = r
+        .results
         .iter()
-        .filter_map(|r| {
-            Some((
-                (r["batch_size"].as_f64()?).log2(),
-                r["test_accuracy"].as_f64()?,
-            ))
-        })
+        .filter(|row| row.test_accuracy.0.is_finite())
+        .map(|row| ((row.batch_size as f64).log2(), row.test_accuracy.0))
         .collect();
     html.svg(&report::chart(
         "Test accuracy at fixed epsilon",
@@ -212,24 +123,22 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         "test accuracy",
         &[Series::line("accuracy", pts)],
     ));
-    html.write(&rd.file("report.html"))?;
-    let result = json!({ "target_epsilon": target, "delta": args.privacy.delta, "results": rows, "run": rd.path.display().to_string() });
-    rd.set("results", result.clone())?;
-    rd.finish("completed")?;
+    let report_path = std::path::Path::new(&r.run).join("report.html");
+    html.write(&report_path)?;
     let mut text = format!(
         "dp-sweep at epsilon {target} (delta {}), {} epochs\n",
-        args.privacy.delta, args.epochs
+        cfg.privacy.delta, cfg.epochs
     );
     text += &format!(
         "{:>7} {:>7} {:>8} {:>11} {:>9} {:>10} {:>8}\n",
         "batch", "steps", "sigma", "sigma C/B", "lr", "accuracy", "epsilon"
     );
-    for r in &table {
+    for row in &table {
         text += &format!(
             "{:>7} {:>7} {:>8} {:>11} {:>9} {:>10} {:>8}\n",
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6]
+            row[0], row[1], row[2], row[3], row[4], row[5], row[6]
         );
     }
-    text += &format!("report: {}", rd.file("report.html").display());
-    Ok(Report::new(text, result))
+    text += &format!("report: {}", report_path.display());
+    Ok(Report::new(text, serde_json::to_value(&r)?))
 }

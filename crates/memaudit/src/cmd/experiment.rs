@@ -39,6 +39,31 @@ pub struct ConfigFlags {
     pub print_config: bool,
 }
 
+/// A command with `--config` takes its folders from the file too: `--out` (the run folder it
+/// writes) and `--run` (the run folder it reads) are no longer required by clap (an empty
+/// default), and the experiment's validation names the flag when neither the flag nor the file
+/// gives one.
+pub fn out_from_config(mut cmd: clap::Command) -> clap::Command {
+    let has = |cmd: &clap::Command, id: &str| cmd.get_arguments().any(|a| a.get_id() == id);
+    // `print_config` marks [`ConfigFlags`]: `mia` has a `--config` of its own (a JSON of
+    // attack settings) and an optional `--out`, which must stay as they are.
+    if !(has(&cmd, "config") && has(&cmd, "print_config")) {
+        return cmd;
+    }
+    for folder in ["out", "run"] {
+        if has(&cmd, folder) {
+            // clap's path parser refuses the empty default; this one takes it.
+            let path = |s: &str| Ok::<_, std::convert::Infallible>(PathBuf::from(s));
+            cmd = cmd.mut_arg(folder, |a| {
+                a.required(false)
+                    .default_value("")
+                    .value_parser(clap::builder::ValueParser::new(path))
+            });
+        }
+    }
+    cmd
+}
+
 static MATCHES: OnceLock<ArgMatches> = OnceLock::new();
 
 /// Keep the parsed command line, so that commands can tell flags given from defaults.
@@ -109,10 +134,32 @@ pub fn resolve_with<T: ExperimentConfig>(
     Ok(Resolved::Run(cfg))
 }
 
-/// The flag of a config field: its last segment, `_` as `-` (`images.max_train` -> `--max-train`).
+/// The flag of a config field: its last segment, `_` as `-` (`images.max_train` -> `--max-train`),
+/// except the fields whose flag has another name.
 pub fn flag_of(field: &str) -> String {
+    if let Some((_, flag)) = RENAMED_FLAGS.iter().find(|(f, _)| *f == field) {
+        return flag.to_string();
+    }
     let leaf = field.rsplit('.').next().unwrap_or(field);
     format!("--{}", leaf.replace('_', "-"))
+}
+
+/// Config fields whose flag is not their name.
+const RENAMED_FLAGS: &[(&str, &str)] = &[
+    ("canary.template", "--canary"),
+    ("exposure.method", "--exposure"),
+    ("template", "--canary"),
+    // The model section as a whole (its memory): the model flags together.
+    ("model", "model flags"),
+];
+
+/// An error of a command that calls the experiments layer without `--config`: the config
+/// fields it names become flags (`run.out` -> `--out`), as `cli_error` does.
+pub fn with_flag_names(err: anyhow::Error) -> anyhow::Error {
+    match err.downcast::<ExperimentError>() {
+        Ok(e) => cli_error(e, &ConfigFlags::default()),
+        Err(err) => err,
+    }
 }
 
 /// A library error as the CLI reports it: config fields become the flag that sets them, or the
@@ -135,14 +182,20 @@ pub fn cli_error(e: ExperimentError, flags: &ConfigFlags) -> anyhow::Error {
         } => user(format!(
             "{} {value}: {}",
             name(&field),
-            fields_as_flags(&reason, flags)
+            flags_in_reason(&fields_as_flags(&reason, flags))
         )),
         ExperimentError::Setting { field, source } => {
             user(format!("{}: {}", name(&field), one_line_source(&*source)))
         }
+        // `memaudit lower-bound`'s own errors read as before, without the stage.
+        ExperimentError::LowerBound { stage, source }
+            if stage == memaudit_experiments::lower_bound::STAGE =>
+        {
+            user(one_line_source(&*source))
+        }
         e @ (ExperimentError::Model { .. }
         | ExperimentError::Mia(_)
-        | ExperimentError::LowerBound(_)) => user(one_line_source(&e)),
+        | ExperimentError::LowerBound { .. }) => user(one_line_source(&e)),
         ExperimentError::MissingData {
             field,
             name: data,
@@ -201,6 +254,33 @@ fn one_line_source(e: &(dyn std::error::Error + 'static)) -> String {
         cur = err.source();
     }
     parts.join(": ")
+}
+
+/// A reason with the other settings it names by their dotted paths (`model.gpt_context 16`)
+/// spelt as flags (`--gpt-context 16`).
+fn flags_in_reason(reason: &str) -> String {
+    let is_path = |w: &str| {
+        w.contains('.')
+            && w.split('.').all(|seg| {
+                seg.len() > 1
+                    && seg.starts_with(|c: char| c.is_ascii_lowercase())
+                    && seg.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            })
+    };
+    reason
+        .split(' ')
+        .map(|word| {
+            let core = word
+                .trim_start_matches('(')
+                .trim_end_matches([')', ',', ';', ':']);
+            if is_path(core) {
+                word.replacen(core, &flag_of(core), 1)
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn display(p: &Path) -> String {
@@ -265,5 +345,23 @@ impl Observer for CliObserver<'_> {
 impl Drop for CliObserver<'_> {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_named_in_a_reason_become_flags_and_prose_stays() {
+        assert_eq!(
+            flags_in_reason("is longer than the GPT's table (model.gpt_context 16)"),
+            "is longer than the GPT's table (--gpt-context 16)"
+        );
+        assert_eq!(
+            flags_in_reason("x; set canary.extend_vocab to add, e.g. 1.5 or a.b"),
+            "x; set --extend-vocab to add, e.g. 1.5 or a.b"
+        );
+        assert_eq!(flag_of("canary.template"), "--canary");
     }
 }

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use serde_json::json;
+use memaudit_experiments::exposure::{self, ExposureConfig};
 
-use super::sample::load_lm;
-use super::secret_sharer::{CanarySet, ExposureArgs, audit, summary_text};
+use super::experiment::{self, CliObserver, ConfigFlags, Resolved};
+use super::secret_sharer::{ExposureArgs, summary_text};
 use crate::Ctx;
 use crate::output::{Report, fmt_f64};
 
@@ -43,78 +44,64 @@ pub struct Args {
     /// Scale-out: run one shard of the exact-rank walk (see docs/scale-out.md).
     #[command(flatten)]
     pub scale: super::scale::ShardArgs,
+    #[command(flatten)]
+    pub config: ConfigFlags,
+}
+
+impl Args {
+    /// The flags as the experiment's config.
+    pub fn settings(&self) -> ExposureConfig {
+        ExposureConfig {
+            run: self.run.clone(),
+            manifest: self.manifest.clone(),
+            exposure: self.exposure.settings(),
+            reference_seed: self.reference_seed,
+        }
+    }
 }
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
-    args.exposure.validate()?;
     if args.scale.requested() {
+        args.exposure.validate()?;
         return super::exposure_shard::run(args, ctx);
     }
-    let (saved, lm, tok) = load_lm(&args.run)?;
+    // A byte-level BPE run's canaries are scored rendered whole (docs/transformers.md).
     if let Some(t) = &args.template {
+        let (saved, _lm, tok) = super::sample::load_lm(&args.run)?;
         return rendered_exposure(args, t, &saved, &tok);
     }
-    let mut set = CanarySet::load(&args.run, args.manifest.as_deref(), &tok)?;
-    let exact = args.exposure.exact_for(set.tpl.space().size())?;
-    if set.references.is_empty() || args.reference_seed.is_some() {
-        let n = set.draw_references(args.exposure.references, args.reference_seed.unwrap_or(0))?;
-        if n < 2 {
-            return Err(crate::error::user(
-                "the randomness space leaves fewer than 2 reference candidates",
-            ));
-        }
-    }
-    ctx.note(format!(
-        "{} canaries of {:?}, |R| = {}, {} references{}",
-        set.manifest.canaries.len(),
-        set.manifest.template,
-        set.tpl.space().size(),
-        set.references.len(),
-        if exact {
-            ", exact ranks by the trie walk"
-        } else {
-            ""
-        }
-    ));
-    let a = audit(lm.as_ref(), &set, exact, args.exposure.exact_limit, None)?;
-    let summary = a.summary(&set);
+    let cfg = match experiment::resolve(&args.config, args.settings(), ctx)? {
+        Resolved::Run(cfg) => cfg,
+        Resolved::Printed(report) => return Ok(report),
+    };
+    let mut observer = CliObserver::new("exposure", ctx);
+    let r =
+        exposure::run(&cfg, &mut observer).map_err(|e| experiment::cli_error(e, &args.config))?;
+    drop(observer);
+    let (set, a) = (&r.set, &r.audit);
     let mut text = format!(
         "exposure of {:?} (log2|R| = {:.2}) at step {}:\n{}\n",
-        set.manifest.template,
-        set.tpl.space().log2_size(),
-        saved.checkpoint.state.step,
-        summary_text(&summary, exact)
+        r.template,
+        r.log2_space,
+        r.step,
+        summary_text(&r.by_repetitions, r.exact)
     );
     text += "id          repetitions  log-perplexity  rank        exact    interpolated  extrapolated\n";
     for (i, c) in set.manifest.canaries.iter().enumerate() {
-        let r = a.m.ranks.as_ref().map(|r| r[i]);
+        let rank = a.m.ranks.as_ref().map(|r| r[i]);
         text += &format!(
             "{:<10}  {:>11}  {:>14.3}  {:>10}  {:>7}  {:>12.3}  {:>12}\n",
             c.id,
             c.repetitions,
             a.m.log_perplexity[i],
-            r.map_or("-".into(), |r| r.rank.to_string()),
-            r.map_or("-".into(), |r| format!("{:.3}", r.exposure)),
+            rank.map_or("-".into(), |r| r.rank.to_string()),
+            rank.map_or("-".into(), |r| format!("{:.3}", r.exposure)),
             a.m.interpolated[i],
             fmt_f64(a.m.extrapolated[i]),
         );
     }
-    text += &format!("({:.1}s)", a.m.seconds);
-    Ok(Report::new(
-        text,
-        json!({
-            "run": args.run.display().to_string(),
-            "step": saved.checkpoint.state.step,
-            "template": set.manifest.template,
-            "log2_space": set.tpl.space().log2_size(),
-            "exact": exact,
-            "references": set.references.len(),
-            "skew_normal": {"shape": a.m.fit.shape, "loc": a.m.fit.loc, "scale": a.m.fit.scale, "converged": a.m.fit_converged},
-            "by_repetitions": summary,
-            "canaries": a.canaries_json(&set),
-            "seconds": a.m.seconds,
-        }),
-    ))
+    text += &format!("({:.1}s)", r.seconds);
+    Ok(Report::new(text, serde_json::to_value(&r)?))
 }
 
 /// `--canary T --secret S`: exact exposure with every candidate rendered and tokenized whole.

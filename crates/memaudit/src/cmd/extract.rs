@@ -1,21 +1,19 @@
 //! `memaudit extract`: the attacker's side of The Secret Sharer (Carlini et al. 2019, §8): the
 //! most likely completions of a canary template under a saved language model, by exact
 //! best-first (Dijkstra) search over the slots (or a beam-limited variant), with its cost in
-//! expanded trie nodes. With the run's canary manifest, inserted canaries are marked.
+//! expanded trie nodes. With the run's canary manifest, inserted canaries are marked. The search
+//! runs in `memaudit_experiments::extract`; this module converts the flags and renders.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use memaudit_audit::CanaryManifest;
-use serde_json::json;
+use memaudit_experiments::extract::{self, ExtractConfig};
 
-use super::sample::load_lm;
-use super::secret_sharer::{
-    CanarySet, ExtractSettings, MANIFEST_FILE, extract_canaries, parse_template, tokenize_template,
-};
+use super::experiment::{self, CliObserver, ConfigFlags, Resolved};
 use crate::Ctx;
 use crate::error::user;
 use crate::output::{Report, num};
+use serde_json::json;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -41,159 +39,78 @@ pub struct Args {
     /// Keep at most this many frontier entries (approximate search, bounded memory).
     #[arg(long, value_name = "N")]
     pub beam: Option<usize>,
+    #[command(flatten)]
+    pub config: ConfigFlags,
+}
+
+impl Args {
+    /// The flags as the experiment's config.
+    pub fn settings(&self) -> ExtractConfig {
+        ExtractConfig {
+            run: self.run.clone(),
+            template: self.template.clone(),
+            manifest: self.manifest.clone(),
+            top: self.top,
+            budget: self.budget,
+            batch: self.batch,
+            beam: self.beam,
+        }
+    }
 }
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
-    if args.top == 0 || args.budget == 0 || args.batch == 0 || args.beam == Some(0) {
-        return Err(user(
-            "--top, --budget, --batch and --beam must be at least 1",
-        ));
-    }
-    let (saved, lm, tok) = load_lm(&args.run)?;
-    if tok.kind() == memaudit_data::TokenizerKind::Bpe {
-        return extract_rendered(args, &saved, &tok);
-    }
-    let manifest_path = args
-        .manifest
-        .clone()
-        .unwrap_or_else(|| args.run.join(MANIFEST_FILE));
-    let has_manifest = manifest_path.is_file();
-    let set = match (&args.template, has_manifest) {
-        (None, false) => {
-            return Err(user(format!(
-                "--run {}: no canary manifest; give the template to complete with --canary",
-                args.run.display()
-            )));
-        }
-        (None, true) => CanarySet::load(&args.run, Some(&manifest_path), &tok)?,
-        (Some(t), _) => {
-            let template = parse_template(t)?;
-            let tpl = tokenize_template(&template, &tok, "")?;
-            // Mark the run's canaries when they share the template.
-            let manifest = if has_manifest {
-                let m = CanarySet::load(&args.run, Some(&manifest_path), &tok)?;
-                (m.manifest.template == template.source()).then_some(m.manifest)
-            } else {
-                None
-            };
-            let manifest = manifest.unwrap_or_else(|| CanaryManifest {
-                format_version: memaudit_audit::canaries::MANIFEST_VERSION,
-                template: template.source().to_string(),
-                seed: 0,
-                space_size: template.space().size(),
-                log2_space: template.space().log2_size(),
-                window: 0,
-                context_tokens: tpl.context().to_vec(),
-                terminator_tokens: Vec::new(),
-                canaries: Vec::new(),
-            });
-            CanarySet {
-                tpl,
-                manifest,
-                references: Vec::new(),
+    // A byte-level BPE run: every candidate rendered and scored whole (docs/transformers.md).
+    if args.config.config.is_none() {
+        let (saved, _lm, tok) = super::sample::load_lm(&args.run)?;
+        if tok.kind() == memaudit_data::TokenizerKind::Bpe {
+            if args.top == 0 || args.budget == 0 || args.batch == 0 || args.beam == Some(0) {
+                return Err(user("--top, --budget, --batch and --beam must be at least 1"));
             }
+            return extract_rendered(args, &saved, &tok);
         }
+    }
+    let cfg = match experiment::resolve(&args.config, args.settings(), ctx)? {
+        Resolved::Run(cfg) => cfg,
+        Resolved::Printed(report) => return Ok(report),
     };
-    ctx.note(format!(
-        "searching the {} candidates of {:?} for the {} most likely (budget {} expansions)",
-        set.tpl.space().size(),
-        set.manifest.template,
-        args.top,
-        args.budget
-    ));
-    let started = std::time::Instant::now();
-    let (search, per) = extract_canaries(
-        lm.as_ref(),
-        &set,
-        &ExtractSettings {
-            budget: args.budget,
-            top: args.top,
-            batch: args.batch,
-            beam: args.beam,
-        },
-    )
-    .map_err(|e| user(e.to_string()))?;
-    let seconds = started.elapsed().as_secs_f64();
-    let by_index: std::collections::HashMap<u128, &memaudit_audit::Canary> = set
-        .manifest
-        .canaries
-        .iter()
-        .map(|c| (c.secret_index, c))
-        .collect();
+    let mut observer = CliObserver::new("extract", ctx);
+    let r =
+        extract::run(&cfg, &mut observer).map_err(|e| experiment::cli_error(e, &args.config))?;
+    drop(observer);
     let mut text = format!(
         "most likely completions of {:?} (|R| = {}) at step {}:\n",
-        set.manifest.template,
-        set.tpl.space().size(),
-        saved.checkpoint.state.step
+        r.template, r.space_size, r.step
     );
-    let mut cands = Vec::new();
-    for (k, c) in search.candidates.iter().enumerate() {
-        let canary = by_index.get(&c.index);
+    for (k, c) in r.candidates.iter().enumerate() {
         text += &format!(
             "{:>4}. {:?}  {:.3} bits  (after {} expansions){}\n",
             k + 1,
-            set.render(c.index),
-            c.log_perplexity,
+            c.text,
+            c.log_perplexity.0,
             c.expansions,
-            canary.map_or(String::new(), |x| format!(
-                "  <- canary {} ({} insertions)",
-                x.id, x.repetitions
-            ))
+            match (&c.canary, c.repetitions) {
+                (Some(id), Some(reps)) => format!("  <- canary {id} ({reps} insertions)"),
+                _ => String::new(),
+            }
         );
-        cands.push(json!({
-            "text": set.render(c.index),
-            "log_perplexity": num(c.log_perplexity),
-            "expansions": c.expansions,
-            "canary": canary.map(|x| x.id.clone()),
-            "repetitions": canary.map(|x| x.repetitions),
-        }));
     }
     text += &format!(
-        "search: {} expansions, {} LM calls, stopped: {:?}{} ({seconds:.1}s)",
-        search.expansions,
-        search.lm_calls,
-        search.stop,
-        if search.exact { "" } else { ", beam-limited" }
+        "search: {} expansions, {} LM calls, stopped: {:?}{} ({:.1}s)",
+        r.expansions,
+        r.lm_calls,
+        r.stop,
+        if r.exact { "" } else { ", beam-limited" },
+        r.seconds
     );
-    let canaries: Vec<_> = set
-        .manifest
-        .canaries
-        .iter()
-        .zip(&per)
-        .map(|(c, e)| {
-            json!({
-                "id": c.id,
-                "text": c.text,
-                "repetitions": c.repetitions,
-                "extracted": e.extracted,
-                "position": e.position,
-                "expansions": e.expansions,
-            })
-        })
-        .collect();
-    if !canaries.is_empty() {
-        let found = per.iter().filter(|e| e.extracted).count();
+    if !r.canaries.is_empty() {
+        let found = r.canaries.iter().filter(|e| e.extracted).count();
         text += &format!(
             "\n{found} of {} canaries among the {} most likely candidates",
-            per.len(),
-            args.top
+            r.canaries.len(),
+            cfg.top
         );
     }
-    Ok(Report::new(
-        text,
-        json!({
-            "run": args.run.display().to_string(),
-            "template": set.manifest.template,
-            "log2_space": set.tpl.space().log2_size(),
-            "expansions": search.expansions,
-            "lm_calls": search.lm_calls,
-            "stop": search.stop,
-            "exact": search.exact,
-            "candidates": cands,
-            "canaries": canaries,
-            "seconds": seconds,
-        }),
-    ))
+    Ok(Report::new(text, serde_json::to_value(&r)?))
 }
 
 /// A byte-level BPE run: its merges join slot symbols, so the trie search does not apply; every

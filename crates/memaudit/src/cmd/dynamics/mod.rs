@@ -379,7 +379,7 @@ fn flat(mut d: DenseDataset) -> DenseDataset {
 }
 
 fn open_run(run: &RunFlags, command: &str, config: &Value) -> Result<RunDir> {
-    RunDir::open(
+    Ok(RunDir::open(
         &run.out,
         command,
         config,
@@ -388,7 +388,7 @@ fn open_run(run: &RunFlags, command: &str, config: &Value) -> Result<RunDir> {
             force: run.force,
             resume: false,
         },
-    )
+    )?)
 }
 
 fn opt(x: Option<f64>) -> String {
