@@ -58,6 +58,15 @@ pub enum ExperimentError {
     Engine(Box<memaudit_engine::EngineError>),
     #[error(transparent)]
     Data(Box<memaudit_data::DataError>),
+    /// The audit pipeline's own errors (bounds, accounting, stage files).
+    #[error(transparent)]
+    Pipeline(Box<crate::pipeline::PipelineError>),
+}
+
+impl From<crate::pipeline::PipelineError> for ExperimentError {
+    fn from(e: crate::pipeline::PipelineError) -> Self {
+        Self::Pipeline(Box::new(e))
+    }
 }
 
 impl From<memaudit_audit::dynamics::DynamicsError> for ExperimentError {

@@ -57,6 +57,8 @@ pub mod error;
 pub mod num;
 pub mod observer;
 pub mod optim;
+pub mod pipeline;
+pub mod report;
 pub mod sanity;
 
 pub use config::ExperimentConfig;
