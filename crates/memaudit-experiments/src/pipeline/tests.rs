@@ -218,5 +218,5 @@ fn the_verdict_and_summary_follow_the_stage_outputs() {
     );
     assert!(r.selection_caveat.is_some());
     let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
-    assert!(html.contains(&r.summary[0].replace('"', "&quot;")));
+    assert!(html.contains(&crate::report::escape(&r.summary[0])));
 }
