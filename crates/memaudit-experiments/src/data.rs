@@ -107,7 +107,7 @@ impl ImageSource {
 }
 
 /// Train and test split of an image dataset (digits: a fixed 75/25 split, seed 0).
-fn load_pair(
+pub(crate) fn load_pair(
     name: &str,
     data_dir: Option<&PathBuf>,
     section: &str,

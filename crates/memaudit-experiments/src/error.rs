@@ -47,6 +47,22 @@ pub enum ExperimentError {
         #[source]
         source: Box<memaudit_data::DataError>,
     },
+    /// An algorithm crate refused what a setting asked for (a file that does not parse, a
+    /// target epsilon no noise reaches, a cache of another format): `field` is the setting's
+    /// config path, `source` the crate's own error.
+    #[error("{field}: {source}")]
+    Setting {
+        field: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// One model of an experiment (a shadow model, an attack's model) failed: `what` says which.
+    #[error("{what}: {source}")]
+    Model {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The effective configuration could not be written (as TOML or JSON).
     #[error("writing the configuration: {0}")]
     WriteConfig(String),
@@ -58,6 +74,8 @@ pub enum ExperimentError {
     Engine(Box<memaudit_engine::EngineError>),
     #[error(transparent)]
     Data(Box<memaudit_data::DataError>),
+    #[error(transparent)]
+    Mia(Box<memaudit_audit::mia::MiaError>),
     /// The audit pipeline's own errors (bounds, accounting, stage files).
     #[error(transparent)]
     Pipeline(Box<crate::pipeline::PipelineError>),
@@ -66,6 +84,12 @@ pub enum ExperimentError {
 impl From<crate::pipeline::PipelineError> for ExperimentError {
     fn from(e: crate::pipeline::PipelineError) -> Self {
         Self::Pipeline(Box::new(e))
+    }
+}
+
+impl From<memaudit_audit::mia::MiaError> for ExperimentError {
+    fn from(e: memaudit_audit::mia::MiaError) -> Self {
+        Self::Mia(Box::new(e))
     }
 }
 

@@ -54,12 +54,14 @@ pub mod config;
 pub mod data;
 pub mod dynamics;
 pub mod error;
+pub mod mia;
 pub mod num;
 pub mod observer;
 pub mod optim;
 pub mod pipeline;
 pub mod report;
 pub mod sanity;
+pub mod setup;
 
 pub use config::ExperimentConfig;
 pub use error::{ExperimentError, Result};

@@ -71,6 +71,20 @@ const IMAGE_SETS: [&str; 3] = ["digits", "mnist", "fashion-mnist"];
 const TEXT_SETS: [&str; 5] = ["embedded", "moby-dick", "ptb", "shakespeare", "sotu"];
 
 impl DataArgs {
+    /// These flags as the data settings of `memaudit_experiments::setup`.
+    pub fn settings(&self) -> memaudit_experiments::setup::DataSettings {
+        memaudit_experiments::setup::DataSettings {
+            data: self.data.clone(),
+            data_dir: self.data_dir.clone(),
+            level: self.level.clone(),
+            seq_len: self.seq_len,
+            valid_fraction: self.valid_fraction,
+            max_train: self.max_train,
+            vocab_size: self.vocab_size,
+            standardize: self.standardize,
+        }
+    }
+
     pub fn cache(&self) -> DataCache {
         match &self.data_dir {
             Some(d) => DataCache::new(d),

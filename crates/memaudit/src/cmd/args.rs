@@ -564,3 +564,63 @@ impl RunArgs {
         }
     }
 }
+
+// The flag groups as the settings of `memaudit_experiments::setup` (fields named after the
+// flags), for the commands built on the experiments library.
+
+impl ModelArgs {
+    pub fn settings(&self) -> memaudit_experiments::setup::ModelSettings {
+        memaudit_experiments::setup::ModelSettings {
+            model: self.model.clone(),
+            hidden: self.hidden.clone(),
+            activation: self.activation.clone(),
+            embed: self.embed,
+            rnn_hidden: self.rnn_hidden,
+            rnn_layers: self.rnn_layers,
+            dropout: self.dropout,
+            input_dropout: self.input_dropout,
+            gpt_layers: self.gpt_layers,
+            gpt_width: self.gpt_width,
+            gpt_heads: self.gpt_heads,
+            gpt_context: self.gpt_context,
+            gpt_untied: self.gpt_untied,
+            gelu: self.gelu.clone(),
+        }
+    }
+}
+
+impl OptimArgs {
+    pub fn settings(&self) -> memaudit_experiments::optim::OptimSettings {
+        memaudit_experiments::optim::OptimSettings {
+            optimizer: self.optimizer.clone(),
+            lr: self.lr,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            schedule: self.schedule.clone(),
+            step_every: self.step_every,
+            gamma: self.gamma,
+        }
+    }
+}
+
+impl PrivacyArgs {
+    pub fn settings(&self) -> memaudit_experiments::setup::PrivacySettings {
+        memaudit_experiments::setup::PrivacySettings {
+            noise_multiplier: self.noise_multiplier,
+            target_epsilon: self.target_epsilon,
+            clip: self.clip,
+            clip_per_layer: self.clip_per_layer.clone(),
+            adaptive_clip: self.adaptive_clip,
+            target_quantile: self.target_quantile,
+            clip_lr: self.clip_lr,
+            clip_count_stddev: self.clip_count_stddev,
+            delta: self.delta,
+            accountant: self.accountant.clone(),
+            max_epsilon: self.max_epsilon,
+            sampling: self.sampling.clone(),
+            physical_batch: self.physical_batch,
+            seeded_noise: self.seeded_noise,
+        }
+    }
+}

@@ -75,7 +75,19 @@ pub fn resolve<T: ExperimentConfig>(
     given: T,
     ctx: &Ctx,
 ) -> Result<Resolved<T>> {
-    let cfg = match &flags.config {
+    resolve_with(flags, given, ctx, |_| Ok(()))
+}
+
+/// [`resolve`], with `adjust` applied to the merged config before it is checked and printed:
+/// for flags whose names are not their fields' (a command applies them itself) and for
+/// defaults that depend on other settings.
+pub fn resolve_with<T: ExperimentConfig>(
+    flags: &ConfigFlags,
+    given: T,
+    ctx: &Ctx,
+    adjust: impl FnOnce(&mut T) -> Result<()>,
+) -> Result<Resolved<T>> {
+    let mut cfg = match &flags.config {
         None => given,
         Some(path) => {
             let file: T = config::load(path).map_err(|e| cli_error(e, flags))?;
@@ -83,6 +95,7 @@ pub fn resolve<T: ExperimentConfig>(
             config::override_fields(&file, &given, &explicit).map_err(|e| cli_error(e, flags))?
         }
     };
+    adjust(&mut cfg)?;
     cfg.validate().map_err(|e| cli_error(e, flags))?;
     if flags.print_config {
         let toml = config::to_toml(&cfg).map_err(|e| cli_error(e, flags))?;
@@ -119,7 +132,15 @@ pub fn cli_error(e: ExperimentError, flags: &ConfigFlags) -> anyhow::Error {
             field,
             value,
             reason,
-        } => user(format!("{} {value}: {reason}", name(&field))),
+        } => user(format!(
+            "{} {value}: {}",
+            name(&field),
+            fields_as_flags(&reason, flags)
+        )),
+        ExperimentError::Setting { field, source } => {
+            user(format!("{}: {}", name(&field), one_line_source(&*source)))
+        }
+        e @ (ExperimentError::Model { .. } | ExperimentError::Mia(_)) => user(one_line_source(&e)),
         ExperimentError::MissingData {
             field,
             name: data,
@@ -135,6 +156,49 @@ pub fn cli_error(e: ExperimentError, flags: &ConfigFlags) -> anyhow::Error {
         | ExperimentError::ConfigFormat { .. }) => user(e.to_string()),
         e => anyhow::Error::new(e),
     }
+}
+
+/// A reason naming other settings as `` `section.field` ``: without `--config`, each becomes
+/// its flag (`--data`); with one, the key stays.
+fn fields_as_flags(reason: &str, flags: &ConfigFlags) -> String {
+    if flags.config.is_some() {
+        return reason.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = reason;
+    while let Some(start) = rest.find('`') {
+        let Some(len) = rest[start + 1..].find('`') else {
+            break;
+        };
+        let inner = &rest[start + 1..start + 1 + len];
+        out.push_str(&rest[..start]);
+        let is_field = inner.contains('.')
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.');
+        if is_field {
+            out.push_str(&flag_of(inner));
+        } else {
+            out.push_str(&rest[start..start + len + 2]);
+        }
+        rest = &rest[start + len + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// An error and its sources as one line, each piece once.
+fn one_line_source(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let s = err.to_string().replace('\n', " ");
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
 }
 
 fn display(p: &Path) -> String {

@@ -132,17 +132,16 @@ pub fn emit_jobs(args: &super::mia::Args) -> Result<Report> {
 pub fn run_shard(
     args: &super::mia::Args,
     ctx: &crate::Ctx,
-    plan: &memaudit_audit::mia::shadow::ShadowPlan,
-    cache: &std::path::Path,
-    pool: &dyn memaudit_engine::train::Dataset,
+    job: &memaudit_experiments::mia::ShadowJob,
 ) -> Result<Report> {
-    use memaudit_audit::mia::shadow;
     use memaudit_engine::shard::{self as units, ShardHeader};
+    use memaudit_experiments::NullObserver;
     if args.shadows.only_model.is_some() {
         return Err(user(
             "--only-model and --shard/--shards exclude each other: a shard trains its pairs",
         ));
     }
+    let (plan, cache) = (&job.plan, job.cache.as_path());
     let dir = args.scale.dir()?.to_path_buf();
     let shard = args.scale.resolve()?.expect("shard flags were given");
     let argv = argv_without_shard_flags();
@@ -167,8 +166,9 @@ pub fn run_shard(
     let started = std::time::Instant::now();
     let mut models = Vec::new();
     for i in plan.models_of_shard(shard) {
-        let m = shadow::train_or_reuse(plan, i, cache, pool)
-            .map_err(|e| user(format!("model {i}: {e}")))?;
+        let m = job
+            .train_model(i, &mut NullObserver)
+            .map_err(|e| user(e.to_string()))?;
         ctx.note(format!(
             "shard {shard}: model {i} {} (key {})",
             if m.reused {
