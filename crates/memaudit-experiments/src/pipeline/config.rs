@@ -148,10 +148,14 @@ impl Default for Variant {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DpSection {
-    /// The epsilon to calibrate the noise to (at `delta`).
+    /// The epsilon to calibrate the noise to (at `delta`); with `noise_multiplier` also set, the
+    /// epsilon that noise must reach (the audit refuses to start otherwise).
     pub target_epsilon: Option<f64>,
-    /// The noise multiplier, instead of a target epsilon.
+    /// The noise multiplier (instead of calibrating it to `target_epsilon`).
     pub noise_multiplier: Option<f64>,
+    /// The most noise this recipe tolerates (beyond it the model does not learn): a target
+    /// epsilon that needs more is refused before anything trains.
+    pub max_noise_multiplier: Option<f64>,
     pub delta: f64,
     /// Per-example clipping norm.
     pub clip: f64,
@@ -166,6 +170,7 @@ impl Default for DpSection {
         Self {
             target_epsilon: None,
             noise_multiplier: None,
+            max_noise_multiplier: None,
             delta: 1e-5,
             clip: 1.0,
             sampling: "poisson".into(),
@@ -411,16 +416,17 @@ impl Variant {
         }
         if let Some(dp) = &self.dp {
             let at = format!("{at}.dp");
+            if let Some(e) = dp.target_epsilon {
+                positive(format!("{at}.target_epsilon"), e)?;
+            }
+            if let Some(s) = dp.noise_multiplier {
+                positive(format!("{at}.noise_multiplier"), s)?;
+            }
+            if let Some(s) = dp.max_noise_multiplier {
+                positive(format!("{at}.max_noise_multiplier"), s)?;
+            }
             match (dp.target_epsilon, dp.noise_multiplier) {
-                (Some(e), None) => positive(format!("{at}.target_epsilon"), e)?,
-                (None, Some(s)) => positive(format!("{at}.noise_multiplier"), s)?,
-                (Some(_), Some(_)) => {
-                    return invalid(
-                        format!("{at}.noise_multiplier"),
-                        "(with target_epsilon)",
-                        "give target_epsilon or noise_multiplier, not both",
-                    );
-                }
+                (Some(_), _) | (None, Some(_)) => {}
                 (None, None) => {
                     return invalid(
                         format!("{at}.target_epsilon"),

@@ -12,6 +12,7 @@
 
 use thiserror::Error;
 
+pub mod backend;
 pub mod config;
 pub mod html;
 pub mod results;

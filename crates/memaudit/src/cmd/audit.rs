@@ -78,10 +78,15 @@ pub fn summary_text(r: &AuditResults, out: &Path) -> String {
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     if args.example {
-        return Ok(Report::new(EXAMPLE.trim_end(), json!({ "example": EXAMPLE })));
+        return Ok(Report::new(
+            EXAMPLE.trim_end(),
+            json!({ "example": EXAMPLE }),
+        ));
     }
     let Some(path) = &args.config else {
-        return Err(user("--config FILE.toml: give the audit's configuration (or --example)"));
+        return Err(user(
+            "--config FILE.toml: give the audit's configuration (or --example)",
+        ));
     };
     let flags = ConfigFlags {
         config: Some(path.clone()),
@@ -95,7 +100,8 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     };
     let mut obs = CliObserver::new("audit", ctx);
     let backend = pipeline::backend::Libraries;
-    let results = pipeline::run(&loaded, opts, &backend, &mut obs).map_err(|e| cli_error(e, &flags))?;
+    let results =
+        pipeline::run(&loaded, opts, &backend, &mut obs).map_err(|e| cli_error(e, &flags))?;
     obs.finish();
     let json = serde_json::to_value(&results)?;
     Ok(Report::new(summary_text(&results, &args.out), json))
