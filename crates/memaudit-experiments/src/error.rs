@@ -79,6 +79,52 @@ pub enum ExperimentError {
     /// The audit pipeline's own errors (bounds, accounting, stage files).
     #[error(transparent)]
     Pipeline(Box<crate::pipeline::PipelineError>),
+    // Issue 13 phase 2 (train, secret-sharer, exposure, extract, dp-sweep).
+    /// A file of a run (its folder, manifest, logs) that cannot be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file whose content does not fit what the experiment needs (a manifest of another run,
+    /// a log cut short); `message` says what to do.
+    #[error("{}: {message}", path.display())]
+    InFile { path: PathBuf, message: String },
+    /// A step of a protocol that cannot go on (`what` names the step and the setting to change).
+    #[error("{what}")]
+    Protocol { what: String },
+    /// An audit measurement (exposure, extraction, lower bounds) failed; `stage` says which.
+    #[error("{stage}: {source}")]
+    Audit {
+        stage: String,
+        #[source]
+        source: Box<memaudit_audit::AuditError>,
+    },
+    /// A lower bound on epsilon (the white-box or black-box audit a run carries) failed.
+    #[error("{stage}: {source}")]
+    LowerBound {
+        stage: String,
+        #[source]
+        source: Box<memaudit_audit::lower_bound::LowerBoundError>,
+    },
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+impl ExperimentError {
+    /// An audit error at `stage` (`"exposure before training"`, `"extraction"`).
+    pub fn audit(stage: impl Into<String>, source: memaudit_audit::AuditError) -> Self {
+        Self::Audit {
+            stage: stage.into(),
+            source: Box::new(source),
+        }
+    }
+
+    /// A protocol step that cannot go on.
+    pub fn protocol(what: impl Into<String>) -> Self {
+        Self::Protocol { what: what.into() }
+    }
 }
 
 impl From<crate::pipeline::PipelineError> for ExperimentError {

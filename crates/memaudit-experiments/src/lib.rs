@@ -50,8 +50,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod audit_canaries;
 pub mod config;
 pub mod data;
+pub mod datasets;
 pub mod dynamics;
 pub mod error;
 pub mod mia;
@@ -60,8 +62,11 @@ pub mod observer;
 pub mod optim;
 pub mod pipeline;
 pub mod report;
+pub mod rundir;
 pub mod sanity;
+pub mod secret_sharer;
 pub mod setup;
+pub mod train;
 
 pub use config::ExperimentConfig;
 pub use error::{ExperimentError, Result};

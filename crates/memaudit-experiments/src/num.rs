@@ -92,6 +92,31 @@ pub fn opt(x: Option<f64>) -> Option<Num> {
     x.map(Num)
 }
 
+/// A number in text: 4 decimals, scientific notation when very large or small, and inf/nan
+/// spelt as in JSON (the one formatting of numbers in reports and in the privacy statement).
+pub fn fmt(x: f64) -> String {
+    if x.is_nan() {
+        "nan".into()
+    } else if x.is_infinite() {
+        if x > 0.0 { "inf".into() } else { "-inf".into() }
+    } else if x != 0.0 && (x.abs() >= 1e6 || x.abs() < 1e-3) {
+        format!("{x:.4e}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+/// Serde helper for an `f64` field: `#[serde(serialize_with = "crate::num::ser_f64")]` writes
+/// it as [`Num`] does (inf and nan as strings).
+pub fn ser_f64<S: serde::Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    Num(*x).serialize(s)
+}
+
+/// [`ser_f64`] for an `Option<f64>` (`None` as null).
+pub fn ser_opt_f64<S: serde::Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    x.map(Num).serialize(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

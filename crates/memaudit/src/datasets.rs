@@ -1,4 +1,6 @@
-//! Named datasets for the CLI: load through `memaudit-data`, hand the arrays to the engine.
+//! The data flags: loading lives in `memaudit_experiments::datasets` ([`DataSettings`]); these
+//! methods convert the flags and call it, for the commands that have not moved to the
+//! experiments layer yet.
 //!
 //! Images (`digits`, `mnist`, `fashion-mnist`) are scaled to [0, 1] (or standardised with
 //! `--standardize`). Text corpora (`embedded`,
@@ -8,12 +10,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use memaudit_data::{DataCache, ImageSet, Split, Tokenizer, VectorizerOptions, WordVocabOptions};
-use memaudit_engine::SparseInput;
-use memaudit_engine::datasets::{DenseDataset, SparseDataset, TokenWindowDataset};
-
-use crate::error::user;
+use anyhow::Result;
+use memaudit_data::DataCache;
+use memaudit_engine::datasets::SparseDataset;
+pub use memaudit_experiments::datasets::{DataSettings, ImageData};
 
 /// Where data comes from and how text is tokenised (flags shared by every training command).
 #[derive(clap::Args, Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -49,318 +49,53 @@ pub struct DataArgs {
     pub standardize: bool,
 }
 
-/// Train and validation text of a corpus.
-pub struct TextCorpus {
-    pub name: String,
-    pub train: String,
-    pub valid: String,
+// Two helpers moved the data settings into the library at once with the same fields
+// (`setup::DataSettings` for mia, `datasets::DataSettings` for train and secret-sharer): until
+// they are one type, `settings()` converts into either; the caller's type decides.
+macro_rules! data_settings_from {
+    ($($target:ty),+) => {
+        $(impl From<&DataArgs> for $target {
+            fn from(a: &DataArgs) -> Self {
+                Self {
+                    data: a.data.clone(),
+                    data_dir: a.data_dir.clone(),
+                    level: a.level.clone(),
+                    seq_len: a.seq_len,
+                    valid_fraction: a.valid_fraction,
+                    max_train: a.max_train,
+                    vocab_size: a.vocab_size,
+                    standardize: a.standardize,
+                }
+            }
+        })+
+    };
 }
 
-pub struct ImageData {
-    pub train: DenseDataset,
-    pub test: DenseDataset,
-    pub channels: usize,
-    pub height: usize,
-    pub width: usize,
-    pub classes: usize,
-    /// The source images (u8) of the training set, for secrets and reports.
-    pub train_images: ImageSet,
-}
-
-const IMAGE_SETS: [&str; 3] = ["digits", "mnist", "fashion-mnist"];
-const TEXT_SETS: [&str; 5] = ["embedded", "moby-dick", "ptb", "shakespeare", "sotu"];
+data_settings_from!(DataSettings, memaudit_experiments::setup::DataSettings);
 
 impl DataArgs {
-    /// These flags as the data settings of `memaudit_experiments::setup`.
-    pub fn settings(&self) -> memaudit_experiments::setup::DataSettings {
-        memaudit_experiments::setup::DataSettings {
-            data: self.data.clone(),
-            data_dir: self.data_dir.clone(),
-            level: self.level.clone(),
-            seq_len: self.seq_len,
-            valid_fraction: self.valid_fraction,
-            max_train: self.max_train,
-            vocab_size: self.vocab_size,
-            standardize: self.standardize,
-        }
+    /// These flags as the experiments layer's data settings (the caller's type decides which).
+    pub fn settings<T: for<'a> From<&'a DataArgs>>(&self) -> T {
+        T::from(self)
     }
 
     pub fn cache(&self) -> DataCache {
-        match &self.data_dir {
-            Some(d) => DataCache::new(d),
-            None => DataCache::default(),
-        }
+        self.settings::<DataSettings>().cache()
     }
 
     pub fn is_image(&self) -> bool {
-        IMAGE_SETS.contains(&self.data.as_str())
+        self.settings::<DataSettings>().is_image()
     }
 
-    pub fn is_text(&self) -> bool {
-        !self.is_image() && !["imdb", "adult"].contains(&self.data.as_str())
-    }
-
-    fn validate(&self) -> Result<()> {
-        if !(0.0..1.0).contains(&self.valid_fraction) {
-            return Err(user(format!(
-                "--valid-fraction must be in [0, 1), got {}",
-                self.valid_fraction
-            )));
-        }
-        if self.seq_len == 0 {
-            return Err(user("--seq-len must be at least 1"));
-        }
-        if self.max_train == Some(0) {
-            return Err(user("--max-train must be at least 1"));
-        }
-        Ok(())
-    }
-
-    fn fetch_hint(&self) -> String {
-        format!(
-            "--data {}: run `memaudit data fetch --only {}` first",
-            self.data, self.data
-        )
-    }
-
-    /// Load an image dataset (train and test), scaled to [0, 1] or standardised (`--standardize`).
     pub fn images(&self) -> Result<ImageData> {
-        self.validate()?;
-        let (train, test) = match self.data.as_str() {
-            "digits" => memaudit_data::digits()?.split_train_test(0.25, 0)?,
-            "mnist" => {
-                let c = self.cache();
-                (
-                    c.mnist(Split::Train).with_context(|| self.fetch_hint())?,
-                    c.mnist(Split::Test).with_context(|| self.fetch_hint())?,
-                )
-            }
-            "fashion-mnist" => {
-                let c = self.cache();
-                (
-                    c.fashion_mnist(Split::Train)
-                        .with_context(|| self.fetch_hint())?,
-                    c.fashion_mnist(Split::Test)
-                        .with_context(|| self.fetch_hint())?,
-                )
-            }
-            other => {
-                return Err(user(format!(
-                    "--data {other}: not an image dataset (use digits, mnist or fashion-mnist)"
-                )));
-            }
-        };
-        let train = match self.max_train {
-            Some(m) if m < train.n => train.subset(&(0..m).collect::<Vec<_>>())?,
-            _ => train,
-        };
-        let classes = train
-            .labels
-            .iter()
-            .chain(&test.labels)
-            .copied()
-            .max()
-            .map_or(0, |m| m as usize + 1);
-        let shape = vec![train.channels, train.height, train.width];
-        let stats = match (self.standardize, self.data.as_str()) {
-            (false, _) => None,
-            (true, "mnist") => Some((0.1307, 0.3081)),
-            (true, "fashion-mnist") => Some((0.2860, 0.3530)),
-            (true, _) => Some(train.mean_std()),
-        };
-        let to_ds = |s: &ImageSet| -> Result<DenseDataset> {
-            let pixels = match stats {
-                None => s.to_unit_f32(),
-                Some((mean, sd)) => s.to_standardized_f32(mean, sd)?,
-            };
-            Ok(DenseDataset::new(
-                pixels,
-                shape.clone(),
-                s.labels.iter().map(|&l| l as u32).collect(),
-            )?)
-        };
-        Ok(ImageData {
-            train: to_ds(&train)?,
-            test: to_ds(&test)?,
-            channels: train.channels,
-            height: train.height,
-            width: train.width,
-            classes,
-            train_images: train,
-        })
+        Ok(self.settings::<DataSettings>().images()?)
     }
 
-    /// Load a text corpus and split it.
-    pub fn text(&self) -> Result<TextCorpus> {
-        self.validate()?;
-        let split = |name: &str, text: String| -> Result<TextCorpus> {
-            let cut = ((text.len() as f64) * (1.0 - self.valid_fraction)) as usize;
-            // Cut at a line boundary so no line is split between train and valid.
-            let cut = text[..cut.min(text.len())]
-                .rfind('\n')
-                .map_or(cut, |i| i + 1);
-            let cut = (0..=cut)
-                .rev()
-                .find(|&i| text.is_char_boundary(i))
-                .unwrap_or(0);
-            Ok(TextCorpus {
-                name: name.into(),
-                train: text[..cut].to_string(),
-                valid: text[cut..].to_string(),
-            })
-        };
-        let c = self.cache();
-        match self.data.as_str() {
-            "embedded" => split(
-                "embedded (Moby Dick, ch. 1-42)",
-                memaudit_data::embedded_corpus(),
-            ),
-            "moby-dick" => split(
-                "moby-dick",
-                c.moby_dick().with_context(|| self.fetch_hint())?,
-            ),
-            "ptb" => {
-                let p = c.ptb().with_context(|| self.fetch_hint())?;
-                Ok(TextCorpus {
-                    name: "ptb".into(),
-                    train: p.train,
-                    valid: p.valid,
-                })
-            }
-            "shakespeare" => {
-                let plays = c.shakespeare().with_context(|| self.fetch_hint())?;
-                split(
-                    "shakespeare",
-                    plays
-                        .into_iter()
-                        .map(|p| p.text)
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                )
-            }
-            "sotu" => {
-                let a = c.sotu().with_context(|| self.fetch_hint())?;
-                split(
-                    "sotu",
-                    a.into_iter().map(|a| a.text).collect::<Vec<_>>().join("\n"),
-                )
-            }
-            "imdb" | "adult" | "digits" | "mnist" | "fashion-mnist" => Err(user(format!(
-                "--data {}: not a text corpus (use {} or a path)",
-                self.data,
-                TEXT_SETS.join(", ")
-            ))),
-            path => {
-                let text = memaudit_data::read_corpus(std::path::Path::new(path))
-                    .map_err(|e| user(format!("--data: {e}")))?;
-                split(path, text)
-            }
-        }
-    }
-
-    /// A tokenizer for a corpus (char: its characters; word: PTB style with a vocabulary cap),
-    /// plus `extra` tokens (a canary alphabet).
-    pub fn tokenizer(&self, corpus: &TextCorpus, extra: &[String]) -> Result<Tokenizer> {
-        let mut tok = match self.level.as_str() {
-            "char" => Tokenizer::char_from_text(&corpus.train, true)?,
-            "word" => Tokenizer::word_from_text(
-                &corpus.train,
-                &WordVocabOptions {
-                    max_size: Some(self.vocab_size),
-                    min_count: 1,
-                },
-            )?,
-            other => return Err(user(format!("--level {other}: use char or word"))),
-        };
-        if !extra.is_empty() {
-            tok.add_tokens(extra)?;
-        }
-        Ok(tok)
-    }
-
-    /// LM windows of a token stream (capped by --max-train).
-    pub fn windows(&self, tokens: Vec<u32>) -> Result<TokenWindowDataset> {
-        let mut ds = TokenWindowDataset::new(tokens, self.seq_len)?;
-        if let Some(m) = self.max_train {
-            let keep = m.min(memaudit_engine::train::Dataset::len(&ds));
-            ds.tokens.truncate(keep * self.seq_len + 1);
-        }
-        Ok(ds)
-    }
-
-    /// IMDB reviews as TF-IDF rows (train on 80%, test on 20%, seeded split by index parity of a hash).
     pub fn imdb(
         &self,
         max_features: usize,
     ) -> Result<(SparseDataset, SparseDataset, memaudit_data::TextVectorizer)> {
-        let reviews = self.cache().imdb().with_context(|| self.fetch_hint())?;
-        let (mut tr, mut te): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
-        for (i, r) in reviews.into_iter().enumerate() {
-            if i % 5 == 4 { te.push(r) } else { tr.push(r) }
-        }
-        // The IMDB file is sorted by label, so a prefix would hold one class: keep m evenly
-        // spaced reviews instead (deterministic, and balanced like the whole set).
-        if let Some(m) = self.max_train
-            && m < tr.len()
-        {
-            let n = tr.len();
-            let mut picked = Vec::with_capacity(m);
-            let mut taken = tr.into_iter().enumerate();
-            for k in 0..m {
-                let want = k * n / m;
-                for (i, r) in taken.by_ref() {
-                    if i == want {
-                        picked.push(r);
-                        break;
-                    }
-                }
-            }
-            tr = picked;
-        }
-        let docs: Vec<&str> = tr.iter().map(|r| r.text.as_str()).collect();
-        let vec = memaudit_data::TextVectorizer::fit(
-            &docs,
-            VectorizerOptions {
-                max_features: Some(max_features),
-                ..Default::default()
-            },
-        )?;
-        let to_ds = |rs: &[memaudit_data::Review]| {
-            let m = vec.transform(&rs.iter().map(|r| r.text.as_str()).collect::<Vec<_>>());
-            SparseDataset {
-                rows: SparseInput {
-                    dim: m.cols,
-                    row_ptr: m.row_ptr,
-                    indices: m.indices,
-                    values: m.values,
-                },
-                labels: rs.iter().map(|r| r.label as u32).collect(),
-            }
-        };
-        Ok((to_ds(&tr), to_ds(&te), vec))
-    }
-
-    /// UCI Adult as dense rows.
-    pub fn adult(&self) -> Result<(DenseDataset, DenseDataset)> {
-        let c = self.cache();
-        let tr = c.adult(Split::Train).with_context(|| self.fetch_hint())?;
-        let te = c.adult(Split::Test).with_context(|| self.fetch_hint())?;
-        let enc = memaudit_data::AdultEncoder::fit(&tr)?;
-        let conv = |recs: &[memaudit_data::AdultRecord]| -> Result<DenseDataset> {
-            let (m, y) = enc.transform(recs);
-            Ok(DenseDataset::new(
-                m.data,
-                vec![m.cols],
-                y.into_iter().map(u32::from).collect(),
-            )?)
-        };
-        let mut train = conv(&tr)?;
-        if let Some(m) = self.max_train
-            && m < train.labels.len()
-        {
-            train = train.subset(&(0..m).collect::<Vec<_>>());
-        }
-        Ok((train, conv(&te)?))
+        Ok(self.settings::<DataSettings>().imdb(max_features)?)
     }
 }
 
@@ -368,42 +103,14 @@ impl DataArgs {
 mod tests {
     use super::*;
 
-    fn digits(standardize: bool) -> ImageData {
-        DataArgs {
-            data: "digits".into(),
-            data_dir: None,
-            level: "char".into(),
-            seq_len: 50,
-            valid_fraction: 0.1,
-            max_train: None,
-            vocab_size: 10_000,
-            standardize,
-        }
-        .images()
-        .unwrap()
-    }
-
-    fn mean_sd(x: &[f32]) -> (f64, f64) {
-        let n = x.len() as f64;
-        let m = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-        let v = x.iter().map(|&v| (f64::from(v) - m).powi(2)).sum::<f64>() / n;
-        (m, v.sqrt())
-    }
-
     #[test]
-    fn images_are_unit_scaled_by_default_and_standardised_on_request() {
-        let unit = digits(false);
-        assert!(unit.train.x.iter().all(|&v| (0.0..=1.0).contains(&v)));
-        // digits has no published constants: its own training statistics, so mean 0 and sd 1
-        // there (to f32 rounding), and the test set transformed with the same constants.
-        let std = digits(true);
-        let (m, sd) = mean_sd(&std.train.x);
-        assert!(
-            m.abs() < 1e-4 && (sd - 1.0).abs() < 1e-4,
-            "mean {m}, sd {sd}"
-        );
-        let (um, usd) = mean_sd(&unit.train.x);
-        let back = std.test.x[7] as f64 * usd + um;
-        assert!((back - unit.test.x[7] as f64).abs() < 1e-5);
+    fn the_flag_defaults_are_the_settings_defaults() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            data: DataArgs,
+        }
+        let cli = <Cli as clap::Parser>::parse_from(["x"]);
+        assert_eq!(cli.data.settings::<DataSettings>(), DataSettings::default());
     }
 }

@@ -249,6 +249,6 @@ fn main() {
                 let _ = writeln!(out, "{}", report.text.trim_end());
             }
         }
-        Err(err) => fail(json, &one_line(&err)),
+        Err(err) => fail(json, &one_line(&cmd::experiment::with_flag_names(err))),
     }
 }

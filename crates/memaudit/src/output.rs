@@ -25,18 +25,6 @@ pub fn opt_num(x: Option<f64>) -> Value {
     x.map_or(Value::Null, num)
 }
 
-/// Serde helper: `#[serde(serialize_with = "crate::output::ser_f64")]`.
-pub fn ser_f64<S: serde::Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
-    use serde::Serialize;
-    num(*x).serialize(s)
-}
-
-/// Serde helper for `Option<f64>`.
-pub fn ser_opt_f64<S: serde::Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
-    use serde::Serialize;
-    opt_num(*x).serialize(s)
-}
-
 /// What a subcommand hands back: the human-readable text and the JSON object.
 pub struct Report {
     pub text: String,
@@ -54,15 +42,7 @@ impl Report {
 
 /// Format a float for people: full precision is in the JSON.
 pub fn fmt_f64(x: f64) -> String {
-    if x.is_nan() {
-        "nan".into()
-    } else if x.is_infinite() {
-        if x > 0.0 { "inf".into() } else { "-inf".into() }
-    } else if x != 0.0 && (x.abs() >= 1e6 || x.abs() < 1e-3) {
-        format!("{x:.4e}")
-    } else {
-        format!("{x:.4}")
-    }
+    memaudit_experiments::num::fmt(x)
 }
 
 /// A number the user gave, as given (the shortest form that reads back the same), in

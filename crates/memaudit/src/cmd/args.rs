@@ -61,26 +61,8 @@ pub struct ModelArgs {
     pub gelu: String,
 }
 
-/// What the data looks like, for choosing and sizing a model.
-pub enum InputShape {
-    Image {
-        channels: usize,
-        height: usize,
-        width: usize,
-        classes: usize,
-    },
-    Flat {
-        features: usize,
-        classes: usize,
-    },
-    Sparse {
-        features: usize,
-        classes: usize,
-    },
-    Tokens {
-        vocab: usize,
-    },
-}
+/// What the data looks like, for choosing and sizing a model (the experiments layer's).
+pub use memaudit_experiments::train::InputShape;
 
 impl ModelArgs {
     pub fn config(&self, input: &InputShape) -> Result<ModelConfig> {
@@ -265,22 +247,6 @@ impl OptimArgs {
     /// flags say otherwise.
     pub fn config(&self) -> Result<OptimizerConfig> {
         self.config_with("sgd", 1e-3)
-    }
-
-    /// The optimizer for `model`: language models default to Adam at 0.003. With the old
-    /// default (SGD at 0.1, no momentum) the 2x200 LSTM stayed near the unigram loss after 2
-    /// epochs on plain-English corpora of 0.7 MB and its canaries showed almost no exposure;
-    /// Adam at 0.003 learns and memorises on every corpus measured (docs/secret-sharer.md,
-    /// "Defaults"). Classifiers keep SGD at 0.1, which the digits/MNIST runs were tuned with.
-    pub fn config_for(&self, model: &ModelConfig) -> Result<OptimizerConfig> {
-        match model {
-            ModelConfig::LstmLm { .. } | ModelConfig::GruLm { .. } => {
-                self.config_with("adam", 3e-3)
-            }
-            // Transformers diverge at the LSTM's 0.003 more often; 0.001 is the usual Adam rate.
-            ModelConfig::Gpt { .. } => self.config_with("adam", 1e-3),
-            _ => self.config(),
-        }
     }
 
     /// `default` when --optimizer is not given; `adam_lr` when Adam runs without --lr.
@@ -565,29 +531,49 @@ impl RunArgs {
     }
 }
 
-// The flag groups as the settings of `memaudit_experiments::setup` (fields named after the
-// flags), for the commands built on the experiments library.
+// The flag groups as the experiments layer's settings (fields named after the flags). Two
+// helpers moved the settings into the library at once, with the same fields: `setup::*` (mia)
+// and `train::*` / `datasets::*` (train, secret-sharer). Until they are one type, `settings()`
+// converts into either; the caller's type decides.
 
-impl ModelArgs {
-    pub fn settings(&self) -> memaudit_experiments::setup::ModelSettings {
-        memaudit_experiments::setup::ModelSettings {
-            model: self.model.clone(),
-            hidden: self.hidden.clone(),
-            activation: self.activation.clone(),
-            embed: self.embed,
-            rnn_hidden: self.rnn_hidden,
-            rnn_layers: self.rnn_layers,
-            dropout: self.dropout,
-            input_dropout: self.input_dropout,
-            gpt_layers: self.gpt_layers,
-            gpt_width: self.gpt_width,
-            gpt_heads: self.gpt_heads,
-            gpt_context: self.gpt_context,
-            gpt_untied: self.gpt_untied,
-            gelu: self.gelu.clone(),
+macro_rules! settings_from {
+    ($args:ty => $t1:ty, $t2:ty ; |$a:ident| $body:tt) => {
+        impl From<&$args> for $t1 {
+            fn from($a: &$args) -> Self {
+                type S = $t1;
+                S $body
+            }
         }
-    }
+        impl From<&$args> for $t2 {
+            fn from($a: &$args) -> Self {
+                type S = $t2;
+                S $body
+            }
+        }
+        impl $args {
+            pub fn settings<T: for<'a> From<&'a $args>>(&self) -> T {
+                T::from(self)
+            }
+        }
+    };
 }
+
+settings_from!(ModelArgs => memaudit_experiments::setup::ModelSettings, memaudit_experiments::train::ModelSettings; |a| {
+    model: a.model.clone(),
+    hidden: a.hidden.clone(),
+    activation: a.activation.clone(),
+    embed: a.embed,
+    rnn_hidden: a.rnn_hidden,
+    rnn_layers: a.rnn_layers,
+    dropout: a.dropout,
+    input_dropout: a.input_dropout,
+    gpt_layers: a.gpt_layers,
+    gpt_width: a.gpt_width,
+    gpt_heads: a.gpt_heads,
+    gpt_context: a.gpt_context,
+    gpt_untied: a.gpt_untied,
+    gelu: a.gelu.clone(),
+});
 
 impl OptimArgs {
     pub fn settings(&self) -> memaudit_experiments::optim::OptimSettings {
@@ -604,23 +590,84 @@ impl OptimArgs {
     }
 }
 
-impl PrivacyArgs {
-    pub fn settings(&self) -> memaudit_experiments::setup::PrivacySettings {
-        memaudit_experiments::setup::PrivacySettings {
-            noise_multiplier: self.noise_multiplier,
-            target_epsilon: self.target_epsilon,
-            clip: self.clip,
-            clip_per_layer: self.clip_per_layer.clone(),
-            adaptive_clip: self.adaptive_clip,
-            target_quantile: self.target_quantile,
-            clip_lr: self.clip_lr,
-            clip_count_stddev: self.clip_count_stddev,
-            delta: self.delta,
-            accountant: self.accountant.clone(),
-            max_epsilon: self.max_epsilon,
-            sampling: self.sampling.clone(),
-            physical_batch: self.physical_batch,
-            seeded_noise: self.seeded_noise,
+settings_from!(PrivacyArgs => memaudit_experiments::setup::PrivacySettings, memaudit_experiments::train::PrivacySettings; |a| {
+    noise_multiplier: a.noise_multiplier,
+    target_epsilon: a.target_epsilon,
+    clip: a.clip,
+    clip_per_layer: a.clip_per_layer.clone(),
+    adaptive_clip: a.adaptive_clip,
+    target_quantile: a.target_quantile,
+    clip_lr: a.clip_lr,
+    clip_count_stddev: a.clip_count_stddev,
+    delta: a.delta,
+    accountant: a.accountant.clone(),
+    max_epsilon: a.max_epsilon,
+    sampling: a.sampling.clone(),
+    physical_batch: a.physical_batch,
+    seeded_noise: a.seeded_noise,
+});
+
+impl RunArgs {
+    pub fn settings(&self) -> memaudit_experiments::train::RunSettings {
+        memaudit_experiments::train::RunSettings {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            out: self.out.clone(),
+            force: self.force,
+            resume: self.resume,
         }
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        optim: OptimArgs,
+        #[command(flatten)]
+        privacy: PrivacyArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    /// The flags' defaults are the settings' defaults (defined once, in the library).
+    #[test]
+    fn flag_defaults_are_the_settings_defaults() {
+        let cli = <Cli as clap::Parser>::parse_from(["x", "--out", "o"]);
+        assert_eq!(
+            cli.model
+                .settings::<memaudit_experiments::train::ModelSettings>(),
+            Default::default()
+        );
+        assert_eq!(
+            cli.model
+                .settings::<memaudit_experiments::setup::ModelSettings>(),
+            Default::default()
+        );
+        assert_eq!(cli.optim.settings(), Default::default());
+        assert_eq!(
+            cli.privacy
+                .settings::<memaudit_experiments::train::PrivacySettings>(),
+            Default::default()
+        );
+        assert_eq!(
+            cli.privacy
+                .settings::<memaudit_experiments::setup::PrivacySettings>(),
+            Default::default()
+        );
+        let run = cli.run.settings();
+        assert_eq!(
+            run,
+            memaudit_experiments::train::RunSettings {
+                out: "o".into(),
+                ..Default::default()
+            }
+        );
     }
 }

@@ -861,7 +861,7 @@ fn finish(out: &mut RunDir, html: &report::Report, results: &Value) -> Result<()
     html.write(&out.file("report.html"))
         .context("writing report.html")?;
     out.set("results", results.clone())?;
-    out.finish("completed")
+    Ok(out.finish("completed")?)
 }
 
 #[cfg(test)]

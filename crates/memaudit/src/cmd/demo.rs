@@ -167,10 +167,10 @@ fn claim_folder(out: &Path) -> Result<()> {
         }
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    crate::rundir::write_atomic(
+    Ok(crate::rundir::write_atomic(
         &out.join(MARKER),
         serde_json::to_string_pretty(&json!({"command": "demo", "status": "running"}))?.as_bytes(),
-    )
+    )?)
 }
 
 fn run_one(argv: &[String], out: &Path, ctx: &Ctx, title: &str) -> Result<Outcome> {
@@ -180,22 +180,7 @@ fn run_one(argv: &[String], out: &Path, ctx: &Ctx, title: &str) -> Result<Outcom
     let cli = SecretSharerCli::try_parse_from(&full)
         .map_err(|e| anyhow::anyhow!("internal: demo flags do not parse: {e}"))?;
     let a = &cli.args;
-    let mut data = a.data.clone();
-    if let Some(c) = &a.corpus {
-        data.data = c.clone();
-    }
-    let job = ss::Job {
-        data,
-        canary: &a.canary,
-        exposure: &a.exposure,
-        extraction: &a.extraction,
-        tracking: &a.tracking,
-        model: &a.model,
-        optim: &a.optim,
-        privacy: &a.privacy,
-        run: &a.run,
-    };
-    ss::run_job(&job, ctx, title, true)
+    ss::run_config(&a.settings(), &a.config, ctx, title, true)
 }
 
 /// The command a user would type for one of the runs.

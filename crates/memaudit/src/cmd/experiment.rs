@@ -109,10 +109,29 @@ pub fn resolve_with<T: ExperimentConfig>(
     Ok(Resolved::Run(cfg))
 }
 
-/// The flag of a config field: its last segment, `_` as `-` (`images.max_train` -> `--max-train`).
+/// The flag of a config field: its last segment, `_` as `-` (`images.max_train` -> `--max-train`),
+/// except the fields whose flag has another name.
 pub fn flag_of(field: &str) -> String {
+    if let Some((_, flag)) = RENAMED_FLAGS.iter().find(|(f, _)| *f == field) {
+        return flag.to_string();
+    }
     let leaf = field.rsplit('.').next().unwrap_or(field);
     format!("--{}", leaf.replace('_', "-"))
+}
+
+/// Config fields whose flag is not their name.
+const RENAMED_FLAGS: &[(&str, &str)] = &[
+    ("canary.template", "--canary"),
+    ("exposure.method", "--exposure"),
+];
+
+/// An error of a command that calls the experiments layer without `--config`: the config
+/// fields it names become flags (`run.out` -> `--out`), as `cli_error` does.
+pub fn with_flag_names(err: anyhow::Error) -> anyhow::Error {
+    match err.downcast::<ExperimentError>() {
+        Ok(e) => cli_error(e, &ConfigFlags::default()),
+        Err(err) => err,
+    }
 }
 
 /// A library error as the CLI reports it: config fields become the flag that sets them, or the

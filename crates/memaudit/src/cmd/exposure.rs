@@ -95,7 +95,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
             "references": set.references.len(),
             "skew_normal": {"shape": a.m.fit.shape, "loc": a.m.fit.loc, "scale": a.m.fit.scale, "converged": a.m.fit_converged},
             "by_repetitions": summary,
-            "canaries": a.canaries_json(&set),
+            "canaries": a.canaries(&set),
             "seconds": a.m.seconds,
         }),
     ))

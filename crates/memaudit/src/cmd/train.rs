@@ -3,23 +3,20 @@
 use anyhow::{Context, Result};
 use memaudit_data::Tokenizer;
 use memaudit_engine::audit_canaries::FaultInjection;
-use memaudit_engine::checkpoint::LogFile;
-use memaudit_engine::privacy;
-use memaudit_engine::sampler::SamplingMode;
-use memaudit_engine::train::{
-    Dataset, EpochInfo, PrivacyConfig, StepInfo, StopReason, TrainConfig, TrainObserver, Trainer,
-};
-use memaudit_engine::{Model, ModelConfig, PrivacyLedger};
+use memaudit_engine::train::{EpochInfo, PrivacyConfig, TrainConfig, Trainer};
+use memaudit_engine::{Model, ModelConfig};
+pub use memaudit_experiments::train::folder::{EpochHook, LogsHook, StepHook};
+use memaudit_experiments::train::{TrainRun, train_in_folder};
 use serde_json::{Value, json};
 
-use super::args::{InputShape, ModelArgs, OptimArgs, PrivacyArgs, RunArgs};
+use super::args::{ModelArgs, OptimArgs, PrivacyArgs, RunArgs};
+use super::experiment::CliObserver;
 use crate::Ctx;
 use crate::datasets::DataArgs;
 use crate::error::user;
-use crate::output::{Report, fmt_f64, num};
-use crate::progress::Progress;
+use crate::output::{Report, fmt_f64};
 use crate::report::{self, Series};
-use crate::rundir::{MetricsCsv, RunDir, parse_metrics};
+use crate::rundir::RunDir;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -76,122 +73,24 @@ fn check_audit_flags(args: &Args, cfg: &TrainConfig, num_params: usize) -> Resul
     Ok(())
 }
 
-/// Data ready for the trainer.
-pub struct Prepared {
-    pub name: String,
-    pub train: Box<dyn Dataset>,
-    pub valid: Option<Box<dyn Dataset>>,
-    pub input: InputShape,
-    pub tokenizer: Option<Tokenizer>,
-}
+pub use memaudit_experiments::train::Prepared;
 
 /// Load the data named by `--data`.
 pub fn prepare(data: &DataArgs) -> Result<Prepared> {
-    prepare_with(data, None)
+    Ok(memaudit_experiments::train::prepare(&data.settings())?)
 }
 
 /// Load the data; text is encoded with `tokenizer` when given (a saved run's vocabulary).
 pub fn prepare_with(data: &DataArgs, tokenizer: Option<Tokenizer>) -> Result<Prepared> {
-    if data.is_image() {
-        let d = data.images()?;
-        return Ok(Prepared {
-            name: data.data.clone(),
-            train: Box::new(d.train),
-            valid: Some(Box::new(d.test)),
-            input: InputShape::Image {
-                channels: d.channels,
-                height: d.height,
-                width: d.width,
-                classes: d.classes,
-            },
-            tokenizer: None,
-        });
-    }
-    match data.data.as_str() {
-        "imdb" => {
-            let (train, test, vec) = data.imdb(100_000)?;
-            Ok(Prepared {
-                name: "imdb".into(),
-                train: Box::new(train),
-                valid: Some(Box::new(test)),
-                input: InputShape::Sparse {
-                    features: vec.terms().len(),
-                    classes: 2,
-                },
-                tokenizer: None,
-            })
-        }
-        "adult" => {
-            let (train, test) = data.adult()?;
-            let features = train.per_example();
-            Ok(Prepared {
-                name: "adult".into(),
-                train: Box::new(train),
-                valid: Some(Box::new(test)),
-                input: InputShape::Flat {
-                    features,
-                    classes: 2,
-                },
-                tokenizer: None,
-            })
-        }
-        _ => {
-            let corpus = data.text()?;
-            let tok = match tokenizer {
-                Some(t) => t,
-                None => data.tokenizer(&corpus, &[])?,
-            };
-            let train = data.windows(tok.encode(&corpus.train)?)?;
-            let valid = data.windows(tok.encode(&corpus.valid)?)?;
-            if train.is_empty() {
-                return Err(user(format!(
-                    "--data {}: the training text is shorter than one window of --seq-len {}",
-                    data.data, data.seq_len
-                )));
-            }
-            Ok(Prepared {
-                name: corpus.name,
-                train: Box::new(train),
-                valid: Some(Box::new(valid)),
-                input: InputShape::Tokens { vocab: tok.len() },
-                tokenizer: Some(tok),
-            })
-        }
-    }
+    Ok(memaudit_experiments::train::prepare_with(
+        &data.settings(),
+        tokenizer,
+    )?)
 }
 
 /// MLPs take flat vectors: view images as such.
 pub fn flatten_for(model: &ModelConfig, prepared: Prepared) -> Prepared {
-    if !matches!(model, ModelConfig::Mlp { .. }) {
-        return prepared;
-    }
-    // DenseDataset batches carry the example shape; an MLP needs [B, F]. Wrap to flatten.
-    struct Flat(Box<dyn Dataset>);
-    impl Dataset for Flat {
-        fn len(&self) -> usize {
-            self.0.len()
-        }
-        fn batch(&self, idx: &[usize]) -> memaudit_engine::Batch {
-            let mut b = self.0.batch(idx);
-            if let memaudit_engine::Value::Dense(t) = &mut b.input {
-                let n = t.shape[0];
-                let f = t
-                    .data
-                    .len()
-                    .checked_div(n)
-                    .unwrap_or_else(|| t.shape[1..].iter().product());
-                t.shape = vec![n, f];
-            }
-            b
-        }
-    }
-    Prepared {
-        train: Box::new(Flat(prepared.train)),
-        valid: prepared
-            .valid
-            .map(|v| Box::new(Flat(v)) as Box<dyn Dataset>),
-        ..prepared
-    }
+    memaudit_experiments::train::flatten_for(model, prepared)
 }
 
 /// The privacy configuration of a run (noise calibrated if a target epsilon was given).
@@ -203,275 +102,15 @@ pub fn privacy_config(
     epochs: usize,
     ctx: &Ctx,
 ) -> Result<Option<PrivacyConfig>> {
-    p.validate()?;
-    if !p.is_private() {
-        return Ok(None);
-    }
-    let accountant = p.accountant()?;
-    let sampling = p.sampling()?;
-    let steps = epochs as u64 * steps_per_epoch(sampling, n, batch);
-    let sigma = match (p.noise_multiplier, p.target_epsilon) {
-        (Some(s), _) => s,
-        (None, Some(target)) => {
-            // Calibrated to this run's guarantee: Poisson steps, or for shuffled batches one
-            // unamplified Gaussian per epoch (the ledger's rule).
-            let s = privacy::calibrate_planned(
-                sampling,
-                n as u64,
-                batch as u64,
-                epochs as u64,
-                p.delta,
-                target,
-                accountant,
-            )
-            .map_err(|e| user(format!("--target-epsilon {target}: {e}")))?;
-            let how = match sampling {
-                SamplingMode::Poisson => {
-                    format!("{steps} Poisson steps (q = {:.6})", batch as f64 / n as f64)
-                }
-                SamplingMode::Shuffle => format!(
-                    "{epochs} epochs of shuffled batches ({steps} steps, no amplification by sampling)"
-                ),
-            };
-            ctx.note(format!(
-                "calibrated noise multiplier {s:.5} for epsilon <= {target} at delta {} over {how}",
-                p.delta
-            ));
-            s
-        }
-        (None, None) => unreachable!(),
-    };
-    if p.delta > 1.0 / n as f64 {
-        ctx.note(format!("warning: --delta {} is larger than 1/N = {:.2e}; a mechanism that publishes one random example would satisfy it", p.delta, 1.0 / n as f64));
-    }
-    let param_layers: Vec<usize> = (0..model.num_layers())
-        .filter(|&l| !model.param_range(l).is_empty())
-        .collect();
-    Ok(Some(PrivacyConfig {
-        noise_multiplier: sigma,
-        clipping: p.clip_config(&param_layers, model.num_layers())?,
-        delta: p.delta,
-        accountant,
-        max_epsilon: p.max_epsilon,
-    }))
-}
-
-/// The privacy statement of a finished run, from its ledger: a TF Privacy-style statement when
-/// the run had one setting throughout, else the composition segment by segment. Every epsilon
-/// labelled as the run's is the ledger's.
-pub fn statement_text(
-    cfg: &TrainConfig,
-    ledger: Option<&PrivacyLedger>,
-    n: usize,
-) -> Result<Option<(String, Value)>> {
-    let (Some(p), Some(ledger)) = (&cfg.privacy, ledger) else {
-        return Ok(None);
-    };
-    let epsilon = ledger.epsilon()?;
-    let if_poisson = ledger.epsilon_if_poisson()?;
-    let ran: Vec<_> = ledger.segments.iter().filter(|s| s.steps > 0).collect();
-    let steps = ledger.total_steps();
-    let mut text = String::new();
-    let uniform = ran.windows(2).all(|w| {
-        (w[0].sampling, w[0].batch_size, w[0].noise_multiplier)
-            == (w[1].sampling, w[1].batch_size, w[1].noise_multiplier)
-    });
-    let mut json = json!({});
-    if let (true, Some(first)) = (uniform, ran.first()) {
-        let spe = first.steps_per_epoch().max(1);
-        let st = privacy::statement(
-            n as u64,
-            first.batch_size,
-            steps as f64 / spe as f64,
-            Some(steps),
-            first.noise_multiplier,
-            p.delta,
-            p.accountant,
-        )?;
-        if first.sampling == SamplingMode::Poisson {
-            text.push_str("This run drew every batch by Poisson sampling, so the Poisson figure below is its guarantee.\n\n");
-        } else {
-            text.push_str(
-                "This run used shuffled fixed-size batches, not Poisson sampling. Its guarantee is \
-each example's releases without amplification (the 'once per epoch' figure below, counted per \
-permutation the run drew); the Poisson figure is only what Poisson sampling would have given.\n\n",
-            );
-        }
-        text.push_str(&st.0);
-        json = st.1;
-    } else {
-        text.push_str(&format!(
-            "Privacy statement (DP-SGD, differential privacy): {} segments with different settings, composed\n",
-            ran.len()
-        ));
-        for (k, s) in ran.iter().enumerate() {
-            text.push_str(&format!(
-                "  segment {}: steps {}..{}, {} sampling, q = {:.6}, noise multiplier {}\n",
-                k + 1,
-                s.first_step,
-                s.first_step + s.steps,
-                match s.sampling {
-                    SamplingMode::Poisson => "Poisson",
-                    SamplingMode::Shuffle => "shuffled (no amplification)",
-                },
-                s.sampling_rate(),
-                fmt_f64(s.noise_multiplier)
-            ));
-        }
-    }
-    text.push_str(&format!(
-        "\nThis run's guarantee, from its privacy ledger ({steps} private steps, {} accounting): epsilon = {} at delta = {}{}\n",
-        p.accountant.name(),
-        fmt_f64(epsilon),
-        p.delta,
-        if_poisson.map_or(String::new(), |e| format!(
-            " (had every batch been Poisson-sampled: {}; not this run's guarantee)",
-            fmt_f64(e)
-        ))
-    ));
-    json["epsilon"] = num(epsilon);
-    json["epsilon_if_poisson"] = if_poisson.map(num).unwrap_or(Value::Null);
-    json["ledger"] = serde_json::to_value(ledger)?;
-    Ok(Some((text, json)))
-}
-
-/// A per-epoch hook: sees the epoch's numbers, the model and its parameters.
-pub type EpochHook<'a> =
-    Box<dyn FnMut(&EpochInfo, &Model, &[f32]) -> memaudit_engine::Result<()> + 'a>;
-
-/// Progress, metrics.csv and per-epoch lines, plus an optional extra per-epoch hook.
-pub struct CliObserver<'a> {
-    pub progress: Progress,
-    pub metrics: MetricsCsv,
-    pub epochs: Vec<EpochInfo>,
-    pub extra: Option<EpochHook<'a>>,
-}
-
-pub const METRIC_COLUMNS: [&str; 11] = [
-    "epoch",
-    "step",
-    "train_loss",
-    "train_accuracy",
-    "valid_loss",
-    "valid_accuracy",
-    "epsilon",
-    "epsilon_if_poisson",
-    "clip_bound",
-    "clipped_fraction",
-    "seconds",
-];
-
-impl TrainObserver for CliObserver<'_> {
-    fn on_step(
-        &mut self,
-        info: &memaudit_engine::train::StepInfo,
-        _m: &Model,
-        _p: &[f32],
-    ) -> memaudit_engine::Result<()> {
-        self.progress
-            .set(info.step, &format!("loss {:.4}", info.loss));
-        Ok(())
-    }
-    fn on_epoch(
-        &mut self,
-        e: &EpochInfo,
-        model: &Model,
-        params: &[f32],
-    ) -> memaudit_engine::Result<()> {
-        let f = |x: f64| Some(x);
-        self.metrics
-            .append(&[
-                f(e.epoch as f64),
-                f(e.step as f64),
-                f(e.train_loss),
-                f(e.train_accuracy),
-                e.valid_loss,
-                e.valid_accuracy,
-                e.epsilon,
-                e.epsilon_if_poisson,
-                e.clip_bound,
-                e.clipped_fraction,
-                f(e.seconds),
-            ])
-            .map_err(|err| memaudit_engine::EngineError::Config(format!("{err:#}")))?;
-        let mut line = format!("epoch {}: train loss {:.4}", e.epoch, e.train_loss);
-        if let Some(v) = e.valid_loss {
-            line += &format!(", valid loss {v:.4}");
-        }
-        if let Some(a) = e.valid_accuracy {
-            line += &format!(", valid accuracy {:.4}", a);
-        }
-        if let Some(eps) = e.epsilon {
-            line += &format!(", epsilon {}", fmt_f64(eps));
-        }
-        line += &format!(" ({:.1}s)", e.seconds);
-        self.progress.line(&line);
-        self.epochs.push(e.clone());
-        if let Some(h) = self.extra.as_mut() {
-            h(e, model, params)?;
-        }
-        Ok(())
-    }
-    fn checkpoint_logs(&mut self) -> memaudit_engine::Result<Vec<LogFile>> {
-        Ok(vec![(
-            METRICS_CSV.into(),
-            self.metrics.contents().into_bytes(),
-        )])
-    }
-}
-
-/// The metrics log's file name, in the run folder and in each checkpoint.
-pub const METRICS_CSV: &str = "metrics.csv";
-
-/// One `metrics.csv` row back as the epoch it logged (exact: rows are written with shortest
-/// round-trip formatting).
-fn epoch_from_row(row: &std::collections::HashMap<String, Option<f64>>) -> Result<EpochInfo> {
-    let get = |k: &str| row.get(k).copied().flatten();
-    let need = |k: &str| get(k).with_context(|| format!("metrics.csv: a row has no {k}"));
-    Ok(EpochInfo {
-        epoch: need("epoch")? as u64,
-        step: need("step")? as u64,
-        train_loss: need("train_loss")?,
-        train_accuracy: need("train_accuracy")?,
-        valid_loss: get("valid_loss"),
-        valid_accuracy: get("valid_accuracy"),
-        epsilon: get("epsilon"),
-        epsilon_if_poisson: get("epsilon_if_poisson"),
-        clip_bound: get("clip_bound"),
-        clipped_fraction: get("clipped_fraction"),
-        seconds: get("seconds").unwrap_or(f64::NAN),
-    })
-}
-
-/// The metrics log a resumed run continues, and its epochs (the whole history, for the report
-/// and the results): the copy stored in the checkpoint resumed from, so rows logged after that
-/// checkpoint are dropped (the resumed run logs them again). A checkpoint written before logs were
-/// stored with checkpoints falls back to the folder's file, without its rows past the checkpoint.
-fn restore_metrics(rd: &RunDir, trainer: &Trainer) -> Result<(MetricsCsv, Vec<EpochInfo>)> {
-    let path = rd.file(METRICS_CSV);
-    let history = match trainer.resumed_log(METRICS_CSV) {
-        Some(b) => b.to_vec(),
-        None => {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let header = METRIC_COLUMNS.join(",");
-            let mut kept = format!("{header}\n");
-            if text.lines().next() == Some(header.as_str()) {
-                for line in text.lines().skip(1) {
-                    let step = line.split(',').nth(1).and_then(|c| c.parse::<u64>().ok());
-                    if step.is_some_and(|s| s <= trainer.step) {
-                        kept += line;
-                        kept.push('\n');
-                    }
-                }
-            }
-            kept.into_bytes()
-        }
-    };
-    let metrics = MetricsCsv::restore(&path, &METRIC_COLUMNS, &history)?;
-    let epochs = parse_metrics(&metrics.contents())
-        .and_then(|rows| rows.iter().map(epoch_from_row).collect::<Result<Vec<_>>>())
-        .with_context(|| format!("{}: the stored metrics", path.display()))?;
-    Ok((metrics, epochs))
+    let mut observer = CliObserver::new("train", ctx);
+    Ok(memaudit_experiments::train::privacy_config(
+        &p.settings(),
+        model,
+        n,
+        batch,
+        epochs,
+        &mut observer,
+    )?)
 }
 
 /// Crash tests only, and only with MEMAUDIT_ALLOW_FAULT_INJECTION=1:
@@ -497,30 +136,6 @@ pub fn install_crash_test_hook(trainer: &mut Trainer) -> Result<()> {
         }
     }));
     Ok(())
-}
-
-/// Family-wise significance of the white-box audit's verdict.
-const AUDIT_SIGNIFICANCE: f64 = 0.05;
-
-/// The white-box audit as JSON (non-finite numbers as strings, like every --json output).
-fn audit_json(a: &memaudit_audit::lower_bound::WhiteBoxAuditResult) -> Value {
-    json!({
-        "canaries": a.canaries,
-        "included": a.included,
-        "claimed_epsilon": num(a.claimed_epsilon),
-        "delta": a.delta,
-        "significance": a.significance,
-        "two_m_delta": a.two_m_delta,
-        "auroc": num(a.auroc),
-        "results": a.bounds.iter().map(|b| json!({
-            "method": b.method,
-            "epsilon_lower_bound": num(b.epsilon_lower_bound),
-            "assumes_gaussian_tradeoff": b.assumes_gaussian_tradeoff,
-        })).collect::<Vec<_>>(),
-        "verdict_bound": num(a.verdict_bound),
-        "refuted": a.refuted,
-        "warnings": a.warnings,
-    })
 }
 
 /// The white-box audit in words.
@@ -604,11 +219,7 @@ pub fn epoch_plots(r: &mut report::Report, epochs: &[EpochInfo]) {
     }
 }
 
-/// Steps in one epoch: ceil(N/B) Poisson batches (the accountant's count), or N/B full
-/// shuffled batches.
-pub fn steps_per_epoch(sampling: SamplingMode, n: usize, batch: usize) -> u64 {
-    memaudit_engine::ledger::steps_per_epoch(sampling, n as u64, batch as u64)
-}
+pub use memaudit_experiments::train::steps_per_epoch;
 
 /// Refuse a model whose training state cannot fit in the memory left, before anything (the run
 /// folder included) is created: the allocator would otherwise abort the process.
@@ -617,18 +228,12 @@ pub fn check_training_memory(
     optimizer: &memaudit_engine::optim::OptimizerConfig,
     private: bool,
 ) -> Result<()> {
-    use memaudit_engine::memory;
-    let p = model.num_params();
-    memory::check_fits(
-        &format!("training {p} parameters (weights, gradient, optimizer state)"),
-        memory::training_bytes(p, optimizer, private),
-        memory::available_bytes(),
-    )
-    .map_err(|e| user(format!("model flags: {e}; use a smaller model")))
+    Ok(memaudit_experiments::train::check_training_memory(
+        model, optimizer, private,
+    )?)
 }
 
-/// The trainer's configuration from the shared flag groups: privacy (noise calibrated here when
-/// `--target-epsilon` is given), sampling, optimizer and schedule.
+/// The trainer's configuration from the shared flag groups (the library's one builder).
 #[allow(clippy::too_many_arguments)]
 pub fn train_config(
     privacy: &PrivacyArgs,
@@ -640,23 +245,17 @@ pub fn train_config(
     seed: u64,
     ctx: &Ctx,
 ) -> Result<TrainConfig> {
-    let optimizer = optim.config_for(model_cfg)?;
-    check_training_memory(model, &optimizer, privacy.is_private())?;
-    let dp = privacy_config(privacy, model, n, run.batch_size, run.epochs, ctx)?;
-    let sampling = privacy.sampling()?;
-    let steps_per_epoch = steps_per_epoch(sampling, n, run.batch_size);
-    Ok(TrainConfig {
-        model: model_cfg.clone(),
-        optimizer,
-        schedule: optim.schedule(steps_per_epoch, run.epochs)?,
-        epochs: run.epochs,
-        batch_size: run.batch_size,
-        physical_batch: privacy.physical_batch,
-        sampling,
+    let mut observer = CliObserver::new("train", ctx);
+    Ok(memaudit_experiments::train::train_config(
+        &privacy.settings(),
+        &optim.settings(),
+        &run.settings(),
+        model,
+        model_cfg,
+        n,
         seed,
-        privacy: dp,
-        seeded_noise: privacy.seeded_noise,
-    })
+        &mut observer,
+    )?)
 }
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
@@ -780,8 +379,7 @@ pub struct TrainOutcome {
     pub summary: Value,
 }
 
-/// Train, write metrics.csv, report.html and run.json results; the report can be extended by the
-/// caller (`extra` runs after each epoch).
+/// Train, write metrics.csv, report.html and run.json results; `extra` runs after each epoch.
 pub fn train_with_report<'a>(
     ctx: &Ctx,
     rd: &mut RunDir,
@@ -808,14 +406,6 @@ pub fn train_with_report<'a>(
     )
 }
 
-/// A per-step hook (e.g. exposure every N steps).
-pub type StepHook<'a> =
-    Box<dyn FnMut(&StepInfo, &Model, &[f32]) -> memaudit_engine::Result<()> + 'a>;
-
-/// The caller's own logs (their whole history so far), stored in every checkpoint with
-/// `metrics.csv` so that a resume restores them consistently with it.
-pub type LogsHook<'a> = Box<dyn FnMut() -> memaudit_engine::Result<Vec<LogFile>> + 'a>;
-
 /// What `train_with_report_hooks` does besides training.
 pub struct TrainHooks<'a> {
     /// Runs after each epoch (after the metrics line, before the epoch's checkpoint).
@@ -830,34 +420,8 @@ pub struct TrainHooks<'a> {
     pub finish_run: bool,
 }
 
-/// `CliObserver` plus a per-step hook and the caller's logs.
-struct HookedObserver<'a> {
-    inner: CliObserver<'a>,
-    step: Option<StepHook<'a>>,
-    logs: Option<LogsHook<'a>>,
-}
-
-impl TrainObserver for HookedObserver<'_> {
-    fn on_step(&mut self, info: &StepInfo, m: &Model, p: &[f32]) -> memaudit_engine::Result<()> {
-        self.inner.on_step(info, m, p)?;
-        match self.step.as_mut() {
-            Some(h) => h(info, m, p),
-            None => Ok(()),
-        }
-    }
-    fn on_epoch(&mut self, e: &EpochInfo, m: &Model, p: &[f32]) -> memaudit_engine::Result<()> {
-        self.inner.on_epoch(e, m, p)
-    }
-    fn checkpoint_logs(&mut self) -> memaudit_engine::Result<Vec<LogFile>> {
-        let mut logs = self.inner.checkpoint_logs()?;
-        if let Some(h) = self.logs.as_mut() {
-            logs.extend(h()?);
-        }
-        Ok(logs)
-    }
-}
-
-/// `train_with_report` with a per-step hook and control over what is written.
+/// Train into the run folder (the library's `train_in_folder`), then render: the text (with
+/// the run folder's lines), the HTML report and the JSON summary.
 pub fn train_with_report_hooks<'a>(
     ctx: &Ctx,
     rd: &mut RunDir,
@@ -867,161 +431,118 @@ pub fn train_with_report_hooks<'a>(
     hooks: TrainHooks<'a>,
     title: &str,
 ) -> Result<TrainOutcome> {
-    let cfg = trainer.config.clone();
-    let steps_per_epoch = steps_per_epoch(cfg.sampling, n, cfg.batch_size);
-    let total = steps_per_epoch * cfg.epochs as u64;
+    debug_assert_eq!(prepared.train.len(), n);
     install_crash_test_hook(trainer)?;
-    // A resumed run continues the logs its checkpoint holds (the whole history, for the report
-    // and the results even when nothing is left to train).
-    let (metrics, epochs) = if trainer.resumed_from.is_some() {
-        restore_metrics(rd, trainer)?
-    } else {
-        (
-            MetricsCsv::open(&rd.file(METRICS_CSV), &METRIC_COLUMNS, false)?,
-            Vec::new(),
-        )
-    };
-    let mut hooked = HookedObserver {
-        inner: CliObserver {
-            progress: Progress::new("train", total, ctx.quiet || ctx.json),
-            metrics,
-            epochs,
-            extra: hooks.epoch,
+    let mut observer = CliObserver::new("train", ctx);
+    let run = train_in_folder(
+        rd,
+        trainer,
+        prepared.train.as_ref(),
+        prepared.valid.as_deref(),
+        &prepared.name,
+        memaudit_experiments::train::TrainHooks {
+            epoch: hooks.epoch,
+            step: hooks.step,
+            logs: hooks.logs,
         },
-        step: hooks.step,
-        logs: hooks.logs,
-    };
-    if let Some(from) = &trainer.resumed_from {
-        ctx.note(format!(
-            "resuming from {} (epoch {}, step {})",
-            from.display(),
-            trainer.epoch,
-            trainer.step
-        ));
-        if trainer.epoch >= cfg.epochs as u64 {
-            ctx.note(format!(
-                "the run has already trained its {} epochs: nothing to train; its results are recomputed from its last checkpoint (give a larger --epochs to continue it)",
-                trainer.epoch
-            ));
-        }
+        &mut observer,
+    )?;
+    observer.finish();
+    drop(observer);
+    let rendered = render_training(&run, title)?;
+    if hooks.write_html {
+        rendered.html.write(&rd.file("report.html"))?;
     }
-    let stop = trainer
-        .run(
-            prepared.train.as_ref(),
-            prepared.valid.as_deref(),
-            &mut hooked,
-        )
-        .map_err(|e| user(e.to_string()))?;
-    let obs = hooked.inner;
-    obs.progress.finish();
-    if stop == StopReason::PrivacyBudget {
-        ctx.note(format!(
-            "stopped at step {}: the next step would exceed --max-epsilon",
-            trainer.step
-        ));
+    if hooks.finish_run {
+        rd.finish("completed")?;
     }
-    let statement = statement_text(&cfg, trainer.ledger(), n)?;
-    let eps = trainer.epsilon()?;
-    let eps_if_poisson = trainer.epsilon_if_poisson()?;
-    // The white-box audit the run carried, bounded at the run's own delta and compared with its
-    // claim (memaudit-audit's `white_box_audit`); and the self-test's fault, said everywhere.
-    let audit = match (trainer.white_box_canaries(), eps, cfg.privacy.as_ref()) {
-        (Some(c), Some(e), Some(p)) => Some(
-            memaudit_audit::lower_bound::white_box_audit(c, e, p.delta, AUDIT_SIGNIFICANCE)
-                .map_err(|e| user(format!("white-box audit: {e}")))?,
-        ),
-        _ => None,
-    };
-    let fault = trainer.injected_fault().map(|f| f.describe());
-    let last = obs.epochs.last().cloned();
-    let summary = json!({
-        "run": rd.path.display().to_string(),
-        "data": prepared.name,
-        "model": cfg.model,
-        "parameters": trainer.model.num_params(),
-        "epochs": trainer.epoch,
-        "steps": trainer.step,
-        "seed": cfg.seed,
-        "stop_reason": stop,
-        "train_loss": last.as_ref().map(|e| num(e.train_loss)),
-        "valid_loss": last.as_ref().and_then(|e| e.valid_loss).map(num),
-        "valid_accuracy": last.as_ref().and_then(|e| e.valid_accuracy).map(num),
-        "private": cfg.privacy.is_some(),
-        "epsilon": eps.map(num),
-        "epsilon_if_poisson": eps_if_poisson.map(num),
-        "delta": cfg.privacy.as_ref().map(|p| p.delta),
-        "noise_multiplier": cfg.privacy.as_ref().map(|p| p.noise_multiplier),
-        "noise_seeded": trainer.noise_is_seeded(),
-        "sampling": cfg.sampling,
-        "privacy_statement": statement.as_ref().map(|s| s.1.clone()),
-        "white_box_audit": audit.as_ref().map(audit_json),
-        "fault_injected": fault,
-    });
+    let text = format!(
+        "{}\n\nrun folder: {}\nreport: {}",
+        rendered.text,
+        rd.path.display(),
+        rd.file("report.html").display()
+    );
+    let summary = serde_json::to_value(&run.summary)?;
+    Ok(TrainOutcome {
+        report: Report::new(text, summary.clone()),
+        epochs: run.epochs,
+        html: rendered.html,
+        summary,
+    })
+}
+
+/// A training run rendered: its text (without the run folder's lines) and its HTML report.
+pub struct RenderedTraining {
+    pub text: String,
+    pub html: report::Report,
+}
+
+/// The text and the HTML report of a run trained into a folder.
+pub fn render_training(run: &TrainRun, title: &str) -> Result<RenderedTraining> {
+    let s = &run.summary;
+    let cfg = &run.config;
+    let last = run.epochs.last();
+    let statement = s.privacy_statement.as_ref().map(|p| p.text.as_str());
+    let audit = s.white_box_audit.as_ref().map(|a| audit_text(&a.result));
+    let fault = s.fault_injected.as_deref();
     let mut html = report::Report::new(&format!(
         "{title}: {} on {}",
         model_name(&cfg.model),
-        prepared.name
+        s.data
     ));
     html.table(
         &["", ""],
         &[
-            vec!["data".into(), prepared.name.clone()],
-            vec!["training examples".into(), n.to_string()],
-            vec!["model".into(), model_name(&cfg.model)],
-            vec!["parameters".into(), trainer.model.num_params().to_string()],
+            vec!["data".into(), s.data.clone()],
             vec![
-                "epochs, steps".into(),
-                format!("{}, {}", trainer.epoch, trainer.step),
+                "training examples".into(),
+                run.training_examples.to_string(),
             ],
+            vec!["model".into(), model_name(&cfg.model)],
+            vec!["parameters".into(), s.parameters.to_string()],
+            vec!["epochs, steps".into(), format!("{}, {}", s.epochs, s.steps)],
             vec!["seed".into(), cfg.seed.to_string()],
             vec![
                 "valid loss".into(),
-                last.as_ref()
-                    .and_then(|e| e.valid_loss)
-                    .map_or("-".into(), fmt_f64),
+                last.and_then(|e| e.valid_loss).map_or("-".into(), fmt_f64),
             ],
             vec![
                 "valid accuracy".into(),
-                last.as_ref()
-                    .and_then(|e| e.valid_accuracy)
+                last.and_then(|e| e.valid_accuracy)
                     .map_or("-".into(), fmt_f64),
             ],
-            vec!["epsilon".into(), eps.map_or("not private".into(), fmt_f64)],
+            vec![
+                "epsilon".into(),
+                s.epsilon.map_or("not private".into(), |e| fmt_f64(e.0)),
+            ],
         ],
     );
-    epoch_plots(&mut html, &obs.epochs);
-    if let Some(f) = &fault {
+    epoch_plots(&mut html, &run.epochs);
+    if let Some(f) = fault {
         html.heading("FAULT INJECTED");
         html.para(f);
     }
-    if let Some((text, _)) = &statement {
+    if let Some(text) = statement {
         html.heading("Privacy statement");
         html.pre(text);
     }
     if let Some(a) = &audit {
         html.heading("White-box audit");
-        html.pre(&audit_text(a));
+        html.pre(a);
     }
-    if trainer.noise_is_seeded() {
+    if s.noise_seeded {
         html.para("The DP noise of this run was seeded from --seed (--seeded-noise) for reproducible research: anyone with the seed can regenerate it.");
     }
     html.heading("Configuration");
-    html.pre(&serde_json::to_string_pretty(&cfg)?);
-    if hooks.write_html {
-        html.write(&rd.file("report.html"))?;
-    }
-    rd.set("results", summary.clone())?;
-    if hooks.finish_run {
-        rd.finish("completed")?;
-    }
+    html.pre(&serde_json::to_string_pretty(cfg)?);
     let mut text = format!(
         "trained {} on {} for {} epochs ({} steps)",
         model_name(&cfg.model),
-        prepared.name,
-        trainer.epoch,
-        trainer.step
+        s.data,
+        s.epochs,
+        s.steps
     );
-    if let Some(l) = &last {
+    if let Some(l) = last {
         if let Some(v) = l.valid_loss {
             text += &format!("\nvalid loss {}", fmt_f64(v));
         }
@@ -1029,26 +550,16 @@ pub fn train_with_report_hooks<'a>(
             text += &format!(", valid accuracy {}", fmt_f64(a));
         }
     }
-    if let Some((s, _)) = &statement {
-        text += &format!("\n\n{s}");
+    if let Some(st) = statement {
+        text += &format!("\n\n{st}");
     }
     if let Some(a) = &audit {
-        text += &format!("\n\n{}", audit_text(a));
+        text += &format!("\n\n{a}");
     }
-    if let Some(f) = &fault {
+    if let Some(f) = fault {
         text = format!("!!! {f}\n\n{text}\n\n!!! {f}");
     }
-    text += &format!(
-        "\n\nrun folder: {}\nreport: {}",
-        rd.path.display(),
-        rd.file("report.html").display()
-    );
-    Ok(TrainOutcome {
-        report: Report::new(text, summary.clone()),
-        epochs: obs.epochs,
-        html,
-        summary,
-    })
+    Ok(RenderedTraining { text, html })
 }
 
 pub fn model_name(m: &ModelConfig) -> String {

@@ -458,7 +458,7 @@ fn spec(model: ModelConfig, optim: &OptimArgs, run: &RunFlags, n: usize) -> Resu
 }
 
 fn open_run(run: &RunFlags, command: &str, config: &Value) -> Result<RunDir> {
-    RunDir::open(
+    Ok(RunDir::open(
         &run.out,
         command,
         config,
@@ -467,7 +467,7 @@ fn open_run(run: &RunFlags, command: &str, config: &Value) -> Result<RunDir> {
             force: run.force,
             resume: false,
         },
-    )
+    )?)
 }
 
 fn opt(x: Option<f64>) -> String {

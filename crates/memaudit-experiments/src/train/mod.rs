@@ -1,0 +1,19 @@
+//! Training as a library: the settings every training experiment shares, the one builder of the
+//! engine's `TrainConfig` ([`plan::train_config`]), the data of a run ([`prepare`]) and training
+//! into a run folder ([`folder::train_in_folder`]).
+
+pub mod folder;
+pub mod plan;
+pub mod prepare;
+pub mod settings;
+
+pub use folder::{
+    AUDIT_SIGNIFICANCE, METRIC_COLUMNS, METRICS_CSV, TrainHooks, TrainRun, TrainSummary,
+    WhiteBoxAudit, train_in_folder,
+};
+pub use plan::{
+    PrivacyStatement, check_training_memory, privacy_config, statement, steps_per_epoch,
+    train_config,
+};
+pub use prepare::{Prepared, flatten_for, prepare, prepare_with};
+pub use settings::{InputShape, ModelSettings, PrivacySettings, RunSettings};

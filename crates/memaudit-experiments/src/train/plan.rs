@@ -1,0 +1,243 @@
+//! The one place a training experiment's settings become the engine's [`TrainConfig`]: the
+//! privacy configuration (the noise calibrated here for a target epsilon), sampling, optimizer,
+//! schedule, and the memory check before anything is written. `train`, `secret-sharer` and the
+//! commands still in the CLI (mia, attack) all build their trainer's configuration here.
+
+use memaudit_engine::optim::OptimizerConfig;
+use memaudit_engine::privacy;
+use memaudit_engine::sampler::SamplingMode;
+use memaudit_engine::train::{PrivacyConfig, TrainConfig};
+use memaudit_engine::{Model, ModelConfig, PrivacyLedger};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::settings::{PrivacySettings, RunSettings};
+use crate::error::{ExperimentError, Result};
+use crate::observer::Observer;
+use crate::optim::OptimSettings;
+
+/// Steps in one epoch: ceil(N/B) Poisson batches (the accountant's count), or N/B full
+/// shuffled batches (the engine's one definition).
+pub fn steps_per_epoch(sampling: SamplingMode, n: usize, batch: usize) -> u64 {
+    memaudit_engine::ledger::steps_per_epoch(sampling, n as u64, batch as u64)
+}
+
+/// The privacy configuration of a run (noise calibrated if a target epsilon was given).
+pub fn privacy_config(
+    p: &PrivacySettings,
+    model: &Model,
+    n: usize,
+    batch: usize,
+    epochs: usize,
+    observer: &mut dyn Observer,
+) -> Result<Option<PrivacyConfig>> {
+    p.validate()?;
+    if !p.is_private() {
+        return Ok(None);
+    }
+    let accountant = p.accountant()?;
+    let sampling = p.sampling()?;
+    let steps = epochs as u64 * steps_per_epoch(sampling, n, batch);
+    let sigma = match (p.noise_multiplier, p.target_epsilon) {
+        (Some(s), _) => s,
+        (None, Some(target)) => {
+            // Calibrated to this run's guarantee: Poisson steps, or for shuffled batches one
+            // unamplified Gaussian per epoch (the ledger's rule).
+            let s = privacy::calibrate_planned(
+                sampling,
+                n as u64,
+                batch as u64,
+                epochs as u64,
+                p.delta,
+                target,
+                accountant,
+            )
+            .map_err(|e| ExperimentError::Invalid {
+                field: "privacy.target_epsilon".into(),
+                value: target.to_string(),
+                reason: e.to_string(),
+            })?;
+            let how = match sampling {
+                SamplingMode::Poisson => {
+                    format!("{steps} Poisson steps (q = {:.6})", batch as f64 / n as f64)
+                }
+                SamplingMode::Shuffle => format!(
+                    "{epochs} epochs of shuffled batches ({steps} steps, no amplification by sampling)"
+                ),
+            };
+            observer.note(&format!(
+                "calibrated noise multiplier {s:.5} for epsilon <= {target} at delta {} over {how}",
+                p.delta
+            ));
+            s
+        }
+        (None, None) => unreachable!("is_private"),
+    };
+    if p.delta > 1.0 / n as f64 {
+        observer.note(&format!("warning: --delta {} is larger than 1/N = {:.2e}; a mechanism that publishes one random example would satisfy it", p.delta, 1.0 / n as f64));
+    }
+    let param_layers: Vec<usize> = (0..model.num_layers())
+        .filter(|&l| !model.param_range(l).is_empty())
+        .collect();
+    Ok(Some(PrivacyConfig {
+        noise_multiplier: sigma,
+        clipping: p.clip_config(&param_layers, model.num_layers())?,
+        delta: p.delta,
+        accountant,
+        max_epsilon: p.max_epsilon,
+    }))
+}
+
+/// Refuse a model whose training state cannot fit in the memory left, before anything (the run
+/// folder included) is created: the allocator would otherwise abort the process.
+pub fn check_training_memory(
+    model: &Model,
+    optimizer: &OptimizerConfig,
+    private: bool,
+) -> Result<()> {
+    use memaudit_engine::memory;
+    let p = model.num_params();
+    memory::check_fits(
+        &format!("training {p} parameters (weights, gradient, optimizer state)"),
+        memory::training_bytes(p, optimizer, private),
+        memory::available_bytes(),
+    )
+    .map_err(|e| ExperimentError::Invalid {
+        field: "model.model".into(),
+        value: model_name_of(model),
+        reason: format!("{e}; use a smaller model"),
+    })
+}
+
+fn model_name_of(model: &Model) -> String {
+    format!("({} parameters)", model.num_params())
+}
+
+/// The trainer's configuration from the shared settings: privacy (noise calibrated here when
+/// a target epsilon is given), sampling, optimizer and schedule.
+pub fn train_config(
+    privacy: &PrivacySettings,
+    optim: &OptimSettings,
+    run: &RunSettings,
+    model: &Model,
+    model_cfg: &ModelConfig,
+    n: usize,
+    seed: u64,
+    observer: &mut dyn Observer,
+) -> Result<TrainConfig> {
+    let optimizer = optim.optimizer_for("optim", model_cfg)?;
+    check_training_memory(model, &optimizer, privacy.is_private())?;
+    let dp = privacy_config(privacy, model, n, run.batch_size, run.epochs, observer)?;
+    let sampling = privacy.sampling()?;
+    let steps_per_epoch = steps_per_epoch(sampling, n, run.batch_size);
+    Ok(TrainConfig {
+        model: model_cfg.clone(),
+        optimizer,
+        schedule: optim.schedule("optim", steps_per_epoch, run.epochs)?,
+        epochs: run.epochs,
+        batch_size: run.batch_size,
+        physical_batch: privacy.physical_batch,
+        sampling,
+        seed,
+        privacy: dp,
+        seeded_noise: privacy.seeded_noise,
+    })
+}
+
+/// A run's privacy statement, from its ledger: the text (TF Privacy's wording, or the
+/// composition segment by segment) and its numbers (serialised: the `privacy_statement` of the
+/// results).
+#[derive(Clone, Debug, Serialize)]
+pub struct PrivacyStatement {
+    #[serde(skip)]
+    pub text: String,
+    #[serde(flatten)]
+    pub numbers: serde_json::Map<String, Value>,
+}
+
+/// The privacy statement of a finished run, from its ledger: a TF Privacy-style statement when
+/// the run had one setting throughout, else the composition segment by segment. Every epsilon
+/// labelled as the run's is the ledger's.
+pub fn statement(
+    cfg: &TrainConfig,
+    ledger: Option<&PrivacyLedger>,
+    n: usize,
+) -> Result<Option<PrivacyStatement>> {
+    let (Some(p), Some(ledger)) = (&cfg.privacy, ledger) else {
+        return Ok(None);
+    };
+    let epsilon = ledger.epsilon()?;
+    let if_poisson = ledger.epsilon_if_poisson()?;
+    let ran: Vec<_> = ledger.segments.iter().filter(|s| s.steps > 0).collect();
+    let steps = ledger.total_steps();
+    let mut text = String::new();
+    let uniform = ran.windows(2).all(|w| {
+        (w[0].sampling, w[0].batch_size, w[0].noise_multiplier)
+            == (w[1].sampling, w[1].batch_size, w[1].noise_multiplier)
+    });
+    let mut json = serde_json::Map::new();
+    if let (true, Some(first)) = (uniform, ran.first()) {
+        let spe = first.steps_per_epoch().max(1);
+        let st = privacy::statement(
+            n as u64,
+            first.batch_size,
+            steps as f64 / spe as f64,
+            Some(steps),
+            first.noise_multiplier,
+            p.delta,
+            p.accountant,
+        )?;
+        if first.sampling == SamplingMode::Poisson {
+            text.push_str("This run drew every batch by Poisson sampling, so the Poisson figure below is its guarantee.\n\n");
+        } else {
+            text.push_str(
+                "This run used shuffled fixed-size batches, not Poisson sampling. Its guarantee is \
+each example's releases without amplification (the 'once per epoch' figure below, counted per \
+permutation the run drew); the Poisson figure is only what Poisson sampling would have given.\n\n",
+            );
+        }
+        text.push_str(&st.0);
+        if let Value::Object(m) = st.1 {
+            json = m;
+        }
+    } else {
+        text.push_str(&format!(
+            "Privacy statement (DP-SGD, differential privacy): {} segments with different settings, composed\n",
+            ran.len()
+        ));
+        for (k, s) in ran.iter().enumerate() {
+            text.push_str(&format!(
+                "  segment {}: steps {}..{}, {} sampling, q = {:.6}, noise multiplier {}\n",
+                k + 1,
+                s.first_step,
+                s.first_step + s.steps,
+                match s.sampling {
+                    SamplingMode::Poisson => "Poisson",
+                    SamplingMode::Shuffle => "shuffled (no amplification)",
+                },
+                s.sampling_rate(),
+                crate::num::fmt(s.noise_multiplier)
+            ));
+        }
+    }
+    text.push_str(&format!(
+        "\nThis run's guarantee, from its privacy ledger ({steps} private steps, {} accounting): epsilon = {} at delta = {}{}\n",
+        p.accountant.name(),
+        crate::num::fmt(epsilon),
+        p.delta,
+        if_poisson.map_or(String::new(), |e| format!(
+            " (had every batch been Poisson-sampled: {}; not this run's guarantee)",
+            crate::num::fmt(e)
+        ))
+    ));
+    json.insert("epsilon".into(), serde_json::to_value(crate::Num(epsilon))?);
+    json.insert(
+        "epsilon_if_poisson".into(),
+        serde_json::to_value(if_poisson.map(crate::Num))?,
+    );
+    json.insert("ledger".into(), serde_json::to_value(ledger)?);
+    Ok(Some(PrivacyStatement {
+        text,
+        numbers: json,
+    }))
+}
