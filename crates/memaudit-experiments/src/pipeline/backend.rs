@@ -14,14 +14,26 @@ use memaudit_engine::sampler::SamplingMode;
 use sha2::{Digest, Sha256};
 
 use super::config::{AuditConfig, Variant};
-use super::results::{AttackResult, AuditResults, DataSummary, MiaResults};
+use super::results::{
+    AttackResult, AuditResults, CanaryExposure, DataSummary, EpochPoint, ExposureAtEpoch,
+    ExposureResults, ExtractionCount, ExtractionResults, MiaResults, Privacy, SkewNormalFit,
+    Utility,
+};
 use super::stages::{Backend, TrainOutput, WhiteBoxOutput};
+use super::verdict::{Claim, Evidence, Mechanism};
+use crate::audit_canaries;
 use crate::error::{ExperimentError, Result, invalid};
 use crate::mia::{self, MiaConfig, ShadowSettings};
-use crate::num::Num;
+use crate::num::{Num, opt};
 use crate::observer::Observer;
 use crate::optim::OptimSettings;
+use crate::secret_sharer::{
+    self, CanarySettings, ExposureSettings, ExtractionSettings, SecretSharerConfig,
+};
 use crate::setup::{DataSettings, ModelSettings, PrivacySettings};
+
+/// The delta at which the bounds of a variant without a claim are computed.
+pub const DELTA_WITHOUT_CLAIM: f64 = 1e-5;
 
 /// ROC curves are thinned to at most this many points in `results.json`.
 const ROC_POINTS: usize = 300;
@@ -75,6 +87,95 @@ pub fn data_settings(cfg: &AuditConfig) -> DataSettings {
         max_train: d.max_train,
         ..DataSettings::default()
     }
+}
+
+/// The Secret Sharer experiment of variant `v`: the pipeline's data, model, canaries, exposure
+/// and extraction settings, the variant's optimizer and privacy, the one-run canaries, the run
+/// folder `out`.
+pub fn secret_sharer_config(cfg: &AuditConfig, v: &Variant, out: &Path) -> SecretSharerConfig {
+    let d = &cfg.data;
+    let m = model_settings(cfg, v);
+    let p = privacy_settings(v);
+    let lb = &cfg.audits.lower_bounds;
+    SecretSharerConfig {
+        data: crate::datasets::DataSettings {
+            data: d.corpus.clone(),
+            data_dir: d.data_dir.clone(),
+            level: d.level.clone(),
+            seq_len: d.seq_len,
+            valid_fraction: d.valid_fraction,
+            max_train: d.max_train,
+            ..Default::default()
+        },
+        canary: CanarySettings {
+            template: cfg.canaries.template.clone(),
+            canaries: cfg.canaries.per_repetition,
+            repetitions: cfg.canaries.repetitions.clone(),
+            held_out: cfg.canaries.held_out,
+            extend_vocab: cfg.canaries.extend_vocab,
+            canary_seed: Some(cfg.seed),
+            audit_canaries: (lb.one_run_canaries > 0).then_some(lb.one_run_canaries),
+        },
+        exposure: ExposureSettings {
+            method: cfg.audits.exposure.method.clone(),
+            exact_limit: cfg.audits.exposure.exact_limit,
+            references: cfg.audits.exposure.references,
+        },
+        extraction: ExtractionSettings {
+            extract_budget: cfg.audits.extraction.budget,
+            extract_top: cfg.audits.extraction.top,
+            ..Default::default()
+        },
+        tracking: Default::default(),
+        model: crate::train::ModelSettings {
+            model: m.model,
+            embed: m.embed,
+            rnn_hidden: m.rnn_hidden,
+            rnn_layers: m.rnn_layers,
+            dropout: m.dropout,
+            ..Default::default()
+        },
+        optim: optim_settings(cfg, v),
+        privacy: crate::train::PrivacySettings {
+            noise_multiplier: p.noise_multiplier,
+            target_epsilon: p.target_epsilon,
+            clip: p.clip,
+            delta: p.delta,
+            accountant: p.accountant,
+            sampling: p.sampling,
+            seeded_noise: p.seeded_noise,
+            ..Default::default()
+        },
+        run: crate::train::RunSettings {
+            epochs: v.epochs(&cfg.training),
+            batch_size: v.batch_size(&cfg.training),
+            seed: Some(cfg.seed),
+            out: out.to_path_buf(),
+            force: true,
+            resume: false,
+        },
+    }
+}
+
+/// The one-run canaries' scores and inclusion from the manifest a secret-sharer run wrote.
+fn read_one_run(path: &Path) -> Result<Evidence> {
+    let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let doc: serde_json::Value = serde_json::from_str(&text)?;
+    let bad = || ExperimentError::InFile {
+        path: path.to_path_buf(),
+        message: "a canary without its score or inclusion".into(),
+    };
+    let mut scores = Vec::new();
+    let mut included = Vec::new();
+    for c in doc["canaries"].as_array().ok_or_else(bad)? {
+        let s: Num = serde_json::from_value(c["score"].clone()).map_err(|_| bad())?;
+        scores.push(s);
+        included.push(c["included"].as_bool().ok_or_else(bad)?);
+    }
+    Ok(Evidence::OneRun { scores, included })
 }
 
 /// Library field paths of the data settings -> pipeline keys.
@@ -322,16 +423,156 @@ impl Backend for Libraries {
 
     fn train(
         &self,
-        _cfg: &AuditConfig,
+        cfg: &AuditConfig,
         v: &Variant,
-        _dir: &Path,
-        _obs: &mut dyn Observer,
+        dir: &Path,
+        obs: &mut dyn Observer,
     ) -> Result<TrainOutput> {
-        Err(super::PipelineError::Internal(format!(
-            "train/{}: the Secret Sharer library (issue 13, branch exp2) is not merged yet",
-            v.name
-        ))
-        .into())
+        let i = index_of(cfg, v);
+        let at = format!("variants[{i}]");
+        let run_dir = dir.join("run");
+        let ss = secret_sharer_config(cfg, v, &run_dir);
+        let mut map: Vec<(String, String)> = vec![
+            ("canary.template".into(), "canaries.template".into()),
+            ("canary.canaries".into(), "canaries.per_repetition".into()),
+            (
+                "canary.audit_canaries".into(),
+                "audits.lower_bounds.one_run_canaries".into(),
+            ),
+            ("canary".into(), "canaries".into()),
+            ("exposure".into(), "audits.exposure".into()),
+            (
+                "extraction.extract_budget".into(),
+                "audits.extraction.budget".into(),
+            ),
+            (
+                "extraction.extract_top".into(),
+                "audits.extraction.top".into(),
+            ),
+            ("data.data".into(), "data.corpus".into()),
+            ("run.batch_size".into(), format!("{at}.batch_size")),
+            ("run.epochs".into(), format!("{at}.epochs")),
+        ];
+        map.extend(variant_fields(&at));
+        let map: Vec<(&str, &str)> = map.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let r = secret_sharer::run(&ss, obs).map_err(|e| rename(e, &map))?;
+        let d = &r.detail;
+        let sum = &d.train.summary;
+        let claimed = sum.epsilon.map_or(f64::INFINITY, |e| e.0);
+        let delta = sum.delta.unwrap_or(DELTA_WITHOUT_CLAIM);
+        // Group privacy needs the mechanism: the Poisson-sampled Gaussian of the ledger. Shuffled
+        // batches are accounted without amplification; no group claim is derived for them.
+        let mechanism = match (sum.private, sum.noise_multiplier, sum.sampling) {
+            (true, Some(sigma), SamplingMode::Poisson) if claimed.is_finite() => Some(Mechanism {
+                dataset_size: d.train.training_examples as u64,
+                batch_size: ss.run.batch_size as u64,
+                epochs: d.epochs_trained as f64,
+                steps: sum.steps,
+                noise_multiplier: sigma,
+            }),
+            _ => None,
+        };
+        let claim = Claim {
+            epsilon: Num(claimed),
+            delta,
+            mechanism,
+        };
+        let training_curve = d
+            .train
+            .epochs
+            .iter()
+            .map(|e| EpochPoint {
+                epoch: e.epoch as f64,
+                train_loss: Some(Num(e.train_loss)),
+                valid_loss: opt(e.valid_loss),
+                valid_accuracy: opt(e.valid_accuracy),
+                epsilon: opt(e.epsilon),
+            })
+            .collect();
+        let reps: Vec<u32> = {
+            let mut r: Vec<u32> = r.canaries.iter().map(|c| c.repetitions).collect();
+            r.sort_unstable();
+            r.dedup();
+            r
+        };
+        let by_epoch = reps
+            .iter()
+            .flat_map(|&rep| {
+                d.log
+                    .mean_by_epoch(rep, |x| x.exposure_exact.or(x.exposure_extrapolated))
+                    .into_iter()
+                    .map(move |(epoch, m)| ExposureAtEpoch {
+                        epoch: epoch as f64,
+                        repetitions: rep,
+                        mean_exposure: Num(m),
+                    })
+            })
+            .collect();
+        let exposure = ExposureResults {
+            method: if d.exact { "exact" } else { "sampled" }.into(),
+            max_exposure: r.log2_space,
+            canaries: r
+                .canaries
+                .iter()
+                .map(|c| CanaryExposure {
+                    text: c.text.clone(),
+                    repetitions: c.repetitions,
+                    exposure: c.exposure.unwrap_or(c.exposure_extrapolated),
+                    exact: c.exposure.is_some(),
+                    extracted: c.extracted,
+                })
+                .collect(),
+            reference_log_perplexities: d
+                .audit
+                .m
+                .reference_scores
+                .iter()
+                .map(|&x| Num(x))
+                .collect(),
+            skew_normal: Some(SkewNormalFit {
+                location: d.audit.m.fit.loc,
+                scale: d.audit.m.fit.scale,
+                shape: d.audit.m.fit.shape,
+            }),
+            by_epoch,
+        };
+        let extraction = (cfg.audits.extraction.budget > 0).then(|| ExtractionResults {
+            budget: cfg.audits.extraction.budget,
+            top: cfg.audits.extraction.top as u64,
+            by_repetitions: r
+                .by_repetitions
+                .iter()
+                .filter(|s| s.repetitions > 0)
+                .map(|s| ExtractionCount {
+                    repetitions: s.repetitions,
+                    canaries: s.canaries as u64,
+                    extracted: s.extracted.unwrap_or(0) as u64,
+                })
+                .collect(),
+        });
+        let one_run = match r.black_box_audit {
+            Some(_) => Some(read_one_run(&run_dir.join(audit_canaries::MANIFEST_FILE))?),
+            None => None,
+        };
+        Ok(TrainOutput {
+            utility: Utility {
+                valid_loss: sum.valid_loss,
+                valid_accuracy: sum.valid_accuracy,
+                train_loss: sum.train_loss,
+            },
+            privacy: Privacy {
+                claimed_epsilon: Num(claimed),
+                delta,
+                noise_multiplier: opt(sum.noise_multiplier),
+                steps: sum.steps,
+                accountant: v.dp.as_ref().map(|dp| dp.accountant.clone()),
+                claim,
+            },
+            training_curve,
+            exposure: Some(exposure),
+            extraction,
+            one_run,
+        })
     }
 
     fn white_box(
