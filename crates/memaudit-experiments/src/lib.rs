@@ -20,8 +20,11 @@
 //! ## Status (issue 13, phase 1)
 //!
 //! Migrated: the dynamics studies `easy-hard` and `sensitivity` ([`dynamics`]) and the sanity
-//! checks before private training ([`sanity`]). The other experiments still live in the CLI
-//! crate and move here in phase 2.
+//! checks before private training ([`sanity`]); in phase 2, the Secret Sharer
+//! ([`secret_sharer`]) with what every training experiment shares: the settings and the one
+//! builder of the engine's `TrainConfig`, training into a run folder ([`train`], [`rundir`]),
+//! the named datasets ([`datasets`]) and the black-box audit a run carries
+//! ([`audit_canaries`]).
 //!
 //! ## Example: a dynamics study from Rust
 //!
@@ -46,6 +49,34 @@
 //! assert_eq!(result.kinds.len(), 2);
 //! // Real digits have consistently easy and hard examples: per-example rates spread more than
 //! // identical coins would (variance ratio > 1); the JSON is the CLI's `--json`.
+//! println!("{}", serde_json::to_string(&result)?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Example: a Secret Sharer experiment from Rust
+//!
+//! Canaries `my pin is {digits:3}` inserted 1 and 8 times into the embedded corpus (Moby Dick),
+//! a 1x16 LSTM trained for one epoch on 100 windows, then every canary's exposure (exact over the
+//! 1000 candidates) and the extraction search (Carlini et al. 2019):
+//!
+//! ```
+//! use memaudit_experiments::secret_sharer::{self, SecretSharerConfig};
+//! use memaudit_experiments::NullObserver;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut cfg = SecretSharerConfig::default();
+//! cfg.canary.template = "my pin is {digits:3}".into();
+//! (cfg.canary.canaries, cfg.canary.repetitions, cfg.canary.held_out) = (1, vec![1, 8], 3);
+//! (cfg.model.rnn_hidden, cfg.model.rnn_layers, cfg.model.embed) = (16, 1, 8);
+//! (cfg.data.max_train, cfg.data.seq_len) = (Some(100), 40);
+//! (cfg.run.epochs, cfg.run.batch_size, cfg.run.seed) = (1, 16, Some(7));
+//! (cfg.exposure.references, cfg.extraction.extract_budget) = (64, 2000);
+//! cfg.run.out = dir.path().join("run");
+//! let result = secret_sharer::run(&cfg, &mut NullObserver)?;
+//! // One row per repetition count: held out (0), 1 and 8; exposures are at most log2 |R|.
+//! assert_eq!(result.by_repetitions.len(), 3);
+//! assert!(result.canaries.iter().all(|c| c.exposure.unwrap().0 <= result.log2_space));
+//! // The JSON is the CLI's `memaudit secret-sharer --json`.
 //! println!("{}", serde_json::to_string(&result)?);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -10,6 +10,9 @@ const MIGRATED: &[&str] = &[
     "src/cmd/dynamics/easy_hard.rs",
     "src/cmd/dynamics/sensitivity.rs",
     "src/cmd/experiment.rs",
+    "src/cmd/secret_sharer.rs",
+    "src/cmd/train.rs",
+    "src/cmd/audit_canaries.rs",
 ];
 
 /// What only a library may call: the trainer and its loop, per-example gradients and optimizer

@@ -1,10 +1,12 @@
-//! Training as a library: the settings every training experiment shares, the one builder of the
-//! engine's `TrainConfig` ([`plan::train_config`]), the data of a run ([`prepare`]) and training
-//! into a run folder ([`folder::train_in_folder`]).
+//! Training as a library: the `train` experiment ([`TrainExperimentConfig`], [`run`]), and what
+//! every training experiment shares: the settings, the one builder of the engine's
+//! `TrainConfig` ([`plan::train_config`]), the data of a run ([`prepare()`]) and training into a
+//! run folder ([`folder::train_in_folder`]).
 
 pub mod folder;
 pub mod plan;
 pub mod prepare;
+pub mod run;
 pub mod settings;
 
 pub use folder::{
@@ -16,4 +18,5 @@ pub use plan::{
     train_config,
 };
 pub use prepare::{Prepared, flatten_for, prepare, prepare_with};
+pub use run::{TrainExperimentConfig, TrainResult, TrainRunHooks, run, run_with};
 pub use settings::{InputShape, ModelSettings, PrivacySettings, RunSettings};

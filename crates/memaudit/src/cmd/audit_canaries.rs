@@ -2,15 +2,9 @@
 //! carries. The audit itself (inserting the canaries, the manifest, scoring and bounding) is
 //! `memaudit_experiments::audit_canaries`; this module renders its result.
 
-use anyhow::Result;
-use memaudit_engine::black_box_canaries::AuditCanaries;
-use memaudit_engine::train::Trainer;
-pub use memaudit_experiments::audit_canaries::{BlackBoxAudit, audit, insert_into, save_manifest};
+pub use memaudit_experiments::audit_canaries::BlackBoxAudit;
 
-use super::train::{Prepared, TrainHooks, train_with_report_hooks};
-use crate::Ctx;
-use crate::output::{Report, fmt_f64};
-use crate::rundir::RunDir;
+use crate::output::fmt_f64;
 
 /// The black-box audit in words.
 pub fn audit_text(b: &BlackBoxAudit) -> String {
@@ -66,55 +60,4 @@ pub fn audit_text(b: &BlackBoxAudit) -> String {
         t += &format!("\nwarning: {w}");
     }
     t
-}
-
-/// `memaudit train` with `--audit-canaries`: train (writing what `train_with_report` writes),
-/// then audit and add the result to the text, the JSON, run.json and report.html.
-pub fn train_and_audit(
-    ctx: &Ctx,
-    rd: &mut RunDir,
-    trainer: &mut Trainer,
-    prepared: &Prepared,
-    n: usize,
-    canaries: &AuditCanaries,
-    delta: f64,
-) -> Result<Report> {
-    let outcome = train_with_report_hooks(
-        ctx,
-        rd,
-        trainer,
-        prepared,
-        n,
-        TrainHooks {
-            epoch: None,
-            step: None,
-            logs: None,
-            write_html: false,
-            finish_run: false,
-        },
-        "memaudit train",
-    )?;
-    ctx.note(format!("scoring {} audit canaries", canaries.manifest.m()));
-    let a = audit(rd, trainer, canaries, prepared.tokenizer.as_ref(), delta)?;
-    let text = audit_text(&a);
-    let mut summary = outcome.summary;
-    summary["black_box_audit"] = serde_json::to_value(&a)?;
-    rd.set("results", summary.clone())?;
-    let mut html = outcome.html;
-    html.heading("Black-box audit");
-    html.pre(&text);
-    html.write(&rd.file("report.html"))?;
-    rd.finish("completed")?;
-    Ok(Report::new(
-        with_section(&outcome.report.text, &text),
-        summary,
-    ))
-}
-
-/// `text` with `section` before its closing "run folder:" lines.
-pub fn with_section(text: &str, section: &str) -> String {
-    match text.rfind("\n\nrun folder:") {
-        Some(i) => format!("{}\n\n{section}{}", &text[..i], &text[i..]),
-        None => format!("{text}\n\n{section}"),
-    }
 }

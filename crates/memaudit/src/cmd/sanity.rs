@@ -1,38 +1,15 @@
 //! The sanity checks before private training ("Three Tools for Practical Differential Privacy",
 //! van der Veen et al. 2018, tool 1), rendered: the checks themselves run in
-//! `memaudit_experiments::sanity`; this module writes their report lines and JSON.
+//! `memaudit_experiments::sanity` (inside `memaudit_experiments::train::run`); this module writes
+//! their report lines.
 
-use anyhow::Result;
 use memaudit_engine::sampler::SamplingMode;
-use memaudit_engine::train::{Dataset, TrainConfig};
-use memaudit_experiments::NullObserver;
-use memaudit_experiments::sanity::{self, NOISE_FREE_STEPS, SanityChecks};
-use serde_json::Value;
+use memaudit_experiments::sanity::{NOISE_FREE_STEPS, SanityChecks};
 
 use crate::output::fmt_f64;
 
-/// The checks' numbers and their text.
-pub struct SanityReport {
-    pub text: String,
-    pub json: Value,
-}
-
-pub fn run(
-    cfg: &TrainConfig,
-    n_train: usize,
-    heldout: &dyn Dataset,
-) -> Result<Option<SanityReport>> {
-    let Some(checks) = sanity::run(cfg, n_train, heldout, &mut NullObserver)? else {
-        return Ok(None);
-    };
-    Ok(Some(SanityReport {
-        text: render(&checks),
-        json: serde_json::to_value(&checks)?,
-    }))
-}
-
-/// The report lines.
-fn render(s: &SanityChecks) -> String {
+/// The report lines (printed before training starts).
+pub fn render(s: &SanityChecks) -> String {
     let p = &s.plan;
     let (steps, q, epochs) = (s.planned_steps, s.sampling_rate, p.epochs);
     let how = match p.sampling {

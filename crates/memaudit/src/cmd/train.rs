@@ -1,22 +1,20 @@
 //! `memaudit train`: train a model, plain or with DP-SGD, into a run folder.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use memaudit_data::Tokenizer;
-use memaudit_engine::audit_canaries::FaultInjection;
-use memaudit_engine::train::{EpochInfo, PrivacyConfig, TrainConfig, Trainer};
+use memaudit_engine::train::{EpochInfo, PrivacyConfig, TrainConfig};
 use memaudit_engine::{Model, ModelConfig};
-pub use memaudit_experiments::train::folder::{EpochHook, LogsHook, StepHook};
-use memaudit_experiments::train::{TrainRun, train_in_folder};
-use serde_json::{Value, json};
+use memaudit_experiments::train::{TrainExperimentConfig, TrainRun, TrainRunHooks};
+
+pub use super::train_loop::train_with_report;
 
 use super::args::{ModelArgs, OptimArgs, PrivacyArgs, RunArgs};
-use super::experiment::CliObserver;
+use super::experiment::{self, CliObserver, ConfigFlags, Resolved};
 use crate::Ctx;
 use crate::datasets::DataArgs;
 use crate::error::user;
 use crate::output::{Report, fmt_f64};
 use crate::report::{self, Series};
-use crate::rundir::RunDir;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -50,27 +48,26 @@ pub struct Args {
     /// epsilon from their scores at the run's delta, next to the accountant's epsilon.
     #[arg(long, value_name = "M")]
     pub audit_canaries: Option<usize>,
+    #[command(flatten)]
+    pub config: ConfigFlags,
 }
 
-/// Checks of the audit flags before anything is written (the white-box rule is the engine's).
-fn check_audit_flags(args: &Args, cfg: &TrainConfig, num_params: usize) -> Result<()> {
-    if let Some(m) = args.white_box_canaries {
-        memaudit_engine::train::check_white_box_audit(cfg, m, num_params)
-            .map_err(|e| user(format!("--white-box-canaries {m}: {e}")))?;
-    }
-    if let Some(f) = args.fault_noise_scale {
-        if std::env::var("MEMAUDIT_ALLOW_FAULT_INJECTION").as_deref() != Ok("1") {
-            return Err(user(
-                "--fault-noise-scale breaks the run on purpose for the audit's self-test: it needs MEMAUDIT_ALLOW_FAULT_INJECTION=1",
-            ));
-        }
-        if !(f > 0.0 && f.is_finite() && args.privacy.is_private()) {
-            return Err(user(
-                "--fault-noise-scale needs a private run and a factor > 0",
-            ));
+impl Args {
+    /// The flags as the experiment's config.
+    pub fn settings(&self) -> TrainExperimentConfig {
+        TrainExperimentConfig {
+            data: self.data.settings(),
+            model: self.model.settings(),
+            optim: self.optim.settings(),
+            privacy: self.privacy.settings(),
+            run: self.run.settings(),
+            augment: self.augment.augment.clone(),
+            no_sanity_checks: self.no_sanity_checks,
+            white_box_canaries: self.white_box_canaries,
+            audit_canaries: self.audit_canaries,
+            fault_noise_scale: self.fault_noise_scale,
         }
     }
-    Ok(())
 }
 
 pub use memaudit_experiments::train::Prepared;
@@ -111,31 +108,6 @@ pub fn privacy_config(
         epochs,
         &mut observer,
     )?)
-}
-
-/// Crash tests only, and only with MEMAUDIT_ALLOW_FAULT_INJECTION=1:
-/// MEMAUDIT_TEST_KILL_IN_CHECKPOINT=n aborts the process half way through the n-th checkpoint it
-/// writes (parameters on disk, logs, sidecar and marker not), as a kill there would.
-pub fn install_crash_test_hook(trainer: &mut Trainer) -> Result<()> {
-    let Ok(n) = std::env::var("MEMAUDIT_TEST_KILL_IN_CHECKPOINT") else {
-        return Ok(());
-    };
-    if std::env::var("MEMAUDIT_ALLOW_FAULT_INJECTION").as_deref() != Ok("1") {
-        return Err(user(
-            "MEMAUDIT_TEST_KILL_IN_CHECKPOINT kills the process on purpose for crash tests: it needs MEMAUDIT_ALLOW_FAULT_INJECTION=1",
-        ));
-    }
-    let n: u64 = n.trim().parse().map_err(|_| {
-        user(format!(
-            "MEMAUDIT_TEST_KILL_IN_CHECKPOINT={n}: give the checkpoint's number (1 for the first)"
-        ))
-    })?;
-    trainer.set_checkpoint_midway_hook(Box::new(move |nth| {
-        if nth == n {
-            std::process::abort();
-        }
-    }));
-    Ok(())
 }
 
 /// The white-box audit in words.
@@ -259,216 +231,44 @@ pub fn train_config(
 }
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
-    args.privacy.validate()?;
-    if args.run.epochs == 0 {
-        return Err(user("--epochs must be at least 1"));
-    }
-    let prepared = prepare(&args.data)?;
-    let model_cfg = args.model.config(&prepared.input)?;
-    if let Some(s) = model_cfg.gpt_shape()
-        && args.data.seq_len > s.n_ctx
+    if args.fault_noise_scale.is_some()
+        && std::env::var("MEMAUDIT_ALLOW_FAULT_INJECTION").as_deref() != Ok("1")
     {
-        return Err(user(format!(
-            "--seq-len {} is longer than the GPT's positional table (--gpt-context {})",
-            args.data.seq_len, s.n_ctx
-        )));
+        return Err(user(
+            "--fault-noise-scale breaks the run on purpose for the audit's self-test: it needs MEMAUDIT_ALLOW_FAULT_INJECTION=1",
+        ));
     }
-    let prepared = flatten_for(&model_cfg, prepared);
-    let model = model_cfg
-        .build()
-        .map_err(|e| user(format!("model flags: {e}")))?;
-    let seed = args.run.seed();
-    // Audit canaries join the training set before N is counted (they are training examples).
-    let (prepared, black_box) =
-        super::audit_canaries::insert_into(prepared, args.audit_canaries, seed)?;
-    let n = prepared.train.len();
-    if args.run.batch_size == 0 || args.run.batch_size > n {
-        return Err(user(format!(
-            "--batch-size {} must be between 1 and the training set size {n}",
-            args.run.batch_size
-        )));
-    }
-    let cfg = train_config(
-        &args.privacy,
-        &args.optim,
-        &args.run,
-        &model,
-        &model_cfg,
-        n,
-        seed,
-        ctx,
-    )?;
-    check_audit_flags(args, &cfg, model.num_params())?;
-    let augment = args.augment.resolve(&prepared.input, &args.data.data)?;
-    let mut run_cfg = json!({ "train": cfg, "data": args.data, "white_box_canaries": args.white_box_canaries, "fault_noise_scale": args.fault_noise_scale, "augment": args.augment.augment });
-    if let Some(m) = args.audit_canaries {
-        run_cfg["audit_canaries"] = json!(m);
-    }
-    let mut rd = RunDir::open(
-        &args.run.out,
-        "train",
-        &run_cfg,
-        Some(seed),
-        args.run.reuse(),
-    )?;
-    if let Some(tok) = &prepared.tokenizer {
-        tok.save(&rd.file("tokenizer.json"))
-            .context("saving the tokenizer")?;
-    }
-    let sanity = if args.no_sanity_checks || rd.resuming {
-        None
-    } else {
-        match prepared.valid.as_deref() {
-            Some(v) => super::sanity::run(&cfg, n, v)?,
-            None => None,
-        }
+    let cfg = match experiment::resolve(&args.config, args.settings(), ctx)? {
+        Resolved::Run(cfg) => cfg,
+        Resolved::Printed(report) => return Ok(report),
     };
-    if let Some(s) = &sanity {
-        ctx.note(&s.text);
-        rd.set("sanity_checks", s.json.clone())?;
-    }
-    if let Some(c) = &black_box {
-        super::audit_canaries::save_manifest(&rd, c, prepared.tokenizer.as_ref(), None)?;
-    }
-    let mut trainer = Trainer::new(cfg.clone(), n, Some(&rd.checkpoints()), rd.resuming)
-        .map_err(|e| user(e.to_string()))?;
-    trainer.set_augment(augment);
-    if trainer.noise_is_seeded() {
-        ctx.note("note: the DP noise is seeded from --seed (--seeded-noise): anyone with the seed can regenerate it; use only for reproducible research");
-    }
-    if let Some(m) = args.white_box_canaries {
-        trainer
-            .set_white_box_audit(m)
-            .map_err(|e| user(format!("--white-box-canaries {m}: {e}")))?;
-    }
-    if let Some(f) = args.fault_noise_scale {
-        let fault = FaultInjection::NoiseScale(f);
-        ctx.note(format!("warning: {}", fault.describe()));
-        trainer
-            .inject_fault_for_audit_self_test(fault)
-            .map_err(|e| user(format!("--fault-noise-scale: {e}")))?;
-    }
-    if let Some(c) = &black_box {
-        return super::audit_canaries::train_and_audit(
-            ctx,
-            &mut rd,
-            &mut trainer,
-            &prepared,
-            n,
-            c,
-            args.privacy.delta,
-        );
-    }
-    let outcome = train_with_report(
-        ctx,
-        &mut rd,
-        &mut trainer,
-        &prepared,
-        n,
-        None,
-        "memaudit train",
-    )?;
-    Ok(outcome.report)
-}
-
-/// What `train_with_report` returns.
-pub struct TrainOutcome {
-    pub report: Report,
-    pub epochs: Vec<EpochInfo>,
-    pub html: report::Report,
-    pub summary: Value,
-}
-
-/// Train, write metrics.csv, report.html and run.json results; `extra` runs after each epoch.
-pub fn train_with_report<'a>(
-    ctx: &Ctx,
-    rd: &mut RunDir,
-    trainer: &mut Trainer,
-    prepared: &Prepared,
-    n: usize,
-    extra: Option<EpochHook<'a>>,
-    title: &str,
-) -> Result<TrainOutcome> {
-    train_with_report_hooks(
-        ctx,
-        rd,
-        trainer,
-        prepared,
-        n,
-        TrainHooks {
-            epoch: extra,
-            step: None,
-            logs: None,
-            write_html: true,
-            finish_run: true,
-        },
-        title,
-    )
-}
-
-/// What `train_with_report_hooks` does besides training.
-pub struct TrainHooks<'a> {
-    /// Runs after each epoch (after the metrics line, before the epoch's checkpoint).
-    pub epoch: Option<EpochHook<'a>>,
-    /// Runs after each optimizer step.
-    pub step: Option<StepHook<'a>>,
-    /// The caller's logs to store in each checkpoint.
-    pub logs: Option<LogsHook<'a>>,
-    /// Write report.html (a caller that combines several runs into one report turns it off).
-    pub write_html: bool,
-    /// Mark run.json completed (a caller with more work after training marks it itself).
-    pub finish_run: bool,
-}
-
-/// Train into the run folder (the library's `train_in_folder`), then render: the text (with
-/// the run folder's lines), the HTML report and the JSON summary.
-pub fn train_with_report_hooks<'a>(
-    ctx: &Ctx,
-    rd: &mut RunDir,
-    trainer: &mut Trainer,
-    prepared: &Prepared,
-    n: usize,
-    hooks: TrainHooks<'a>,
-    title: &str,
-) -> Result<TrainOutcome> {
-    debug_assert_eq!(prepared.train.len(), n);
-    install_crash_test_hook(trainer)?;
+    let hooks = TrainRunHooks {
+        checkpoint_midway: super::secret_sharer::crash_test_hook()?,
+        on_sanity: Some(Box::new(|s| ctx.note(super::sanity::render(s)))),
+    };
     let mut observer = CliObserver::new("train", ctx);
-    let run = train_in_folder(
-        rd,
-        trainer,
-        prepared.train.as_ref(),
-        prepared.valid.as_deref(),
-        &prepared.name,
-        memaudit_experiments::train::TrainHooks {
-            epoch: hooks.epoch,
-            step: hooks.step,
-            logs: hooks.logs,
-        },
-        &mut observer,
-    )?;
+    let result = memaudit_experiments::train::run_with(&cfg, &mut observer, hooks)
+        .map_err(|e| experiment::cli_error(e, &args.config))?;
     observer.finish();
     drop(observer);
-    let rendered = render_training(&run, title)?;
-    if hooks.write_html {
-        rendered.html.write(&rd.file("report.html"))?;
+    let rendered = render_training(&result.training, "memaudit train")?;
+    let mut html = rendered.html;
+    let mut text = rendered.text;
+    if let Some(a) = &result.black_box_audit {
+        let t = super::audit_canaries::audit_text(a);
+        html.heading("Black-box audit");
+        html.pre(&t);
+        text += &format!("\n\n{t}");
     }
-    if hooks.finish_run {
-        rd.finish("completed")?;
-    }
-    let text = format!(
-        "{}\n\nrun folder: {}\nreport: {}",
-        rendered.text,
-        rd.path.display(),
-        rd.file("report.html").display()
+    let run = std::path::Path::new(&result.summary.run);
+    let report_path = run.join("report.html");
+    html.write(&report_path)?;
+    text += &format!(
+        "\n\nrun folder: {}\nreport: {}",
+        run.display(),
+        report_path.display()
     );
-    let summary = serde_json::to_value(&run.summary)?;
-    Ok(TrainOutcome {
-        report: Report::new(text, summary.clone()),
-        epochs: run.epochs,
-        html: rendered.html,
-        summary,
-    })
+    Ok(Report::new(text, serde_json::to_value(&result)?))
 }
 
 /// A training run rendered: its text (without the run folder's lines) and its HTML report.
