@@ -31,6 +31,7 @@ use crate::secret_sharer::{
     self, CanarySettings, ExposureSettings, ExtractionSettings, SecretSharerConfig,
 };
 use crate::setup::{DataSettings, ModelSettings, PrivacySettings};
+use crate::train::{self, TrainExperimentConfig};
 
 /// The delta at which the bounds of a variant without a claim are computed.
 pub const DELTA_WITHOUT_CLAIM: f64 = 1e-5;
@@ -155,6 +156,12 @@ pub fn secret_sharer_config(cfg: &AuditConfig, v: &Variant, out: &Path) -> Secre
             resume: false,
         },
     }
+}
+
+/// Whether the white-box audit applies to `v`: its Dirac canaries are sampled like examples and
+/// bounded against the run's claim, so it needs a DP variant with Poisson sampling.
+pub fn white_box_applies(v: &Variant) -> bool {
+    v.dp.as_ref().is_some_and(|dp| dp.sampling == "poisson")
 }
 
 /// The one-run canaries' scores and inclusion from the manifest a secret-sharer run wrote.
@@ -577,12 +584,56 @@ impl Backend for Libraries {
 
     fn white_box(
         &self,
-        _cfg: &AuditConfig,
-        _v: &Variant,
-        _dir: &Path,
-        _obs: &mut dyn Observer,
+        cfg: &AuditConfig,
+        v: &Variant,
+        dir: &Path,
+        obs: &mut dyn Observer,
     ) -> Result<Option<WhiteBoxOutput>> {
-        Ok(None)
+        let m = cfg.audits.lower_bounds.white_box_canaries;
+        if m == 0 || !white_box_applies(v) {
+            return Ok(None);
+        }
+        let at = format!("variants[{}]", index_of(cfg, v));
+        let ss = secret_sharer_config(cfg, v, &dir.join("run"));
+        let tc = TrainExperimentConfig {
+            data: ss.data,
+            model: ss.model,
+            optim: ss.optim,
+            privacy: ss.privacy,
+            run: ss.run,
+            white_box_canaries: Some(m),
+            // The training stage of the same recipe ran them (inside the Secret Sharer run).
+            no_sanity_checks: true,
+            ..TrainExperimentConfig::default()
+        };
+        let mut map: Vec<(String, String)> = vec![
+            (
+                "white_box_canaries".into(),
+                "audits.lower_bounds.white_box_canaries".into(),
+            ),
+            ("data.data".into(), "data.corpus".into()),
+            ("run.batch_size".into(), format!("{at}.batch_size")),
+            ("run.epochs".into(), format!("{at}.epochs")),
+        ];
+        map.extend(variant_fields(&at));
+        let map: Vec<(&str, &str)> = map.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        obs.note(&format!(
+            "white-box/{}: a training run of the recipe carrying {m} Dirac gradient canaries",
+            v.name
+        ));
+        let r = train::run(&tc, obs).map_err(|e| rename(e, &map))?;
+        let c = r.white_box_canaries.ok_or_else(|| {
+            super::PipelineError::Internal(format!(
+                "white-box/{}: the training run carried no canaries",
+                v.name
+            ))
+        })?;
+        Ok(Some(WhiteBoxOutput {
+            evidence: Evidence::OneRun {
+                scores: c.scores.iter().map(|&x| Num(x)).collect(),
+                included: c.included,
+            },
+        }))
     }
 
     fn mia(

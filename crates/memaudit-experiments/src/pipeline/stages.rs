@@ -8,7 +8,7 @@
 //! |--------------------|----------------------------------------------------------------|----------|
 //! | `data`             | seed, data, canaries                                           |          |
 //! | `train/<v>`        | seed, model, training, variant v, canaries, exposure, extraction, one-run canaries | data |
-//! | `white-box/<v>`    | seed, model, training, variant v, white-box canaries           | data     |
+//! | `white-box/<v>`    | seed, model, training, variant v, white-box canaries (DP variants with Poisson sampling) | data |
 //! | `mia/<v>`          | seed, model, training, variant v, audits.mia                   | data     |
 //! | `report`           | the assembled results (everything above) and the significance  | all      |
 //!
@@ -166,16 +166,17 @@ pub fn run(
         let trained: TrainOutput =
             store.stage(&key, obs, |dir, obs| backend.train(cfg, v, dir, obs))?;
 
-        let white_box: Option<WhiteBoxOutput> = if lb.white_box_canaries > 0 {
-            let key = StageKey::new(
-                &format!("white-box/{}", v.name),
-                &side_key(cfg, v, lb.white_box_canaries),
-                &[&data_key],
-            )?;
-            store.stage(&key, obs, |dir, obs| backend.white_box(cfg, v, dir, obs))?
-        } else {
-            None
-        };
+        let white_box: Option<WhiteBoxOutput> =
+            if lb.white_box_canaries > 0 && super::backend::white_box_applies(v) {
+                let key = StageKey::new(
+                    &format!("white-box/{}", v.name),
+                    &side_key(cfg, v, lb.white_box_canaries),
+                    &[&data_key],
+                )?;
+                store.stage(&key, obs, |dir, obs| backend.white_box(cfg, v, dir, obs))?
+            } else {
+                None
+            };
 
         let mia: Option<MiaResults> = match &cfg.audits.mia {
             Some(m) => {

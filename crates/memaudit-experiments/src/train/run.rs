@@ -88,6 +88,10 @@ pub struct TrainResult {
     /// The epochs' numbers and the engine's configuration (for rendering).
     #[serde(skip)]
     pub training: TrainRun,
+    /// The white-box canaries with their inclusion bits and scores (the audit pipeline bounds
+    /// them at its own Bonferroni level).
+    #[serde(skip)]
+    pub white_box_canaries: Option<memaudit_engine::audit_canaries::DiracCanaries>,
 }
 
 /// What a caller may add to a run.
@@ -283,5 +287,6 @@ pub fn run_with(
         black_box_audit,
         sanity,
         training,
+        white_box_canaries: trainer.white_box_canaries().cloned(),
     })
 }
