@@ -717,6 +717,68 @@ pub fn key_line(text: &str, field: &str) -> Option<usize> {
     best.map(line_of)
 }
 
+/// The audit `memaudit demo` runs on the embedded corpus (Moby Dick, ch. 1-42): a plain and a
+/// DP-SGD character LSTM (`epsilon` at delta 1e-5, Poisson sampling), "my pin is {digits:4}"
+/// canaries (|R| = 10^4, so exposure is exact), extraction, a small membership inference, and
+/// the white-box and one-run bounds. `quick`: the same steps on 400 windows and a small model
+/// (seconds). `epochs`: of each model (default 8; 1 with `quick`).
+pub fn demo(quick: bool, epsilon: f64, epochs: Option<usize>, seed: u64) -> AuditConfig {
+    let epochs = epochs.unwrap_or(if quick { 1 } else { 8 });
+    let dp = Variant {
+        name: "private".into(),
+        dp: Some(DpSection {
+            target_epsilon: Some(epsilon),
+            ..DpSection::default()
+        }),
+        // DP-SGD wants larger batches (the noise is divided by the batch size).
+        batch_size: Some(if quick { 64 } else { 128 }),
+        ..Variant::default()
+    };
+    AuditConfig {
+        seed,
+        data: DataSection {
+            max_train: quick.then_some(400),
+            ..DataSection::default()
+        },
+        model: ModelSection {
+            hidden: if quick { 48 } else { 128 },
+            ..ModelSection::default()
+        },
+        training: TrainingSection {
+            epochs,
+            ..TrainingSection::default()
+        },
+        variants: vec![Variant::default(), dp],
+        canaries: CanarySection {
+            per_repetition: if quick { 2 } else { 3 },
+            repetitions: if quick {
+                vec![1, 16]
+            } else {
+                vec![1, 4, 16, 64]
+            },
+            held_out: if quick { 20 } else { 50 },
+            ..CanarySection::default()
+        },
+        audits: AuditsSection {
+            exposure: ExposureSection::default(),
+            extraction: ExtractionSection {
+                budget: 100_000,
+                top: 10,
+            },
+            mia: Some(MiaSection {
+                shadow_pairs: if quick { 1 } else { 2 },
+                epochs: if quick { 1 } else { 2 },
+                ..MiaSection::default()
+            }),
+            lower_bounds: LowerBoundSection {
+                white_box_canaries: if quick { 64 } else { 1000 },
+                one_run_canaries: if quick { 64 } else { 256 },
+                significance: 0.05,
+            },
+        },
+    }
+}
+
 /// The commented configuration `memaudit audit --example` prints. It runs as it is: a plain and
 /// a DP character LSTM on the embedded corpus with every audit, sized for minutes on a laptop.
 pub const EXAMPLE: &str = r#"# memaudit audit --config audit.toml: one config in, every audit run, one report out.
@@ -794,6 +856,15 @@ mod tests {
 
     fn parse(text: &str) -> Result<LoadedConfig> {
         LoadedConfig::parse(text.to_string(), Path::new("audit.toml"))
+    }
+
+    #[test]
+    fn the_demo_configs_validate() {
+        for quick in [true, false] {
+            let c = demo(quick, 8.0, None, 1);
+            c.validate().unwrap();
+            assert_eq!(c.variants[1].kind(), "dp");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use memaudit_experiments::secret_sharer::{
 };
 pub use memaudit_experiments::secret_sharer::{
     Audit, CHANCE_EXPOSURE, CanarySet, ExtractSettings, MANIFEST_FILE, REFERENCES_FILE, RepSummary,
-    SecretSharerConfig, SecretSharerResult, VocabTokenizer, audit, derive_seed, extract_canaries,
+    SecretSharerConfig, SecretSharerResult, VocabTokenizer, audit, extract_canaries,
     parse_template, separator, tokenize_template, walk_options,
 };
 use serde::Serialize;
