@@ -665,7 +665,7 @@ fn segments(field: &str) -> Vec<Result<&str, usize>> {
             out.push(Ok(name));
         }
         for idx in rest.split('[') {
-            if let Some(i) = idx.trim_end_matches(']').parse::<usize>().ok() {
+            if let Ok(i) = idx.trim_end_matches(']').parse::<usize>() {
                 out.push(Err(i));
             }
         }

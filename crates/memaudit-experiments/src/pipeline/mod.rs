@@ -1,12 +1,14 @@
 //! The audit pipeline (`memaudit audit --config audit.toml`): one config in, every audit run,
 //! `results.json` and `report.html` out.
 //!
-//! - [`config`]: the TOML config, its checks (errors name file, line and key) and the example;
-//! - [`store`]: stages as atomic units keyed by the SHA-256 of their inputs;
-//! - [`stages`]: the stages, what each reads, and [`stages::run`];
-//! - [`verdict`]: lower bounds vs claims (own delta, group epsilon, Bonferroni);
-//! - [`results`]: `results.json` (versioned; schema in `docs/audit-results.schema.json`);
-//! - [`html`]: `report.html`.
+//! - [`config`] holds the TOML config, its checks (errors name file, line and key) and the
+//!   example;
+//! - [`store`] keeps the stages as atomic units keyed by the SHA-256 of their inputs;
+//! - [`stages`] lists the stages, what each reads, and runs them ([`stages::run`]);
+//! - [`backend`] does each stage's work with the experiments library;
+//! - [`verdict`] compares lower bounds with claims (own delta, group epsilon, Bonferroni);
+//! - [`results`] is `results.json` (versioned; schema in `docs/audit-results.schema.json`);
+//! - [`html`] writes `report.html`.
 //!
 //! See `docs/audit-pipeline.md`.
 

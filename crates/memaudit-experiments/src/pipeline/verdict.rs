@@ -180,7 +180,7 @@ pub fn extraction_bound(
     delta: f64,
     significance: f64,
 ) -> f64 {
-    if canaries == 0 || extracted == 0 || !(space_size > 0.0) {
+    if canaries == 0 || extracted == 0 || space_size.is_nan() || space_size <= 0.0 {
         return 0.0;
     }
     let p0 = (top as f64 / space_size).min(1.0);
@@ -362,7 +362,12 @@ mod tests {
     fn a_bound_above_the_claim_is_broken_and_plain_variants_never_are() {
         // Perfectly separated scores: the one-run bound is far above epsilon 0.1.
         let strong = one_run("dp", 1000, 10.0, 7);
-        let v = verdict(&[strong.clone()], &|_| Some(dp_claim(0.1)), 0.05).unwrap();
+        let v = verdict(
+            std::slice::from_ref(&strong),
+            &|_| Some(dp_claim(0.1)),
+            0.05,
+        )
+        .unwrap();
         assert!(v.broken && v.broken_variants == ["dp"], "{:?}", v.bounds);
         assert!(v.line.starts_with("BROKEN"), "{}", v.line);
         let plain = BoundInput {
