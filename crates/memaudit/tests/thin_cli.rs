@@ -13,6 +13,8 @@ const MIGRATED: &[&str] = &[
     "src/cmd/secret_sharer.rs",
     "src/cmd/train.rs",
     "src/cmd/audit_canaries.rs",
+    "src/cmd/audit.rs",
+    "src/cmd/demo.rs",
 ];
 
 /// What only a library may call: the trainer and its loop, per-example gradients and optimizer
