@@ -161,7 +161,6 @@ fn stages_run_once_and_a_changed_setting_reruns_exactly_its_stages() {
         [
             "data",
             "train/plain",
-            "white-box/plain",
             "mia/plain",
             "train/dp",
             "white-box/dp",
