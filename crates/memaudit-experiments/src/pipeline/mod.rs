@@ -16,6 +16,7 @@ use thiserror::Error;
 
 pub mod backend;
 pub mod config;
+pub mod example;
 pub mod html;
 pub mod results;
 pub mod stages;
