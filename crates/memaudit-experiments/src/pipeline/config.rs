@@ -4,7 +4,7 @@
 //!
 //! Errors name the file, the line and the key. Parse and type errors come from
 //! [`crate::config::from_toml_str`]; the checks after parsing ([`AuditConfig::validate`] and
-//! [`super::stages::preflight`], which needs the data) return [`ExperimentError::Invalid`] with the
+//! [`Backend::preflight`](super::stages::Backend::preflight), which needs the data) return [`ExperimentError::Invalid`] with the
 //! field's dotted path, which [`LoadedConfig::locate`] turns into the file's line and key.
 
 use std::path::{Path, PathBuf};
