@@ -77,6 +77,9 @@ pub enum ExperimentError {
     Data(Box<memaudit_data::DataError>),
     #[error(transparent)]
     Mia(Box<memaudit_audit::mia::MiaError>),
+    /// The audit pipeline's own errors (bounds, accounting, stage files).
+    #[error(transparent)]
+    Pipeline(Box<crate::pipeline::PipelineError>),
     // Issue 13 phase 2 (train, secret-sharer, exposure, extract, dp-sweep).
     /// A file of a run (its folder, manifest, logs) that cannot be read or written.
     #[error("{}: {source}", path.display())]
@@ -132,6 +135,12 @@ impl From<memaudit_audit::lower_bound::LowerBoundError> for ExperimentError {
             stage: crate::lower_bound::STAGE.into(),
             source: Box::new(e),
         }
+    }
+}
+
+impl From<crate::pipeline::PipelineError> for ExperimentError {
+    fn from(e: crate::pipeline::PipelineError) -> Self {
+        Self::Pipeline(Box::new(e))
     }
 }
 

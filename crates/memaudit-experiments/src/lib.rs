@@ -100,11 +100,13 @@ pub mod extract;
 pub mod num;
 pub mod observer;
 pub mod optim;
+pub mod pipeline;
+pub mod report;
 pub mod rundir;
 pub mod sanity;
-pub mod setup;
 pub mod saved_run;
 pub mod secret_sharer;
+pub mod setup;
 pub mod train;
 
 pub use config::ExperimentConfig;

@@ -52,6 +52,8 @@ enum Command {
     Data(cmd::data::Args),
     /// The main job on the embedded corpus.
     Demo(cmd::demo::Args),
+    /// One audit pipeline: a TOML config in, every audit run, results.json and report.html out.
+    Audit(cmd::audit::Args),
     /// Epsilon of DP-SGD for given sampling, noise and steps.
     Epsilon(cmd::epsilon::Args),
     /// Smallest noise multiplier that meets a target epsilon.
@@ -125,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<output::Report> {
         Command::Bench(a) => cmd::bench::run(&a, &ctx),
         Command::Data(a) => cmd::data::run(&a, &ctx),
         Command::Demo(a) => cmd::demo::run(&a, &ctx),
+        Command::Audit(a) => cmd::audit::run(&a, &ctx),
         Command::Epsilon(a) => cmd::epsilon::run(&a, &ctx),
         Command::Noise(a) => cmd::noise::run(&a, &ctx),
         Command::Statement(a) => cmd::statement::run(&a, &ctx),

@@ -1,6 +1,6 @@
-//! `memaudit demo --quick`: the demo's steps end to end in seconds (the full demo's time is
-//! measured by hand, see docs/secret-sharer.md), and its folder rules: it replaces its own
-//! previous folder and refuses any other.
+//! `memaudit demo --quick`: the demo is the audit pipeline (issue 18) on the embedded corpus; the
+//! quick variant runs every stage in seconds (the full demo's time is measured by hand, see
+//! README.md), and its folder rules: it reuses its own previous folder and refuses any other.
 
 use std::path::Path;
 use std::process::Output;
@@ -15,59 +15,74 @@ fn quick(out: &str) -> Output {
 }
 
 #[test]
-fn quick_demo_writes_one_report_and_summarises_plain_vs_private() {
+fn quick_demo_runs_the_audit_pipeline_and_writes_one_report() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("demo");
     let out_s = out.to_str().unwrap();
-    let o = quick(out_s);
-    assert_eq!(o.status.code(), Some(0), "{o:?}");
-    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let j = ok_json(&quick(out_s));
     let report = Path::new(j["report"].as_str().unwrap());
     assert_eq!(report, out.join("report.html"));
     let html = std::fs::read_to_string(report).unwrap();
     for s in [
-        "Plain vs private",
-        "privacy statement",
-        "sampled from the plain model",
+        "Summary",
+        "Verdict",
+        "Selection caveat",
+        "ROC of every attack",
     ] {
         assert!(html.contains(s), "report lacks {s:?}");
     }
-    let eps = j["epsilon"].as_f64().unwrap();
+    // A plain and a DP variant; the DP one's claim is the ledger's epsilon at the target.
+    let v = j["variants"].as_array().unwrap();
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[0]["privacy"]["claimed_epsilon"], "inf");
+    let eps = v[1]["privacy"]["claimed_epsilon"].as_f64().unwrap();
     assert!(eps > 0.0 && eps <= 8.0 + 1e-6, "{eps}");
-    let reps: Vec<u64> = j["by_repetitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["repetitions"].as_u64().unwrap())
-        .collect();
-    assert_eq!(reps, vec![0, 1, 16]);
-    for r in j["by_repetitions"].as_array().unwrap() {
-        for k in ["plain_exposure", "private_exposure"] {
-            let e = r[k].as_f64().unwrap();
-            assert!((0.0..=10000f64.log2() + 1e-9).contains(&e), "{r}");
-        }
-    }
-    assert!(j["sample"].as_str().unwrap().chars().count() >= 100);
-    assert!(j["plain"]["epsilon"].is_null());
-    assert!(
-        out.join("plain/canaries.json").is_file() && out.join("private/canaries.json").is_file()
-    );
-
-    // A second demo replaces the first; the same seed gives the same plain model (the DP noise
-    // is drawn from the OS, never from the seed, so the private numbers differ).
-    let o2 = quick(out_s);
-    assert_eq!(o2.status.code(), Some(0), "{o2:?}");
-    let j2: Value = serde_json::from_slice(&o2.stdout).unwrap();
-    let plain = |j: &Value| -> Vec<Value> {
-        j["by_repetitions"]
+    // Exposure is exact over the 10^4 PINs, between 0 and log2 10^4 bits.
+    for x in v {
+        let e = &x["exposure"];
+        assert_eq!(e["method"], "exact");
+        let reps: Vec<u64> = e["canaries"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| r["plain_exposure"].clone())
-            .collect()
-    };
-    assert_eq!(plain(&j), plain(&j2));
-    assert_eq!(j["sample"], j2["sample"]);
+            .map(|c| c["repetitions"].as_u64().unwrap())
+            .collect();
+        assert_eq!(reps.iter().filter(|&&r| r == 0).count(), 20);
+        assert_eq!(reps.iter().filter(|&&r| r == 16).count(), 2);
+        for c in e["canaries"].as_array().unwrap() {
+            let b = c["exposure"].as_f64().unwrap();
+            assert!((0.0..=10000f64.log2() + 1e-9).contains(&b), "{c}");
+        }
+        assert!(!x["mia"]["attacks"].as_array().unwrap().is_empty());
+    }
+    // Bounds: one-run and extraction (r = 1, 16) per variant, white-box for the DP one.
+    assert_eq!(j["verdict"]["bounds_reported"], 7);
+    assert_eq!(j["verdict"]["broken"], false, "{}", j["verdict"]["line"]);
+    assert_eq!(j["summary"].as_array().unwrap().len(), 2);
+    // The config it ran is in the folder and runs with `memaudit audit`.
+    let cfg = out.join("audit.toml");
+    assert_eq!(Path::new(j["config_file"].as_str().unwrap()), cfg);
+
+    // A second demo reuses the folder: every stage is up to date, the results the same.
+    let j2 = ok_json(&quick(out_s));
+    let ran: Vec<&Value> = j2["run"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "ran")
+        .collect();
+    assert!(ran.is_empty(), "{ran:?}");
+    assert_eq!(j["variants"], j2["variants"]);
+    let again = ok_json(&memaudit(&[
+        "--quiet",
+        "audit",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out_s,
+        "--json",
+    ]));
+    assert_eq!(again["variants"], j["variants"]);
 }
 
 #[test]

@@ -22,6 +22,8 @@ const MIGRATED: &[&str] = &[
     "src/cmd/exposure.rs",
     "src/cmd/extract.rs",
     "src/cmd/dp_sweep.rs",
+    "src/cmd/audit.rs",
+    "src/cmd/demo.rs",
 ];
 
 /// What only a library may call: the trainer and its loop, per-example gradients and optimizer

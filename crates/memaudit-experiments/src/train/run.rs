@@ -88,6 +88,10 @@ pub struct TrainResult {
     /// The epochs' numbers and the engine's configuration (for rendering).
     #[serde(skip)]
     pub training: TrainRun,
+    /// The white-box canaries with their inclusion bits and scores (the audit pipeline bounds
+    /// them at its own Bonferroni level).
+    #[serde(skip)]
+    pub white_box_canaries: Option<memaudit_engine::audit_canaries::DiracCanaries>,
 }
 
 /// Sees the sanity checks before training starts.
@@ -286,5 +290,6 @@ pub fn run_with(
         black_box_audit,
         sanity,
         training,
+        white_box_canaries: trainer.white_box_canaries().cloned(),
     })
 }

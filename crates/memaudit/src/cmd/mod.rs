@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod attack;
+pub mod audit;
 pub mod audit_canaries;
 pub mod bench;
 pub mod bench_accounting;

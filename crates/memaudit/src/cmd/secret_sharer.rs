@@ -222,7 +222,7 @@ impl TrackingArgs {
 impl Args {
     /// The flags as the experiment's config (`--corpus` is `data.data`).
     pub fn settings(&self) -> SecretSharerConfig {
-        let mut data = self.data.settings();
+        let mut data: memaudit_experiments::datasets::DataSettings = self.data.settings();
         if let Some(c) = &self.corpus {
             data.data = c.clone();
         }
