@@ -9,8 +9,6 @@ use memaudit_engine::layers::ActivationKind;
 use memaudit_engine::optim::{OptimizerConfig, Schedule};
 use memaudit_engine::privacy::AccountantKind;
 use memaudit_engine::sampler::SamplingMode;
-use memaudit_engine::train::ClipConfig;
-use memaudit_engine::{EngineError, ModelConfig};
 
 use crate::error::user;
 
@@ -248,22 +246,6 @@ impl OptimArgs {
     /// flags say otherwise.
     pub fn config(&self) -> Result<OptimizerConfig> {
         self.config_with("sgd", 1e-3)
-    }
-
-    /// The optimizer for `model`: language models default to Adam at 0.003. With the old
-    /// default (SGD at 0.1, no momentum) the 2x200 LSTM stayed near the unigram loss after 2
-    /// epochs on plain-English corpora of 0.7 MB and its canaries showed almost no exposure;
-    /// Adam at 0.003 learns and memorises on every corpus measured (docs/secret-sharer.md,
-    /// "Defaults"). Classifiers keep SGD at 0.1, which the digits/MNIST runs were tuned with.
-    pub fn config_for(&self, model: &ModelConfig) -> Result<OptimizerConfig> {
-        match model {
-            ModelConfig::LstmLm { .. } | ModelConfig::GruLm { .. } => {
-                self.config_with("adam", 3e-3)
-            }
-            // Transformers diverge at the LSTM's 0.003 more often; 0.001 is the usual Adam rate.
-            ModelConfig::Gpt { .. } => self.config_with("adam", 1e-3),
-            _ => self.config(),
-        }
     }
 
     /// `default` when --optimizer is not given; `adam_lr` when Adam runs without --lr. The

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use serde_json::json;
 use memaudit_experiments::exposure::{self, ExposureConfig};
+use serde_json::json;
 
 use super::experiment::{self, CliObserver, ConfigFlags, Resolved};
 use super::secret_sharer::{ExposureArgs, summary_text};

@@ -64,7 +64,9 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         let (saved, _lm, tok) = super::sample::load_lm(&args.run)?;
         if tok.kind() == memaudit_data::TokenizerKind::Bpe {
             if args.top == 0 || args.budget == 0 || args.batch == 0 || args.beam == Some(0) {
-                return Err(user("--top, --budget, --batch and --beam must be at least 1"));
+                return Err(user(
+                    "--top, --budget, --batch and --beam must be at least 1",
+                ));
             }
             return extract_rendered(args, &saved, &tok);
         }

@@ -15,11 +15,10 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 use memaudit_audit::mia::{self, Center, MiaReport, MissingShadows, VarianceMode};
-use memaudit_engine::augment::ShiftAugment;
 use memaudit_experiments::Observer;
 use memaudit_experiments::mia::{self as lib, MiaConfig, MiaResult, ShadowSettings};
 
-use super::args::{InputShape, ModelArgs, OptimArgs, PrivacyArgs};
+use super::args::{ModelArgs, OptimArgs, PrivacyArgs};
 use super::experiment::{self, ConfigFlags, Resolved};
 use crate::Ctx;
 use crate::datasets::DataArgs;
@@ -75,28 +74,7 @@ pub struct AugmentArgs {
     pub augment: Option<String>,
 }
 
-impl AugmentArgs {
-    /// The engine's augmentation for this input, or an error naming the flag.
-    pub fn resolve(&self, input: &InputShape, data: &str) -> Result<Option<ShiftAugment>> {
-        match (self.augment.as_deref(), input) {
-            (None | Some("none"), _) => Ok(None),
-            (
-                Some(_),
-                InputShape::Image {
-                    channels,
-                    height,
-                    width,
-                    ..
-                },
-            ) => ShiftAugment::new(ShiftAugment::DEFAULT_MAX_SHIFT, *channels, *height, *width)
-                .map(Some)
-                .map_err(|e| user(format!("--augment shift: {e}"))),
-            (Some(a), _) => Err(user(format!(
-                "--augment {a}: --data {data} is not an image dataset (shifts apply to images: digits, mnist, fashion-mnist)"
-            ))),
-        }
-    }
-}
+impl AugmentArgs {}
 
 /// Training a target and shadow models (instead of --scores).
 #[derive(clap::Args, Debug)]

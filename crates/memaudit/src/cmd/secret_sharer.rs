@@ -15,7 +15,7 @@ use memaudit_experiments::secret_sharer::{
 };
 pub use memaudit_experiments::secret_sharer::{
     Audit, CHANCE_EXPOSURE, CanarySet, MANIFEST_FILE, REFERENCES_FILE, RepSummary,
-    SecretSharerConfig, SecretSharerResult, VocabTokenizer, derive_seed, parse_template, separator,
+    SecretSharerConfig, SecretSharerResult, VocabTokenizer, parse_template, separator,
     tokenize_template, walk_options,
 };
 use serde::Serialize;
@@ -240,22 +240,6 @@ impl Args {
     }
 }
 
-/// What a finished run hands back to the CLI (the demo combines two of them).
-pub struct Outcome {
-    pub report: Report,
-    pub set: CanarySet,
-    pub audit: Audit,
-    pub log: ExposureLog,
-    pub epochs: Vec<memaudit_engine::train::EpochInfo>,
-    pub config: memaudit_engine::train::TrainConfig,
-    pub epsilon: Option<f64>,
-    pub valid_loss: Option<f64>,
-    pub steps_per_epoch: u64,
-    pub params: Vec<f32>,
-    pub tokenizer: memaudit_data::Tokenizer,
-    pub statement: Option<String>,
-}
-
 /// Crash tests only, and only with MEMAUDIT_ALLOW_FAULT_INJECTION=1:
 /// MEMAUDIT_TEST_KILL_IN_CHECKPOINT=n aborts the process half way through the n-th checkpoint
 /// the trainer writes (parameters on disk, logs, sidecar and marker not), as a kill there would.
@@ -291,7 +275,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     if let (true, Some(corpus)) = (corpus_given, &args.corpus) {
         cfg.data.data = corpus.clone();
     }
-    Ok(run_config(&cfg, &args.config, ctx, "memaudit secret-sharer", true)?.report)
+    run_config(&cfg, &args.config, ctx, "memaudit secret-sharer", true)
 }
 
 /// Run `cfg` (errors name the flags, or the keys of `--config`) and render it; `write_html`
@@ -302,7 +286,7 @@ pub fn run_config(
     ctx: &Ctx,
     title: &str,
     write_html: bool,
-) -> Result<Outcome> {
+) -> Result<Report> {
     let hooks = RunHooks {
         checkpoint_midway: crash_test_hook()?,
     };
@@ -311,27 +295,7 @@ pub fn run_config(
         .map_err(|e| experiment::cli_error(e, flags))?;
     observer.finish();
     drop(observer);
-    let report = render(&result, title, write_html)?;
-    let d = result.detail;
-    Ok(Outcome {
-        report,
-        epsilon: result.epsilon.map(f64::from),
-        valid_loss: result.valid_loss.map(f64::from),
-        statement: d
-            .train
-            .summary
-            .privacy_statement
-            .as_ref()
-            .map(|s| s.text.clone()),
-        epochs: d.train.epochs,
-        config: d.train.config,
-        set: d.set,
-        audit: d.audit,
-        log: d.log,
-        steps_per_epoch: d.steps_per_epoch,
-        params: d.params,
-        tokenizer: d.tokenizer,
-    })
+    render(&result, title, write_html)
 }
 
 /// The text, the JSON and (with `write_html`) report.html of a run.

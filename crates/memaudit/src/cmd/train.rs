@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use memaudit_data::Tokenizer;
-use memaudit_engine::train::{EpochInfo, PrivacyConfig, TrainConfig};
+use memaudit_engine::train::{EpochInfo, PrivacyConfig};
 use memaudit_engine::{Model, ModelConfig};
 use memaudit_experiments::train::{TrainExperimentConfig, TrainRun, TrainRunHooks};
 
@@ -71,11 +71,6 @@ impl Args {
 }
 
 pub use memaudit_experiments::train::Prepared;
-
-/// Load the data named by `--data`.
-pub fn prepare(data: &DataArgs) -> Result<Prepared> {
-    Ok(memaudit_experiments::train::prepare(&data.settings())?)
-}
 
 /// Load the data; text is encoded with `tokenizer` when given (a saved run's vocabulary).
 pub fn prepare_with(data: &DataArgs, tokenizer: Option<Tokenizer>) -> Result<Prepared> {
@@ -200,31 +195,6 @@ pub fn check_training_memory(
 ) -> Result<()> {
     Ok(memaudit_experiments::train::check_training_memory(
         model, optimizer, private,
-    )?)
-}
-
-/// The trainer's configuration from the shared flag groups (the library's one builder).
-#[allow(clippy::too_many_arguments)]
-pub fn train_config(
-    privacy: &PrivacyArgs,
-    optim: &OptimArgs,
-    run: &RunArgs,
-    model: &Model,
-    model_cfg: &ModelConfig,
-    n: usize,
-    seed: u64,
-    ctx: &Ctx,
-) -> Result<TrainConfig> {
-    let mut observer = CliObserver::new("train", ctx);
-    Ok(memaudit_experiments::train::train_config(
-        &privacy.settings(),
-        &optim.settings(),
-        &run.settings(),
-        model,
-        model_cfg,
-        n,
-        seed,
-        &mut observer,
     )?)
 }
 
