@@ -68,7 +68,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     // A byte-level BPE run's canaries are scored rendered whole (docs/transformers.md).
     if let Some(t) = &args.template {
         let (saved, _lm, tok) = super::sample::load_lm(&args.run)?;
-        return rendered_exposure(args, t, &saved, &tok);
+        return secrets_rendered_whole(args, t, &saved, &tok);
     }
     let cfg = match experiment::resolve(&args.config, args.settings(), ctx)? {
         Resolved::Run(cfg) => cfg,
@@ -105,21 +105,24 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
 }
 
 /// `--canary T --secret S`: exact exposure with every candidate rendered and tokenized whole.
-fn rendered_exposure(
+fn secrets_rendered_whole(
     args: &Args,
     template: &str,
     saved: &super::eval::SavedRun,
     tok: &memaudit_data::Tokenizer,
 ) -> Result<Report> {
-    use super::rendered;
-    let rc = rendered::candidates(template, tok, args.exposure.exact_limit, "--exact-limit")?;
+    use memaudit_experiments::rendered;
+    let lib = |e: memaudit_experiments::ExperimentError| experiment::cli_error(e, &args.config);
+    let rc = rendered::candidates(template, tok, args.exposure.exact_limit, "exact_limit")
+        .map_err(lib)?;
     let rows = rendered::exposures(
         &saved.config.model,
         &saved.checkpoint.params,
         &rc,
         tok,
         &args.secrets,
-    )?;
+    )
+    .map_err(lib)?;
     let mut text = format!(
         "exact exposure of {:?} (log2|R| = {:.2}, every candidate tokenized whole) at step {}:\n",
         rc.template().source(),

@@ -122,7 +122,8 @@ fn extract_rendered(
     saved: &super::eval::SavedRun,
     tok: &memaudit_data::Tokenizer,
 ) -> Result<Report> {
-    use super::rendered;
+    use memaudit_experiments::rendered;
+    let lib = |e: memaudit_experiments::ExperimentError| experiment::cli_error(e, &args.config);
     let template = args.template.as_deref().ok_or_else(|| {
         user(format!(
             "--run {}: a BPE run; give the template to complete with --canary",
@@ -130,8 +131,9 @@ fn extract_rendered(
         ))
     })?;
     let started = std::time::Instant::now();
-    let rc = rendered::candidates(template, tok, args.budget as u128, "--budget")?;
-    let best = rendered::most_likely(&saved.config.model, &saved.checkpoint.params, &rc, args.top)?;
+    let rc = rendered::candidates(template, tok, args.budget as u128, "budget").map_err(lib)?;
+    let best = rendered::most_likely(&saved.config.model, &saved.checkpoint.params, &rc, args.top)
+        .map_err(lib)?;
     let seconds = started.elapsed().as_secs_f64();
     let mut text = format!(
         "most likely completions of {:?} (|R| = {}, every candidate tokenized whole) at step {}:\n",

@@ -26,7 +26,6 @@ pub mod merge;
 pub mod mia;
 pub mod mia_shard;
 pub mod noise;
-pub mod rendered;
 pub mod sample;
 pub mod sanity;
 pub mod scale;

@@ -2,16 +2,21 @@
 //! (`memaudit_audit::rendered`): the way a byte-level BPE run (an imported GPT-2) is audited,
 //! since its merges join slot symbols (docs/transformers.md, "Canaries under BPE").
 //! `memaudit exposure --canary T --secret S` and `memaudit extract --canary T` on such runs.
+//! Errors name the settings by their flag names (`canary`, `secret`, `exact_limit`, `budget`).
 
-use anyhow::Result;
 use memaudit_audit::{CanaryTemplate, CanaryTokenizer, IncrementalLm, RenderedCandidates};
 use memaudit_data::{Tokenizer, TokenizerKind};
 use memaudit_engine::ModelConfig;
 use serde_json::{Value, json};
 
-use super::secret_sharer::{VocabTokenizer, parse_template, separator};
-use crate::error::user;
-use crate::output::num;
+use crate::error::{ExperimentError, Result, invalid};
+use crate::num::Num;
+use crate::secret_sharer::{VocabTokenizer, parse_template, separator};
+
+/// An audit-library failure while scoring rendered candidates.
+fn scoring(e: memaudit_audit::AuditError) -> ExperimentError {
+    ExperimentError::audit("rendered scoring", e)
+}
 
 /// Rows per batched LM step when scoring rendered candidates, at most.
 const CHUNK_ROWS: usize = 1024;
@@ -30,14 +35,16 @@ pub fn scoring_lm(
     if let Some(g) = model.gpt_shape()
         && tokens > g.n_ctx
     {
-        return Err(user(format!(
-            "--canary: the context and a candidate take {tokens} tokens, more than the model's {} positions",
-            g.n_ctx
-        )));
+        return invalid(
+            "canary",
+            format!("{:?}", rc.template().source()),
+            format!(
+                "the context and a candidate take {tokens} tokens, more than the model's {} positions",
+                g.n_ctx
+            ),
+        );
     }
-    let lm = model
-        .incremental_lm_with_context(params, tokens)
-        .map_err(|e| user(e.to_string()))?;
+    let lm = model.incremental_lm_with_context(params, tokens)?;
     let row_bytes = 4 * (lm.state_width() + lm.vocab_size());
     let rows = (CHUNK_BYTES / row_bytes.max(1)).clamp(1, CHUNK_ROWS);
     Ok((lm, rows))
@@ -45,13 +52,14 @@ pub fn scoring_lm(
 
 /// Every candidate of `--canary` under the run's tokenizer, read after its line separator
 /// (`<|endoftext|>` for GPT-2). Character and word vocabularies refuse text outside them (never
-/// the unknown token); BPE covers every byte. `limit` caps |R| (`limit_flag` names the flag).
+/// the unknown token); BPE covers every byte. `limit` caps |R| (`limit_field` names its setting).
 pub fn candidates(
     template: &str,
     tok: &Tokenizer,
     limit: u128,
-    limit_flag: &str,
+    limit_field: &str,
 ) -> Result<RenderedCandidates> {
+    let source = template;
     let template: CanaryTemplate = parse_template(template)?;
     let context = [separator(tok)?];
     let encode = |text: &str| match tok.kind() {
@@ -59,10 +67,18 @@ pub fn candidates(
         _ => VocabTokenizer(tok).encode_literal(text),
     };
     RenderedCandidates::new(&template, &context, &encode, limit).map_err(|e| match e {
-        memaudit_audit::AuditError::SpaceAboveLimit { size, limit } => user(format!(
-            "--canary: {size} candidates, above {limit_flag} {limit}: every candidate is rendered, tokenized and scored"
-        )),
-        e => user(format!("--canary: {e}")),
+        memaudit_audit::AuditError::SpaceAboveLimit { size, limit } => ExperimentError::Invalid {
+            field: limit_field.to_string(),
+            value: limit.to_string(),
+            reason: format!(
+                "the canary has {size} candidates, and every candidate is rendered, tokenized and scored"
+            ),
+        },
+        e => ExperimentError::Invalid {
+            field: "canary".into(),
+            value: format!("{source:?}"),
+            reason: e.to_string(),
+        },
     })
 }
 
@@ -78,30 +94,30 @@ pub fn exposures(
     let indices = secrets
         .iter()
         .map(|s| {
-            tpl.candidate_index(s).ok_or_else(|| {
-                user(format!(
-                    "--secret {s:?}: not a candidate of --canary {:?}",
-                    tpl.source()
-                ))
-            })
+            tpl.candidate_index(s)
+                .ok_or_else(|| ExperimentError::Invalid {
+                    field: "secret".into(),
+                    value: format!("{s:?}"),
+                    reason: format!("not a candidate of --canary {:?}", tpl.source()),
+                })
         })
         .collect::<Result<Vec<u128>>>()?;
     let (lm, rows) = scoring_lm(model, params, rc)?;
     let ranks = rc
         .exact_ranks(lm.as_ref(), &indices, rows)
-        .map_err(|e| user(e.to_string()))?;
+        .map_err(scoring)?;
     secrets
         .iter()
         .zip(&ranks)
         .map(|(s, r)| {
-            let tokens = rc.canary_tokens(r.index).map_err(|e| user(e.to_string()))?;
+            let tokens = rc.canary_tokens(r.index).map_err(scoring)?;
             Ok(json!({
                 "secret": s,
                 "index": r.index.to_string(),
                 "tokens": tokens.iter().map(|&t| tok.token(t).unwrap_or("?")).collect::<Vec<_>>(),
-                "log_perplexity": num(r.log_perplexity),
+                "log_perplexity": Num(r.log_perplexity),
                 "rank": r.rank.to_string(),
-                "exposure": num(r.exposure),
+                "exposure": Num(r.exposure),
             }))
         })
         .collect()
@@ -115,11 +131,9 @@ pub fn most_likely(
     top: usize,
 ) -> Result<Vec<(String, f64)>> {
     let (lm, rows) = scoring_lm(model, params, rc)?;
-    let best = rc
-        .best(lm.as_ref(), top, rows)
-        .map_err(|e| user(e.to_string()))?;
+    let best = rc.best(lm.as_ref(), top, rows).map_err(scoring)?;
     best.into_iter()
-        .map(|(i, s)| Ok((rc.template().render(i).map_err(|e| user(e.to_string()))?, s)))
+        .map(|(i, s)| Ok((rc.template().render(i).map_err(scoring)?, s)))
         .collect()
 }
 
