@@ -276,7 +276,7 @@ fn html_errors(html: &str) -> Vec<String> {
             errors.push(format!("bad tag <{tag}>"));
             continue;
         }
-        if tag.matches('"').count() % 2 != 0 {
+        if !tag.matches('"').count().is_multiple_of(2) {
             errors.push(format!("unbalanced quotes in <{tag}>"));
         }
         if name == "script" {
