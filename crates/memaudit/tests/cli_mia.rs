@@ -765,3 +765,38 @@ fn print_config_fed_back_through_config_gives_the_same_result() {
     let e = one_line_error(&memaudit(&["mia", "--config", &p("bad.toml")]));
     assert!(e.contains("bad.toml line 2") && e.contains("pairz"), "{e}");
 }
+
+/// Without `--out`, `mia` writes no files: not into the current directory either (a merge once
+/// gave every command with `--config`/`--print-config` an empty default folder, and mia's
+/// optional `--out` became the current directory).
+#[test]
+fn without_out_nothing_is_written_to_the_current_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.npz");
+    write_score_file(&path, &sim(400)).unwrap();
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir(&cwd).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_memaudit"))
+        .args([
+            "mia",
+            "--scores",
+            path.to_str().unwrap(),
+            "--attack",
+            "loss",
+            "--json",
+        ])
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(&cwd)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "files written without --out: {left:?}");
+}

@@ -50,8 +50,14 @@ pub fn out_from_config(mut cmd: clap::Command) -> clap::Command {
     if !(has(&cmd, "config") && has(&cmd, "print_config")) {
         return cmd;
     }
+    // Only a folder clap requires is relaxed: an optional one (mia's `--out`: no folder, no
+    // files) must stay `None` when not given, not become the current directory.
+    let required = |cmd: &clap::Command, id: &str| {
+        cmd.get_arguments()
+            .any(|a| a.get_id() == id && a.is_required_set())
+    };
     for folder in ["out", "run"] {
-        if has(&cmd, folder) {
+        if required(&cmd, folder) {
             // clap's path parser refuses the empty default; this one takes it.
             let path = |s: &str| Ok::<_, std::convert::Infallible>(PathBuf::from(s));
             cmd = cmd.mut_arg(folder, |a| {
