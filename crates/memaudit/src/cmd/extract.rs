@@ -60,16 +60,19 @@ impl Args {
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     // A byte-level BPE run: every candidate rendered and scored whole (docs/transformers.md).
-    if args.config.config.is_none() {
-        let (saved, _lm, tok) = super::sample::load_lm(&args.run)?;
-        if tok.kind() == memaudit_data::TokenizerKind::Bpe {
-            if args.top == 0 || args.budget == 0 || args.batch == 0 || args.beam == Some(0) {
-                return Err(user(
-                    "--top, --budget, --batch and --beam must be at least 1",
-                ));
-            }
-            return extract_rendered(args, &saved, &tok);
+    // Only the tokenizer is read to tell (a run's checkpoint can be large).
+    let tokenizer = args.run.join("tokenizer.json");
+    let bpe = args.config.config.is_none()
+        && memaudit_data::Tokenizer::load(&tokenizer)
+            .is_ok_and(|t| t.kind() == memaudit_data::TokenizerKind::Bpe);
+    if bpe {
+        if args.top == 0 || args.budget == 0 || args.batch == 0 || args.beam == Some(0) {
+            return Err(user(
+                "--top, --budget, --batch and --beam must be at least 1",
+            ));
         }
+        let (saved, _lm, tok) = super::sample::load_lm(&args.run)?;
+        return extract_rendered(args, &saved, &tok);
     }
     let cfg = match experiment::resolve(&args.config, args.settings(), ctx)? {
         Resolved::Run(cfg) => cfg,
