@@ -30,7 +30,7 @@ pub struct Args {
 }
 
 /// Crash tests only, and only with MEMAUDIT_ALLOW_FAULT_INJECTION=1:
-/// MEMAUDIT_TEST_KILL_IN_STAGE=<stage> (e.g. `train/dp`) aborts the process once that stage's
+/// `MEMAUDIT_TEST_KILL_IN_STAGE=STAGE` (e.g. `train/dp`) aborts the process once that stage's
 /// output is written into its temporary folder and before it is committed, as a kill -9 there
 /// would (no destructor runs).
 fn kill_hook() -> Result<Option<pipeline::store::BeforeCommit<'static>>> {
