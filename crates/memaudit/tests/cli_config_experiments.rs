@@ -275,3 +275,38 @@ fn dp_sweep_print_config_fed_back_gives_the_same_sweep() {
     assert_eq!(rows(&from_file).len(), 2);
     assert_eq!(rows(&from_file), rows(&from_flags));
 }
+
+/// `--corpus` given with `--config` overrides the file's `data.data`, and `--print-config` shows
+/// the override (it used to be applied after printing, so the printout kept the file's corpus).
+#[test]
+fn corpus_over_a_config_file_shows_in_the_printed_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let file = print_config(
+        &[
+            "secret-sharer",
+            "--out",
+            s(&out),
+            "--canary",
+            "my pin is {digits:3}",
+        ],
+        dir.path(),
+        "ss.toml",
+    );
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("data = \"embedded\"")
+    );
+    let printed = memaudit(&[
+        "secret-sharer",
+        "--config",
+        s(&file),
+        "--corpus",
+        "moby-dick",
+        "--print-config",
+    ]);
+    assert_eq!(printed.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(text.contains("data = \"moby-dick\""), "{text}");
+}

@@ -267,14 +267,18 @@ pub fn crash_test_hook() -> Result<Option<memaudit_engine::train::MidwayHook>> {
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     // `--corpus` is the config's `data.data` (the merge of flags over --config knows `--data`
     // by its field name): given with --config, it overrides the file too.
+    // Applied before validation and `--print-config`, so the printed config shows it.
     let corpus_given = experiment::explicit_flags().iter().any(|f| f == "corpus");
-    let mut cfg = match experiment::resolve(&args.config, args.settings(), ctx)? {
+    let resolved = experiment::resolve_with(&args.config, args.settings(), ctx, |c| {
+        if let (true, Some(corpus)) = (corpus_given, &args.corpus) {
+            c.data.data = corpus.clone();
+        }
+        Ok(())
+    })?;
+    let cfg = match resolved {
         Resolved::Run(cfg) => cfg,
         Resolved::Printed(report) => return Ok(report),
     };
-    if let (true, Some(corpus)) = (corpus_given, &args.corpus) {
-        cfg.data.data = corpus.clone();
-    }
     run_config(&cfg, &args.config, ctx, "memaudit secret-sharer", true)
 }
 
