@@ -979,11 +979,8 @@ impl PrivacySettings {
     }
 }
 
-/// Steps in one epoch: ceil(N/B) Poisson batches (the accountant's count), or N/B full
-/// shuffled batches.
-pub fn steps_per_epoch(sampling: SamplingMode, n: usize, batch: usize) -> u64 {
-    memaudit_engine::ledger::steps_per_epoch(sampling, n as u64, batch as u64)
-}
+/// Steps in one epoch (the engine's one definition, as the trainer plans it).
+pub use crate::train::plan::steps_per_epoch;
 
 /// Epochs, batch size and seed of one training run.
 #[derive(Clone, Copy, Debug, PartialEq)]

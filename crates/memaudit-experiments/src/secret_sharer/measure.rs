@@ -273,19 +273,6 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
-
 impl Audit {
     /// Per repetition count, ascending (0: the held-out canaries).
     pub fn summary(&self, set: &CanarySet) -> Vec<RepSummary> {
@@ -317,7 +304,9 @@ impl Audit {
                     exposure_mean: exact.map(|e| e.0),
                     exposure_sd: exact.map(|e| e.1),
                     interpolated_mean: mean_sd(&pick(&self.m.interpolated)).0,
-                    extrapolated_median: median(pick(&self.m.extrapolated)),
+                    extrapolated_median: memaudit_engine::stats::median(&pick(
+                        &self.m.extrapolated,
+                    )),
                     log_perplexity_mean: mean_sd(&pick(&self.m.log_perplexity)).0,
                     extracted: ex.map(|e| e.0),
                     expansions_median: ex.map(|e| e.1),
