@@ -111,6 +111,9 @@ pub enum ExperimentError {
     },
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    /// The attacks' own errors (memaudit-attacks: a secret that does not fit, a bad image).
+    #[error(transparent)]
+    Attack(Box<memaudit_attacks::AttackError>),
 }
 
 impl ExperimentError {
@@ -153,6 +156,12 @@ impl From<memaudit_audit::mia::MiaError> for ExperimentError {
 impl From<memaudit_audit::dynamics::DynamicsError> for ExperimentError {
     fn from(e: memaudit_audit::dynamics::DynamicsError) -> Self {
         Self::Dynamics(Box::new(e))
+    }
+}
+
+impl From<memaudit_attacks::AttackError> for ExperimentError {
+    fn from(e: memaudit_attacks::AttackError) -> Self {
+        Self::Attack(Box::new(e))
     }
 }
 

@@ -86,6 +86,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod attacks;
 pub mod audit_canaries;
 pub mod config;
 pub mod data;
