@@ -207,8 +207,9 @@ where
     use clap::{CommandFactory, FromArgMatches};
     Cli::command()
         .mut_subcommands(|c| {
-            cmd::experiment::out_from_config(c.allow_negative_numbers(true))
-                .mut_subcommands(|c| c.allow_negative_numbers(true))
+            cmd::experiment::out_from_config(c.allow_negative_numbers(true)).mut_subcommands(|c| {
+                cmd::experiment::out_from_config(c.allow_negative_numbers(true))
+            })
         })
         .try_get_matches_from(args)
         .inspect(cmd::experiment::remember)

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use memaudit_engine::ModelConfig;
 use memaudit_engine::layers::ActivationKind;
-use memaudit_engine::optim::{OptimizerConfig, Schedule};
 use memaudit_engine::privacy::AccountantKind;
 use memaudit_engine::sampler::SamplingMode;
 
@@ -241,30 +240,6 @@ pub struct OptimArgs {
     pub gamma: f32,
 }
 
-impl OptimArgs {
-    /// The optimizer for a classifier (MLP, CNN, logistic regression): SGD at 0.1 unless the
-    /// flags say otherwise.
-    pub fn config(&self) -> Result<OptimizerConfig> {
-        self.config_with("sgd", 1e-3)
-    }
-
-    /// `default` when --optimizer is not given; `adam_lr` when Adam runs without --lr. The
-    /// rule is the experiments library's (`OptimSettings::optimizer_with`); its errors name
-    /// the flags.
-    fn config_with(&self, default: &str, adam_lr: f32) -> Result<OptimizerConfig> {
-        self.settings()
-            .optimizer_with("optim", default, adam_lr)
-            .map_err(|e| super::experiment::cli_error(e, &Default::default()))
-    }
-
-    /// The learning-rate schedule (the experiments library's rule; errors name the flags).
-    pub fn schedule(&self, steps_per_epoch: u64, epochs: usize) -> Result<Schedule> {
-        self.settings()
-            .schedule("optim", steps_per_epoch, epochs)
-            .map_err(|e| super::experiment::cli_error(e, &Default::default()))
-    }
-}
-
 /// DP-SGD. Training is private when --noise-multiplier or --target-epsilon is given.
 #[derive(clap::Args, Debug, Clone, serde::Serialize)]
 pub struct PrivacyArgs {
@@ -428,22 +403,6 @@ pub struct RunArgs {
     pub resume: bool,
 }
 
-impl RunArgs {
-    /// The seed to use (drawn from the OS when not given; always recorded).
-    pub fn seed(&self) -> u64 {
-        self.seed.unwrap_or_else(|| {
-            use rand::Rng;
-            rand::rng().random()
-        })
-    }
-
-    pub fn reuse(&self) -> crate::rundir::Reuse {
-        crate::rundir::Reuse {
-            force: self.force,
-            resume: self.resume,
-        }
-    }
-}
 
 // The flag groups as the experiments layer's settings (fields named after the flags). Two
 // helpers moved the settings into the library at once, with the same fields: `setup::*` (mia)

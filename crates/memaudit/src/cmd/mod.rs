@@ -32,4 +32,3 @@ pub mod scale;
 pub mod secret_sharer;
 pub mod statement;
 pub mod train;
-pub mod train_loop;

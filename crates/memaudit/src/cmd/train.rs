@@ -2,11 +2,9 @@
 
 use anyhow::Result;
 use memaudit_data::Tokenizer;
-use memaudit_engine::train::{EpochInfo, PrivacyConfig};
-use memaudit_engine::{Model, ModelConfig};
+use memaudit_engine::train::EpochInfo;
+use memaudit_engine::ModelConfig;
 use memaudit_experiments::train::{TrainExperimentConfig, TrainRun, TrainRunHooks};
-
-pub use super::train_loop::train_with_report;
 
 use super::args::{ModelArgs, OptimArgs, PrivacyArgs, RunArgs};
 use super::experiment::{self, CliObserver, ConfigFlags, Resolved};
@@ -83,26 +81,6 @@ pub fn prepare_with(data: &DataArgs, tokenizer: Option<Tokenizer>) -> Result<Pre
 /// MLPs take flat vectors: view images as such.
 pub fn flatten_for(model: &ModelConfig, prepared: Prepared) -> Prepared {
     memaudit_experiments::train::flatten_for(model, prepared)
-}
-
-/// The privacy configuration of a run (noise calibrated if a target epsilon was given).
-pub fn privacy_config(
-    p: &PrivacyArgs,
-    model: &Model,
-    n: usize,
-    batch: usize,
-    epochs: usize,
-    ctx: &Ctx,
-) -> Result<Option<PrivacyConfig>> {
-    let mut observer = CliObserver::new("train", ctx);
-    Ok(memaudit_experiments::train::privacy_config(
-        &p.settings(),
-        model,
-        n,
-        batch,
-        epochs,
-        &mut observer,
-    )?)
 }
 
 /// The white-box audit in words.
@@ -184,18 +162,6 @@ pub fn epoch_plots(r: &mut report::Report, epochs: &[EpochInfo]) {
         }
         r.svg(&report::chart("Privacy spent", "epoch", "epsilon", &s));
     }
-}
-
-/// Refuse a model whose training state cannot fit in the memory left, before anything (the run
-/// folder included) is created: the allocator would otherwise abort the process.
-pub fn check_training_memory(
-    model: &Model,
-    optimizer: &memaudit_engine::optim::OptimizerConfig,
-    private: bool,
-) -> Result<()> {
-    Ok(memaudit_experiments::train::check_training_memory(
-        model, optimizer, private,
-    )?)
 }
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
@@ -330,16 +296,7 @@ pub fn render_training(run: &TrainRun, title: &str) -> Result<RenderedTraining> 
     Ok(RenderedTraining { text, html })
 }
 
+/// A model's name in reports and messages (the experiments library's).
 pub fn model_name(m: &ModelConfig) -> String {
-    match m {
-        ModelConfig::Mlp { hidden, .. } => format!("MLP {hidden:?}"),
-        ModelConfig::SparseLogReg { features, .. } => {
-            format!("logistic regression ({features} features)")
-        }
-        ModelConfig::TutorialCnn { .. } => "TF Privacy tutorial CNN".into(),
-        ModelConfig::GroupNormCnn { .. } => "GroupNorm CNN".into(),
-        ModelConfig::LstmLm { layers, hidden, .. } => format!("LSTM LM {layers}x{hidden}"),
-        ModelConfig::GruLm { layers, hidden, .. } => format!("GRU LM {layers}x{hidden}"),
-        ModelConfig::Gpt { layers, embed, .. } => format!("GPT {layers}x{embed}"),
-    }
+    memaudit_experiments::attacks::model_name(m)
 }
