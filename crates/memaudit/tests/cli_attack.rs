@@ -395,3 +395,65 @@ fn json_errors_are_one_object() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["error"].as_str().unwrap().contains("1..=23"), "{v}");
 }
+
+/// The results without the paths of the run they came from.
+fn without_paths(mut v: Value) -> Value {
+    fn strip(v: &mut Value) {
+        if let Value::Object(m) = v {
+            for k in ["run", "report", "grid", "train_seconds"] {
+                m.remove(k);
+            }
+            m.values_mut().for_each(strip);
+        }
+    }
+    strip(&mut v);
+    v
+}
+
+#[test]
+fn print_config_fed_back_through_config_gives_the_same_result() {
+    // Every attack, tiny (digits, MLP 16, 1 epoch on 300 examples): the effective config that
+    // --print-config writes, run with --config alone (its run folder from the file too), gives
+    // the same JSON result as the flags themselves (same seed, so the same models).
+    let d = tempfile::tempdir().unwrap();
+    let tiny = [
+        "--hidden",
+        "16",
+        "--epochs",
+        "1",
+        "--max-train",
+        "300",
+        "--grid-images",
+        "4",
+    ];
+    for (kind, extra) in [
+        ("lsb", &["--bits", "8,12", "--key", KEY][..]),
+        ("correlation", &["--lambda", "2"][..]),
+        ("sign", &[][..]),
+        ("capacity", &["--synthetic-ratio", "1", "--labels", "bits"][..]),
+    ] {
+        let flags = [&tiny[..], extra].concat();
+        let from_file = d.path().join(format!("{kind}-file"));
+        let printed = attack(kind, &[&flags[..], &["--print-config"]].concat(), &from_file);
+        assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+        let toml = String::from_utf8(printed.stdout).unwrap();
+        assert!(!from_file.exists(), "--print-config ran the attack");
+        // Key material never goes into a config file.
+        assert!(!toml.contains(KEY) && !toml.contains("key"), "{toml}");
+        let file = d.path().join(format!("{kind}.toml"));
+        std::fs::write(&file, &toml).unwrap();
+        let mut argv = vec!["--json", "attack", kind, "--config", file.to_str().unwrap()];
+        if kind == "lsb" {
+            argv.extend_from_slice(&["--key", KEY]);
+        }
+        let via_file = ok_json(&memaudit(&argv));
+        assert!(from_file.join("run.json").exists(), "--out from the file");
+        let direct = ok_json(&attack(
+            kind,
+            &[&flags[..], &["--json"]].concat(),
+            &d.path().join(format!("{kind}-flags")),
+        ));
+        assert_eq!(via_file["attack"], kind);
+        assert_eq!(without_paths(via_file), without_paths(direct), "{kind}");
+    }
+}

@@ -24,6 +24,10 @@ const MIGRATED: &[&str] = &[
     "src/cmd/dp_sweep.rs",
     "src/cmd/audit.rs",
     "src/cmd/demo.rs",
+    "src/cmd/attack.rs",
+    "src/cmd/attack/lsb.rs",
+    "src/cmd/attack/regulariser.rs",
+    "src/cmd/attack/capacity.rs",
 ];
 
 /// What only a library may call: the trainer and its loop, per-example gradients and optimizer
