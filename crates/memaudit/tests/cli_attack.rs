@@ -430,12 +430,23 @@ fn print_config_fed_back_through_config_gives_the_same_result() {
         ("lsb", &["--bits", "8,12", "--key", KEY][..]),
         ("correlation", &["--lambda", "2"][..]),
         ("sign", &[][..]),
-        ("capacity", &["--synthetic-ratio", "1", "--labels", "bits"][..]),
+        (
+            "capacity",
+            &["--synthetic-ratio", "1", "--labels", "bits"][..],
+        ),
     ] {
         let flags = [&tiny[..], extra].concat();
         let from_file = d.path().join(format!("{kind}-file"));
-        let printed = attack(kind, &[&flags[..], &["--print-config"]].concat(), &from_file);
-        assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+        let printed = attack(
+            kind,
+            &[&flags[..], &["--print-config"]].concat(),
+            &from_file,
+        );
+        assert!(
+            printed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&printed.stderr)
+        );
         let toml = String::from_utf8(printed.stdout).unwrap();
         assert!(!from_file.exists(), "--print-config ran the attack");
         // Key material never goes into a config file.

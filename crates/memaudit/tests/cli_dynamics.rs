@@ -390,6 +390,34 @@ fn csr_of_a_saved_digits_mlp() {
     // r = 8/255 on a 16-unit MLP after 2 epochs: some validation digits sit that close to a
     // decision boundary, and not all of them.
     assert!(critical > 0 && critical < 300, "{v}");
+    // The effective config (--print-config), fed back through --config, gives the same result
+    // (LASS is seeded); only the time differs.
+    let printed = memaudit(&[
+        "dynamics",
+        "csr",
+        "--run",
+        path(&run),
+        "--csr-size",
+        "300",
+        "--lass-r",
+        "8",
+        "--print-config",
+    ]);
+    assert!(printed.status.success());
+    let file = d.path().join("csr.toml");
+    std::fs::write(&file, &printed.stdout).unwrap();
+    let mut again = json_ok(&memaudit(&[
+        "--json",
+        "dynamics",
+        "csr",
+        "--config",
+        path(&file),
+    ]));
+    let mut v = v;
+    for r in [&mut v, &mut again] {
+        r.as_object_mut().unwrap().remove("seconds");
+    }
+    assert_eq!(again, v);
 }
 
 #[test]

@@ -28,6 +28,8 @@ const MIGRATED: &[&str] = &[
     "src/cmd/attack/lsb.rs",
     "src/cmd/attack/regulariser.rs",
     "src/cmd/attack/capacity.rs",
+    "src/cmd/dynamics/csr.rs",
+    "src/cmd/dynamics/mod.rs",
 ];
 
 /// What only a library may call: the trainer and its loop, per-example gradients and optimizer

@@ -226,7 +226,14 @@ pub fn run_with(
 ) -> Result<CapacityResult> {
     cfg.validate()?;
     let task = load_task(&cfg.common, observer)?;
-    run_task(cfg, task, &mut Env { obs: observer, hooks })
+    run_task(
+        cfg,
+        task,
+        &mut Env {
+            obs: observer,
+            hooks,
+        },
+    )
 }
 
 fn run_task(cfg: &CapacityConfig, task: Task, env: &mut Env<'_, '_>) -> Result<CapacityResult> {
@@ -284,18 +291,19 @@ fn run_task(cfg: &CapacityConfig, task: Task, env: &mut Env<'_, '_>) -> Result<C
         );
     }
     let secret = take_images(&pool, c.secret_count, fit)?;
-    let set = attack
-        .encode_images(&secret, Some(budget))
-        .map_err(|e| match (&e, c.secret_count) {
-            (AttackError::SecretTooLarge { .. }, Some(k)) => ExperimentError::Invalid {
-                field: "common.secret_count".into(),
-                value: k.to_string(),
-                reason: format!(
-                    "{e}; that is at most {fit} images of {h}x{w} at `synthetic_ratio` {ratio}"
-                ),
-            },
-            _ => e.into(),
-        })?;
+    let set =
+        attack
+            .encode_images(&secret, Some(budget))
+            .map_err(|e| match (&e, c.secret_count) {
+                (AttackError::SecretTooLarge { .. }, Some(k)) => ExperimentError::Invalid {
+                    field: "common.secret_count".into(),
+                    value: k.to_string(),
+                    reason: format!(
+                        "{e}; that is at most {fit} images of {h}x{w} at `synthetic_ratio` {ratio}"
+                    ),
+                },
+                _ => e.into(),
+            })?;
     let example_shape: Vec<usize> = if matches!(model_cfg, ModelConfig::Mlp { .. }) {
         vec![t.height * t.width]
     } else {

@@ -126,10 +126,18 @@ fn parse_key(cfg: &LsbConfig) -> Result<Option<AttackerKey>> {
 #[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 pub enum LsbDecoding {
-    Images { mape: Num, cosine: Num },
-    Text { precision: Num, recall: Num },
+    Images {
+        mape: Num,
+        cosine: Num,
+    },
+    Text {
+        precision: Num,
+        recall: Num,
+    },
     /// A stream that decoded to another number of images (or not to images).
-    Undecoded { mape: Option<Num> },
+    Undecoded {
+        mape: Option<Num>,
+    },
 }
 
 /// One b of `bits`.
@@ -200,7 +208,16 @@ pub fn run_with(
     let bits = parse_bits(&cfg.bits)?;
     let key = parse_key(cfg)?;
     let task = load_task(&cfg.common, observer)?;
-    run_task(cfg, &bits, key, task, &mut Env { obs: observer, hooks })
+    run_task(
+        cfg,
+        &bits,
+        key,
+        task,
+        &mut Env {
+            obs: observer,
+            hooks,
+        },
+    )
 }
 
 /// The attack on loaded data (the unit tests give it generated text).

@@ -37,7 +37,9 @@ use crate::train::{ModelSettings, PrivacySettings, RunSettings};
 
 pub use capacity::{CapacityConfig, CapacityResult};
 pub use lsb::{LsbConfig, LsbResult};
-pub use regulariser::{CorrelationConfig, Encoding, RegulariserConfig, RegulariserResult, SignConfig};
+pub use regulariser::{
+    CorrelationConfig, Encoding, RegulariserConfig, RegulariserResult, SignConfig,
+};
 pub use task::{AttackHooks, Scale, TrainedModel, model_name};
 
 /// What every attack shares: data, secret, model, training, privacy and the run folder. Field

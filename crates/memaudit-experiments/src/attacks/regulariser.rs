@@ -26,8 +26,7 @@ use super::secrets::{
 };
 use super::task::{
     AttackHooks, Env, Grid, Scale, Task, TrainSpec, TrainedModel, build_model, conventional,
-    finish, image_grid, load_task, open_out, reused_conventional, scale, train_config,
-    train_model,
+    finish, image_grid, load_task, open_out, reused_conventional, scale, train_config, train_model,
 };
 use super::{AttackSettings, drop_points};
 use crate::config::ExperimentConfig;
@@ -313,7 +312,16 @@ fn run_with(
 ) -> Result<RegulariserResult> {
     let lambda = cfg.lambda_for(enc)?;
     let task = load_task(&cfg.common, observer)?;
-    run_task(enc, cfg, lambda, task, &mut Env { obs: observer, hooks })
+    run_task(
+        enc,
+        cfg,
+        lambda,
+        task,
+        &mut Env {
+            obs: observer,
+            hooks,
+        },
+    )
 }
 
 /// The attack on loaded data (the unit tests give it generated text).

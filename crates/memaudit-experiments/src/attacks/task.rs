@@ -41,7 +41,11 @@ pub fn model_name(m: &ModelConfig) -> String {
 /// Renders a training sub-run's own report (`OUT/conventional/report.html`): the run, its
 /// folder and the report's title. Called before the sub-run is marked completed.
 pub type TrainingReport<'a> = Box<
-    dyn FnMut(&TrainRun, &RunDir, &str) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>
+    dyn FnMut(
+            &TrainRun,
+            &RunDir,
+            &str,
+        ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>
         + 'a,
 >;
 
@@ -160,7 +164,11 @@ impl Task {
 
     /// Data for the trainer; `train` replaces the real training set (capacity abuse adds
     /// synthetic examples).
-    pub(crate) fn prepared(&self, model: &ModelConfig, train: Option<Box<dyn Dataset>>) -> Prepared {
+    pub(crate) fn prepared(
+        &self,
+        model: &ModelConfig,
+        train: Option<Box<dyn Dataset>>,
+    ) -> Prepared {
         let (train_default, valid): (Box<dyn Dataset>, Box<dyn Dataset>) = match self {
             Task::Image(t) => (
                 Box::new(Shared(t.train.clone())),

@@ -93,9 +93,7 @@ fn sign_encoding_recovers_generated_reviews_word_for_word() {
         g(dec.corpus_precision) > 0.85 && g(dec.corpus_recall) > 0.85,
         "{j}"
     );
-    assert!(
-        g(dec.precision) <= g(dec.corpus_precision) && g(dec.recall) <= g(dec.corpus_recall)
-    );
+    assert!(g(dec.precision) <= g(dec.corpus_precision) && g(dec.recall) <= g(dec.corpus_recall));
     assert!(g(r.control_conventional.corpus_recall) < 0.2, "{j}");
     // Every weight of this 2 x 1964 model carries a bit, including the ones the task needs,
     // so lambda = 100 costs some accuracy: observed 5 points with one batch order and 10.5

@@ -2,10 +2,11 @@
 //! experiments, one module each, on top of the measurements in `memaudit_audit::dynamics`.
 //!
 //! Migrated so far: [`easy_hard`] (§3.1, Fig. 1), [`sensitivity`] (§3.2, Fig. 3), [`capacity`]
-//! (§3.3, Figs. 5-6), [`curves`] (§4, Figs. 5-7) and [`regularizers`] (§5, Figs. 10-11). `csr`
-//! (the critical sample ratio of a saved run) still lives in the CLI.
+//! (§3.3, Figs. 5-6), [`curves`] (§4, Figs. 5-7), [`regularizers`] (§5, Figs. 10-11) and
+//! [`csr`] (the critical sample ratio of a saved run, §4).
 
 pub mod capacity;
+pub mod csr;
 pub mod curves;
 pub mod easy_hard;
 pub mod regularizers;

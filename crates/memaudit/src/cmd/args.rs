@@ -403,7 +403,6 @@ pub struct RunArgs {
     pub resume: bool,
 }
 
-
 // The flag groups as the experiments layer's settings (fields named after the flags). Two
 // helpers moved the settings into the library at once, with the same fields: `setup::*` (mia)
 // and `train::*` / `datasets::*` (train, secret-sharer). Until they are one type, `settings()`

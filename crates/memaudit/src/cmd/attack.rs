@@ -14,8 +14,8 @@ mod regulariser;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use memaudit_experiments::attacks::{AttackHooks, AttackSettings, Scale, TrainedModel};
 use memaudit_experiments::ExperimentError;
+use memaudit_experiments::attacks::{AttackHooks, AttackSettings, Scale, TrainedModel};
 
 use super::args::{ModelArgs, OptimArgs, PrivacyArgs, RunArgs};
 use super::experiment::{self, CliObserver, ConfigFlags};

@@ -265,8 +265,14 @@ fn one_line_source(e: &(dyn std::error::Error + 'static)) -> String {
 /// A reason with the other settings it names by their dotted paths (`model.gpt_context 16`)
 /// spelt as flags (`--gpt-context 16`).
 fn flags_in_reason(reason: &str) -> String {
+    // A file name (`run.json`) is no setting.
+    let is_file = |w: &str| {
+        w.rsplit_once('.')
+            .is_some_and(|(_, ext)| ["json", "toml", "csv", "html", "png"].contains(&ext))
+    };
     let is_path = |w: &str| {
         w.contains('.')
+            && !is_file(w)
             && w.split('.').all(|seg| {
                 seg.len() > 1
                     && seg.starts_with(|c: char| c.is_ascii_lowercase())
@@ -369,5 +375,9 @@ mod tests {
             "x; set --extend-vocab to add, e.g. 1.5 or a.b"
         );
         assert_eq!(flag_of("canary.template"), "--canary");
+        assert_eq!(
+            flags_in_reason("no run.json (not a memaudit run folder)"),
+            "no run.json (not a memaudit run folder)"
+        );
     }
 }

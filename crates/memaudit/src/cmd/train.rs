@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use memaudit_data::Tokenizer;
-use memaudit_engine::train::EpochInfo;
 use memaudit_engine::ModelConfig;
+use memaudit_engine::train::EpochInfo;
 use memaudit_experiments::train::{TrainExperimentConfig, TrainRun, TrainRunHooks};
 
 use super::args::{ModelArgs, OptimArgs, PrivacyArgs, RunArgs};

@@ -125,7 +125,10 @@ per query). After deployment the attacker queries the model on the regenerated i
                 "synthetic labels right",
                 vec![fmt_f64(d.label_accuracy.0), fmt_f64(c.label_accuracy.0)],
             ),
-            row("most frequent label's share", both(d.majority_label_share.0)),
+            row(
+                "most frequent label's share",
+                both(d.majority_label_share.0),
+            ),
         ],
     );
     html.svg(&r.grid_svg);
@@ -178,7 +181,9 @@ mod tests {
 
     #[test]
     fn flag_defaults_are_the_library_defaults() {
-        let a = Wrap::try_parse_from(["capacity", "--out", "o"]).unwrap().inner;
+        let a = Wrap::try_parse_from(["capacity", "--out", "o"])
+            .unwrap()
+            .inner;
         let mut cfg = capacity_config(&a);
         cfg.common.run.out = Default::default();
         assert_eq!(cfg, CapacityConfig::default());

@@ -81,7 +81,10 @@ fn render(r: &LsbResult) -> Result<Report> {
         })
         .collect();
     let secret = &r.secret;
-    let mut html = report::Report::new(&format!("memaudit attack lsb: {} on {}", s.model, s.dataset));
+    let mut html = report::Report::new(&format!(
+        "memaudit attack lsb: {} on {}",
+        s.model, s.dataset
+    ));
     html.para(
         "LSB encoding (Song, Ristenpart, Shmatikov, CCS 2017, attack A). White box: after honest \
 training, malicious code overwrites the low b mantissa bits of every parameter with the \
@@ -124,7 +127,10 @@ cannot help: this is post-processing of the trained parameters by the training c
         .map(|x| (f64::from(x.bits), x.test_accuracy.0))
         .collect();
     let bits = r.settings.iter().map(|x| f64::from(x.bits));
-    let (lo, hi) = (bits.clone().fold(f64::INFINITY, f64::min), bits.fold(0.0, f64::max));
+    let (lo, hi) = (
+        bits.clone().fold(f64::INFINITY, f64::min),
+        bits.fold(0.0, f64::max),
+    );
     let conv_acc = conv.test_accuracy.0;
     html.svg(&report::chart(
         "Test accuracy against b",

@@ -38,7 +38,9 @@ pub fn run_correlation(a: &PenaltyArgs, ctx: &Ctx) -> Result<Report> {
         Resolved::Run(cfg) => cfg,
         Resolved::Printed(report) => return Ok(report),
     };
-    let r = run_attack(ctx, flags, |obs, hooks| lib::run_correlation(&cfg, obs, hooks))?;
+    let r = run_attack(ctx, flags, |obs, hooks| {
+        lib::run_correlation(&cfg, obs, hooks)
+    })?;
     render(&r)
 }
 

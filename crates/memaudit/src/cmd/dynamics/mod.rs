@@ -21,10 +21,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use memaudit_audit::dynamics::{self, DynamicsError, EpochRecord, LassConfig, NoiseKind};
-use memaudit_engine::ModelConfig;
-use memaudit_engine::datasets::DenseDataset;
-use rand::SeedableRng;
+use memaudit_audit::dynamics::{EpochRecord, NoiseKind};
 use serde_json::{Value, json};
 
 use memaudit_experiments::data::ImageSource;
@@ -36,7 +33,7 @@ use super::args::OptimArgs;
 use super::experiment::{self, CliObserver, ConfigFlags, Resolved};
 use crate::Ctx;
 use crate::error::user;
-use crate::output::{Report, fmt_f64, num};
+use crate::output::{Report, fmt_f64};
 use crate::report::{self, Series, chart, histogram};
 use crate::rundir::{MetricsCsv, Reuse, RunDir, write_atomic};
 
@@ -146,35 +143,6 @@ impl LassArgs {
             lass_max_iter: self.lass_max_iter,
             lass_min_new: self.lass_min_new,
         }
-    }
-
-    fn config(&self) -> Result<LassConfig> {
-        if !(self.lass_r > 0.0 && self.lass_r.is_finite()) {
-            return Err(user(format!(
-                "--lass-r {}: the LASS radius r must be > 0 (the paper's is 0.3, in 0-255 pixel units)",
-                self.lass_r
-            )));
-        }
-        for (flag, v) in [
-            ("--lass-alpha", self.lass_alpha),
-            ("--lass-beta", self.lass_beta),
-        ] {
-            if !(v >= 0.0 && v.is_finite()) {
-                return Err(user(format!("{flag} {v}: must be >= 0")));
-            }
-        }
-        if self.lass_max_iter == 0 {
-            return Err(user("--lass-max-iter must be at least 1"));
-        }
-        Ok(LassConfig {
-            alpha: (self.lass_alpha / 255.0) as f32,
-            beta: (self.lass_beta / 255.0) as f32,
-            radius: (self.lass_r / 255.0) as f32,
-            max_iter: self.lass_max_iter,
-            min_new_critical: self.lass_min_new,
-            clip: Some((0.0, 1.0)),
-            batch: 500,
-        })
     }
 }
 
@@ -319,6 +287,8 @@ pub struct CsrArgs {
     pub lass: LassArgs,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    #[command(flatten)]
+    pub config: ConfigFlags,
 }
 
 #[derive(clap::Args, Debug)]
@@ -366,16 +336,6 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         Experiment::Csr(a) => csr::run(a, ctx),
         Experiment::Regularizers(a) => regularizers::run(a, ctx),
     }
-}
-
-/// Library errors as one-line user errors.
-fn lib(e: DynamicsError) -> anyhow::Error {
-    user(e.to_string())
-}
-
-fn flat(mut d: DenseDataset) -> DenseDataset {
-    d.example_shape = vec![d.per_example()];
-    d
 }
 
 fn open_run(run: &RunFlags, command: &str, config: &Value) -> Result<RunDir> {
