@@ -11,7 +11,7 @@
 //! ## Why a crate of its own
 //!
 //! The experiments compose every algorithm crate: data loading (`memaudit-data`), training
-//! (`memaudit-engine`), the audits and dynamics measurements (`memaudit-audit`) and, in phase 2,
+//! (`memaudit-engine`), the audits and dynamics measurements (`memaudit-audit`) and
 //! the attacks (`memaudit-attacks`). Putting them in one of those crates would make it depend on
 //! its peers and on configuration-file parsing (toml), which the algorithms do not need. A
 //! crate between the algorithm crates and the CLI keeps the algorithms' dependency graph as it
@@ -28,8 +28,8 @@
 //! training into a run folder ([`train`], [`rundir`]) with the black-box audit a run carries
 //! ([`audit_canaries`]), the named datasets ([`datasets`]), the exposure and extraction of a
 //! saved run ([`exposure`], [`extract`], [`saved_run`]), the DP sweep ([`dp_sweep`]) and the
-//! audit pipeline ([`pipeline`]). Still in the CLI: `dynamics csr` (it reads a saved train run)
-//! and the attacks of `memaudit attack` (they train through the CLI's run-folder trainer).
+//! audit pipeline ([`pipeline`]), the malicious-training attacks of `memaudit attack`
+//! ([`attacks`]) and the critical sample ratio of a saved run ([`dynamics::csr`]).
 //!
 //! ## Example: a dynamics study from Rust
 //!
