@@ -1,17 +1,16 @@
 //! `memaudit sample`: text from a saved language model, one token at a time through its
 //! incremental inference (the same `IncrementalLm` the exposure scorer uses).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
 use memaudit_audit::CanaryTokenizer;
 use memaudit_data::{Tokenizer, TokenizerKind};
-use memaudit_engine::{IncrementalLm, ModelConfig};
+use memaudit_engine::IncrementalLm;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
-use super::eval::{SavedRun, load_run};
 use super::secret_sharer::{VocabTokenizer, separator};
 use crate::Ctx;
 use crate::error::user;
@@ -39,40 +38,9 @@ pub struct Args {
     pub count: usize,
 }
 
-/// The incremental LM and tokenizer of a saved run, or an error saying why it is not one.
-pub fn load_lm(dir: &Path) -> Result<(SavedRun, Box<dyn IncrementalLm>, Tokenizer)> {
-    let saved = load_run(dir)?;
-    if !matches!(
-        saved.config.model,
-        ModelConfig::LstmLm { .. } | ModelConfig::GruLm { .. } | ModelConfig::Gpt { .. }
-    ) {
-        return Err(user(format!(
-            "--run {}: holds a {} model, not a language model (train one on text, e.g. `memaudit train --data embedded`)",
-            dir.display(),
-            super::train::model_name(&saved.config.model)
-        )));
-    }
-    let tok = saved.tokenizer.clone().ok_or_else(|| {
-        user(format!(
-            "--run {}: no tokenizer.json (not a language-model run)",
-            dir.display()
-        ))
-    })?;
-    if tok.len() != saved.config.model.classes() {
-        return Err(user(format!(
-            "--run {}: tokenizer.json has {} tokens but the model's vocabulary has {}; the folder mixes two runs",
-            dir.display(),
-            tok.len(),
-            saved.config.model.classes()
-        )));
-    }
-    let lm = saved
-        .config
-        .model
-        .incremental_lm(&saved.checkpoint.params)
-        .map_err(|e| user(format!("--run {}: {e}", dir.display())))?;
-    Ok((saved, lm, tok))
-}
+/// The incremental LM and tokenizer of a saved run, or an error saying why it is not one (the
+/// experiments library's).
+pub use memaudit_experiments::saved_run::load_lm;
 
 /// Draw a token from natural-log probabilities at a temperature (0: argmax).
 fn draw(log_probs: &[f32], temperature: f64, rng: &mut ChaCha8Rng) -> u32 {

@@ -1,7 +1,6 @@
 //! `memaudit train`: train a model, plain or with DP-SGD, into a run folder.
 
 use anyhow::Result;
-use memaudit_data::Tokenizer;
 use memaudit_engine::ModelConfig;
 use memaudit_engine::train::EpochInfo;
 use memaudit_experiments::train::{TrainExperimentConfig, TrainRun, TrainRunHooks};
@@ -69,14 +68,6 @@ impl Args {
 }
 
 pub use memaudit_experiments::train::Prepared;
-
-/// Load the data; text is encoded with `tokenizer` when given (a saved run's vocabulary).
-pub fn prepare_with(data: &DataArgs, tokenizer: Option<Tokenizer>) -> Result<Prepared> {
-    Ok(memaudit_experiments::train::prepare_with(
-        &data.settings(),
-        tokenizer,
-    )?)
-}
 
 /// MLPs take flat vectors: view images as such.
 pub fn flatten_for(model: &ModelConfig, prepared: Prepared) -> Prepared {
