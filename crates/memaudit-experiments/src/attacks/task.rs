@@ -1,7 +1,8 @@
 //! What the attacks share: the training data (images or IMDB documents), the conventional and
 //! malicious training runs (sub-folders of the attack's run folder, trained through
-//! [`crate::train::train_in_folder`] with the one `TrainConfig` builder, [`train_config`]), the
-//! reuse of an earlier conventional model, and the grid of recovered images.
+//! [`crate::train::train_in_folder`] with the one `TrainConfig` builder,
+//! [`crate::train::train_config`]), the reuse of an earlier conventional model, and the grid of
+//! recovered images.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
