@@ -14,8 +14,8 @@ mod regulariser;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use memaudit_experiments::ExperimentError;
 use memaudit_experiments::attacks::{AttackHooks, AttackSettings, Scale, TrainedModel};
+use memaudit_experiments::{ExperimentError, MetricsRow, Observer};
 
 use super::args::{ModelArgs, OptimArgs, PrivacyArgs, RunArgs};
 use super::experiment::{self, CliObserver, ConfigFlags};
@@ -123,7 +123,7 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
 fn run_attack<R>(
     ctx: &Ctx,
     flags: &ConfigFlags,
-    run: impl FnOnce(&mut CliObserver<'_>, AttackHooks<'_>) -> Result<R, ExperimentError>,
+    run: impl FnOnce(&mut dyn Observer, AttackHooks<'_>) -> Result<R, ExperimentError>,
 ) -> Result<R> {
     // Checked once here, so that a bad setting fails before anything is written.
     super::secret_sharer::crash_test_hook()?;
@@ -138,10 +138,41 @@ fn run_attack<R>(
             super::secret_sharer::crash_test_hook().ok().flatten()
         })),
     };
-    let mut observer = CliObserver::new("attack", ctx);
+    let mut observer = PerTraining {
+        ctx,
+        bar: CliObserver::new("train", ctx),
+        last: (0, 0),
+    };
     let result = run(&mut observer, hooks).map_err(|e| experiment::cli_error(e, flags))?;
-    observer.finish();
+    observer.bar.finish();
     Ok(result)
+}
+
+/// The CLI's observer with one progress bar per training run (the conventional and the
+/// malicious model train for different numbers of steps).
+struct PerTraining<'c> {
+    ctx: &'c Ctx,
+    bar: CliObserver<'c>,
+    /// The last progress: step and total.
+    last: (u64, u64),
+}
+
+impl Observer for PerTraining<'_> {
+    fn progress(&mut self, stage: &str, step: u64, total: u64) {
+        // A new run starts over (or has another length): a new bar.
+        if step < self.last.0 || total != self.last.1 {
+            self.bar.finish();
+            self.bar = CliObserver::new("train", self.ctx);
+        }
+        self.last = (step, total);
+        self.bar.progress(stage, step, total);
+    }
+    fn note(&mut self, text: &str) {
+        self.bar.note(text);
+    }
+    fn metrics(&mut self, row: &MetricsRow) {
+        self.bar.metrics(row);
+    }
 }
 
 /// Rows comparing the two models.
