@@ -15,6 +15,7 @@
 use thiserror::Error;
 
 pub mod backend;
+pub mod classifier;
 pub mod config;
 pub mod example;
 pub mod html;

@@ -22,7 +22,7 @@ struct Synthetic {
 impl Backend for Synthetic {
     fn data(&self, c: &AuditConfig, _: &Path, _: &mut dyn Observer) -> Result<DataSummary> {
         self.calls.borrow_mut().push("data".into());
-        Ok(DataSummary {
+        Ok(DataSummary::Text(TextDataSummary {
             corpus: c.data.corpus.clone(),
             level: c.data.level.clone(),
             text_sha256: "0".repeat(64),
@@ -31,7 +31,7 @@ impl Backend for Synthetic {
             vocab_size: 60,
             template: c.canaries.template.clone(),
             canary_space_size: Num(1e4),
-        })
+        }))
     }
     fn preflight(&self, _: &AuditConfig, _: &DataSummary) -> Result<()> {
         Ok(())
