@@ -16,7 +16,7 @@ use super::backend::{
 use super::config::{AuditConfig, Variant};
 use super::results::{DataSummary, DatasetSummary, Privacy, Utility};
 use super::stages::TrainOutput;
-use crate::error::{ExperimentError, Result};
+use crate::error::{Result, invalid};
 use crate::num::opt;
 use crate::observer::Observer;
 use crate::setup::InputShape;
@@ -61,10 +61,9 @@ pub fn data(cfg: &AuditConfig, obs: &mut dyn Observer) -> Result<DataSummary> {
     let model_cfg = model_settings(cfg, &Variant::default())
         .config("model", &input)
         .map_err(|e| rename(e, &[("model.model", "model.kind")]))?;
-    model_cfg.build().map_err(|e| ExperimentError::Setting {
-        field: "model.kind".into(),
-        source: Box::new(e),
-    })?;
+    if let Err(e) = model_cfg.build() {
+        return invalid("model.kind", &cfg.model.kind, e.to_string());
+    }
     let set = &images.train_images;
     let mut h = Sha256::new();
     h.update(format!("{} {} {} {}\n", set.n, set.channels, set.height, set.width).as_bytes());

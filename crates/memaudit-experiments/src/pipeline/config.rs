@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ExperimentError, Result, invalid};
 
-pub use super::example::{EXAMPLE, demo};
+pub use super::example::{EXAMPLE, EXAMPLE_DATASET, demo};
 
 /// The whole audit: what data, which model, which training variants, which canaries, which
 /// audits. Missing keys take the values of `Default` (the one place defaults are defined).
@@ -948,5 +948,74 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(s.contains("line 4, key `variants[1].name`"), "{s}");
+    }
+
+    #[test]
+    fn the_dataset_example_parses_and_validates() {
+        let c = parse(EXAMPLE_DATASET).unwrap().config;
+        assert_eq!(c.data.dataset.as_deref(), Some("digits"));
+        assert_eq!(c.model.kind, "mlp");
+        assert_eq!(c.variants[1].kind(), "dp");
+    }
+
+    #[test]
+    fn with_a_dataset_the_secret_sharer_keys_are_errors_naming_line_and_key() {
+        let ds = "[data]\ndataset = \"digits\"\n[model]\nkind = \"mlp\"\n";
+        let s = parse(&format!("{ds}[canaries]\nper_repetition = 2\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            s.starts_with("audit.toml line 5, key `canaries`") && s.contains("classifier"),
+            "{s}"
+        );
+        let s = parse(&format!("{ds}[audits.extraction]\nbudget = 10\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("line 5, key `audits.extraction`"), "{s}");
+        let s = parse("[data]\ndataset = \"digits\"\ncorpus = \"ptb\"\n[model]\nkind = \"mlp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("line 3, key `data.corpus`"), "{s}");
+        // A model for text with a dataset, and a dataset nobody knows.
+        let s = parse("[data]\ndataset = \"digits\"\n[model]\nkind = \"lstm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            s.contains("line 4, key `model.kind`") && s.contains("mlp"),
+            "{s}"
+        );
+        let s = parse("[data]\ndataset = \"cifar100\"\n[model]\nkind = \"mlp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("line 2, key `data.dataset`"), "{s}");
+        // Token-level attacks need a language model.
+        let s = parse(&format!(
+            "{ds}[audits.mia]\nattacks = [\"loss\", \"zlib\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(s.contains("key `audits.mia.attacks[1]`"), "{s}");
+        // Left unwritten, the text settings are not errors.
+        parse(ds).unwrap();
+    }
+
+    #[test]
+    fn gpt_settings_are_checked_and_apply_to_a_gpt_only() {
+        let gpt = "[model]\nkind = \"gpt\"\nembed = 32\n";
+        parse(&format!("{gpt}heads = 4\ncontext = 64\n")).unwrap();
+        let s = parse(&format!("{gpt}heads = 5\n")).unwrap_err().to_string();
+        assert!(s.contains("line 4, key `model.heads`"), "{s}");
+        let s = parse(&format!("[data]\nseq_len = 100\n{gpt}context = 64\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("line 6, key `model.context`"), "{s}");
+        let s = parse(&format!("{gpt}hidden = 64\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("line 4, key `model.hidden`"), "{s}");
+        let s = parse("[model]\nkind = \"lstm\"\nheads = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("line 3, key `model.heads`"), "{s}");
     }
 }

@@ -26,7 +26,7 @@ pub mod store;
 mod tests;
 pub mod verdict;
 
-pub use config::{AuditConfig, EXAMPLE, LoadedConfig};
+pub use config::{AuditConfig, EXAMPLE, EXAMPLE_DATASET, LoadedConfig};
 pub use results::{AuditResults, SCHEMA_VERSION};
 pub use stages::{Backend, PipelineOptions, run};
 
