@@ -85,7 +85,7 @@ valid_fraction = 0.1
 max_train = 1500                  # use at most this many training windows (drop it to use all)
 
 [model]
-kind = "lstm"                     # lstm or gru
+kind = "lstm"                     # lstm, gru or gpt (a gpt is embed wide, layers deep; heads = 4, context = 128)
 embed = 32
 hidden = 64
 layers = 1
