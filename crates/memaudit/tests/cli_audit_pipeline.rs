@@ -731,3 +731,37 @@ fn bad_dataset_configs_are_one_line_errors_naming_file_line_and_key() {
         "nothing trained on bad input"
     );
 }
+
+#[test]
+fn a_gpt_on_text_runs_every_stage_through_the_library() {
+    // The GPT-2-architecture decoder of secret-sharer: width model.embed, model.layers blocks,
+    // model.heads heads, model.context positions.
+    let gpt = TINY.replace(
+        "[model]\nhidden = 16\nembed = 16\n",
+        "[model]\nkind = \"gpt\"\nembed = 16\nlayers = 1\nheads = 2\ncontext = 48\n",
+    );
+    assert_ne!(gpt, TINY);
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "gpt.toml", &gpt);
+    let out = d.path().join("out");
+    let r = audit(&cfg, &out);
+    assert_eq!(stages_with(&r, "ran"), ALL_STAGES);
+    let errors = schema_errors(&r);
+    assert!(errors.is_empty(), "{errors:#?}");
+    for stage in ["train-plain", "white-box-dp"] {
+        let run: Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("stages").join(stage).join("run/run.json")).unwrap(),
+        )
+        .unwrap();
+        let m = &run["results"]["model"];
+        assert_eq!(m["type"], "gpt", "{stage}: {m}");
+        assert_eq!(
+            (&m["embed"], &m["layers"], &m["heads"], &m["n_ctx"]),
+            (&16.into(), &1.into(), &2.into(), &48.into()),
+            "{stage}"
+        );
+    }
+    for x in r["variants"].as_array().unwrap() {
+        assert!(x["exposure"]["canaries"].is_array() && x["mia"]["attacks"].is_array());
+    }
+}
