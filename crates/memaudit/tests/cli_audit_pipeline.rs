@@ -712,6 +712,11 @@ fn bad_dataset_configs_are_one_line_errors_naming_file_line_and_key() {
     // Shadow models on a dataset too small to split into pairs.
     let small = TINY_DIGITS
         .replace("max_train = 400", "max_train = 64")
+        .replace("one_run_canaries = 64", "one_run_canaries = 16")
+        .replace(
+            "batch_size = 64\n[variants.dp]",
+            "batch_size = 16\n[variants.dp]",
+        )
         .replace(
             "[training]\nepochs = 2\nbatch_size = 32",
             "[training]\nepochs = 2\nbatch_size = 16",
@@ -724,6 +729,15 @@ fn bad_dataset_configs_are_one_line_errors_naming_file_line_and_key() {
     assert!(
         e.contains("c.toml line 24, key `audits.mia.batch_size`")
             && e.contains("too small to split"),
+        "{e}"
+    );
+    // One-run canaries are drawn from the training images: no more than there are.
+    let e = run(
+        "c2.toml",
+        &TINY_DIGITS.replace("one_run_canaries = 64", "one_run_canaries = 400"),
+    );
+    assert!(
+        e.contains("c2.toml line 27, key `audits.lower_bounds.one_run_canaries`"),
         "{e}"
     );
     assert!(

@@ -469,8 +469,22 @@ impl Backend for Libraries {
     }
 
     fn preflight(&self, cfg: &AuditConfig, data: &DataSummary) -> Result<()> {
-        let n = data.training_examples();
+        let all = data.training_examples();
+        let mut n = all;
         let unit = data.example_word();
+        let one_run = cfg.audits.lower_bounds.one_run_canaries as u64;
+        if cfg.is_dataset() {
+            // A classifier's one-run canaries are training images taken out of the set (the
+            // included half goes back relabelled), so at least n - m images remain.
+            if one_run >= n {
+                return invalid(
+                    "audits.lower_bounds.one_run_canaries",
+                    one_run,
+                    format!("the canaries are drawn from the {n} training images: use fewer"),
+                );
+            }
+            n -= one_run;
+        }
         for (i, v) in cfg.variants.iter().enumerate() {
             let batch = v.batch_size(&cfg.training) as u64;
             if batch > n {
@@ -493,8 +507,9 @@ impl Backend for Libraries {
                 _ => AccountantKind::Rdp,
             };
             let epochs = v.epochs(&cfg.training) as u64;
-            // The canaries add windows; checking on the data alone is the stricter check (fewer
-            // examples, a larger sampling rate).
+            // Text canaries add windows, a classifier's take at most m images out (n is then
+            // the fewest left): either way the check is on the fewest examples the run can have,
+            // the largest sampling rate, so the stricter one.
             let how = format!(
                 "{n} {unit}s, batch {batch}, {epochs} epochs, delta {}, {} sampling, {} accounting",
                 dp.delta, dp.sampling, dp.accountant
@@ -534,6 +549,8 @@ impl Backend for Libraries {
                 }
             }
         }
+        // The shadow models train on the data without the one-run canaries.
+        let n = all;
         if let Some(m) = &cfg.audits.mia
             && (n < 2 || m.batch_size as u64 > n / 2)
         {
