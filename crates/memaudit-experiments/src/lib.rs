@@ -101,6 +101,7 @@ pub mod num;
 pub mod observer;
 pub mod optim;
 pub mod pipeline;
+pub mod registry;
 pub mod rendered;
 pub mod report;
 pub mod rundir;
