@@ -106,7 +106,10 @@ def test_experiment_from_toml_with_relative_paths(tmp_path):
 def test_experiment_config_errors_name_the_key(tmp_path):
     with pytest.raises(ValueError, match="^config: unknown field `in_score`"):
         memaudit.run_experiment({"experiment": "lower-bound", "in_score": "a", "out_scores": "b"})
-    with pytest.raises(ValueError, match="^config: unknown variant `train`"):
+    with pytest.raises(ValueError, match='^config.experiment "trian": unknown experiment; use one of train, secret-sharer'):
+        memaudit.run_experiment({"experiment": "trian"})
+    # A setting the experiment needs is named by its key (checked before anything runs).
+    with pytest.raises(ValueError, match='^config.run.out "": give the run folder'):
         memaudit.run_experiment({"experiment": "train"})
     with pytest.raises(FileNotFoundError, match="^config.in_scores: "):
         memaudit.run_experiment({"experiment": "lower-bound", "in_scores": str(tmp_path / "x"), "out_scores": "b"})
