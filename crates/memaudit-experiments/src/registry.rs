@@ -472,6 +472,32 @@ mod tests {
         assert_eq!(r["epochs"], 3, "{r}");
     }
 
+    /// A dynamics study (it writes nothing) stops at the end of the run in progress.
+    #[test]
+    fn a_cancelled_dynamics_study_stops_after_the_current_run() {
+        let config = json!({
+            "runs": 3,
+            "kinds": ["real", "randx"],
+            "batch_size": 20,
+            "images": {"data": "digits", "max_train": 200},
+            "mlp": {"hidden": [16]},
+        });
+        let mut obs = StopAt {
+            stage: "real",
+            at: 1,
+            ..Default::default()
+        };
+        let e = run_named("dynamics easy-hard", config, &mut obs).unwrap_err();
+        assert!(matches!(e, ExperimentError::Cancelled { .. }), "{e:?}");
+        assert!(e.to_string().starts_with("cancelled in real"), "{e}");
+        // No unit of the second kind started.
+        assert!(
+            obs.rec.progress.iter().all(|p| p.0 == "real"),
+            "{:?}",
+            obs.rec.progress
+        );
+    }
+
     /// A one-variant audit without the white-box run: data, train/plain, mia/plain (the default
     /// shadow pair), report; under a second.
     const AUDIT_TINY: &str = r#"
