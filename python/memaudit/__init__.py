@@ -459,13 +459,14 @@ def run_experiment(
 
     Ctrl-C: the experiment runs on a worker thread while this call waits without the GIL. On
     KeyboardInterrupt (or an exception from ``progress``) the worker is asked to stop at its next
-    safe point (between training steps, shadow models, pipeline stages), joined, and the
+    safe point (between training steps, shadow models, pipeline stages, the dynamics studies'
+    epochs), joined, and the
     exception is raised: no thread keeps running, and every atomic unit (checkpoint, cached
     shadow model, pipeline stage) is complete or absent. Rerun to resume: the pipeline skips
     its finished stages, ``mia`` reuses its cached shadow models, ``train`` and
-    ``secret-sharer`` continue from the last checkpoint with ``run = {resume = true}``. An
-    experiment without a safe point inside (the bounds of ``lower-bound``, ``exposure``,
-    ``extract``, the dynamics studies) stops when it finishes.
+    ``secret-sharer`` continue from the last checkpoint with ``run = {resume = true}``. A
+    computation without a safe point inside (the bounds of ``lower-bound``, ``exposure``,
+    ``extract``) stops when it finishes.
     """
     if isinstance(config, os.PathLike):
         config = os.fspath(config)
