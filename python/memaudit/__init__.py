@@ -413,6 +413,9 @@ class _TqdmProgress:
         bar = self._bars.get(stage)
         if bar is None:
             bar = self._bars[stage] = self._tqdm(total=total, desc=stage, leave=False)
+        elif bar.total != total:
+            # The same stage name again with other units (the pipeline's "train" per variant).
+            bar.reset(total=total)
         bar.n = done
         bar.refresh()
 
