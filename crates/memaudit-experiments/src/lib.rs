@@ -31,6 +31,11 @@
 //! audit pipeline ([`pipeline`]). Still in the CLI: `dynamics csr` (it reads a saved train run)
 //! and the attacks of `memaudit attack` (they train through the CLI's run-folder trainer).
 //!
+//! [`registry`] names them all ([`registry::run_named`]: a config as JSON in, the result as
+//! the CLI's `--json` out), for front ends that hold configs as data (the Python package).
+//! Long loops poll [`Observer::cancelled`] at their safe points and return
+//! [`ExperimentError::Cancelled`], with every atomic unit complete or absent.
+//!
 //! ## Example: a dynamics study from Rust
 //!
 //! Easy and hard examples (Arpit et al. 2017, §3.1) on 200 of the built-in 8x8 digits:
@@ -101,6 +106,7 @@ pub mod num;
 pub mod observer;
 pub mod optim;
 pub mod pipeline;
+pub mod registry;
 pub mod rendered;
 pub mod report;
 pub mod rundir;
