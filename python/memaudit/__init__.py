@@ -48,6 +48,7 @@ __all__ = [
     "default_mia_config",
     "lower_bounds",
     "run_experiment",
+    "experiment_names",
 ]
 
 ArrayLike = Any
@@ -412,6 +413,9 @@ class _TqdmProgress:
         bar = self._bars.get(stage)
         if bar is None:
             bar = self._bars[stage] = self._tqdm(total=total, desc=stage, leave=False)
+        elif bar.total != total:
+            # The same stage name again with other units (the pipeline's "train" per variant).
+            bar.reset(total=total)
         bar.n = done
         bar.refresh()
 
@@ -420,25 +424,52 @@ class _TqdmProgress:
             bar.close()
 
 
+def experiment_names() -> list:
+    """The names :func:`run_experiment` takes under ``"experiment"``."""
+    return list(_native.experiment_names())
+
+
 def run_experiment(
     config: Union[Mapping[str, Any], PathLike],
     progress: Union[None, bool, ProgressCallback] = None,
 ) -> Dict[str, Any]:
-    """Run an experiment from a dict or a TOML/JSON file and return its typed result as a dict.
+    """Run any experiment, or the audit pipeline, from a dict or a TOML/JSON file; return its
+    typed result as a dict.
 
-    ``config["experiment"]`` chooses it:
+    ``config["experiment"]`` names it (:func:`experiment_names` lists them): ``"train"``,
+    ``"secret-sharer"``, ``"exposure"``, ``"extract"``, ``"dp-sweep"``, ``"mia"``,
+    ``"lower-bound"``, ``"dynamics curves"``, ``"dynamics capacity"``,
+    ``"dynamics regularizers"``, ``"dynamics easy-hard"``, ``"dynamics sensitivity"`` and
+    ``"audit"`` (the pipeline of ``memaudit audit``). The other keys are the experiment's config,
+    as the CLI's ``--config`` file and ``--print-config`` spell them (``memaudit train
+    --print-config`` shows every key with its default); missing keys take the defaults. For
+    ``"audit"``, the keys of ``memaudit audit --example`` plus ``out``, the output folder
+    (default ``runs/audit``); rerunning into the same folder skips every finished stage. For
+    ``"mia"`` on a score file, this package's earlier keys still work: ``attacks`` (a list or a
+    comma-separated string) and ``config`` (the attack settings, as
+    :func:`membership_inference`).
 
-    * ``"mia"``: keys ``scores`` (a .npz score file, docs/mia.md), ``attacks`` ("all", a
-      comma-separated string or a list), ``config`` (the attack settings, as
-      :func:`membership_inference`); the result is ``memaudit mia --scores --json``'s object;
-    * ``"lower-bound"``: keys ``in_scores``, ``out_scores`` (files: one number per line, or
-      .npy), ``method``, ``significance``, ``delta``, ``threshold``, ``two_sided``,
-      ``lower_is_member``; the result is ``memaudit lower-bound --json``'s object.
+    The result is the matching CLI command's ``--json`` object plus ``"experiment"``, with
+    ``"inf"``/``"nan"`` strings as Python floats. Paths in a file are relative to the file.
 
-    Unknown keys are refused (ValueError naming them); paths in a file are relative to it.
-    ``progress``: a callable ``progress(stage, done, total)``; None draws a tqdm bar when tqdm
-    is installed; False is silent. Ctrl-C interrupts the call (KeyboardInterrupt) within 50 ms;
-    nothing is written, so nothing is left half-done.
+    Errors: unknown keys, wrong types and settings out of range raise ValueError naming the key
+    (``config.run.epochs: ...``); a missing input file FileNotFoundError; a config that is
+    neither a dict nor a path, TypeError.
+
+    ``progress``: a callable ``progress(stage, done, total)``, called between the experiment's
+    units (training steps, shadow models, pipeline stages' work) with the GIL held; None draws
+    a tqdm bar per stage when tqdm is installed; False is silent.
+
+    Ctrl-C: the experiment runs on a worker thread while this call waits without the GIL. On
+    KeyboardInterrupt (or an exception from ``progress``) the worker is asked to stop at its next
+    safe point (between training steps, shadow models, pipeline stages, the dynamics studies'
+    epochs), joined, and the
+    exception is raised: no thread keeps running, and every atomic unit (checkpoint, cached
+    shadow model, pipeline stage) is complete or absent. Rerun to resume: the pipeline skips
+    its finished stages, ``mia`` reuses its cached shadow models, ``train`` and
+    ``secret-sharer`` continue from the last checkpoint with ``run = {resume = true}``. A
+    computation without a safe point inside (the bounds of ``lower-bound``, ``exposure``,
+    ``extract``) stops when it finishes.
     """
     if isinstance(config, os.PathLike):
         config = os.fspath(config)

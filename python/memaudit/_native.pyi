@@ -6,7 +6,7 @@ once. Scores: higher = member. Log-perplexities: bits. Epsilon: nats.
 """
 
 import os
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -103,6 +103,9 @@ def run_experiment(
     config: Union[Mapping[str, Any], str, os.PathLike[str]],
     progress: Optional[Callable[[str, int, int], None]] = None,
 ) -> Result: ...
+def experiment_names() -> List[str]: ...
+def _running_experiment_threads() -> int:
+    """Test hook: experiment worker threads still running (0 once run_experiment returns)."""
 def array_data_pointer(values: ArrayLike) -> int:
     """Address of the float64 buffer handed to Rust for ``values`` (test hook: equals
     ``values.ctypes.data`` exactly when the array is borrowed)."""

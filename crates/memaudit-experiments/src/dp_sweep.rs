@@ -185,6 +185,11 @@ pub fn run(cfg: &DpSweepConfig, observer: &mut dyn Observer) -> Result<DpSweepRe
         .collect();
     let mut rows = Vec::new();
     for (k, &b) in cfg.batch_sizes.iter().enumerate() {
+        // A safe point: nothing of this batch size is written yet (the sweep starts afresh on
+        // a rerun; it has no resume).
+        if observer.cancelled() {
+            return Err(ExperimentError::cancelled(format!("before batch size {b}")));
+        }
         observer.progress("dp-sweep", k as u64, cfg.batch_sizes.len() as u64);
         let spe = steps_per_epoch(sampling, n, b);
         let steps = spe * cfg.epochs as u64;

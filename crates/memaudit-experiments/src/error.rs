@@ -114,6 +114,20 @@ pub enum ExperimentError {
     /// The attacks' own errors (memaudit-attacks: a secret that does not fit, a bad image).
     #[error(transparent)]
     Attack(Box<memaudit_attacks::AttackError>),
+    /// The observer asked the experiment to stop ([`crate::Observer::cancelled`]); `at` names
+    /// the safe point it stopped at. Every atomic unit finished before it is kept, so a rerun
+    /// resumes there.
+    #[error("cancelled {at}; rerun to resume from the last completed unit")]
+    Cancelled { at: String },
+    /// A config given as a value (a Python dict, JSON) that does not fit the experiment's
+    /// config: `key` is the dotted path of the offending field where there is one.
+    #[error("config{}: {message}", key.as_ref().map_or(String::new(), |k| format!(".{k}")))]
+    ConfigValue {
+        key: Option<String>,
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl ExperimentError {
@@ -123,6 +137,11 @@ impl ExperimentError {
             stage: stage.into(),
             source: Box::new(source),
         }
+    }
+
+    /// The experiment stopped at the safe point `at` because its observer asked it to.
+    pub fn cancelled(at: impl Into<String>) -> Self {
+        Self::Cancelled { at: at.into() }
     }
 
     /// A protocol step that cannot go on.

@@ -31,6 +31,11 @@
 //! audit pipeline ([`pipeline`]), the malicious-training attacks of `memaudit attack`
 //! ([`attacks`]) and the critical sample ratio of a saved run ([`dynamics::csr`]).
 //!
+//! [`registry`] names them all ([`registry::run_named`]: a config as JSON in, the result as
+//! the CLI's `--json` out), for front ends that hold configs as data (the Python package).
+//! Long loops poll [`Observer::cancelled`] at their safe points and return
+//! [`ExperimentError::Cancelled`], with every atomic unit complete or absent.
+//!
 //! ## Example: a dynamics study from Rust
 //!
 //! Easy and hard examples (Arpit et al. 2017, §3.1) on 200 of the built-in 8x8 digits:
@@ -102,6 +107,7 @@ pub mod num;
 pub mod observer;
 pub mod optim;
 pub mod pipeline;
+pub mod registry;
 pub mod rendered;
 pub mod report;
 pub mod rundir;

@@ -276,10 +276,19 @@ pub fn run(cfg: &LowerBoundConfig, observer: &mut dyn Observer) -> Result<LowerB
             source: Box::new(e),
         })
     };
+    observer.progress("read", 0, 2);
     let ins = read("in_scores", &cfg.in_scores)?;
+    observer.progress("read", 1, 2);
     let outs = read("out_scores", &cfg.out_scores)?;
+    observer.progress("read", 2, 2);
+    // The one safe point: the bounds are one computation and nothing is written.
+    if observer.cancelled() {
+        return Err(ExperimentError::cancelled("before the bounds"));
+    }
+    observer.progress("lower-bound", 0, 1);
     let scores = CanaryScores::new(&ins, &outs, bound_config.direction)?;
     let report = audit::lower_bounds(&scores, &bound_config)?;
+    observer.progress("lower-bound", 1, 1);
     for w in &report.warnings {
         observer.note(&format!("warning: {w}"));
     }

@@ -390,6 +390,14 @@ pub fn run(cfg: &MiaConfig, observer: &mut dyn Observer) -> Result<MiaResult> {
     let started = Instant::now();
     let mut models = Vec::with_capacity(job.plan.models());
     for i in 0..job.plan.models() {
+        // A safe point: every model before this one is a complete unit of the cache, so a
+        // rerun reuses them and trains from model i.
+        if observer.cancelled() {
+            return Err(ExperimentError::cancelled(format!(
+                "before shadow model {i}"
+            )));
+        }
+        observer.progress("shadow models", i as u64, job.plan.models() as u64);
         models.push(job.train_model(i, observer)?);
     }
     let train_seconds = started.elapsed().as_secs_f64();

@@ -25,6 +25,16 @@ pub trait Observer {
     fn note(&mut self, _text: &str) {}
     /// A metrics row.
     fn metrics(&mut self, _row: &MetricsRow) {}
+    /// Whether the caller asks the experiment to stop (Ctrl-C in the Python package). Long
+    /// loops poll it at safe points only: between training steps (the run's checkpoints are
+    /// its atomic units), between shadow models (each an atomic unit of the cache) and between
+    /// pipeline stages; the experiment then returns [`ExperimentError::Cancelled`] with nothing
+    /// half-written, and a rerun resumes from the last complete unit.
+    ///
+    /// [`ExperimentError::Cancelled`]: crate::ExperimentError::Cancelled
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Ignores everything.

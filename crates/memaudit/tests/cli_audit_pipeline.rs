@@ -304,7 +304,7 @@ fn tiny_audit_runs_every_stage_skips_them_on_rerun_and_writes_schema_valid_resul
     let out = d.path().join("out");
     let first = audit(&cfg, &out);
     assert_eq!(stages_with(&first, "ran"), ALL_STAGES);
-    assert_eq!(first["schema_version"], 1);
+    assert_eq!(first["schema_version"], 2);
     // The results file is the --json object, and fits the documented schema.
     let file: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
@@ -555,4 +555,227 @@ fn bad_configs_are_one_line_errors_naming_file_line_and_key() {
         !out.join("stages/train-plain").exists(),
         "nothing trained on bad input"
     );
+}
+
+// ---- Classifier datasets (`data.dataset`): no Secret Sharer canaries, exposure or extraction.
+
+/// A config that runs every stage in seconds: a 16-unit MLP on 400 of the built-in digits, a
+/// plain and a DP variant, one shadow pair, the white-box and one-run bounds.
+const TINY_DIGITS: &str = r#"
+seed = 3
+[data]
+dataset = "digits"
+max_train = 400
+[model]
+kind = "mlp"
+hidden = 16
+[training]
+epochs = 2
+batch_size = 32
+lr = 0.01
+[[variants]]
+name = "plain"
+[[variants]]
+name = "dp"
+batch_size = 64
+[variants.dp]
+target_epsilon = 2.0
+[audits.mia]
+attacks = ["loss", "lira-online", "rmia-online"]
+shadow_pairs = 1
+epochs = 2
+batch_size = 32
+[audits.lower_bounds]
+white_box_canaries = 256
+one_run_canaries = 64
+"#;
+
+#[test]
+fn tiny_digits_audit_runs_end_to_end_with_schema_valid_results_and_a_report_without_exposure() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "digits.toml", TINY_DIGITS);
+    let out = d.path().join("out");
+    let first = audit(&cfg, &out);
+    assert_eq!(stages_with(&first, "ran"), ALL_STAGES);
+    assert_eq!(first["schema_version"], 2);
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(file, first);
+    let errors = schema_errors(&file);
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(file["data"]["dataset"], "digits");
+    assert_eq!(file["data"]["train_examples"], 400);
+    assert_eq!(file["data"]["input_shape"], serde_json::json!([1, 8, 8]));
+    for x in file["variants"].as_array().unwrap() {
+        // Utility on the held-out images; no Secret Sharer measurements.
+        let acc = x["utility"]["valid_accuracy"].as_f64().unwrap();
+        assert!(acc > 0.0 && acc <= 1.0, "{acc}");
+        assert!(x.get("exposure").is_none() && x.get("extraction").is_none());
+        assert_eq!(x["mia"]["attacks"].as_array().unwrap().len(), 3);
+    }
+    // Bounds: one-run per variant, white-box for the DP one; no extraction bounds.
+    assert_eq!(file["verdict"]["bounds_reported"], 2 + 1);
+    // The DP variant's claim is the ledger's, and every bound is at or below it (a correct
+    // DP-SGD run; the seeded noise makes this run deterministic, so no flakiness to allow for).
+    let dp = &file["variants"][1];
+    let eps = dp["privacy"]["claimed_epsilon"].as_f64().unwrap();
+    assert!(eps > 1.5 && eps <= 2.0, "the ledger's epsilon: {eps}");
+    let bounds = dp["lower_bounds"].as_array().unwrap();
+    assert_eq!(bounds.len(), 2, "one-run and white-box");
+    for b in bounds {
+        let lb = b["epsilon_lower_bound"].as_f64().unwrap();
+        assert!(lb <= eps && b["exceeds_claim"] == false, "{b}");
+    }
+    assert_eq!(file["verdict"]["broken"], false);
+
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let errors = html_errors(&html);
+    assert!(errors.is_empty(), "{errors:#?}");
+    let summary_at = html.find("<h2 id=\"summary\">").expect("summary section");
+    assert!(summary_at < html.find("<svg").unwrap());
+    let first_line = file["summary"][0].as_str().unwrap();
+    assert!(
+        first_line.starts_with("plain: ") && first_line.contains("accuracy"),
+        "{first_line}"
+    );
+    assert!(html.contains(&first_line.replace('<', "&lt;").replace('>', "&gt;")));
+    for title in [
+        "Training curves",
+        "ROC of every attack and variant",
+        "Lower bound vs claimed epsilon",
+        "Utility vs privacy",
+    ] {
+        assert!(html.contains(title), "plot {title}");
+    }
+    for absent in ["skew-normal fit", "Exposure vs epoch", ">Exposure</h2>"] {
+        assert!(!html.contains(absent), "{absent} in a classifier's report");
+    }
+
+    let again = audit(&cfg, &out);
+    assert!(stages_with(&again, "ran").is_empty(), "{}", again["run"]);
+    assert_eq!(content(&again), content(&first));
+}
+
+#[test]
+fn the_dataset_example_parses_and_validates() {
+    let o = memaudit(&["audit", "--example", "dataset"]);
+    assert!(o.status.success());
+    let text = String::from_utf8(o.stdout).unwrap();
+    let parsed = memaudit_experiments::pipeline::LoadedConfig::parse(text, Path::new("a.toml"))
+        .expect("the dataset example is a valid config");
+    assert_eq!(parsed.config.data.dataset.as_deref(), Some("digits"));
+    let e = one_line_error(&memaudit(&["audit", "--example", "images"]));
+    assert!(e.contains("--example"), "{e}");
+}
+
+#[test]
+fn bad_dataset_configs_are_one_line_errors_naming_file_line_and_key() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let run = |name: &str, text: &str| -> String {
+        let cfg = write_config(d.path(), name, text);
+        one_line_error(&memaudit(&[
+            "--quiet",
+            "audit",
+            "--config",
+            &cfg,
+            "--out",
+            out.to_str().unwrap(),
+        ]))
+    };
+    // The Secret Sharer's canaries do not apply to a classifier.
+    let e = run(
+        "a.toml",
+        &format!("{TINY_DIGITS}[canaries]\nper_repetition = 2\n"),
+    );
+    assert!(
+        e.contains("a.toml line 28, key `canaries`") && e.contains("classifier"),
+        "{e}"
+    );
+    // A model kind that is not a classifier, and one that does not fit 8x8 images.
+    let e = run(
+        "b.toml",
+        &TINY_DIGITS.replace("kind = \"mlp\"", "kind = \"gru\""),
+    );
+    assert!(
+        e.contains("b.toml line 7, key `model.kind`") && e.contains("mlp, tutorial-cnn"),
+        "{e}"
+    );
+    let e = run(
+        "b2.toml",
+        &TINY_DIGITS.replace("kind = \"mlp\"\nhidden = 16", "kind = \"tutorial-cnn\""),
+    );
+    assert!(
+        e.contains("b2.toml line 7, key `model.kind`") && e.contains("8x8"),
+        "{e}"
+    );
+    // Shadow models on a dataset too small to split into pairs.
+    let small = TINY_DIGITS
+        .replace("max_train = 400", "max_train = 64")
+        .replace("one_run_canaries = 64", "one_run_canaries = 16")
+        .replace(
+            "batch_size = 64\n[variants.dp]",
+            "batch_size = 16\n[variants.dp]",
+        )
+        .replace(
+            "[training]\nepochs = 2\nbatch_size = 32",
+            "[training]\nepochs = 2\nbatch_size = 16",
+        )
+        .replace(
+            "epochs = 2\nbatch_size = 32\n[audits.lower",
+            "epochs = 2\nbatch_size = 48\n[audits.lower",
+        );
+    let e = run("c.toml", &small);
+    assert!(
+        e.contains("c.toml line 24, key `audits.mia.batch_size`")
+            && e.contains("too small to split"),
+        "{e}"
+    );
+    // One-run canaries are drawn from the training images: no more than there are.
+    let e = run(
+        "c2.toml",
+        &TINY_DIGITS.replace("one_run_canaries = 64", "one_run_canaries = 400"),
+    );
+    assert!(
+        e.contains("c2.toml line 27, key `audits.lower_bounds.one_run_canaries`"),
+        "{e}"
+    );
+    assert!(
+        !out.join("stages/train-plain").exists(),
+        "nothing trained on bad input"
+    );
+}
+
+#[test]
+fn a_gpt_on_text_runs_every_stage_through_the_library() {
+    // The GPT-2-architecture decoder of secret-sharer: width model.embed, model.layers blocks,
+    // model.heads heads, model.context positions.
+    let gpt = TINY.replace(
+        "[model]\nhidden = 16\nembed = 16\n",
+        "[model]\nkind = \"gpt\"\nembed = 16\nlayers = 1\nheads = 2\ncontext = 48\n",
+    );
+    assert_ne!(gpt, TINY);
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "gpt.toml", &gpt);
+    let out = d.path().join("out");
+    let r = audit(&cfg, &out);
+    assert_eq!(stages_with(&r, "ran"), ALL_STAGES);
+    let errors = schema_errors(&r);
+    assert!(errors.is_empty(), "{errors:#?}");
+    for stage in ["train-plain", "white-box-dp"] {
+        let run: Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("stages").join(stage).join("run/run.json")).unwrap(),
+        )
+        .unwrap();
+        let m = &run["results"]["model"];
+        assert_eq!(m["type"], "gpt", "{stage}: {m}");
+        assert_eq!(
+            (&m["embed"], &m["layers"], &m["heads"], &m["n_ctx"]),
+            (&16.into(), &1.into(), &2.into(), &48.into()),
+            "{stage}"
+        );
+    }
+    for x in r["variants"].as_array().unwrap() {
+        assert!(x["exposure"]["canaries"].is_array() && x["mia"]["attacks"].is_array());
+    }
 }

@@ -288,6 +288,14 @@ pub struct RegulariserResult {
 pub fn run_correlation(
     cfg: &CorrelationConfig,
     observer: &mut dyn Observer,
+) -> Result<RegulariserResult> {
+    run_correlation_with(cfg, observer, AttackHooks::default())
+}
+
+/// [`run_correlation`] with the caller's hooks.
+pub fn run_correlation_with(
+    cfg: &CorrelationConfig,
+    observer: &mut dyn Observer,
     hooks: AttackHooks<'_>,
 ) -> Result<RegulariserResult> {
     cfg.validate()?;
@@ -295,7 +303,12 @@ pub fn run_correlation(
 }
 
 /// `memaudit attack sign`.
-pub fn run_sign(
+pub fn run_sign(cfg: &SignConfig, observer: &mut dyn Observer) -> Result<RegulariserResult> {
+    run_sign_with(cfg, observer, AttackHooks::default())
+}
+
+/// [`run_sign`] with the caller's hooks.
+pub fn run_sign_with(
     cfg: &SignConfig,
     observer: &mut dyn Observer,
     hooks: AttackHooks<'_>,

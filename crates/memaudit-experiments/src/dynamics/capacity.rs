@@ -277,8 +277,9 @@ impl CapacityJob {
                         ])
                         .collect(),
                 });
-                Ok(())
-            })?;
+                super::poll(&*observer)
+            })
+            .map_err(|e| super::stopped(e, &*observer, &stage))?;
             let last = trained.records.last();
             let best = trained.best_valid();
             let fmt = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.4}"));

@@ -268,8 +268,9 @@ impl CurvesJob {
                         fmt(r.valid_accuracy),
                         fmt(r.csr)
                     ));
-                    Ok(())
-                })?;
+                    super::poll(&*observer)
+                })
+                .map_err(|e| super::stopped(e, &*observer, &stage))?;
             runs.push(summary(f, &corrupted, trained.records));
         }
         Ok(CurvesResult {

@@ -141,11 +141,11 @@ impl EasyHardJob {
             let fraction = if k == NoiseKind::Real { 0.0 } else { 1.0 };
             let corrupted = dynamics::corrupt(&img.train, img.classes, k, fraction, c.seed)?;
             let started = Instant::now();
-            let r =
-                dynamics::easy_hard(&self.spec, &corrupted.data, c.runs, c.seed, &mut |done| {
-                    observer.progress(k.name(), (ki * c.runs + done) as u64, total);
-                    Ok(())
-                })?;
+            let r = dynamics::easy_hard(&self.spec, &corrupted.data, c.runs, c.seed, &mut |done| {
+                observer.progress(k.name(), (ki * c.runs + done) as u64, total);
+                super::poll(&*observer)
+            })
+            .map_err(|e| super::stopped(e, &*observer, k.name()))?;
             let d = &r.dispersion;
             observer.note(&format!(
                 "{}: mean accuracy {:.4}, variance / binomial {:.4}",

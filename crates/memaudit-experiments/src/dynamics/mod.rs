@@ -18,7 +18,36 @@ use memaudit_engine::layers::ActivationKind;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ExperimentError, Result, invalid};
+use crate::observer::Observer;
 use crate::optim::OptimSettings;
+
+/// Inside a study's per-epoch (per-run) callback: the error that stops the measurement when
+/// the observer asks to ([`Observer::cancelled`]). The studies write nothing but their result,
+/// so every callback is a safe point; [`stopped`] reports the error as
+/// [`ExperimentError::Cancelled`].
+fn poll(observer: &dyn Observer) -> memaudit_audit::dynamics::Result<()> {
+    if observer.cancelled() {
+        return Err(memaudit_audit::dynamics::DynamicsError::Invalid {
+            what: "the study".into(),
+            reason: "cancelled by the caller".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A measurement's error: `Cancelled` (at `stage`) when the observer asked to stop, the
+/// error itself otherwise.
+fn stopped(
+    e: memaudit_audit::dynamics::DynamicsError,
+    observer: &dyn Observer,
+    stage: &str,
+) -> ExperimentError {
+    if observer.cancelled() {
+        ExperimentError::cancelled(format!("in {stage}"))
+    } else {
+        e.into()
+    }
+}
 
 /// The MLP of a study.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -283,9 +283,10 @@ impl RegularizersJob {
                 &mut |which, r| {
                     done += 1;
                     observer.progress(&format!("{label} ({which}) epoch {}", r.epoch), done, total);
-                    Ok(())
+                    super::poll(&*observer)
                 },
-            )?;
+            )
+            .map_err(|e| super::stopped(e, &*observer, &label))?;
             let secs = started.elapsed().as_secs_f64();
             observer.note(&format!(
                 "{label}: randY train accuracy {:.4}, real best valid accuracy {:.4} ({secs:.0}s)",

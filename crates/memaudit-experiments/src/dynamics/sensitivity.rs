@@ -240,6 +240,10 @@ impl LossSensitivityJob {
         };
         let mut outs = Vec::new();
         for (vi, v) in self.variants.iter().enumerate() {
+            // A safe point: the study writes nothing but its result.
+            if observer.cancelled() {
+                return Err(ExperimentError::cancelled(format!("before variant {v}")));
+            }
             observer.progress("sensitivity", vi as u64, self.variants.len() as u64);
             let (d, classes) = match v.as_str() {
                 "real" => (data.clone(), self.classes),

@@ -13,11 +13,12 @@ use memaudit_engine::privacy::{calibrate_planned, planned_epsilon};
 use memaudit_engine::sampler::SamplingMode;
 use sha2::{Digest, Sha256};
 
-use super::config::{AuditConfig, Variant};
+use super::classifier;
+use super::config::{AuditConfig, GPT_DEFAULT_CONTEXT, GPT_DEFAULT_HEADS, Variant};
 use super::results::{
     AttackResult, AuditResults, CanaryExposure, DataSummary, EpochPoint, ExposureAtEpoch,
     ExposureResults, ExtractionCount, ExtractionResults, MiaResults, Privacy, SkewNormalFit,
-    Utility,
+    TextDataSummary, Utility,
 };
 use super::stages::{Backend, TrainOutput, WhiteBoxOutput};
 use super::verdict::{Claim, Evidence, Mechanism};
@@ -43,10 +44,21 @@ const ROC_POINTS: usize = 300;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Libraries;
 
+/// An owned field map as [`rename`] takes it.
+pub(super) trait Rename {
+    fn as_rename(&self) -> Vec<(&str, &str)>;
+}
+
+impl Rename for Vec<(String, String)> {
+    fn as_rename(&self) -> Vec<(&str, &str)> {
+        self.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
+    }
+}
+
 /// An error of a library config as an error of the pipeline's: the library's field path
 /// (`shadows.batch_size`) renamed to the pipeline key that set it (`audits.mia.batch_size`) by
 /// the first matching prefix of `map`.
-fn rename(e: ExperimentError, map: &[(&str, &str)]) -> ExperimentError {
+pub(super) fn rename(e: ExperimentError, map: &[(&str, &str)]) -> ExperimentError {
     let to = |field: &str| -> String {
         for (from, to) in map {
             if field == *from {
@@ -78,6 +90,9 @@ fn rename(e: ExperimentError, map: &[(&str, &str)]) -> ExperimentError {
 
 /// The library's data settings of the pipeline's `[data]`.
 pub fn data_settings(cfg: &AuditConfig) -> DataSettings {
+    if cfg.is_dataset() {
+        return classifier::data_settings(cfg);
+    }
     let d = &cfg.data;
     DataSettings {
         data: d.corpus.clone(),
@@ -95,8 +110,6 @@ pub fn data_settings(cfg: &AuditConfig) -> DataSettings {
 /// folder `out`.
 pub fn secret_sharer_config(cfg: &AuditConfig, v: &Variant, out: &Path) -> SecretSharerConfig {
     let d = &cfg.data;
-    let m = model_settings(cfg, v);
-    let p = privacy_settings(v);
     let lb = &cfg.audits.lower_bounds;
     SecretSharerConfig {
         data: crate::datasets::DataSettings {
@@ -128,25 +141,9 @@ pub fn secret_sharer_config(cfg: &AuditConfig, v: &Variant, out: &Path) -> Secre
             ..Default::default()
         },
         tracking: Default::default(),
-        model: crate::train::ModelSettings {
-            model: m.model,
-            embed: m.embed,
-            rnn_hidden: m.rnn_hidden,
-            rnn_layers: m.rnn_layers,
-            dropout: m.dropout,
-            ..Default::default()
-        },
+        model: train_model_settings(cfg, v),
         optim: optim_settings(cfg, v),
-        privacy: crate::train::PrivacySettings {
-            noise_multiplier: p.noise_multiplier,
-            target_epsilon: p.target_epsilon,
-            clip: p.clip,
-            delta: p.delta,
-            accountant: p.accountant,
-            sampling: p.sampling,
-            seeded_noise: p.seeded_noise,
-            ..Default::default()
-        },
+        privacy: train_privacy_settings(v),
         run: crate::train::RunSettings {
             epochs: v.epochs(&cfg.training),
             batch_size: v.batch_size(&cfg.training),
@@ -158,6 +155,85 @@ pub fn secret_sharer_config(cfg: &AuditConfig, v: &Variant, out: &Path) -> Secre
     }
 }
 
+/// The training library's model settings of `[model]` (the same as [`model_settings`]).
+fn train_model_settings(cfg: &AuditConfig, v: &Variant) -> crate::train::ModelSettings {
+    let m = model_settings(cfg, v);
+    crate::train::ModelSettings {
+        model: m.model,
+        hidden: m.hidden,
+        activation: m.activation,
+        embed: m.embed,
+        rnn_hidden: m.rnn_hidden,
+        rnn_layers: m.rnn_layers,
+        dropout: m.dropout,
+        input_dropout: m.input_dropout,
+        gpt_layers: m.gpt_layers,
+        gpt_width: m.gpt_width,
+        gpt_heads: m.gpt_heads,
+        gpt_context: m.gpt_context,
+        gpt_untied: m.gpt_untied,
+        gelu: m.gelu,
+    }
+}
+
+/// The training library's privacy settings of a variant (the same as [`privacy_settings`]).
+pub(super) fn train_privacy_settings(v: &Variant) -> crate::train::PrivacySettings {
+    let p = privacy_settings(v);
+    crate::train::PrivacySettings {
+        noise_multiplier: p.noise_multiplier,
+        target_epsilon: p.target_epsilon,
+        clip: p.clip,
+        delta: p.delta,
+        accountant: p.accountant,
+        sampling: p.sampling,
+        seeded_noise: p.seeded_noise,
+        ..Default::default()
+    }
+}
+
+/// The claim of a finished training run from its ledger (`summary`), and the delta its bounds
+/// use. Group privacy needs the mechanism: the Poisson-sampled Gaussian of the ledger. Shuffled
+/// batches are accounted without amplification; no group claim is derived for them.
+pub(super) fn claim_of_run(
+    sum: &crate::train::TrainSummary,
+    training_examples: usize,
+    batch_size: usize,
+    epochs: f64,
+) -> (Claim, f64) {
+    let claimed = sum.epsilon.map_or(f64::INFINITY, |e| e.0);
+    let delta = sum.delta.unwrap_or(DELTA_WITHOUT_CLAIM);
+    let mechanism = match (sum.private, sum.noise_multiplier, sum.sampling) {
+        (true, Some(sigma), SamplingMode::Poisson) if claimed.is_finite() => Some(Mechanism {
+            dataset_size: training_examples as u64,
+            batch_size: batch_size as u64,
+            epochs,
+            steps: sum.steps,
+            noise_multiplier: sigma,
+        }),
+        _ => None,
+    };
+    let claim = Claim {
+        epsilon: Num(claimed),
+        delta,
+        mechanism,
+    };
+    (claim, delta)
+}
+
+/// A training run's epochs as the results' training curve.
+pub(super) fn epoch_points(epochs: &[memaudit_engine::train::EpochInfo]) -> Vec<EpochPoint> {
+    epochs
+        .iter()
+        .map(|e| EpochPoint {
+            epoch: e.epoch as f64,
+            train_loss: Some(Num(e.train_loss)),
+            valid_loss: opt(e.valid_loss),
+            valid_accuracy: opt(e.valid_accuracy),
+            epsilon: opt(e.epsilon),
+        })
+        .collect()
+}
+
 /// Whether the white-box audit applies to `v`: its Dirac canaries are sampled like examples and
 /// bounded against the run's claim, so it needs a DP variant with Poisson sampling.
 pub fn white_box_applies(v: &Variant) -> bool {
@@ -165,7 +241,7 @@ pub fn white_box_applies(v: &Variant) -> bool {
 }
 
 /// The one-run canaries' scores and inclusion from the manifest a secret-sharer run wrote.
-fn read_one_run(path: &Path) -> Result<Evidence> {
+pub(super) fn read_one_run(path: &Path) -> Result<Evidence> {
     let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::Io {
         path: path.to_path_buf(),
         source,
@@ -188,17 +264,30 @@ fn read_one_run(path: &Path) -> Result<Evidence> {
 /// Library field paths of the data settings -> pipeline keys.
 const DATA_FIELDS: [(&str, &str); 2] = [("data.data", "data.corpus"), ("data", "data")];
 
-/// The library's model settings of `[model]` with the variant's dropout.
+/// The library's model settings of `[model]` with the variant's dropout: an lstm or gru of
+/// `layers` x `hidden` units over `embed`-wide embeddings, a gpt of `layers` blocks `embed`
+/// wide, an mlp of `layers` hidden layers of `hidden` units.
 pub fn model_settings(cfg: &AuditConfig, v: &Variant) -> ModelSettings {
     let m = &cfg.model;
-    ModelSettings {
+    let mut s = ModelSettings {
         model: Some(m.kind.clone()),
         embed: m.embed,
         rnn_hidden: m.hidden,
         rnn_layers: m.layers,
         dropout: v.dropout as f32,
         ..ModelSettings::default()
+    };
+    match m.kind.as_str() {
+        "gpt" => {
+            s.gpt_layers = m.layers;
+            s.gpt_width = m.embed;
+            s.gpt_heads = m.heads.unwrap_or(GPT_DEFAULT_HEADS);
+            s.gpt_context = m.context.unwrap_or(GPT_DEFAULT_CONTEXT);
+        }
+        "mlp" => s.hidden = vec![m.hidden; m.layers],
+        _ => {}
     }
+    s
 }
 
 /// The library's optimizer settings of `[training]` with the variant's overrides.
@@ -231,7 +320,7 @@ pub fn privacy_settings(v: &Variant) -> PrivacySettings {
 }
 
 /// Library field paths of a variant's settings -> the variant's keys (`at`: `variants[i]`).
-fn variant_fields(at: &str) -> Vec<(String, String)> {
+pub(super) fn variant_fields(at: &str) -> Vec<(String, String)> {
     vec![
         ("privacy".into(), format!("{at}.dp")),
         ("model.dropout".into(), format!("{at}.dropout")),
@@ -292,8 +381,39 @@ fn tpr_at(points: &[(f64, f64)], fpr: f64) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The white-box audit's training run `tc` of variant `v` (its errors' fields renamed by `map`).
+fn white_box_run(
+    tc: &TrainExperimentConfig,
+    v: &Variant,
+    map: &[(String, String)],
+    obs: &mut dyn Observer,
+) -> Result<Option<WhiteBoxOutput>> {
+    let m = tc.white_box_canaries.unwrap_or(0);
+    obs.note(&format!(
+        "white-box/{}: a training run of the recipe carrying {m} Dirac gradient canaries",
+        v.name
+    ));
+    let map: Vec<(&str, &str)> = map.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let r = train::run(tc, obs).map_err(|e| rename(e, &map))?;
+    let c = r.white_box_canaries.ok_or_else(|| {
+        super::PipelineError::Internal(format!(
+            "white-box/{}: the training run carried no canaries",
+            v.name
+        ))
+    })?;
+    Ok(Some(WhiteBoxOutput {
+        evidence: Evidence::OneRun {
+            scores: c.scores.iter().map(|&x| Num(x)).collect(),
+            included: c.included,
+        },
+    }))
+}
+
 impl Backend for Libraries {
     fn data(&self, cfg: &AuditConfig, _dir: &Path, obs: &mut dyn Observer) -> Result<DataSummary> {
+        if cfg.is_dataset() {
+            return classifier::data(cfg, obs);
+        }
         let ds = data_settings(cfg);
         let corpus = ds.text("data").map_err(|e| rename(e, &DATA_FIELDS))?;
         let tok = ds.tokenizer(&corpus, &[])?;
@@ -336,7 +456,7 @@ impl Backend for Libraries {
             cfg.data.level,
             tok.len()
         ));
-        Ok(DataSummary {
+        Ok(DataSummary::Text(TextDataSummary {
             corpus: corpus.name,
             level: cfg.data.level.clone(),
             text_sha256: sha256_hex(corpus.train.as_bytes()),
@@ -345,11 +465,26 @@ impl Backend for Libraries {
             vocab_size: tok.len() as u64,
             template: cfg.canaries.template.clone(),
             canary_space_size: Num(tpl.space().size() as f64),
-        })
+        }))
     }
 
     fn preflight(&self, cfg: &AuditConfig, data: &DataSummary) -> Result<()> {
-        let n = data.train_windows;
+        let all = data.training_examples();
+        let mut n = all;
+        let unit = data.example_word();
+        let one_run = cfg.audits.lower_bounds.one_run_canaries as u64;
+        if cfg.is_dataset() {
+            // A classifier's one-run canaries are training images taken out of the set (the
+            // included half goes back relabelled), so at least n - m images remain.
+            if one_run >= n {
+                return invalid(
+                    "audits.lower_bounds.one_run_canaries",
+                    one_run,
+                    format!("the canaries are drawn from the {n} training images: use fewer"),
+                );
+            }
+            n -= one_run;
+        }
         for (i, v) in cfg.variants.iter().enumerate() {
             let batch = v.batch_size(&cfg.training) as u64;
             if batch > n {
@@ -357,7 +492,7 @@ impl Backend for Libraries {
                     Some(_) => format!("variants[{i}].batch_size"),
                     None => "training.batch_size".to_string(),
                 };
-                return invalid(key, batch, format!("larger than the {n} training windows"));
+                return invalid(key, batch, format!("larger than the {n} training {unit}s"));
             }
             let Some(dp) = &v.dp else { continue };
             let Some(target) = dp.target_epsilon else {
@@ -372,10 +507,11 @@ impl Backend for Libraries {
                 _ => AccountantKind::Rdp,
             };
             let epochs = v.epochs(&cfg.training) as u64;
-            // The canaries add windows; checking on the data alone is the stricter check (fewer
-            // examples, a larger sampling rate).
+            // Text canaries add windows, a classifier's take at most m images out (n is then
+            // the fewest left): either way the check is on the fewest examples the run can have,
+            // the largest sampling rate, so the stricter one.
             let how = format!(
-                "{n} windows, batch {batch}, {epochs} epochs, delta {}, {} sampling, {} accounting",
+                "{n} {unit}s, batch {batch}, {epochs} epochs, delta {}, {} sampling, {} accounting",
                 dp.delta, dp.sampling, dp.accountant
             );
             let key = format!("variants[{i}].dp.target_epsilon");
@@ -413,6 +549,8 @@ impl Backend for Libraries {
                 }
             }
         }
+        // The shadow models train on the data without the one-run canaries.
+        let n = all;
         if let Some(m) = &cfg.audits.mia
             && (n < 2 || m.batch_size as u64 > n / 2)
         {
@@ -420,7 +558,7 @@ impl Backend for Libraries {
                 "audits.mia.batch_size",
                 m.batch_size,
                 format!(
-                    "the data ({n} training windows) is too small to split for shadow models: each trains on a half ({}) that must hold at least one batch; lower the batch size or use more data (data.max_train)",
+                    "the data ({n} training {unit}s) is too small to split for shadow models: each trains on a half ({}) that must hold at least one batch; lower the batch size or use more data (data.max_train)",
                     n / 2
                 ),
             );
@@ -437,6 +575,9 @@ impl Backend for Libraries {
     ) -> Result<TrainOutput> {
         let i = index_of(cfg, v);
         let at = format!("variants[{i}]");
+        if cfg.is_dataset() {
+            return classifier::train(cfg, v, &at, dir, obs);
+        }
         let run_dir = dir.join("run");
         let ss = secret_sharer_config(cfg, v, &run_dir);
         let mut map: Vec<(String, String)> = vec![
@@ -465,37 +606,14 @@ impl Backend for Libraries {
         let r = secret_sharer::run(&ss, obs).map_err(|e| rename(e, &map))?;
         let d = &r.detail;
         let sum = &d.train.summary;
-        let claimed = sum.epsilon.map_or(f64::INFINITY, |e| e.0);
-        let delta = sum.delta.unwrap_or(DELTA_WITHOUT_CLAIM);
-        // Group privacy needs the mechanism: the Poisson-sampled Gaussian of the ledger. Shuffled
-        // batches are accounted without amplification; no group claim is derived for them.
-        let mechanism = match (sum.private, sum.noise_multiplier, sum.sampling) {
-            (true, Some(sigma), SamplingMode::Poisson) if claimed.is_finite() => Some(Mechanism {
-                dataset_size: d.train.training_examples as u64,
-                batch_size: ss.run.batch_size as u64,
-                epochs: d.epochs_trained as f64,
-                steps: sum.steps,
-                noise_multiplier: sigma,
-            }),
-            _ => None,
-        };
-        let claim = Claim {
-            epsilon: Num(claimed),
-            delta,
-            mechanism,
-        };
-        let training_curve = d
-            .train
-            .epochs
-            .iter()
-            .map(|e| EpochPoint {
-                epoch: e.epoch as f64,
-                train_loss: Some(Num(e.train_loss)),
-                valid_loss: opt(e.valid_loss),
-                valid_accuracy: opt(e.valid_accuracy),
-                epsilon: opt(e.epsilon),
-            })
-            .collect();
+        let (claim, delta) = claim_of_run(
+            sum,
+            d.train.training_examples,
+            ss.run.batch_size,
+            d.epochs_trained as f64,
+        );
+        let claimed = claim.epsilon.0;
+        let training_curve = epoch_points(&d.train.epochs);
         let reps: Vec<u32> = {
             let mut r: Vec<u32> = r.canaries.iter().map(|c| c.repetitions).collect();
             r.sort_unstable();
@@ -594,6 +712,14 @@ impl Backend for Libraries {
             return Ok(None);
         }
         let at = format!("variants[{}]", index_of(cfg, v));
+        if cfg.is_dataset() {
+            let tc = TrainExperimentConfig {
+                // The training stage of the same recipe ran them.
+                no_sanity_checks: true,
+                ..classifier::train_experiment(cfg, v, &dir.join("run"), None, Some(m))
+            };
+            return white_box_run(&tc, v, &classifier::train_fields(&at), obs);
+        }
         let ss = secret_sharer_config(cfg, v, &dir.join("run"));
         let tc = TrainExperimentConfig {
             data: ss.data,
@@ -616,24 +742,7 @@ impl Backend for Libraries {
             ("run.epochs".into(), format!("{at}.epochs")),
         ];
         map.extend(variant_fields(&at));
-        let map: Vec<(&str, &str)> = map.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        obs.note(&format!(
-            "white-box/{}: a training run of the recipe carrying {m} Dirac gradient canaries",
-            v.name
-        ));
-        let r = train::run(&tc, obs).map_err(|e| rename(e, &map))?;
-        let c = r.white_box_canaries.ok_or_else(|| {
-            super::PipelineError::Internal(format!(
-                "white-box/{}: the training run carried no canaries",
-                v.name
-            ))
-        })?;
-        Ok(Some(WhiteBoxOutput {
-            evidence: Evidence::OneRun {
-                scores: c.scores.iter().map(|&x| Num(x)).collect(),
-                included: c.included,
-            },
-        }))
+        white_box_run(&tc, v, &map, obs)
     }
 
     fn mia(
@@ -664,11 +773,16 @@ impl Backend for Libraries {
             privacy: privacy_settings(v),
             ..MiaConfig::default()
         };
+        let data_key = if cfg.is_dataset() {
+            "data.dataset"
+        } else {
+            "data.corpus"
+        };
         let mut map: Vec<(String, String)> = vec![
             ("shadows.pairs".into(), "audits.mia.shadow_pairs".into()),
             ("shadows".into(), "audits.mia".into()),
             ("attack".into(), "audits.mia.attacks".into()),
-            ("data.data".into(), "data.corpus".into()),
+            ("data.data".into(), data_key.into()),
         ];
         map.extend(variant_fields(&at));
         let map: Vec<(&str, &str)> = map.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ExperimentError, Result, invalid};
 
-pub use super::example::{EXAMPLE, demo};
+pub use super::example::{EXAMPLE, EXAMPLE_DATASET, demo};
 
 /// The whole audit: what data, which model, which training variants, which canaries, which
 /// audits. Missing keys take the values of `Default` (the one place defaults are defined).
@@ -33,13 +33,19 @@ pub struct AuditConfig {
     pub audits: AuditsSection,
 }
 
-/// The text the language models are trained on.
+/// The data: the text the language models are trained on, or (`dataset`) the images a
+/// classifier is trained on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
     /// `embedded` (built in), a fetched corpus (`ptb`, `moby-dick`, ...), or a path to a UTF-8
     /// text file or folder of one's own.
     pub corpus: String,
+    /// A classifier dataset instead of a text corpus: `digits` (built in), `mnist` or
+    /// `fashion-mnist` (fetched into the data cache). Absent (the default): the text of
+    /// `corpus`. Skipped when absent so that a text config's stage keys stay what they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
     /// The data cache of `memaudit data fetch` (default: $MEMAUDIT_DATA or ./data).
     pub data_dir: Option<PathBuf>,
     /// Tokenisation: `char` or `word`.
@@ -56,6 +62,7 @@ impl Default for DataSection {
     fn default() -> Self {
         Self {
             corpus: "embedded".into(),
+            dataset: None,
             data_dir: None,
             level: "char".into(),
             seq_len: 64,
@@ -65,19 +72,44 @@ impl Default for DataSection {
     }
 }
 
-/// The language model.
+/// The model: a language model on text (`lstm`, `gru`, `gpt`), a classifier on a dataset
+/// (`mlp`, `tutorial-cnn`, `groupnorm-cnn`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSection {
-    /// `lstm` or `gru`.
+    /// Text: `lstm`, `gru` or `gpt` (the GPT-2-architecture decoder of secret-sharer). A
+    /// dataset: `mlp`, `tutorial-cnn` (the Opacus tutorial's CNN) or `groupnorm-cnn`.
     pub kind: String,
-    /// Embedding width.
+    /// Embedding width (lstm, gru); the model width of a gpt (its MLP is 4x wider).
     pub embed: usize,
-    /// Recurrent units per layer.
+    /// Recurrent units per layer (lstm, gru); units per hidden layer of an mlp.
     pub hidden: usize,
-    /// Stacked recurrent layers (1-3).
+    /// Stacked recurrent layers (lstm, gru: 1-3); hidden layers of an mlp (1-3); transformer
+    /// blocks of a gpt (1-12).
     pub layers: usize,
+    /// gpt only: attention heads (must divide `embed`; default 4). Skipped when absent, as are
+    /// all optional keys added after the first version, so older configs keep their stage keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heads: Option<usize>,
+    /// gpt only: positions in the learned positional table, at least `data.seq_len` (default
+    /// 128).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<usize>,
 }
+
+/// The language models `model.kind` accepts with a text corpus.
+pub const TEXT_MODELS: [&str; 3] = ["lstm", "gru", "gpt"];
+/// The classifiers `model.kind` accepts with `data.dataset`.
+pub const DATASET_MODELS: [&str; 3] = ["mlp", "tutorial-cnn", "groupnorm-cnn"];
+/// The datasets `data.dataset` accepts (a user's own .npz is not supported by the training
+/// library yet).
+pub const DATASETS: [&str; 3] = crate::setup::IMAGE_SETS;
+/// The GPT's attention heads and positional table when `model.heads` / `model.context` are
+/// absent (the library's defaults, as `memaudit secret-sharer --model gpt` uses them).
+pub const GPT_DEFAULT_HEADS: usize = 4;
+pub const GPT_DEFAULT_CONTEXT: usize = 128;
+/// Membership-inference attacks that read token-level losses (language models only).
+const LM_ONLY_ATTACKS: [&str; 2] = ["min-k", "zlib"];
 
 impl Default for ModelSection {
     fn default() -> Self {
@@ -86,6 +118,8 @@ impl Default for ModelSection {
             embed: 32,
             hidden: 128,
             layers: 1,
+            heads: None,
+            context: None,
         }
     }
 }
@@ -457,6 +491,46 @@ impl Variant {
 }
 
 impl AuditConfig {
+    /// Whether the data is a classifier dataset (`data.dataset`) rather than a text corpus.
+    pub fn is_dataset(&self) -> bool {
+        self.data.dataset.is_some()
+    }
+
+    /// The keys that do not apply to this config's data and model, with the reason: written in
+    /// the file, each is an error ([`LoadedConfig::parse`]) rather than silently ignored. With
+    /// a dataset the Secret Sharer's text canaries, exposure and extraction do not apply.
+    pub fn inapplicable_keys(&self) -> Vec<(&'static str, &'static str)> {
+        const DATASET: &str = "does not apply to a classifier dataset (data.dataset)";
+        let mut keys = Vec::new();
+        if self.is_dataset() {
+            keys.push(("data.corpus", "excludes data.dataset: give one of them"));
+            for k in [
+                "data.level",
+                "data.seq_len",
+                "data.valid_fraction",
+                "model.embed",
+                "audits.exposure",
+                "audits.extraction",
+            ] {
+                keys.push((k, DATASET));
+            }
+            keys.push((
+                "canaries",
+                "the Secret Sharer's canaries are text templates and do not apply to a classifier dataset (data.dataset); its one-run audit inserts relabelled examples (audits.lower_bounds.one_run_canaries)",
+            ));
+        }
+        if self.model.kind != "gpt" {
+            keys.push(("model.heads", "applies to model.kind = \"gpt\" only"));
+            keys.push(("model.context", "applies to model.kind = \"gpt\" only"));
+        } else {
+            keys.push((
+                "model.hidden",
+                "does not apply to a gpt (its MLP is 4 x model.embed wide)",
+            ));
+        }
+        keys
+    }
+
     /// Every check that needs no data; errors name the field's dotted path.
     pub fn validate(&self) -> Result<()> {
         let d = &self.data;
@@ -483,9 +557,35 @@ impl AuditConfig {
                 "must be at least 2",
             );
         }
+        if let Some(ds) = &d.dataset
+            && !DATASETS.contains(&ds.as_str())
+        {
+            return invalid(
+                "data.dataset",
+                ds,
+                format!(
+                    "use {} (or drop it and give data.corpus for text)",
+                    DATASETS.join(", ")
+                ),
+            );
+        }
         let m = &self.model;
-        if !["lstm", "gru"].contains(&m.kind.as_str()) {
-            return invalid("model.kind", &m.kind, "use lstm or gru");
+        let models: &[&str] = if self.is_dataset() {
+            &DATASET_MODELS
+        } else {
+            &TEXT_MODELS
+        };
+        if !models.contains(&m.kind.as_str()) {
+            let data = if self.is_dataset() {
+                "a classifier for data.dataset"
+            } else {
+                "a language model for the text corpus"
+            };
+            return invalid(
+                "model.kind",
+                &m.kind,
+                format!("use {} ({data})", models.join(", ")),
+            );
         }
         if m.embed == 0 {
             return invalid("model.embed", 0, "must be at least 1");
@@ -493,7 +593,30 @@ impl AuditConfig {
         if m.hidden == 0 {
             return invalid("model.hidden", 0, "must be at least 1");
         }
-        if !(1..=3).contains(&m.layers) {
+        if m.kind == "gpt" {
+            if !(1..=12).contains(&m.layers) {
+                return invalid("model.layers", m.layers, "a gpt takes 1 to 12 blocks");
+            }
+            let heads = m.heads.unwrap_or(GPT_DEFAULT_HEADS);
+            if heads == 0 || !m.embed.is_multiple_of(heads) {
+                return invalid(
+                    "model.heads",
+                    heads,
+                    format!("must be at least 1 and divide model.embed ({})", m.embed),
+                );
+            }
+            let context = m.context.unwrap_or(GPT_DEFAULT_CONTEXT);
+            if context < d.seq_len {
+                return invalid(
+                    "model.context",
+                    context,
+                    format!(
+                        "must be at least data.seq_len ({}): the gpt reads a whole window",
+                        d.seq_len
+                    ),
+                );
+            }
+        } else if !(1..=3).contains(&m.layers) {
             return invalid("model.layers", m.layers, "must be 1, 2 or 3");
         }
         let t = &self.training;
@@ -521,6 +644,7 @@ impl AuditConfig {
             }
         }
         let c = &self.canaries;
+        // With a dataset the canaries are not used (and not written: see inapplicable_keys).
         if let Err(e) = CanaryTemplate::parse(&c.template) {
             return invalid(
                 "canaries.template",
@@ -566,6 +690,13 @@ impl AuditConfig {
                         format!("audits.mia.attacks[{i}]"),
                         at,
                         format!("use one of {}", MIA_ATTACKS.join(", ")),
+                    );
+                }
+                if self.is_dataset() && LM_ONLY_ATTACKS.contains(&at.as_str()) {
+                    return invalid(
+                        format!("audits.mia.attacks[{i}]"),
+                        at,
+                        "reads token losses of a language model; a classifier is attacked on its logit confidence with loss, lira-* or rmia-*",
                     );
                 }
             }
@@ -631,6 +762,15 @@ impl LoadedConfig {
             text,
         };
         loaded.config.validate().map_err(|e| loaded.locate(e))?;
+        for (key, reason) in loaded.config.inapplicable_keys() {
+            if key_written(&loaded.text, key) {
+                return Err(loaded.locate(ExperimentError::Invalid {
+                    field: key.to_string(),
+                    value: format!("[{key}]"),
+                    reason: reason.to_string(),
+                }));
+            }
+        }
         Ok(loaded)
     }
 
@@ -678,6 +818,16 @@ fn segments(field: &str) -> Vec<Result<&str, usize>> {
 /// The 1-based line of `field` in the TOML `text`: the line of the deepest key of the path that
 /// is written in the file (a key left at its default is located at its table).
 pub fn key_line(text: &str, field: &str) -> Option<usize> {
+    find_key(text, field).map(|(line, _)| line)
+}
+
+/// Whether every key of the dotted path `field` is written in the TOML `text`.
+pub fn key_written(text: &str, field: &str) -> bool {
+    find_key(text, field).is_some_and(|(_, whole)| whole)
+}
+
+/// The line of the deepest key of `field` written in `text`, and whether that is the whole path.
+fn find_key(text: &str, field: &str) -> Option<(usize, bool)> {
     use toml::de::{DeTable, DeValue};
     let root = DeTable::parse(text).ok()?;
     let line_of = |at: usize| {
@@ -690,7 +840,9 @@ pub fn key_line(text: &str, field: &str) -> Option<usize> {
     let mut best: Option<usize> = None;
     let mut table: Option<&DeTable> = Some(root.get_ref());
     let mut value: Option<&toml::Spanned<DeValue>> = None;
-    for seg in segments(field) {
+    let segs = segments(field);
+    let mut found = 0;
+    for seg in &segs {
         match seg {
             Ok(name) => {
                 let t = match (table, value.map(|v| v.get_ref())) {
@@ -698,7 +850,7 @@ pub fn key_line(text: &str, field: &str) -> Option<usize> {
                     (None, Some(DeValue::Table(t))) => t,
                     _ => break,
                 };
-                let Some((k, v)) = t.iter().find(|(k, _)| k.get_ref().as_ref() == name) else {
+                let Some((k, v)) = t.iter().find(|(k, _)| k.get_ref().as_ref() == *name) else {
                     break;
                 };
                 best = Some(k.span().start);
@@ -709,14 +861,15 @@ pub fn key_line(text: &str, field: &str) -> Option<usize> {
                 let Some(DeValue::Array(a)) = value.map(|v| v.get_ref()) else {
                     break;
                 };
-                let Some(v) = a.get(i) else { break };
+                let Some(v) = a.get(*i) else { break };
                 best = Some(v.span().start);
                 value = Some(v);
                 table = None;
             }
         }
+        found += 1;
     }
-    best.map(line_of)
+    best.map(|at| (line_of(at), found == segs.len()))
 }
 
 #[cfg(test)]
@@ -795,5 +948,74 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(s.contains("line 4, key `variants[1].name`"), "{s}");
+    }
+
+    #[test]
+    fn the_dataset_example_parses_and_validates() {
+        let c = parse(EXAMPLE_DATASET).unwrap().config;
+        assert_eq!(c.data.dataset.as_deref(), Some("digits"));
+        assert_eq!(c.model.kind, "mlp");
+        assert_eq!(c.variants[1].kind(), "dp");
+    }
+
+    #[test]
+    fn with_a_dataset_the_secret_sharer_keys_are_errors_naming_line_and_key() {
+        let ds = "[data]\ndataset = \"digits\"\n[model]\nkind = \"mlp\"\n";
+        let s = parse(&format!("{ds}[canaries]\nper_repetition = 2\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            s.starts_with("audit.toml line 5, key `canaries`") && s.contains("classifier"),
+            "{s}"
+        );
+        let s = parse(&format!("{ds}[audits.extraction]\nbudget = 10\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("line 5, key `audits.extraction`"), "{s}");
+        let s = parse("[data]\ndataset = \"digits\"\ncorpus = \"ptb\"\n[model]\nkind = \"mlp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("line 3, key `data.corpus`"), "{s}");
+        // A model for text with a dataset, and a dataset nobody knows.
+        let s = parse("[data]\ndataset = \"digits\"\n[model]\nkind = \"lstm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            s.contains("line 4, key `model.kind`") && s.contains("mlp"),
+            "{s}"
+        );
+        let s = parse("[data]\ndataset = \"cifar100\"\n[model]\nkind = \"mlp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("line 2, key `data.dataset`"), "{s}");
+        // Token-level attacks need a language model.
+        let s = parse(&format!(
+            "{ds}[audits.mia]\nattacks = [\"loss\", \"zlib\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(s.contains("key `audits.mia.attacks[1]`"), "{s}");
+        // Left unwritten, the text settings are not errors.
+        parse(ds).unwrap();
+    }
+
+    #[test]
+    fn gpt_settings_are_checked_and_apply_to_a_gpt_only() {
+        let gpt = "[model]\nkind = \"gpt\"\nembed = 32\n";
+        parse(&format!("{gpt}heads = 4\ncontext = 64\n")).unwrap();
+        let s = parse(&format!("{gpt}heads = 5\n")).unwrap_err().to_string();
+        assert!(s.contains("line 4, key `model.heads`"), "{s}");
+        let s = parse(&format!("[data]\nseq_len = 100\n{gpt}context = 64\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("line 6, key `model.context`"), "{s}");
+        let s = parse(&format!("{gpt}hidden = 64\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("line 4, key `model.hidden`"), "{s}");
+        let s = parse("[model]\nkind = \"lstm\"\nheads = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("line 3, key `model.heads`"), "{s}");
     }
 }

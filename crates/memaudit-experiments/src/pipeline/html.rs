@@ -8,7 +8,7 @@ use std::path::Path;
 
 use memaudit_audit::SkewNormal;
 
-use super::results::AuditResults;
+use super::results::{AuditResults, DataSummary};
 use crate::error::Result;
 use crate::report::{Report, Series, chart, histogram};
 
@@ -73,16 +73,28 @@ pub fn render(r: &AuditResults) -> Report {
     if let Some(c) = &r.selection_caveat {
         h.para(c);
     }
-    h.para(&format!(
-        "Data: {} ({} level), {} training windows, {} validation windows, vocabulary {}; canaries \"{}\" from |R| = {:.3e} candidates.",
-        r.data.corpus,
-        r.data.level,
-        r.data.train_windows,
-        r.data.valid_windows,
-        r.data.vocab_size,
-        r.data.template,
-        r.data.canary_space_size.0
-    ));
+    h.para(&match &r.data {
+        DataSummary::Text(d) => format!(
+            "Data: {} ({} level), {} training windows, {} validation windows, vocabulary {}; canaries \"{}\" from |R| = {:.3e} candidates.",
+            d.corpus,
+            d.level,
+            d.train_windows,
+            d.valid_windows,
+            d.vocab_size,
+            d.template,
+            d.canary_space_size.0
+        ),
+        DataSummary::Dataset(d) => format!(
+            "Data: the {} dataset, {} training images, {} held-out images (validation and RMIA population), {} classes, {}x{}x{}. A classifier has no Secret Sharer canaries: exposure and extraction do not apply; the one-run audit inserts relabelled training examples.",
+            d.dataset,
+            d.train_examples,
+            d.test_examples,
+            d.classes,
+            d.input_shape[0],
+            d.input_shape[1],
+            d.input_shape[2]
+        ),
+    });
 
     h.heading("Variants");
     let rows: Vec<Vec<String>> = r
@@ -144,14 +156,17 @@ pub fn render(r: &AuditResults) -> Report {
             pts(&|p| p.train_loss.map(|x| x.0)),
         ));
     }
-    h.svg(&chart(
-        "Training curves",
-        "epoch",
-        "loss (nats/token)",
-        &curves,
-    ));
+    let loss_unit = match r.data {
+        DataSummary::Text(_) => "loss (nats/token)",
+        DataSummary::Dataset(_) => "loss (nats/example)",
+    };
+    h.svg(&chart("Training curves", "epoch", loss_unit, &curves));
 
-    h.heading("Exposure");
+    // Exposure is the Secret Sharer's (text): no heading, chart or table without it.
+    let has_exposure = r.variants.iter().any(|v| v.exposure.is_some());
+    if has_exposure {
+        h.heading("Exposure");
+    }
     for v in &r.variants {
         let Some(e) = &v.exposure else { continue };
         let refs: Vec<f64> = e.reference_log_perplexities.iter().map(|x| x.0).collect();
@@ -192,12 +207,14 @@ pub fn render(r: &AuditResults) -> Report {
             ));
         }
     }
-    h.svg(&chart(
-        "Exposure vs epoch (mean per repetition count)",
-        "epoch",
-        "exposure (bits)",
-        &by_epoch,
-    ));
+    if has_exposure {
+        h.svg(&chart(
+            "Exposure vs epoch (mean per repetition count)",
+            "epoch",
+            "exposure (bits)",
+            &by_epoch,
+        ));
+    }
     let mut canary_rows = Vec::new();
     for v in &r.variants {
         let Some(e) = &v.exposure else { continue };
@@ -213,17 +230,19 @@ pub fn render(r: &AuditResults) -> Report {
             ]);
         }
     }
-    h.table(
-        &[
-            "variant",
-            "canary",
-            "repetitions",
-            "exposure (bits)",
-            "method",
-            "extracted",
-        ],
-        &canary_rows,
-    );
+    if has_exposure {
+        h.table(
+            &[
+                "variant",
+                "canary",
+                "repetitions",
+                "exposure (bits)",
+                "method",
+                "extracted",
+            ],
+            &canary_rows,
+        );
+    }
 
     h.heading("Membership inference: ROC curves (log-log)");
     let mut roc = Vec::new();

@@ -15,6 +15,7 @@
 use thiserror::Error;
 
 pub mod backend;
+pub mod classifier;
 pub mod config;
 pub mod example;
 pub mod html;
@@ -25,7 +26,7 @@ pub mod store;
 mod tests;
 pub mod verdict;
 
-pub use config::{AuditConfig, EXAMPLE, LoadedConfig};
+pub use config::{AuditConfig, EXAMPLE, EXAMPLE_DATASET, LoadedConfig};
 pub use results::{AuditResults, SCHEMA_VERSION};
 pub use stages::{Backend, PipelineOptions, run};
 

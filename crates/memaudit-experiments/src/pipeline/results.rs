@@ -3,7 +3,10 @@
 //! test checks every run's file against it. Non-finite numbers are `"inf"`, `"-inf"`, `"nan"`
 //! ([`Num`]).
 //!
-//! Version history: 1, the first.
+//! Version history: 1, the first (text corpora only); 2, classifier datasets: `data` is either
+//! the text summary of version 1 (unchanged) or a dataset summary ([`DataSummary`]), and a
+//! variant's `exposure` and `extraction` are absent where they do not apply (classifiers) or
+//! were not run, instead of `null`.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +16,7 @@ use super::verdict::{BoundOutcome, Claim, Verdict};
 use crate::num::Num;
 
 /// The version of the `results.json` layout; bumped on any change a reader must know about.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Everything an audit found.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,9 +43,62 @@ pub struct RunInfo {
     pub seconds: f64,
 }
 
-/// The data stage's findings: what was trained on, and the canary space.
+/// The data stage's findings: a text corpus with its canary space, or a classifier dataset.
+/// Untagged: a text summary is written exactly as in version 1; a dataset summary is told
+/// apart by its `dataset` key.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DataSummary {
+#[serde(untagged)]
+pub enum DataSummary {
+    Text(TextDataSummary),
+    Dataset(DatasetSummary),
+}
+
+impl DataSummary {
+    /// Training examples before any canary is inserted (windows of text, or images): the N of
+    /// the privacy accounting and of the shadow-model split.
+    pub fn training_examples(&self) -> u64 {
+        match self {
+            Self::Text(t) => t.train_windows,
+            Self::Dataset(d) => d.train_examples,
+        }
+    }
+
+    /// What one training example is ("window" or "example"), for messages.
+    pub fn example_word(&self) -> &'static str {
+        match self {
+            Self::Text(_) => "window",
+            Self::Dataset(_) => "example",
+        }
+    }
+
+    /// |R| of the Secret Sharer's canaries (text only).
+    pub fn canary_space_size(&self) -> Option<f64> {
+        match self {
+            Self::Text(t) => Some(t.canary_space_size.0),
+            Self::Dataset(_) => None,
+        }
+    }
+}
+
+/// A classifier dataset as trained on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSummary {
+    /// `digits`, `mnist` or `fashion-mnist`.
+    pub dataset: String,
+    /// SHA-256 of the training images' pixels and labels (before audit canaries).
+    pub data_sha256: String,
+    /// Training images (after `data.max_train`), before the one-run audit's canaries join.
+    pub train_examples: u64,
+    /// Held-out images: the validation set of the utility numbers and RMIA's population.
+    pub test_examples: u64,
+    pub classes: u64,
+    /// [channels, height, width].
+    pub input_shape: [u64; 3],
+}
+
+/// The data stage's findings on a text corpus: what was trained on, and the canary space.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TextDataSummary {
     pub corpus: String,
     pub level: String,
     /// SHA-256 of the training text (before canaries): a changed file reruns everything.
@@ -59,9 +115,10 @@ pub struct DataSummary {
 /// Validation metrics of a trained variant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Utility {
-    /// Mean cross-entropy per token (nats) on the validation windows.
+    /// Mean cross-entropy (nats) on the validation set: per token on text windows, per image on
+    /// a dataset's held-out images.
     pub valid_loss: Option<Num>,
-    /// Next-token accuracy on the validation windows.
+    /// Next-token accuracy on the validation windows; classification accuracy on a dataset.
     pub valid_accuracy: Option<Num>,
     pub train_loss: Option<Num>,
 }
@@ -181,7 +238,11 @@ pub struct VariantResults {
     pub utility: Utility,
     pub privacy: Privacy,
     pub training_curve: Vec<EpochPoint>,
+    /// The Secret Sharer's exposure (text); absent for classifiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exposure: Option<ExposureResults>,
+    /// Extraction (text, with a search budget); absent for classifiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extraction: Option<ExtractionResults>,
     pub mia: Option<MiaResults>,
     /// This variant's bounds, as the verdict computed them.

@@ -12,6 +12,11 @@
 //! | `mia/<v>`          | seed, model, training, variant v, audits.mia                   | data     |
 //! | `report`           | the assembled results (everything above) and the significance  | all      |
 //!
+//! With a classifier dataset (`data.dataset`) the training stage trains the classifier with the
+//! one-run audit's relabelled canaries; there are no Secret Sharer canaries, exposure or
+//! extraction (the canary, exposure and extraction settings stay at their defaults, and so
+//! in the keys).
+//!
 //! So changing one variant's setting reruns exactly that variant's stages and the report;
 //! changing the MIA settings reruns only the `mia/*` stages (the shadow-model cache under
 //! `<out>/shadow-cache` is itself keyed per model, so unchanged shadow models are reused).
@@ -205,7 +210,8 @@ pub fn run(
                 evidence: wb.evidence.clone(),
             });
         }
-        if let Some(x) = &trained.extraction {
+        // Extraction is a text audit: the data stage found the canary space there.
+        if let (Some(x), Some(space_size)) = (&trained.extraction, data.canary_space_size()) {
             for c in &x.by_repetitions {
                 inputs.push(BoundInput {
                     variant: v.name.clone(),
@@ -215,7 +221,7 @@ pub fn run(
                         canaries: c.canaries,
                         extracted: c.extracted,
                         top: x.top,
-                        space_size: data.canary_space_size.0,
+                        space_size,
                     },
                 });
             }
@@ -373,10 +379,14 @@ pub fn summary_line(v: &VariantResults) -> String {
     } else {
         v.name.clone()
     };
-    let utility = v
-        .utility
-        .valid_loss
-        .map(|l| format!("; valid loss {:.3}", l.0))
-        .unwrap_or_default();
-    format!("{name}: {}{utility}", parts.join("; "))
+    if let Some(l) = v.utility.valid_loss {
+        // A classifier (no Secret Sharer measurements) is judged by its accuracy too.
+        match v.utility.valid_accuracy {
+            Some(a) if v.exposure.is_none() => {
+                parts.push(format!("valid loss {:.3}, accuracy {}", l.0, pct(a.0)))
+            }
+            _ => parts.push(format!("valid loss {:.3}", l.0)),
+        }
+    }
+    format!("{name}: {}", parts.join("; "))
 }

@@ -130,6 +130,14 @@ impl<'a> StageStore<'a> {
             });
             return Ok(out);
         }
+        // Between stages is a safe point: every stage before this one is committed, so a rerun
+        // skips it. (Inside a stage, a cancelled run drops the stage's unfinished unit.)
+        if obs.cancelled() {
+            return Err(ExperimentError::cancelled(format!(
+                "before stage {}",
+                key.name
+            )));
+        }
         obs.note(&format!("stage {}: running", key.name));
         let unit = AtomicUnit::begin(&dir)?;
         let value = run(unit.path(), obs)?;

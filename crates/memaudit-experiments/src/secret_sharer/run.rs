@@ -576,6 +576,9 @@ impl Observer for &SharedObserver<'_> {
     fn metrics(&mut self, row: &MetricsRow) {
         self.0.borrow_mut().metrics(row);
     }
+    fn cancelled(&self) -> bool {
+        self.0.borrow().cancelled()
+    }
 }
 
 /// Exposure every epoch (and every N steps), kept in memory and in exposure.csv.

@@ -157,11 +157,23 @@ struct FolderObserver<'o, 'a> {
     epochs: Vec<EpochInfo>,
     total: u64,
     hooks: TrainHooks<'a>,
+    /// The caller's observer asked to stop at a step ([`Observer::cancelled`]).
+    cancelled: bool,
 }
 
 impl TrainObserver for FolderObserver<'_, '_> {
     fn on_step(&mut self, info: &StepInfo, m: &Model, p: &[f32]) -> memaudit_engine::Result<()> {
         self.observer.progress("train", info.step, self.total);
+        // Between steps is a safe point: the run's atomic units are its checkpoints (written
+        // at epoch ends, never during a step), so stopping here loses only the steps since the
+        // last one, which a resume trains again. The engine's error only unwinds the trainer;
+        // `train_in_folder` reports it as `Cancelled`.
+        if self.observer.cancelled() {
+            self.cancelled = true;
+            return Err(memaudit_engine::EngineError::Config(
+                "cancelled by the caller".into(),
+            ));
+        }
         match self.hooks.step.as_mut() {
             Some(h) => h(info, m, p),
             None => Ok(()),
@@ -269,8 +281,16 @@ pub fn train_in_folder(
         epochs,
         total,
         hooks,
+        cancelled: false,
     };
-    let stop = trainer.run(train, valid, &mut folder)?;
+    let stop = trainer.run(train, valid, &mut folder);
+    if folder.cancelled {
+        return Err(ExperimentError::cancelled(format!(
+            "at training step {} (the last checkpoint is kept)",
+            trainer.step
+        )));
+    }
+    let stop = stop?;
     let FolderObserver {
         observer, epochs, ..
     } = folder;

@@ -173,6 +173,9 @@ impl Observer for PerTraining<'_> {
     fn metrics(&mut self, row: &MetricsRow) {
         self.bar.metrics(row);
     }
+    fn cancelled(&self) -> bool {
+        self.bar.cancelled()
+    }
 }
 
 /// Rows comparing the two models.

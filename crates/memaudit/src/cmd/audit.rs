@@ -1,13 +1,16 @@
 //! `memaudit audit --config audit.toml`: the audit pipeline (issue 18). One TOML file describes
 //! the data, the model, the training variants, the canaries and the audits; the stages run (or
 //! are skipped when their unit is complete with the same input hash) and `results.json` and
-//! `report.html` land in `--out`. `--example` prints a commented config that runs as it is.
+//! `report.html` land in `--out`. `--example` prints a commented config that runs as it is (`--example dataset`: one on a
+//! classifier dataset).
 //! The pipeline is `memaudit_experiments::pipeline`; this file parses flags and renders.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use memaudit_experiments::pipeline::{self, AuditResults, EXAMPLE, LoadedConfig, PipelineOptions};
+use memaudit_experiments::pipeline::{
+    self, AuditResults, EXAMPLE, EXAMPLE_DATASET, LoadedConfig, PipelineOptions,
+};
 use serde_json::json;
 
 use super::experiment::{CliObserver, ConfigFlags, cli_error};
@@ -20,9 +23,12 @@ pub struct Args {
     /// The audit's configuration (TOML; `--example` prints one that runs as it is).
     #[arg(long, value_name = "FILE.toml", required_unless_present = "example")]
     pub config: Option<PathBuf>,
-    /// Print a commented example configuration and exit.
-    #[arg(long)]
-    pub example: bool,
+    /// Print a commented example configuration and exit: `text` (the default; a character LSTM
+    /// on the embedded corpus with the Secret Sharer's canaries) or `dataset` (an MLP on the
+    /// built-in digits).
+    #[arg(long, value_name = "KIND", num_args = 0..=1, default_missing_value = "text",
+          value_parser = ["text", "dataset"])]
+    pub example: Option<String>,
     /// Output folder: stages/ (one atomic unit per stage), shadow-cache/, results.json and
     /// report.html. Rerunning into the same folder skips every finished stage.
     #[arg(long, value_name = "DIR", default_value = "runs/audit")]
@@ -77,10 +83,14 @@ pub fn summary_text(r: &AuditResults, out: &Path) -> String {
 }
 
 pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
-    if args.example {
+    if let Some(kind) = &args.example {
+        let example = match kind.as_str() {
+            "dataset" => EXAMPLE_DATASET,
+            _ => EXAMPLE,
+        };
         return Ok(Report::new(
-            EXAMPLE.trim_end(),
-            json!({ "example": EXAMPLE }),
+            example.trim_end(),
+            json!({ "example": example }),
         ));
     }
     let Some(path) = &args.config else {

@@ -39,7 +39,7 @@ pub fn run_correlation(a: &PenaltyArgs, ctx: &Ctx) -> Result<Report> {
         Resolved::Printed(report) => return Ok(report),
     };
     let r = run_attack(ctx, flags, |obs, hooks| {
-        lib::run_correlation(&cfg, obs, hooks)
+        lib::run_correlation_with(&cfg, obs, hooks)
     })?;
     render(&r)
 }
@@ -51,7 +51,9 @@ pub fn run_sign(a: &PenaltyArgs, ctx: &Ctx) -> Result<Report> {
         Resolved::Run(cfg) => cfg,
         Resolved::Printed(report) => return Ok(report),
     };
-    let r = run_attack(ctx, flags, |obs, hooks| lib::run_sign(&cfg, obs, hooks))?;
+    let r = run_attack(ctx, flags, |obs, hooks| {
+        lib::run_sign_with(&cfg, obs, hooks)
+    })?;
     render(&r)
 }
 
