@@ -68,9 +68,7 @@ pub use lower_bound::{
     LowerBoundWarning, MethodBound, MethodChoice, ScoreDirection, ThresholdChoice, lower_bounds,
 };
 pub use memaudit_engine::{IncrementalLm, LmState};
-pub use rendered::{
-    RenderedCandidates, best_of_scores, check_insertion, check_insertion_named,
-};
+pub use rendered::{RenderedCandidates, best_of_scores, check_insertion, check_insertion_named};
 pub use scoring::{
     AllScores, ExactRank, RankReport, RankShard, Scorer, WalkOptions, WalkStats, merge_rank_shards,
     token_cost_bits,

@@ -20,12 +20,14 @@ mod run;
 use serde::{Deserialize, Serialize};
 
 pub use canaries::{
-    CanarySet, MANIFEST_FILE, REFERENCES_FILE, VocabTokenizer, derive_seed, parse_template,
-    separator, template_tokens, tokenize_template,
+    CanarySet, CanaryTokens, MANIFEST_FILE, REFERENCES_FILE, VocabTokenizer, derive_seed,
+    insertion_separator, parse_template, render_candidates, separator, template_tokens,
+    tokenize_template,
 };
 pub use measure::{
     Audit, CHANCE_EXPOSURE, CanaryExtraction, CanaryResult, ExtractSettings, Measurement,
-    RepSummary, audit, extract_canaries, lm_for_canaries, measure, walk_options,
+    RepSummary, audit, extract_canaries, lm_for_canaries, measure, rendered_extraction_cost,
+    walk_options,
 };
 pub use run::{
     EXPOSURE_CSV, EXPOSURE_JSON, RESULTS_FILE, RunHooks, SecretSharerDetail, SecretSharerResult,
@@ -269,6 +271,16 @@ impl ExperimentConfig for SecretSharerConfig {
             );
         }
         self.exposure.exact_for(tpl.space().size())?;
+        if self.data.level == "bpe" && tpl.space().size() > u128::from(self.exposure.exact_limit) {
+            return invalid(
+                "exposure.exact_limit",
+                self.exposure.exact_limit,
+                format!(
+                    "a byte-level BPE run renders, tokenizes and holds every candidate (merges join slot symbols, so there is no trie to walk), and the canary has {}; raise the limit or use a smaller slot space",
+                    tpl.space().size()
+                ),
+            );
+        }
         if !self.data.is_text() || self.data.is_image() {
             return invalid(
                 "data.data",
@@ -276,8 +288,12 @@ impl ExperimentConfig for SecretSharerConfig {
                 "the Secret Sharer needs a text corpus (a path, embedded, ptb, ...)",
             );
         }
-        if !["char", "word"].contains(&self.data.level.as_str()) {
-            return invalid("data.level", &self.data.level, "use char or word");
+        if !["char", "word", "bpe"].contains(&self.data.level.as_str()) {
+            return invalid(
+                "data.level",
+                &self.data.level,
+                "use char, word or bpe (with --tokenizer)",
+            );
         }
         Ok(())
     }

@@ -7,7 +7,8 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use memaudit_audit::{
-    Canary, ExposureLog, SkewNormal, WalkStats, generate_canaries, insert_canaries,
+    Canary, CanaryManifest, ExposureLog, SkewNormal, WalkStats, check_insertion_named,
+    generate_canaries_with, insert_canaries,
 };
 use memaudit_data::{Tokenizer, TokenizerKind};
 use memaudit_engine::datasets::TokenWindowDataset;
@@ -18,9 +19,12 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::canaries::{
-    CanarySet, derive_seed, parse_template, separator, template_tokens, tokenize_template,
+    CanarySet, CanaryTokens, derive_seed, insertion_separator, parse_template, render_candidates,
+    template_tokens, tokenize_template,
 };
-use super::measure::{CanaryResult, RepSummary, audit, lm_for_canaries, measure};
+use super::measure::{
+    CanaryResult, RepSummary, audit, lm_for_canaries, measure, rendered_extraction_cost,
+};
 use super::{Audit, SecretSharerConfig};
 use crate::audit_canaries::{self, BlackBoxAudit};
 use crate::config::ExperimentConfig;
@@ -145,22 +149,47 @@ pub fn run_with(
     let level_kind = match data.level.as_str() {
         "char" => TokenizerKind::Char,
         "word" => TokenizerKind::Word,
-        l => return invalid("data.level", l, "use char or word"),
+        "bpe" => TokenizerKind::Bpe,
+        l => return invalid("data.level", l, "use char, word or bpe"),
     };
     // Word models get the slot symbols as tokens (PTB has no digits as words); with
-    // extend_vocab, every token of the template.
+    // extend_vocab, every token of the template. A byte-level BPE covers every byte.
     let extra = match (level_kind, cfg.canary.extend_vocab) {
+        (TokenizerKind::Bpe, _) => Vec::new(),
         (_, true) => template_tokens(&template, level_kind, true),
         (TokenizerKind::Word, false) => template_tokens(&template, level_kind, false),
-        (TokenizerKind::Char | TokenizerKind::Bpe, false) => Vec::new(),
+        (TokenizerKind::Char, false) => Vec::new(),
     };
     let tok = data.tokenizer(&corpus, &extra)?;
-    let tpl = tokenize_template(
-        &template,
-        &tok,
-        "; set canary.extend_vocab to add the canary's characters to the vocabulary",
-    )?;
-    let sep = separator(&tok)?;
+    let sep = insertion_separator(&tok)?;
+    // Under BPE a canary is not one token per symbol (digit runs merge): every candidate is
+    // rendered and tokenized whole, read after the newline that starts its line.
+    let tpl = if level_kind == TokenizerKind::Bpe {
+        let rc = render_candidates(&template, &tok, &[sep], u128::from(cfg.exposure.exact_limit))
+            .map_err(|e| match e {
+                memaudit_audit::AuditError::SpaceAboveLimit { size, limit } => {
+                    ExperimentError::Invalid {
+                        field: "exposure.exact_limit".into(),
+                        value: limit.to_string(),
+                        reason: format!(
+                            "a byte-level BPE run renders, tokenizes and holds every candidate, and the canary has {size}; raise the limit or use a smaller slot space"
+                        ),
+                    }
+                }
+                e => ExperimentError::Invalid {
+                    field: "canary.template".into(),
+                    value: format!("{:?}", template.source()),
+                    reason: e.to_string(),
+                },
+            })?;
+        CanaryTokens::Rendered(rc)
+    } else {
+        CanaryTokens::Trie(tokenize_template(
+            &template,
+            &tok,
+            "; set canary.extend_vocab to add the canary's characters to the vocabulary",
+        )?)
+    };
     let seed = cfg.run.seed();
     let mut effective = cfg.clone();
     effective.run.seed = Some(seed);
@@ -175,8 +204,10 @@ pub fn run_with(
     let reps = || format!("{:?}", cfg.canary.repetitions);
 
     // Canaries, held-out canaries, insertion.
-    let mut manifest = generate_canaries(
-        &tpl,
+    let mut manifest = generate_canaries_with(
+        tpl.template(),
+        tpl.context(),
+        &|i| tpl.canary_tokens(i),
         &cfg.canary.repetitions,
         cfg.canary.canaries,
         &[sep],
@@ -231,6 +262,9 @@ pub fn run_with(
         .collect();
     let stream = insert_canaries(&stream, &bounds, w, &mut manifest, derive_seed(cseed, 1))
         .map_err(|e| setting("canary.repetitions", reps(), &e))?;
+    if level_kind == TokenizerKind::Bpe {
+        check_bpe_insertions(&tok, &stream, &manifest, sep)?;
+    }
     let train = TokenWindowDataset::new(stream, w)?;
     let n = train.len();
     let covered = n * w + 1;
@@ -318,6 +352,18 @@ pub fn run_with(
     )?;
     let spe = steps_per_epoch(train_cfg.sampling, n, train_cfg.batch_size);
     let exact_final = cfg.exposure.exact_for(set.tpl.space().size())?;
+    if let (Some(cost), Some(s)) = (rendered_extraction_cost(&set), cfg.extraction.settings()?)
+        && cost > s.budget
+    {
+        return invalid(
+            "extraction.extract_budget",
+            s.budget,
+            format!(
+                "a byte-level BPE run's extraction scores every candidate rendered whole: {cost} LM rows for the {} candidates; raise the budget to at least {cost}, or set it to 0 to skip extraction",
+                set.tpl.space().size()
+            ),
+        );
+    }
     let exact_track =
         exact_final && set.tpl.space().size() <= u128::from(cfg.tracking.track_exact_limit);
     let extract_settings = cfg.extraction.settings()?;
@@ -690,4 +736,77 @@ fn restore_exposure_log(csv_path: &Path, trainer: &Trainer) -> Result<ExposureLo
     }
     write_exposure_csv(&log, csv_path)?;
     Ok(log)
+}
+
+/// Every insertion of a byte-level BPE run keeps the canary's own tokens. The canaries were
+/// spliced into the token stream at line starts (after a newline token) as `canary tokens ++
+/// newline`; that is the training text with `canary + "\n"` inserted as text exactly when the
+/// tokenizer cuts that text into the same tokens. Checked two ways: each insertion with
+/// [`check_insertion_named`] between its neighbouring lines (the error names the canary, the side
+/// that merged and the tokens), then the whole stream re-tokenized from its text (merges that
+/// reach further than a line).
+fn check_bpe_insertions(
+    tok: &Tokenizer,
+    stream: &[u32],
+    manifest: &CanaryManifest,
+    sep: u32,
+) -> Result<()> {
+    let encode = |t: &str| tok.encode(t).map_err(|e| e.to_string());
+    let name = |t: u32| {
+        tok.token(t)
+            .map_or_else(|| t.to_string(), |s| format!("{s:?}"))
+    };
+    let text = |ids: &[u32]| -> Result<String> { Ok(tok.decode(ids)?) };
+    let term = manifest.terminator_tokens.len();
+    for c in &manifest.canaries {
+        for &p in &c.positions {
+            // The line before (back to the previous newline token, exclusive) and the line after
+            // the canary's own newline (to the next newline token, inclusive).
+            let start = stream[..p.saturating_sub(1)]
+                .iter()
+                .rposition(|&t| t == sep)
+                .map_or(0, |i| i + 1);
+            let end_canary = p + c.token_ids.len();
+            let after_from = end_canary + term;
+            let end = stream[after_from.min(stream.len())..]
+                .iter()
+                .position(|&t| t == sep)
+                .map_or(stream.len(), |i| after_from + i + 1);
+            let before = text(&stream[start..p])?;
+            let after = text(&stream[end_canary..end])?;
+            check_insertion_named(&encode, &name, &before, &c.text, &after).map_err(|e| {
+                ExperimentError::Invalid {
+                    field: "canary.template".into(),
+                    value: format!("{:?}", manifest.template),
+                    reason: format!("canary {} inserted at a line start: {e}", c.id),
+                }
+            })?;
+        }
+    }
+    let again = tok.encode(&text(stream)?)?;
+    if again.as_slice() != stream {
+        let d = again
+            .iter()
+            .zip(stream)
+            .position(|(a, b)| a != b)
+            .unwrap_or(again.len().min(stream.len()));
+        let near = manifest
+            .canaries
+            .iter()
+            .flat_map(|c| c.positions.iter().map(move |&p| (p, c)))
+            .min_by_key(|&(p, _)| p.abs_diff(d))
+            .map_or(String::new(), |(p, c)| {
+                format!(" (the nearest insertion: canary {} at token {p})", c.id)
+            });
+        return Err(ExperimentError::Invalid {
+            field: "canary.template".into(),
+            value: format!("{:?}", manifest.template),
+            reason: format!(
+                "the training text with the canaries inserted tokenizes differently from the stream trained on, first at token {d}{near}: {} here vs {} re-tokenized; put a separator around the canary",
+                name(stream.get(d).copied().unwrap_or(u32::MAX)),
+                name(again.get(d).copied().unwrap_or(u32::MAX)),
+            ),
+        });
+    }
+    Ok(())
 }
