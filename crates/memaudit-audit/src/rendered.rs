@@ -386,10 +386,27 @@ pub fn check_insertion_named(
         let v: Vec<String> = ids.iter().map(|&t| name(t)).collect();
         format!("[{}]", v.join(", "))
     };
+    // In place vs the parts from a few tokens before their first difference (the text around
+    // an insertion can be a whole line), cut after a few more.
+    let d = whole
+        .iter()
+        .zip(&parts)
+        .position(|(x, y)| x != y)
+        .unwrap_or(whole.len().min(parts.len()));
+    let (from, upto) = (d.saturating_sub(3), d + 6);
+    let around = |ids: &[u32]| {
+        let cut = &ids[from.min(ids.len())..upto.min(ids.len())];
+        format!(
+            "{}{}{}",
+            if from > 0 { "..." } else { "" },
+            names(cut),
+            if upto < ids.len() { "..." } else { "" }
+        )
+    };
     Err(AuditError::Insertion(format!(
-        "canary {canary:?} tokenizes differently inside the text than alone ({side}): alone {}, in place {} vs the parts {}; put a separator (e.g. a newline) around it, or score the tokens the model actually saw",
+        "canary {canary:?} tokenizes differently inside the text than alone ({side}): alone {}, in place {} vs the parts {} (from token {from}); put a separator (e.g. a newline) around it, or score the tokens the model actually saw",
         names(&c),
-        names(&whole),
-        names(&parts)
+        around(&whole),
+        around(&parts)
     )))
 }

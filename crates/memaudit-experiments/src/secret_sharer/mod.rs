@@ -347,4 +347,39 @@ mod tests {
         c.run.out = "".into();
         assert_eq!(field_of(c.validate().unwrap_err()), "run.out");
     }
+
+    #[test]
+    fn a_bpe_level_needs_its_tokenizer_and_a_space_it_can_hold() {
+        let bpe = || {
+            let mut c = SecretSharerConfig::default();
+            c.run.out = "runs/x".into();
+            c.data.level = "bpe".into();
+            c.data.tokenizer = Some("tok/tokenizer.json".into());
+            c.canary.template = "my pin is {digits:4}".into();
+            c
+        };
+        bpe().validate().unwrap();
+        // The tokenizer travels through the config file.
+        let text = to_toml(&bpe()).unwrap();
+        assert!(
+            text.contains("tokenizer = \"tok/tokenizer.json\""),
+            "{text}"
+        );
+        let back: SecretSharerConfig = from_toml_str(&text, "x.toml".as_ref()).unwrap();
+        assert_eq!(back, bpe());
+        let mut c = bpe();
+        c.data.tokenizer = None;
+        assert_eq!(field_of(c.validate().unwrap_err()), "data.level");
+        let mut c = bpe();
+        c.data.level = "char".into();
+        assert_eq!(field_of(c.validate().unwrap_err()), "data.tokenizer");
+        // Every candidate is rendered and held: |R| = 10^9 is above the default 10^7 limit.
+        let mut c = bpe();
+        c.canary.template = "my pin is {digits:9}".into();
+        assert_eq!(field_of(c.validate().unwrap_err()), "exposure.exact_limit");
+        // A char config does not mention a tokenizer at all.
+        let mut c = bpe();
+        (c.data.level, c.data.tokenizer) = ("char".into(), None);
+        assert!(!to_toml(&c).unwrap().contains("tokenizer"));
+    }
 }

@@ -65,6 +65,9 @@ pub struct SecretSharerResult {
     pub by_repetitions: Vec<RepSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub black_box_audit: Option<BlackBoxAudit>,
+    /// A byte-level BPE run: how its candidates were tokenized (every one rendered whole).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenization: Option<serde_json::Value>,
     /// Everything else, for rendering and for callers that go on with the model.
     #[serde(skip)]
     pub detail: SecretSharerDetail,
@@ -129,6 +132,8 @@ struct ResultsFile<'a> {
     measure_seconds: f64,
     extract_seconds: f64,
     extraction: Option<ExtractionRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokenization: Option<serde_json::Value>,
 }
 
 /// Run the experiment (train with canaries, track and audit them, write the run folder).
@@ -497,10 +502,12 @@ pub fn run_with(
     // The final audit.
     observer.note(&format!(
         "measuring exposure{} of {} canaries{}",
-        if exact_final {
-            " (exact, trie walk over R)"
-        } else {
-            ""
+        match (exact_final, &set.tpl) {
+            (false, _) => "",
+            (true, CanaryTokens::Trie(_)) => " (exact, trie walk over R)",
+            (true, CanaryTokens::Rendered(_)) => {
+                " (exact, every candidate of R rendered, tokenized whole and scored)"
+            }
         },
         set.manifest.canaries.len(),
         if extract_settings.is_some() {
@@ -530,6 +537,7 @@ pub fn run_with(
         skew_normal: skew_normal_record(&a.m.fit, a.m.fit_converged),
         by_repetitions: &summary,
         canaries: &canaries,
+        tokenization: set.tpl.rendered().map(crate::rendered::describe),
         exact_walk: a.m.walk,
         measure_seconds: a.m.seconds,
         extract_seconds: a.extract_seconds,
@@ -583,6 +591,7 @@ pub fn run_with(
         report: rd.file("report.html").display().to_string(),
         by_repetitions: summary,
         black_box_audit,
+        tokenization: set.tpl.rendered().map(crate::rendered::describe),
         detail: SecretSharerDetail {
             exact: exact_final,
             steps_per_epoch: spe,
@@ -809,4 +818,145 @@ fn check_bpe_insertions(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use memaudit_audit::RenderedCandidates;
+
+    use super::*;
+
+    fn fixture_json() -> serde_json::Value {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../memaudit-data/tests/data/bpe_digits/tokenizer.json");
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    }
+
+    /// The digit-merging fixture BPE (scripts/make_bpe_fixture.py).
+    fn fixture() -> Tokenizer {
+        Tokenizer::bpe_from_json(&fixture_json().to_string()).unwrap()
+    }
+
+    /// The fixture plus GPT-2's merge of two newlines into one token ("ĊĊ", id 628 in GPT-2).
+    fn with_double_newline() -> Tokenizer {
+        let mut v = fixture_json();
+        let n = v["model"]["vocab"].as_object().unwrap().len();
+        v["model"]["vocab"]["ĊĊ"] = json!(n);
+        v["model"]["merges"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(["Ċ", "Ċ"]));
+        Tokenizer::bpe_from_json(&v.to_string()).unwrap()
+    }
+
+    const CORPUS: &str = "Call me Ishmael. Some years ago, never mind how long precisely,\n\
+        having little or no money in my purse, and 1851 things on shore,\n\
+        I thought I would sail about a little and see the watery part of the world.\n\
+        It is a way I have of driving off the spleen, 42 times a day.\n\n\
+        Whenever I find myself growing grim about the mouth;\n";
+
+    /// Canaries of `template` inserted into the corpus as the run inserts them (line starts,
+    /// after the newline token, each followed by one).
+    fn spliced(
+        tok: &Tokenizer,
+        template: &str,
+    ) -> (Vec<u32>, CanaryManifest, u32, RenderedCandidates) {
+        let sep = insertion_separator(tok).unwrap();
+        let tpl = parse_template(template).unwrap();
+        let rc = render_candidates(&tpl, tok, &[sep], 1_000_000).unwrap();
+        let mut m = generate_canaries_with(
+            rc.template(),
+            rc.context(),
+            &|i| rc.canary_tokens(i),
+            &[1, 2],
+            2,
+            &[sep],
+            7,
+        )
+        .unwrap();
+        let stream = tok.encode(&CORPUS.repeat(8)).unwrap();
+        let bounds: Vec<usize> = stream
+            .iter()
+            .enumerate()
+            .filter(|&(_, &t)| t == sep)
+            .map(|(i, _)| i + 1)
+            .collect();
+        let out = insert_canaries(&stream, &bounds, 48, &mut m, 3).unwrap();
+        (out, m, sep, rc)
+    }
+
+    #[test]
+    fn bpe_canaries_spliced_at_line_starts_are_the_text_inserted_as_text() {
+        let tok = fixture();
+        assert_eq!(tok.token(insertion_separator(&tok).unwrap()), Some("Ċ"));
+        let (stream, m, sep, rc) = spliced(&tok, "my pin is {digits:4}");
+        // Digit runs merge: token counts depend on the secret.
+        let (lo, hi) = rc.scored_lengths();
+        assert!(lo < hi, "{lo} {hi}");
+        check_bpe_insertions(&tok, &stream, &m, sep).unwrap();
+        // What the check guarantees: the spliced stream is exactly how the tokenizer cuts the
+        // training text with every canary (and its newline) inserted as text.
+        assert_eq!(tok.encode(&tok.decode(&stream).unwrap()).unwrap(), stream);
+        let mut inserted = 0;
+        for c in &m.canaries {
+            assert_eq!(c.token_ids, tok.encode(&c.text).unwrap());
+            for &p in &c.positions {
+                let end = p + c.token_ids.len();
+                assert_eq!(stream[p - 1], sep, "read after a newline, as it is scored");
+                assert_eq!(&stream[p..end], c.token_ids.as_slice());
+                assert_eq!(stream[end], sep);
+                inserted += 1;
+            }
+        }
+        assert_eq!(inserted, 2 * (1 + 2));
+    }
+
+    #[test]
+    fn a_canary_that_merges_with_the_line_after_it_is_refused_naming_it() {
+        // GPT-2 merges two newlines: a template that ends in one joins the newline after the
+        // insertion, so in place the model would read "ĊĊ" where alone it reads "Ċ".
+        let tok = with_double_newline();
+        let (stream, m, sep, _) = spliced(&tok, "my pin is {digits:2}\n");
+        let err = check_bpe_insertions(&tok, &stream, &m, sep)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("canary r1-")
+                && err.contains("inserted at a line start")
+                && err.contains("end merges with the text after it")
+                && err.contains("\"ĊĊ\"")
+                && !err.contains('\n'),
+            "{err}"
+        );
+        // Without that merge the same template keeps its tokens.
+        let tok = fixture();
+        let (stream, m, sep, _) = spliced(&tok, "my pin is {digits:2}\n");
+        check_bpe_insertions(&tok, &stream, &m, sep).unwrap();
+    }
+
+    #[test]
+    fn the_whole_stream_check_catches_what_a_line_check_would_miss() {
+        // A stream spliced inside a digit run: its text re-tokenizes differently (" 9" + "07"
+        // reads " 90", "7"), and the error names the nearest canary.
+        let tok = fixture();
+        let (mut stream, m, sep, _) = spliced(&tok, "my pin is {digits:4}");
+        let tail = tok.encode(" 907").unwrap();
+        let split: Vec<u32> = tok
+            .encode(" 9")
+            .unwrap()
+            .into_iter()
+            .chain(tok.encode("07").unwrap())
+            .collect();
+        assert_ne!(split, tail);
+        stream.extend_from_slice(&split);
+        let err = check_bpe_insertions(&tok, &stream, &m, sep)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tokenizes differently") && err.contains("nearest insertion"),
+            "{err}"
+        );
+    }
 }
