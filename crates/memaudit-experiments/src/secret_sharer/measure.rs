@@ -87,29 +87,34 @@ fn measure_scored(
 ) -> memaudit_audit::Result<(Measurement, Option<Vec<f64>>)> {
     let started = std::time::Instant::now();
     let secrets = set.secrets();
-    let scorer = match &set.tpl {
-        CanaryTokens::Trie(tpl) => Scorer::new(lm, tpl, walk_options(lm))?,
+    let (log_perplexity, reference_scores, ranks, walk, all) = match &set.tpl {
+        CanaryTokens::Trie(tpl) => {
+            let scorer = Scorer::new(lm, tpl, walk_options(lm))?;
+            let (ranks, walk) = if exact {
+                let r = scorer.exact_ranks(&secrets, exact_limit)?;
+                (Some(r.ranks), Some(r.stats))
+            } else {
+                (None, None)
+            };
+            (
+                scorer.log_perplexities(&secrets)?,
+                scorer.log_perplexities(&set.references)?,
+                ranks,
+                walk,
+                None,
+            )
+        }
         CanaryTokens::Rendered(rc) => {
-            let (m, all) = measure_rendered(lm, rc, set, exact, exact_limit)?;
-            let mut m = m;
-            m.seconds = started.elapsed().as_secs_f64();
-            return Ok((m, all));
+            let (lp, refs, ranks, all) = score_rendered(lm, rc, set, exact, exact_limit)?;
+            (lp, refs, ranks, None, all)
         }
     };
-    let log_perplexity = scorer.log_perplexities(&secrets)?;
-    let reference_scores = scorer.log_perplexities(&set.references)?;
     let interpolated = interpolation_exposures(&log_perplexity, &reference_scores)?;
     let fit = fit_skew_normal(&reference_scores)?;
     let extrapolated = log_perplexity
         .iter()
         .map(|&p| fit.dist.exposure(p))
         .collect();
-    let (ranks, walk) = if exact {
-        let r = scorer.exact_ranks(&secrets, exact_limit)?;
-        (Some(r.ranks), Some(r.stats))
-    } else {
-        (None, None)
-    };
     Ok((
         Measurement {
             log_perplexity,
@@ -122,66 +127,46 @@ fn measure_scored(
             walk,
             seconds: started.elapsed().as_secs_f64(),
         },
-        None,
+        all,
     ))
 }
 
-/// [`measure`] of a BPE run's canaries: with `exact`, every candidate is scored once (ranks,
-/// canaries and references all come from those scores); without, only the canaries and the
-/// references are.
-fn measure_rendered(
+/// Scores of a BPE run's canaries and references, and (with `exact`) their ranks: every
+/// candidate is then scored once and everything is read from those scores (returned too);
+/// without, only the canaries and the references are scored.
+#[allow(clippy::type_complexity)]
+fn score_rendered(
     lm: &dyn IncrementalLm,
     rc: &RenderedCandidates,
     set: &CanarySet,
     exact: bool,
     exact_limit: u128,
-) -> memaudit_audit::Result<(Measurement, Option<Vec<f64>>)> {
+) -> memaudit_audit::Result<(Vec<f64>, Vec<f64>, Option<Vec<ExactRank>>, Option<Vec<f64>>)> {
     let rows = walk_options(lm).chunk_rows;
     let secrets = set.secrets();
-    let (log_perplexity, reference_scores, ranks, all) = if exact {
-        let size = rc.space().size();
-        if size > exact_limit {
-            return Err(memaudit_audit::AuditError::SpaceAboveLimit {
-                size,
-                limit: exact_limit,
-            });
-        }
-        let all = rc.all_scores(lm, rows)?;
-        let pick = |ix: &[u128]| ix.iter().map(|&i| all[i as usize]).collect::<Vec<f64>>();
-        let ranks = rc.ranks_from_scores(&all, &secrets)?;
-        (
-            pick(&secrets),
-            pick(&set.references),
-            Some(ranks),
-            Some(all),
-        )
-    } else {
-        (
+    if !exact {
+        return Ok((
             rc.log_perplexities(lm, &secrets, rows)?,
             rc.log_perplexities(lm, &set.references, rows)?,
             None,
             None,
-        )
-    };
-    let interpolated = interpolation_exposures(&log_perplexity, &reference_scores)?;
-    let fit = fit_skew_normal(&reference_scores)?;
-    let extrapolated = log_perplexity
-        .iter()
-        .map(|&p| fit.dist.exposure(p))
-        .collect();
+        ));
+    }
+    let size = rc.space().size();
+    if size > exact_limit {
+        return Err(memaudit_audit::AuditError::SpaceAboveLimit {
+            size,
+            limit: exact_limit,
+        });
+    }
+    let all = rc.all_scores(lm, rows)?;
+    let pick = |ix: &[u128]| ix.iter().map(|&i| all[i as usize]).collect::<Vec<f64>>();
+    let ranks = rc.ranks_from_scores(&all, &secrets)?;
     Ok((
-        Measurement {
-            log_perplexity,
-            interpolated,
-            extrapolated,
-            ranks,
-            reference_scores,
-            fit: fit.dist,
-            fit_converged: fit.converged,
-            walk: None,
-            seconds: 0.0,
-        },
-        all,
+        pick(&secrets),
+        pick(&set.references),
+        Some(ranks),
+        Some(all),
     ))
 }
 
