@@ -115,15 +115,10 @@ impl DataSettings {
         if self.max_train == Some(0) {
             return invalid("data.max_train", 0, "must be at least 1");
         }
+        // Level bpe without a tokenizer file is checked where one is built from the settings
+        // (`secret-sharer`): a saved or imported BPE run carries its own tokenizer.
         match (self.level.as_str(), &self.tokenizer) {
-            ("bpe", None) => {
-                return invalid(
-                    "data.level",
-                    "bpe",
-                    "a byte-level BPE is read from a file: give its tokenizer.json with --tokenizer",
-                );
-            }
-            ("bpe", Some(_)) | (_, None) => {}
+            ("bpe", _) | (_, None) => {}
             (level, Some(path)) => {
                 return invalid(
                     "data.tokenizer",
@@ -314,7 +309,7 @@ impl DataSettings {
             return invalid(
                 "data.level",
                 "bpe",
-                "a byte-level BPE is read from a file: give its tokenizer.json with --tokenizer",
+                "a byte-level BPE is read from a file: give it with --tokenizer (a Hugging Face tokenizer file)",
             );
         };
         let bad = |reason: String| ExperimentError::Invalid {
@@ -332,7 +327,7 @@ impl DataSettings {
         .map_err(|e| bad(e.to_string()))?;
         if tok.kind() != memaudit_data::TokenizerKind::Bpe {
             return Err(bad(format!(
-                "is a {:?} tokenizer, not a byte-level BPE (a Hugging Face tokenizer.json with model type BPE)",
+                "is a {:?} tokenizer, not a byte-level BPE (a Hugging Face tokenizer file whose model type is BPE)",
                 tok.kind()
             )));
         }

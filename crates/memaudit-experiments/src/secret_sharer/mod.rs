@@ -288,6 +288,13 @@ impl ExperimentConfig for SecretSharerConfig {
                 "the Secret Sharer needs a text corpus (a path, embedded, ptb, ...)",
             );
         }
+        if self.data.level == "bpe" && self.data.tokenizer.is_none() {
+            return invalid(
+                "data.level",
+                "bpe",
+                "a byte-level BPE is read from a file: give it with --tokenizer (a Hugging Face tokenizer file)",
+            );
+        }
         if !["char", "word", "bpe"].contains(&self.data.level.as_str()) {
             return invalid(
                 "data.level",
