@@ -478,7 +478,9 @@ pub fn report_sections(
         "Exposure = log2|R| - log2 rank, in bits (|R| = {}, log2|R| = {:.2}). Chance (never inserted) is 1/ln 2 = 1.44 bits on average. {} Interpolation: TF Privacy's estimate over {} references (at most log2 {} = {:.1} bits). Extrapolation: the skew-normal fitted to the references' log-perplexities.{}",
         set.tpl.space().size(),
         set.tpl.space().log2_size(),
-        if exact {
+        if exact && set.tpl.rendered().is_some() {
+            "Exact: the rank over all of R (byte-level BPE: every candidate rendered, tokenized whole and scored)."
+        } else if exact {
             "Exact: the rank over all of R (trie walk)."
         } else {
             "Exact ranks were not computed (|R| above the exact limit)."
@@ -646,7 +648,12 @@ pub fn report_sections(
             "{label}extraction: the search's most likely candidates"
         ));
         html.para(&format!(
-            "Best-first (Dijkstra) search over the slots: {} expansions in {} batched LM calls, stopped: {:?}{}.",
+            "{}: {} expansions in {} batched LM calls, stopped: {:?}{}.",
+            if set.tpl.rendered().is_some() {
+                "Every candidate rendered, tokenized whole and scored (byte-level BPE), the best first"
+            } else {
+                "Best-first (Dijkstra) search over the slots"
+            },
             search.expansions,
             search.lm_calls,
             search.stop,
