@@ -309,7 +309,7 @@ impl DataSettings {
             return invalid(
                 "data.level",
                 "bpe",
-                "a byte-level BPE is read from a file: give it with --tokenizer (a Hugging Face tokenizer file)",
+                "a byte-level BPE is read from a file: `secret-sharer --tokenizer PATH`, or `tokenizer = PATH` under [data] in a config file",
             );
         };
         let bad = |reason: String| ExperimentError::Invalid {
