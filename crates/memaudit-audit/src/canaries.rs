@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AuditError, Result};
-use crate::template::RandomnessSpace;
+use crate::template::{CanaryTemplate, RandomnessSpace};
 use crate::tokens::TokenizedTemplate;
 
 /// Version of the manifest layout; bumped on incompatible changes.
@@ -98,7 +98,31 @@ pub fn generate_canaries(
     terminator: &[u32],
     seed: u64,
 ) -> Result<CanaryManifest> {
-    let space = tpl.space();
+    generate_canaries_with(
+        tpl.template(),
+        tpl.context(),
+        &|i| tpl.canary_tokens(i),
+        repetitions,
+        per_count,
+        terminator,
+        seed,
+    )
+}
+
+/// [`generate_canaries`] for any tokenization of the candidates: `canary_tokens(i)` gives the
+/// tokens inserted for candidate `i` (a byte-level BPE tokenizes every candidate whole,
+/// [`crate::rendered`]); `context` are the tokens before an insertion. The same seed draws the
+/// same secrets as [`generate_canaries`].
+pub fn generate_canaries_with(
+    template: &CanaryTemplate,
+    context: &[u32],
+    canary_tokens: &dyn Fn(u128) -> Result<Vec<u32>>,
+    repetitions: &[u32],
+    per_count: usize,
+    terminator: &[u32],
+    seed: u64,
+) -> Result<CanaryManifest> {
+    let space = template.space();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let total = per_count.checked_mul(repetitions.len()).ok_or_else(|| {
         AuditError::NotEnoughCandidates {
@@ -114,8 +138,8 @@ pub fn generate_canaries(
             let secret_index = secrets[block * per_count + i];
             canaries.push(Canary {
                 id: format!("r{r}-{i}"),
-                text: tpl.template().render(secret_index)?,
-                token_ids: tpl.canary_tokens(secret_index)?,
+                text: template.render(secret_index)?,
+                token_ids: canary_tokens(secret_index)?,
                 secret_index,
                 repetitions: r,
                 positions: Vec::new(),
@@ -124,12 +148,12 @@ pub fn generate_canaries(
     }
     Ok(CanaryManifest {
         format_version: MANIFEST_VERSION,
-        template: tpl.template().source().to_string(),
+        template: template.source().to_string(),
         seed,
         space_size: space.size(),
         log2_space: space.log2_size(),
         window: 0,
-        context_tokens: tpl.context().to_vec(),
+        context_tokens: context.to_vec(),
         terminator_tokens: terminator.to_vec(),
         canaries,
     })

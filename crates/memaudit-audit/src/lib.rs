@@ -54,7 +54,10 @@ pub mod testing;
 pub mod tokens;
 pub mod tracking;
 
-pub use canaries::{Canary, CanaryManifest, generate_canaries, insert_canaries, sample_references};
+pub use canaries::{
+    Canary, CanaryManifest, generate_canaries, generate_canaries_with, insert_canaries,
+    sample_references,
+};
 pub use error::{AuditError, Result, TemplateError};
 pub use exposure::{
     exposure_from_rank, extrapolation_exposures, interpolation_exposures, ranks_from_scores,
@@ -65,7 +68,7 @@ pub use lower_bound::{
     LowerBoundWarning, MethodBound, MethodChoice, ScoreDirection, ThresholdChoice, lower_bounds,
 };
 pub use memaudit_engine::{IncrementalLm, LmState};
-pub use rendered::{RenderedCandidates, check_insertion};
+pub use rendered::{RenderedCandidates, best_of_scores, check_insertion, check_insertion_named};
 pub use scoring::{
     AllScores, ExactRank, RankReport, RankShard, Scorer, WalkOptions, WalkStats, merge_rank_shards,
     token_cost_bits,

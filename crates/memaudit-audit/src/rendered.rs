@@ -115,6 +115,11 @@ impl RenderedCandidates {
         self.template.space()
     }
 
+    /// The caller's context tokens (what precedes an inserted canary).
+    pub fn context(&self) -> &[u32] {
+        &self.context
+    }
+
     /// What the model reads before the first scored token: `context ++ common prefix`.
     pub fn conditioning(&self) -> Vec<u32> {
         let mut c = self.context.clone();
@@ -145,6 +150,18 @@ impl RenderedCandidates {
         let lens = self.offsets.windows(2).map(|w| w[1] - w[0]);
         let min = lens.clone().min().unwrap_or(0);
         (min, lens.max().unwrap_or(0))
+    }
+
+    /// LM rows (token steps of one row) that scoring every candidate costs: the conditioning
+    /// once, then every scored token but each candidate's first (read from the conditioning's
+    /// distribution). The extraction budget of a rendered search is counted in these.
+    pub fn lm_rows(&self) -> u64 {
+        let scored: u64 = self
+            .offsets
+            .windows(2)
+            .map(|w| (w[1] - w[0]).saturating_sub(1) as u64)
+            .sum();
+        self.conditioning().len() as u64 + scored
     }
 
     /// Largest token id used, to check against a model's vocabulary.
@@ -206,7 +223,21 @@ impl RenderedCandidates {
         chunk_rows: usize,
     ) -> Result<Vec<ExactRank>> {
         let scores = self.all_scores(lm, chunk_rows)?;
-        let mut sorted = scores.clone();
+        self.ranks_from_scores(&scores, secrets)
+    }
+
+    /// [`Self::exact_ranks`] from the scores of every candidate (`scores[i]` is candidate `i`,
+    /// as [`Self::all_scores`] gives them), so one scoring serves ranks, references and
+    /// extraction.
+    pub fn ranks_from_scores(&self, scores: &[f64], secrets: &[u128]) -> Result<Vec<ExactRank>> {
+        let size = self.space().size();
+        if scores.len() as u128 != size {
+            return Err(invalid(
+                "scores",
+                format!("{} scores for {size} candidates", scores.len()),
+            ));
+        }
+        let mut sorted = scores.to_vec();
         if let Some(p) = sorted.iter().position(|s| s.is_nan()) {
             return Err(invalid(
                 "language model",
@@ -240,13 +271,7 @@ impl RenderedCandidates {
         chunk_rows: usize,
     ) -> Result<Vec<(u128, f64)>> {
         let scores = self.all_scores(lm, chunk_rows)?;
-        let mut order: Vec<usize> = (0..scores.len()).collect();
-        order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(a.cmp(&b)));
-        Ok(order
-            .into_iter()
-            .take(k)
-            .map(|i| (i as u128, scores[i]))
-            .collect())
+        Ok(best_of_scores(&scores, k))
     }
 
     /// State and next-token log-probabilities after the conditioning tokens.
@@ -306,13 +331,37 @@ impl RenderedCandidates {
     }
 }
 
+/// The `k` lowest of `scores` (`scores[i]` is candidate `i`), best first, ties by index:
+/// `(index, log-perplexity)`.
+pub fn best_of_scores(scores: &[f64], k: usize) -> Vec<(u128, f64)> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(a.cmp(&b)));
+    order
+        .into_iter()
+        .take(k)
+        .map(|i| (i as u128, scores[i]))
+        .collect()
+}
+
 /// Check that a canary inserted as *text* between `before` and `after` keeps its own tokens:
 /// `encode(before ++ canary ++ after)` must be `encode(before) ++ encode(canary) ++
 /// encode(after)`. BPE can merge across the boundary (a digit run continuing into the text
 /// after it, a word glued to the text before it); the model would then train on tokens other
-/// than the ones scored, and the error says which side merged and how.
+/// than the ones scored, and the error says which side merged and how (token ids).
 pub fn check_insertion(
     encode: &TextEncoder<'_>,
+    before: &str,
+    canary: &str,
+    after: &str,
+) -> Result<()> {
+    check_insertion_named(encode, &|t| t.to_string(), before, canary, after)
+}
+
+/// [`check_insertion`], with the tokens in the error written by `name` (e.g. the vocabulary's
+/// token strings, `"Ġ90"`, so the user sees what merged).
+pub fn check_insertion_named(
+    encode: &TextEncoder<'_>,
+    name: &dyn Fn(u32) -> String,
     before: &str,
     canary: &str,
     after: &str,
@@ -333,7 +382,31 @@ pub fn check_insertion(
     } else {
         "its end merges with the text after it"
     };
+    let names = |ids: &[u32]| {
+        let v: Vec<String> = ids.iter().map(|&t| name(t)).collect();
+        format!("[{}]", v.join(", "))
+    };
+    // In place vs the parts from a few tokens before their first difference (the text around
+    // an insertion can be a whole line), cut after a few more.
+    let d = whole
+        .iter()
+        .zip(&parts)
+        .position(|(x, y)| x != y)
+        .unwrap_or(whole.len().min(parts.len()));
+    let (from, upto) = (d.saturating_sub(3), d + 6);
+    let around = |ids: &[u32]| {
+        let cut = &ids[from.min(ids.len())..upto.min(ids.len())];
+        format!(
+            "{}{}{}",
+            if from > 0 { "..." } else { "" },
+            names(cut),
+            if upto < ids.len() { "..." } else { "" }
+        )
+    };
     Err(AuditError::Insertion(format!(
-        "canary {canary:?} tokenizes differently inside the text than alone ({side}): alone {c:?}, in place {whole:?} vs the parts {parts:?}; put a separator (e.g. a newline) around it, or score the tokens the model actually saw"
+        "canary {canary:?} tokenizes differently inside the text than alone ({side}): alone {}, in place {} vs the parts {} (from token {from}); put a separator (e.g. a newline) around it, or score the tokens the model actually saw",
+        names(&c),
+        around(&whole),
+        around(&parts)
     )))
 }

@@ -143,3 +143,46 @@ fn a_canary_that_merges_with_the_corpus_is_detected() {
         .to_string();
     assert!(err.contains("start merges with the text before"), "{err}");
 }
+
+#[test]
+fn one_scoring_gives_the_ranks_the_best_and_its_cost() {
+    // The Secret Sharer on a BPE run scores every candidate once and reads ranks, references
+    // and the extraction from those scores: they must equal the separate calls.
+    let tok = bpe();
+    let encode = |t: &str| tok.encode(t).map_err(|e| e.to_string());
+    let tpl = CanaryTemplate::parse("my pin is {digits:2}.").unwrap();
+    let newline = tok.encode("\n").unwrap();
+    let rc = RenderedCandidates::new(&tpl, &newline, &encode, 1000).unwrap();
+    let lm = MockLm::new(tok.len(), 5, 11);
+    let all = rc.all_scores(&lm, 7).unwrap();
+    let secrets = [3u128, 42, 99];
+    assert_eq!(
+        rc.ranks_from_scores(&all, &secrets).unwrap(),
+        rc.exact_ranks(&lm, &secrets, 7).unwrap()
+    );
+    assert_eq!(
+        memaudit_audit::best_of_scores(&all, 4),
+        rc.best(&lm, 4, 7).unwrap()
+    );
+    assert!(rc.ranks_from_scores(&all[1..], &secrets).is_err());
+    // Cost in LM rows: the conditioning once, then every scored token but each first.
+    let by_hand: usize = (0..100u128)
+        .map(|i| rc.scored_tokens(i).unwrap().len() - 1)
+        .sum::<usize>()
+        + rc.conditioning().len();
+    assert_eq!(rc.lm_rows(), by_hand as u64);
+}
+
+#[test]
+fn the_insertion_error_names_the_tokens() {
+    let tok = bpe();
+    let encode = |t: &str| tok.encode(t).map_err(|e| e.to_string());
+    let name = |t: u32| format!("{:?}", tok.token(t).unwrap());
+    let err = memaudit_audit::check_insertion_named(&encode, &name, "code 9", "07 is mine", "\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"Ġ90\"") && err.contains("start merges"),
+        "{err}"
+    );
+}

@@ -26,8 +26,12 @@ pub struct DataSettings {
     pub data: String,
     /// The data cache of `memaudit data fetch` (default: $MEMAUDIT_DATA or ./data).
     pub data_dir: Option<PathBuf>,
-    /// Text tokenisation: char or word.
+    /// Text tokenisation: char, word, or bpe (a byte-level BPE read from `tokenizer`).
     pub level: String,
+    /// The byte-level BPE of level `bpe`: a Hugging Face `tokenizer.json` (GPT-2's kind), a
+    /// folder holding one (or `vocab.json` + `merges.txt`), or a run's saved tokenizer.json.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<PathBuf>,
     /// Tokens per language-model window (one window = one training example).
     pub seq_len: usize,
     /// Fraction of a text corpus held out for validation (PTB uses its own split).
@@ -49,6 +53,7 @@ impl Default for DataSettings {
             data: "embedded".into(),
             data_dir: None,
             level: "char".into(),
+            tokenizer: None,
             seq_len: 50,
             valid_fraction: 0.1,
             max_train: None,
@@ -109,6 +114,20 @@ impl DataSettings {
         }
         if self.max_train == Some(0) {
             return invalid("data.max_train", 0, "must be at least 1");
+        }
+        // Level bpe without a tokenizer file is checked where one is built from the settings
+        // (`secret-sharer`): a saved or imported BPE run carries its own tokenizer.
+        match (self.level.as_str(), &self.tokenizer) {
+            ("bpe", _) | (_, None) => {}
+            (level, Some(path)) => {
+                return invalid(
+                    "data.tokenizer",
+                    path.display(),
+                    format!(
+                        "is a byte-level BPE, and the level is {level:?}: use level bpe (--level bpe, the default with --tokenizer), or drop the tokenizer"
+                    ),
+                );
+            }
         }
         Ok(())
     }
@@ -259,9 +278,13 @@ impl DataSettings {
         }
     }
 
-    /// A tokenizer for a corpus (char: its characters; word: PTB style with a vocabulary cap),
-    /// plus `extra` tokens (a canary alphabet).
+    /// A tokenizer for a corpus (char: its characters; word: PTB style with a vocabulary cap;
+    /// bpe: the file of `tokenizer`, whatever the corpus), plus `extra` tokens (a canary
+    /// alphabet; a byte-level BPE covers every byte and takes none).
     pub fn tokenizer(&self, corpus: &TextCorpus, extra: &[String]) -> Result<Tokenizer> {
+        if self.level == "bpe" {
+            return self.bpe_tokenizer();
+        }
         let mut tok = match self.level.as_str() {
             "char" => Tokenizer::char_from_text(&corpus.train, true)?,
             "word" => Tokenizer::word_from_text(
@@ -271,10 +294,42 @@ impl DataSettings {
                     min_count: 1,
                 },
             )?,
-            other => return invalid("data.level", other, "use char or word"),
+            other => return invalid("data.level", other, "use char, word or bpe"),
         };
         if !extra.is_empty() {
             tok.add_tokens(extra)?;
+        }
+        Ok(tok)
+    }
+
+    /// The byte-level BPE of `tokenizer`: a file (a Hugging Face tokenizer.json, or memaudit's
+    /// saved one) or a folder ([`Tokenizer::bpe_from_folder`]). Anything but a BPE is refused.
+    pub fn bpe_tokenizer(&self) -> Result<Tokenizer> {
+        let Some(path) = &self.tokenizer else {
+            return invalid(
+                "data.level",
+                "bpe",
+                "a byte-level BPE is read from a file: `secret-sharer --tokenizer PATH`, or `tokenizer = PATH` under [data] in a config file",
+            );
+        };
+        let bad = |reason: String| ExperimentError::Invalid {
+            field: "data.tokenizer".into(),
+            value: path.display().to_string(),
+            reason,
+        };
+        let tok = if path.is_dir() {
+            Tokenizer::bpe_from_folder(path)
+        } else if path.is_file() {
+            Tokenizer::load(path)
+        } else {
+            return Err(bad("no such file or folder".into()));
+        }
+        .map_err(|e| bad(e.to_string()))?;
+        if tok.kind() != memaudit_data::TokenizerKind::Bpe {
+            return Err(bad(format!(
+                "is a {:?} tokenizer, not a byte-level BPE (a Hugging Face tokenizer file whose model type is BPE)",
+                tok.kind()
+            )));
         }
         Ok(tok)
     }

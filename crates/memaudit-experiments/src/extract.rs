@@ -14,7 +14,8 @@ use crate::num::Num;
 use crate::observer::Observer;
 use crate::saved_run::load_lm;
 use crate::secret_sharer::{
-    CanarySet, ExtractSettings, MANIFEST_FILE, extract_canaries, parse_template, tokenize_template,
+    CanarySet, CanaryTokens, ExtractSettings, MANIFEST_FILE, extract_canaries, parse_template,
+    render_candidates, rendered_extraction_cost, separator, tokenize_template,
 };
 
 /// A search for a template's most likely completions.
@@ -141,7 +142,38 @@ pub fn run(cfg: &ExtractConfig, observer: &mut dyn Observer) -> Result<ExtractRe
         (None, true) => CanarySet::load(&cfg.run, Some(&manifest_path), &tok)?,
         (Some(t), _) => {
             let template = parse_template(t)?;
-            let tpl = tokenize_template(&template, &tok, "")?;
+            let tpl = if tok.kind() == memaudit_data::TokenizerKind::Bpe {
+                // Every candidate rendered whole, read after what the run's canaries were read
+                // after (else GPT-2's document separator).
+                let context = if has_manifest {
+                    CanaryManifest::load(&manifest_path)
+                        .map_err(|e| ExperimentError::audit("reading the canary manifest", e))?
+                        .context_tokens
+                } else {
+                    vec![separator(&tok)?]
+                };
+                CanaryTokens::Rendered(
+                    render_candidates(&template, &tok, &context, u128::from(cfg.budget))
+                        .map_err(|e| match e {
+                            memaudit_audit::AuditError::SpaceAboveLimit { size, .. } => {
+                                ExperimentError::Invalid {
+                                    field: "budget".into(),
+                                    value: cfg.budget.to_string(),
+                                    reason: format!(
+                                        "a byte-level BPE run scores every candidate rendered whole, and the canary has {size}"
+                                    ),
+                                }
+                            }
+                            e => ExperimentError::Invalid {
+                                field: "template".into(),
+                                value: format!("{t:?}"),
+                                reason: e.to_string(),
+                            },
+                        })?,
+                )
+            } else {
+                CanaryTokens::Trie(tokenize_template(&template, &tok, "")?)
+            };
             // Mark the run's canaries when they share the template.
             let manifest = if has_manifest {
                 let m = CanarySet::load(&cfg.run, Some(&manifest_path), &tok)?;
@@ -167,6 +199,17 @@ pub fn run(cfg: &ExtractConfig, observer: &mut dyn Observer) -> Result<ExtractRe
             }
         }
     };
+    if let Some(cost) = rendered_extraction_cost(&set)
+        && cost > cfg.budget
+    {
+        return invalid(
+            "budget",
+            cfg.budget,
+            format!(
+                "a byte-level BPE run's extraction scores every candidate rendered whole: {cost} LM rows; raise it to at least {cost}"
+            ),
+        );
+    }
     observer.note(&format!(
         "searching the {} candidates of {:?} for the {} most likely (budget {} expansions)",
         set.tpl.space().size(),

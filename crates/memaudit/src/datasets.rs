@@ -55,6 +55,9 @@ pub struct DataArgs {
 macro_rules! data_settings_from {
     ($($target:ty),+) => {
         $(impl From<&DataArgs> for $target {
+            // `..Default::default()`: fields only one of the two has (`tokenizer`, set by
+            // `secret-sharer --tokenizer`) keep their defaults.
+            #[allow(clippy::needless_update)]
             fn from(a: &DataArgs) -> Self {
                 Self {
                     data: a.data.clone(),
@@ -65,6 +68,7 @@ macro_rules! data_settings_from {
                     max_train: a.max_train,
                     vocab_size: a.vocab_size,
                     standardize: a.standardize,
+                    ..Default::default()
                 }
             }
         })+

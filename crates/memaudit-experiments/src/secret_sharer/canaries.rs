@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use memaudit_audit::{
-    CanaryManifest, CanaryTemplate, CanaryTokenizer, TokenizedTemplate, sample_references,
+    CanaryManifest, CanaryTemplate, CanaryTokenizer, RandomnessSpace, RenderedCandidates,
+    TokenizedTemplate, sample_references,
 };
 use memaudit_data::{Tokenizer, TokenizerKind};
 
@@ -90,6 +91,25 @@ pub fn separator(tok: &Tokenizer) -> Result<u32> {
     }
 }
 
+/// What a Secret Sharer run inserts canaries after and ends each with: [`separator`] for
+/// characters and words; for a byte-level BPE, the newline's own token. The corpus is plain
+/// text, so `<|endoftext|>` never occurs in it, while its lines end in newline tokens: a canary
+/// starts a line, is read after that token (its scoring context), and keeps the tokens it has
+/// alone there, since GPT-2's pre-tokenizer never joins a newline with a letter or a digit
+/// (docs/secret-sharer.md, "Byte-level BPE").
+pub fn insertion_separator(tok: &Tokenizer) -> Result<u32> {
+    if tok.kind() != TokenizerKind::Bpe {
+        return separator(tok);
+    }
+    match tok.encode("\n")?.as_slice() {
+        &[t] => Ok(t),
+        ids => Err(ExperimentError::protocol(format!(
+            "the BPE tokenizer cuts a newline into {} tokens: canaries are inserted at line starts, after the newline's token",
+            ids.len()
+        ))),
+    }
+}
+
 /// Tokens a vocabulary needs for a template: its characters (character models) or its literal
 /// words and slot symbols (word models).
 pub fn template_tokens(tpl: &CanaryTemplate, kind: TokenizerKind, literal: bool) -> Vec<String> {
@@ -139,9 +159,86 @@ pub fn tokenize_template(
     })
 }
 
+/// How a run's canaries are tokenized, which decides how they are scored.
+pub enum CanaryTokens {
+    /// One token per slot symbol (character and word vocabularies): the trie walk and the
+    /// best-first extraction search ([`memaudit_audit::Scorer`]).
+    Trie(TokenizedTemplate),
+    /// Every candidate rendered and tokenized whole (byte-level BPE, whose merges join slot
+    /// symbols): exact ranks and extraction from one scoring of all of R
+    /// ([`memaudit_audit::rendered`], docs/transformers.md "Canaries under BPE").
+    Rendered(RenderedCandidates),
+}
+
+impl CanaryTokens {
+    pub fn template(&self) -> &CanaryTemplate {
+        match self {
+            Self::Trie(t) => t.template(),
+            Self::Rendered(r) => r.template(),
+        }
+    }
+
+    pub fn space(&self) -> &RandomnessSpace {
+        self.template().space()
+    }
+
+    /// Tokens before an inserted canary (the scoring context).
+    pub fn context(&self) -> &[u32] {
+        match self {
+            Self::Trie(t) => t.context(),
+            Self::Rendered(r) => r.context(),
+        }
+    }
+
+    /// The tokens inserted for candidate `index` (before the terminator).
+    pub fn canary_tokens(&self, index: u128) -> memaudit_audit::Result<Vec<u32>> {
+        match self {
+            Self::Trie(t) => t.canary_tokens(index),
+            Self::Rendered(r) => r.canary_tokens(index),
+        }
+    }
+
+    /// The most tokens a model reads for one candidate: the conditioning plus the longest
+    /// scored sequence (a GPT's key/value cache is sized to it).
+    pub fn max_tokens(&self) -> usize {
+        match self {
+            Self::Trie(t) => t.conditioning().len() + t.steps().len(),
+            Self::Rendered(r) => r.conditioning().len() + r.scored_lengths().1,
+        }
+    }
+
+    /// The trie-walk tokenization, `None` for a BPE run.
+    pub fn trie(&self) -> Option<&TokenizedTemplate> {
+        match self {
+            Self::Trie(t) => Some(t),
+            Self::Rendered(_) => None,
+        }
+    }
+
+    /// The rendered candidates of a BPE run, `None` otherwise.
+    pub fn rendered(&self) -> Option<&RenderedCandidates> {
+        match self {
+            Self::Trie(_) => None,
+            Self::Rendered(r) => Some(r),
+        }
+    }
+}
+
+/// The candidates of `template` under a byte-level BPE, each rendered and tokenized whole and
+/// read after `context`; at most `limit` of them (every one is held).
+pub fn render_candidates(
+    template: &CanaryTemplate,
+    tok: &Tokenizer,
+    context: &[u32],
+    limit: u128,
+) -> memaudit_audit::Result<RenderedCandidates> {
+    let encode = |text: &str| tok.encode(text).map_err(|e| e.to_string());
+    RenderedCandidates::new(template, context, &encode, limit)
+}
+
 /// A run's canaries: the template in tokens, the manifest and the reference candidates.
 pub struct CanarySet {
-    pub tpl: TokenizedTemplate,
+    pub tpl: CanaryTokens,
     pub manifest: CanaryManifest,
     pub references: Vec<u128>,
 }
@@ -195,12 +292,28 @@ impl CanarySet {
         let manifest = CanaryManifest::load(&mp).map_err(|e| in_file(&mp, e.to_string()))?;
         let template =
             CanaryTemplate::parse(&manifest.template).map_err(|e| in_file(&mp, e.to_string()))?;
-        let tpl = TokenizedTemplate::new(&template, &VocabTokenizer(tok), &manifest.context_tokens)
-            .map_err(|e| {
-                in_file(&mp, format!(
+        let misfit = |e: memaudit_audit::AuditError| {
+            in_file(
+                &mp,
+                format!(
                     "the canaries do not fit the model of --run ({e}); the manifest belongs to a run with another vocabulary"
-                ))
-            })?;
+                ),
+            )
+        };
+        let tpl = if tok.kind() == TokenizerKind::Bpe {
+            // The run scored every candidate rendered whole; its space was held then, so it is
+            // held again (no other limit).
+            let size = template.space().size();
+            CanaryTokens::Rendered(
+                render_candidates(&template, tok, &manifest.context_tokens, size)
+                    .map_err(misfit)?,
+            )
+        } else {
+            CanaryTokens::Trie(
+                TokenizedTemplate::new(&template, &VocabTokenizer(tok), &manifest.context_tokens)
+                    .map_err(misfit)?,
+            )
+        };
         for c in &manifest.canaries {
             let ids = tpl
                 .canary_tokens(c.secret_index)

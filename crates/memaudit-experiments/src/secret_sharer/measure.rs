@@ -3,13 +3,14 @@
 //! extraction search, and the per-repetition summary.
 
 use memaudit_audit::{
-    ExactRank, ExposureRecord, ExtractOptions, Extraction, IncrementalLm, Scorer, SkewNormal,
-    WalkOptions, WalkStats, extract, fit_skew_normal, interpolation_exposures,
+    ExactRank, ExposureRecord, ExtractOptions, ExtractedCandidate, Extraction, IncrementalLm,
+    RenderedCandidates, Scorer, SkewNormal, StopReason, WalkOptions, WalkStats, best_of_scores,
+    extract, fit_skew_normal, interpolation_exposures,
 };
 use memaudit_engine::{EngineError, ModelConfig};
 use serde::Serialize;
 
-use super::canaries::CanarySet;
+use super::canaries::{CanarySet, CanaryTokens};
 use crate::error::{ExperimentError, Result};
 use crate::num::Num;
 
@@ -52,7 +53,7 @@ pub fn lm_for_canaries(
     params: &[f32],
     set: &CanarySet,
 ) -> memaudit_engine::Result<Box<dyn IncrementalLm>> {
-    let tokens = set.tpl.conditioning().len() + set.tpl.steps().len();
+    let tokens = set.tpl.max_tokens();
     if let Some(shape) = cfg.gpt_shape()
         && tokens > shape.n_ctx
     {
@@ -65,41 +66,108 @@ pub fn lm_for_canaries(
 }
 
 /// Exposure of every canary: log-perplexities, TF's interpolation and the skew-normal
-/// extrapolation over the references, and (with `exact`) exact ranks by one streaming trie walk.
+/// extrapolation over the references, and (with `exact`) exact ranks by one streaming trie walk
+/// (a BPE run: by one scoring of every candidate rendered whole).
 pub fn measure(
     lm: &dyn IncrementalLm,
     set: &CanarySet,
     exact: bool,
     exact_limit: u128,
 ) -> memaudit_audit::Result<Measurement> {
+    measure_scored(lm, set, exact, exact_limit).map(|(m, _)| m)
+}
+
+/// [`measure`], also returning every candidate's score when a BPE run's exact ranks scored
+/// them all (the extraction reuses them).
+fn measure_scored(
+    lm: &dyn IncrementalLm,
+    set: &CanarySet,
+    exact: bool,
+    exact_limit: u128,
+) -> memaudit_audit::Result<(Measurement, Option<Vec<f64>>)> {
     let started = std::time::Instant::now();
-    let scorer = Scorer::new(lm, &set.tpl, walk_options(lm))?;
     let secrets = set.secrets();
-    let log_perplexity = scorer.log_perplexities(&secrets)?;
-    let reference_scores = scorer.log_perplexities(&set.references)?;
+    let (log_perplexity, reference_scores, ranks, walk, all) = match &set.tpl {
+        CanaryTokens::Trie(tpl) => {
+            let scorer = Scorer::new(lm, tpl, walk_options(lm))?;
+            let (ranks, walk) = if exact {
+                let r = scorer.exact_ranks(&secrets, exact_limit)?;
+                (Some(r.ranks), Some(r.stats))
+            } else {
+                (None, None)
+            };
+            (
+                scorer.log_perplexities(&secrets)?,
+                scorer.log_perplexities(&set.references)?,
+                ranks,
+                walk,
+                None,
+            )
+        }
+        CanaryTokens::Rendered(rc) => {
+            let (lp, refs, ranks, all) = score_rendered(lm, rc, set, exact, exact_limit)?;
+            (lp, refs, ranks, None, all)
+        }
+    };
     let interpolated = interpolation_exposures(&log_perplexity, &reference_scores)?;
     let fit = fit_skew_normal(&reference_scores)?;
     let extrapolated = log_perplexity
         .iter()
         .map(|&p| fit.dist.exposure(p))
         .collect();
-    let (ranks, walk) = if exact {
-        let r = scorer.exact_ranks(&secrets, exact_limit)?;
-        (Some(r.ranks), Some(r.stats))
-    } else {
-        (None, None)
-    };
-    Ok(Measurement {
-        log_perplexity,
-        interpolated,
-        extrapolated,
-        ranks,
-        reference_scores,
-        fit: fit.dist,
-        fit_converged: fit.converged,
-        walk,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok((
+        Measurement {
+            log_perplexity,
+            interpolated,
+            extrapolated,
+            ranks,
+            reference_scores,
+            fit: fit.dist,
+            fit_converged: fit.converged,
+            walk,
+            seconds: started.elapsed().as_secs_f64(),
+        },
+        all,
+    ))
+}
+
+/// Scores of a BPE run's canaries and references, and (with `exact`) their ranks: every
+/// candidate is then scored once and everything is read from those scores (returned too);
+/// without, only the canaries and the references are scored.
+#[allow(clippy::type_complexity)]
+fn score_rendered(
+    lm: &dyn IncrementalLm,
+    rc: &RenderedCandidates,
+    set: &CanarySet,
+    exact: bool,
+    exact_limit: u128,
+) -> memaudit_audit::Result<(Vec<f64>, Vec<f64>, Option<Vec<ExactRank>>, Option<Vec<f64>>)> {
+    let rows = walk_options(lm).chunk_rows;
+    let secrets = set.secrets();
+    if !exact {
+        return Ok((
+            rc.log_perplexities(lm, &secrets, rows)?,
+            rc.log_perplexities(lm, &set.references, rows)?,
+            None,
+            None,
+        ));
+    }
+    let size = rc.space().size();
+    if size > exact_limit {
+        return Err(memaudit_audit::AuditError::SpaceAboveLimit {
+            size,
+            limit: exact_limit,
+        });
+    }
+    let all = rc.all_scores(lm, rows)?;
+    let pick = |ix: &[u128]| ix.iter().map(|&i| all[i as usize]).collect::<Vec<f64>>();
+    let ranks = rc.ranks_from_scores(&all, &secrets)?;
+    Ok((
+        pick(&secrets),
+        pick(&set.references),
+        Some(ranks),
+        Some(all),
+    ))
 }
 
 impl Measurement {
@@ -147,14 +215,114 @@ pub struct CanaryExtraction {
 /// likely candidates within the budget. Every canary's cost is the expansions at which it came
 /// out (a search that stops at it costs exactly that, the order being deterministic), so one
 /// search serves all canaries of the template.
+///
+/// A BPE run has no trie to search: every candidate is scored rendered whole (exact, best first),
+/// which costs [`RenderedCandidates::lm_rows`] expansions; a budget below that returns nothing
+/// (stop `budget`), and [`rendered_extraction_cost`] lets callers refuse it up front.
 pub fn extract_canaries(
     lm: &dyn IncrementalLm,
     set: &CanarySet,
     s: &ExtractSettings,
 ) -> memaudit_audit::Result<(Extraction, Vec<CanaryExtraction>)> {
-    let scorer = Scorer::new(lm, &set.tpl, walk_options(lm))?;
-    let search = extract(
-        &scorer,
+    extract_scored(lm, set, s, None)
+}
+
+/// The expansions (LM rows) a BPE run's extraction costs, `None` for a trie search (whose cost
+/// depends on the model).
+pub fn rendered_extraction_cost(set: &CanarySet) -> Option<u64> {
+    set.tpl.rendered().map(RenderedCandidates::lm_rows)
+}
+
+/// [`extract_canaries`], reusing every candidate's scores when a BPE run's measurement has them.
+fn extract_scored(
+    lm: &dyn IncrementalLm,
+    set: &CanarySet,
+    s: &ExtractSettings,
+    scores: Option<&[f64]>,
+) -> memaudit_audit::Result<(Extraction, Vec<CanaryExtraction>)> {
+    let search = match &set.tpl {
+        CanaryTokens::Trie(tpl) => {
+            let scorer = Scorer::new(lm, tpl, walk_options(lm))?;
+            trie_search(&scorer, s)?
+        }
+        CanaryTokens::Rendered(rc) => rendered_search(lm, rc, s, scores)?,
+    };
+    let per = per_canary(set, &search);
+    Ok((search, per))
+}
+
+/// The exact extraction of a BPE run: every candidate scored, the `top` best returned. Its cost
+/// is the same for every candidate (all are scored before any is returned).
+fn rendered_search(
+    lm: &dyn IncrementalLm,
+    rc: &RenderedCandidates,
+    s: &ExtractSettings,
+    scores: Option<&[f64]>,
+) -> memaudit_audit::Result<Extraction> {
+    let cost = rc.lm_rows();
+    let size = rc.space().size();
+    if cost > s.budget {
+        return Ok(Extraction {
+            candidates: Vec::new(),
+            expansions: 0,
+            lm_calls: 0,
+            target_position: None,
+            stop: StopReason::Budget,
+            exact: true,
+            peak_frontier: 0,
+        });
+    }
+    let rows = walk_options(lm).chunk_rows;
+    let owned;
+    let scores = match scores {
+        Some(v) => v,
+        None => {
+            owned = rc.all_scores(lm, rows)?;
+            &owned
+        }
+    };
+    let best = best_of_scores(scores, s.top);
+    // Batched calls of one scoring: the conditioning's, then per batch of `rows` candidates one
+    // per scored token of its longest candidate but the first.
+    let mut lm_calls = rc.conditioning().len() as u64;
+    let all: Vec<u128> = (0..size).collect();
+    for chunk in all.chunks(rows.max(1)) {
+        let longest = chunk
+            .iter()
+            .map(|&i| rc.scored_tokens(i).map_or(0, <[u32]>::len))
+            .max()
+            .unwrap_or(0);
+        lm_calls += longest.saturating_sub(1) as u64;
+    }
+    Ok(Extraction {
+        candidates: best
+            .into_iter()
+            .map(|(index, log_perplexity)| ExtractedCandidate {
+                index,
+                log_perplexity,
+                expansions: cost,
+            })
+            .collect(),
+        expansions: cost,
+        lm_calls,
+        target_position: None,
+        stop: if (s.top as u128) < size {
+            StopReason::CandidateLimit
+        } else {
+            StopReason::Exhausted
+        },
+        exact: true,
+        peak_frontier: 0,
+    })
+}
+
+/// The best-first search over a trie.
+fn trie_search<'a>(
+    scorer: &Scorer<'a, dyn IncrementalLm + 'a>,
+    s: &ExtractSettings,
+) -> memaudit_audit::Result<Extraction> {
+    extract(
+        scorer,
         &ExtractOptions {
             batch: s.batch,
             max_candidates: s.top,
@@ -163,9 +331,12 @@ pub fn extract_canaries(
             target: None,
             stop_at_target: false,
         },
-    )?;
-    let per = set
-        .manifest
+    )
+}
+
+/// Where each canary of the set came out of a search.
+fn per_canary(set: &CanarySet, search: &Extraction) -> Vec<CanaryExtraction> {
+    set.manifest
         .canaries
         .iter()
         .map(|c| {
@@ -186,8 +357,7 @@ pub fn extract_canaries(
                 },
             }
         })
-        .collect();
-    Ok((search, per))
+        .collect()
 }
 
 /// The final audit of a set: one measurement and (optionally) the extraction search.
@@ -207,12 +377,13 @@ pub fn audit(
     exact_limit: u128,
     extraction: Option<ExtractSettings>,
 ) -> Result<Audit> {
-    let m = measure(lm, set, exact, exact_limit)
+    let (m, scores) = measure_scored(lm, set, exact, exact_limit)
         .map_err(|e| ExperimentError::audit("measuring exposure", e))?;
     let t = std::time::Instant::now();
     let ex = match &extraction {
         Some(s) => Some(
-            extract_canaries(lm, set, s).map_err(|e| ExperimentError::audit("extraction", e))?,
+            extract_scored(lm, set, s, scores.as_deref())
+                .map_err(|e| ExperimentError::audit("extraction", e))?,
         ),
         None => None,
     };

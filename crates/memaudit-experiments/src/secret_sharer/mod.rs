@@ -20,12 +20,14 @@ mod run;
 use serde::{Deserialize, Serialize};
 
 pub use canaries::{
-    CanarySet, MANIFEST_FILE, REFERENCES_FILE, VocabTokenizer, derive_seed, parse_template,
-    separator, template_tokens, tokenize_template,
+    CanarySet, CanaryTokens, MANIFEST_FILE, REFERENCES_FILE, VocabTokenizer, derive_seed,
+    insertion_separator, parse_template, render_candidates, separator, template_tokens,
+    tokenize_template,
 };
 pub use measure::{
     Audit, CHANCE_EXPOSURE, CanaryExtraction, CanaryResult, ExtractSettings, Measurement,
-    RepSummary, audit, extract_canaries, lm_for_canaries, measure, walk_options,
+    RepSummary, audit, extract_canaries, lm_for_canaries, measure, rendered_extraction_cost,
+    walk_options,
 };
 pub use run::{
     EXPOSURE_CSV, EXPOSURE_JSON, RESULTS_FILE, RunHooks, SecretSharerDetail, SecretSharerResult,
@@ -269,6 +271,16 @@ impl ExperimentConfig for SecretSharerConfig {
             );
         }
         self.exposure.exact_for(tpl.space().size())?;
+        if self.data.level == "bpe" && tpl.space().size() > u128::from(self.exposure.exact_limit) {
+            return invalid(
+                "exposure.exact_limit",
+                self.exposure.exact_limit,
+                format!(
+                    "a byte-level BPE run renders, tokenizes and holds every candidate (merges join slot symbols, so there is no trie to walk), and the canary has {}; raise the limit or use a smaller slot space",
+                    tpl.space().size()
+                ),
+            );
+        }
         if !self.data.is_text() || self.data.is_image() {
             return invalid(
                 "data.data",
@@ -276,8 +288,19 @@ impl ExperimentConfig for SecretSharerConfig {
                 "the Secret Sharer needs a text corpus (a path, embedded, ptb, ...)",
             );
         }
-        if !["char", "word"].contains(&self.data.level.as_str()) {
-            return invalid("data.level", &self.data.level, "use char or word");
+        if self.data.level == "bpe" && self.data.tokenizer.is_none() {
+            return invalid(
+                "data.level",
+                "bpe",
+                "a byte-level BPE is read from a file: give it with --tokenizer (a Hugging Face tokenizer file)",
+            );
+        }
+        if !["char", "word", "bpe"].contains(&self.data.level.as_str()) {
+            return invalid(
+                "data.level",
+                &self.data.level,
+                "use char, word or bpe (with --tokenizer)",
+            );
         }
         Ok(())
     }
@@ -330,5 +353,40 @@ mod tests {
         let mut c = base();
         c.run.out = "".into();
         assert_eq!(field_of(c.validate().unwrap_err()), "run.out");
+    }
+
+    #[test]
+    fn a_bpe_level_needs_its_tokenizer_and_a_space_it_can_hold() {
+        let bpe = || {
+            let mut c = SecretSharerConfig::default();
+            c.run.out = "runs/x".into();
+            c.data.level = "bpe".into();
+            c.data.tokenizer = Some("tok/tokenizer.json".into());
+            c.canary.template = "my pin is {digits:4}".into();
+            c
+        };
+        bpe().validate().unwrap();
+        // The tokenizer travels through the config file.
+        let text = to_toml(&bpe()).unwrap();
+        assert!(
+            text.contains("tokenizer = \"tok/tokenizer.json\""),
+            "{text}"
+        );
+        let back: SecretSharerConfig = from_toml_str(&text, "x.toml".as_ref()).unwrap();
+        assert_eq!(back, bpe());
+        let mut c = bpe();
+        c.data.tokenizer = None;
+        assert_eq!(field_of(c.validate().unwrap_err()), "data.level");
+        let mut c = bpe();
+        c.data.level = "char".into();
+        assert_eq!(field_of(c.validate().unwrap_err()), "data.tokenizer");
+        // Every candidate is rendered and held: |R| = 10^9 is above the default 10^7 limit.
+        let mut c = bpe();
+        c.canary.template = "my pin is {digits:9}".into();
+        assert_eq!(field_of(c.validate().unwrap_err()), "exposure.exact_limit");
+        // A char config does not mention a tokenizer at all.
+        let mut c = bpe();
+        (c.data.level, c.data.tokenizer) = ("char".into(), None);
+        assert!(!to_toml(&c).unwrap().contains("tokenizer"));
     }
 }

@@ -7,7 +7,8 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use memaudit_audit::{
-    Canary, ExposureLog, SkewNormal, WalkStats, generate_canaries, insert_canaries,
+    Canary, CanaryManifest, ExposureLog, SkewNormal, WalkStats, check_insertion_named,
+    generate_canaries_with, insert_canaries,
 };
 use memaudit_data::{Tokenizer, TokenizerKind};
 use memaudit_engine::datasets::TokenWindowDataset;
@@ -18,9 +19,12 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::canaries::{
-    CanarySet, derive_seed, parse_template, separator, template_tokens, tokenize_template,
+    CanarySet, CanaryTokens, derive_seed, insertion_separator, parse_template, render_candidates,
+    template_tokens, tokenize_template,
 };
-use super::measure::{CanaryResult, RepSummary, audit, lm_for_canaries, measure};
+use super::measure::{
+    CanaryResult, RepSummary, audit, lm_for_canaries, measure, rendered_extraction_cost,
+};
 use super::{Audit, SecretSharerConfig};
 use crate::audit_canaries::{self, BlackBoxAudit};
 use crate::config::ExperimentConfig;
@@ -61,6 +65,9 @@ pub struct SecretSharerResult {
     pub by_repetitions: Vec<RepSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub black_box_audit: Option<BlackBoxAudit>,
+    /// A byte-level BPE run: how its candidates were tokenized (every one rendered whole).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenization: Option<serde_json::Value>,
     /// Everything else, for rendering and for callers that go on with the model.
     #[serde(skip)]
     pub detail: SecretSharerDetail,
@@ -125,6 +132,8 @@ struct ResultsFile<'a> {
     measure_seconds: f64,
     extract_seconds: f64,
     extraction: Option<ExtractionRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokenization: Option<serde_json::Value>,
 }
 
 /// Run the experiment (train with canaries, track and audit them, write the run folder).
@@ -145,22 +154,47 @@ pub fn run_with(
     let level_kind = match data.level.as_str() {
         "char" => TokenizerKind::Char,
         "word" => TokenizerKind::Word,
-        l => return invalid("data.level", l, "use char or word"),
+        "bpe" => TokenizerKind::Bpe,
+        l => return invalid("data.level", l, "use char, word or bpe"),
     };
     // Word models get the slot symbols as tokens (PTB has no digits as words); with
-    // extend_vocab, every token of the template.
+    // extend_vocab, every token of the template. A byte-level BPE covers every byte.
     let extra = match (level_kind, cfg.canary.extend_vocab) {
+        (TokenizerKind::Bpe, _) => Vec::new(),
         (_, true) => template_tokens(&template, level_kind, true),
         (TokenizerKind::Word, false) => template_tokens(&template, level_kind, false),
-        (TokenizerKind::Char | TokenizerKind::Bpe, false) => Vec::new(),
+        (TokenizerKind::Char, false) => Vec::new(),
     };
     let tok = data.tokenizer(&corpus, &extra)?;
-    let tpl = tokenize_template(
-        &template,
-        &tok,
-        "; set canary.extend_vocab to add the canary's characters to the vocabulary",
-    )?;
-    let sep = separator(&tok)?;
+    let sep = insertion_separator(&tok)?;
+    // Under BPE a canary is not one token per symbol (digit runs merge): every candidate is
+    // rendered and tokenized whole, read after the newline that starts its line.
+    let tpl = if level_kind == TokenizerKind::Bpe {
+        let rc = render_candidates(&template, &tok, &[sep], u128::from(cfg.exposure.exact_limit))
+            .map_err(|e| match e {
+                memaudit_audit::AuditError::SpaceAboveLimit { size, limit } => {
+                    ExperimentError::Invalid {
+                        field: "exposure.exact_limit".into(),
+                        value: limit.to_string(),
+                        reason: format!(
+                            "a byte-level BPE run renders, tokenizes and holds every candidate, and the canary has {size}; raise the limit or use a smaller slot space"
+                        ),
+                    }
+                }
+                e => ExperimentError::Invalid {
+                    field: "canary.template".into(),
+                    value: format!("{:?}", template.source()),
+                    reason: e.to_string(),
+                },
+            })?;
+        CanaryTokens::Rendered(rc)
+    } else {
+        CanaryTokens::Trie(tokenize_template(
+            &template,
+            &tok,
+            "; set canary.extend_vocab to add the canary's characters to the vocabulary",
+        )?)
+    };
     let seed = cfg.run.seed();
     let mut effective = cfg.clone();
     effective.run.seed = Some(seed);
@@ -175,8 +209,10 @@ pub fn run_with(
     let reps = || format!("{:?}", cfg.canary.repetitions);
 
     // Canaries, held-out canaries, insertion.
-    let mut manifest = generate_canaries(
-        &tpl,
+    let mut manifest = generate_canaries_with(
+        tpl.template(),
+        tpl.context(),
+        &|i| tpl.canary_tokens(i),
         &cfg.canary.repetitions,
         cfg.canary.canaries,
         &[sep],
@@ -231,6 +267,9 @@ pub fn run_with(
         .collect();
     let stream = insert_canaries(&stream, &bounds, w, &mut manifest, derive_seed(cseed, 1))
         .map_err(|e| setting("canary.repetitions", reps(), &e))?;
+    if level_kind == TokenizerKind::Bpe {
+        check_bpe_insertions(&tok, &stream, &manifest, sep)?;
+    }
     let train = TokenWindowDataset::new(stream, w)?;
     let n = train.len();
     let covered = n * w + 1;
@@ -318,6 +357,18 @@ pub fn run_with(
     )?;
     let spe = steps_per_epoch(train_cfg.sampling, n, train_cfg.batch_size);
     let exact_final = cfg.exposure.exact_for(set.tpl.space().size())?;
+    if let (Some(cost), Some(s)) = (rendered_extraction_cost(&set), cfg.extraction.settings()?)
+        && cost > s.budget
+    {
+        return invalid(
+            "extraction.extract_budget",
+            s.budget,
+            format!(
+                "a byte-level BPE run's extraction scores every candidate rendered whole: {cost} LM rows for the {} candidates; raise the budget to at least {cost}, or set it to 0 to skip extraction",
+                set.tpl.space().size()
+            ),
+        );
+    }
     let exact_track =
         exact_final && set.tpl.space().size() <= u128::from(cfg.tracking.track_exact_limit);
     let extract_settings = cfg.extraction.settings()?;
@@ -451,10 +502,12 @@ pub fn run_with(
     // The final audit.
     observer.note(&format!(
         "measuring exposure{} of {} canaries{}",
-        if exact_final {
-            " (exact, trie walk over R)"
-        } else {
-            ""
+        match (exact_final, &set.tpl) {
+            (false, _) => "",
+            (true, CanaryTokens::Trie(_)) => " (exact, trie walk over R)",
+            (true, CanaryTokens::Rendered(_)) => {
+                " (exact, every candidate of R rendered, tokenized whole and scored)"
+            }
         },
         set.manifest.canaries.len(),
         if extract_settings.is_some() {
@@ -484,6 +537,7 @@ pub fn run_with(
         skew_normal: skew_normal_record(&a.m.fit, a.m.fit_converged),
         by_repetitions: &summary,
         canaries: &canaries,
+        tokenization: set.tpl.rendered().map(crate::rendered::describe),
         exact_walk: a.m.walk,
         measure_seconds: a.m.seconds,
         extract_seconds: a.extract_seconds,
@@ -537,6 +591,7 @@ pub fn run_with(
         report: rd.file("report.html").display().to_string(),
         by_repetitions: summary,
         black_box_audit,
+        tokenization: set.tpl.rendered().map(crate::rendered::describe),
         detail: SecretSharerDetail {
             exact: exact_final,
             steps_per_epoch: spe,
@@ -693,4 +748,218 @@ fn restore_exposure_log(csv_path: &Path, trainer: &Trainer) -> Result<ExposureLo
     }
     write_exposure_csv(&log, csv_path)?;
     Ok(log)
+}
+
+/// Every insertion of a byte-level BPE run keeps the canary's own tokens. The canaries were
+/// spliced into the token stream at line starts (after a newline token) as `canary tokens ++
+/// newline`; that is the training text with `canary + "\n"` inserted as text exactly when the
+/// tokenizer cuts that text into the same tokens. Checked two ways: each insertion with
+/// [`check_insertion_named`] between its neighbouring lines (the error names the canary, the side
+/// that merged and the tokens), then the whole stream re-tokenized from its text (merges that
+/// reach further than a line).
+fn check_bpe_insertions(
+    tok: &Tokenizer,
+    stream: &[u32],
+    manifest: &CanaryManifest,
+    sep: u32,
+) -> Result<()> {
+    let encode = |t: &str| tok.encode(t).map_err(|e| e.to_string());
+    let name = |t: u32| {
+        tok.token(t)
+            .map_or_else(|| t.to_string(), |s| format!("{s:?}"))
+    };
+    let text = |ids: &[u32]| -> Result<String> { Ok(tok.decode(ids)?) };
+    let term = manifest.terminator_tokens.len();
+    for c in &manifest.canaries {
+        for &p in &c.positions {
+            // The line before (back to the previous newline token, exclusive) and the line after
+            // the canary's own newline (to the next newline token, inclusive).
+            let start = stream[..p.saturating_sub(1)]
+                .iter()
+                .rposition(|&t| t == sep)
+                .map_or(0, |i| i + 1);
+            let end_canary = p + c.token_ids.len();
+            let after_from = end_canary + term;
+            let end = stream[after_from.min(stream.len())..]
+                .iter()
+                .position(|&t| t == sep)
+                .map_or(stream.len(), |i| after_from + i + 1);
+            let before = text(&stream[start..p])?;
+            let after = text(&stream[end_canary..end])?;
+            check_insertion_named(&encode, &name, &before, &c.text, &after).map_err(|e| {
+                ExperimentError::Invalid {
+                    field: "canary.template".into(),
+                    value: format!("{:?}", manifest.template),
+                    reason: format!("canary {} inserted at a line start: {e}", c.id),
+                }
+            })?;
+        }
+    }
+    let again = tok.encode(&text(stream)?)?;
+    if again.as_slice() != stream {
+        let d = again
+            .iter()
+            .zip(stream)
+            .position(|(a, b)| a != b)
+            .unwrap_or(again.len().min(stream.len()));
+        let near = manifest
+            .canaries
+            .iter()
+            .flat_map(|c| c.positions.iter().map(move |&p| (p, c)))
+            .min_by_key(|&(p, _)| p.abs_diff(d))
+            .map_or(String::new(), |(p, c)| {
+                format!(" (the nearest insertion: canary {} at token {p})", c.id)
+            });
+        return Err(ExperimentError::Invalid {
+            field: "canary.template".into(),
+            value: format!("{:?}", manifest.template),
+            reason: format!(
+                "the training text with the canaries inserted tokenizes differently from the stream trained on, first at token {d}{near}: {} here vs {} re-tokenized; put a separator around the canary",
+                name(stream.get(d).copied().unwrap_or(u32::MAX)),
+                name(again.get(d).copied().unwrap_or(u32::MAX)),
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use memaudit_audit::RenderedCandidates;
+
+    use super::*;
+
+    fn fixture_json() -> serde_json::Value {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../memaudit-data/tests/data/bpe_digits/tokenizer.json");
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    }
+
+    /// The digit-merging fixture BPE (scripts/make_bpe_fixture.py).
+    fn fixture() -> Tokenizer {
+        Tokenizer::bpe_from_json(&fixture_json().to_string()).unwrap()
+    }
+
+    /// The fixture plus GPT-2's merge of two newlines into one token ("ĊĊ", id 628 in GPT-2).
+    fn with_double_newline() -> Tokenizer {
+        let mut v = fixture_json();
+        let n = v["model"]["vocab"].as_object().unwrap().len();
+        v["model"]["vocab"]["ĊĊ"] = json!(n);
+        v["model"]["merges"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(["Ċ", "Ċ"]));
+        Tokenizer::bpe_from_json(&v.to_string()).unwrap()
+    }
+
+    const CORPUS: &str = "Call me Ishmael. Some years ago, never mind how long precisely,\n\
+        having little or no money in my purse, and 1851 things on shore,\n\
+        I thought I would sail about a little and see the watery part of the world.\n\
+        It is a way I have of driving off the spleen, 42 times a day.\n\n\
+        Whenever I find myself growing grim about the mouth;\n";
+
+    /// Canaries of `template` inserted into the corpus as the run inserts them (line starts,
+    /// after the newline token, each followed by one).
+    fn spliced(
+        tok: &Tokenizer,
+        template: &str,
+    ) -> (Vec<u32>, CanaryManifest, u32, RenderedCandidates) {
+        let sep = insertion_separator(tok).unwrap();
+        let tpl = parse_template(template).unwrap();
+        let rc = render_candidates(&tpl, tok, &[sep], 1_000_000).unwrap();
+        let mut m = generate_canaries_with(
+            rc.template(),
+            rc.context(),
+            &|i| rc.canary_tokens(i),
+            &[1, 2],
+            2,
+            &[sep],
+            7,
+        )
+        .unwrap();
+        let stream = tok.encode(&CORPUS.repeat(8)).unwrap();
+        let bounds: Vec<usize> = stream
+            .iter()
+            .enumerate()
+            .filter(|&(_, &t)| t == sep)
+            .map(|(i, _)| i + 1)
+            .collect();
+        let out = insert_canaries(&stream, &bounds, 48, &mut m, 3).unwrap();
+        (out, m, sep, rc)
+    }
+
+    #[test]
+    fn bpe_canaries_spliced_at_line_starts_are_the_text_inserted_as_text() {
+        let tok = fixture();
+        assert_eq!(tok.token(insertion_separator(&tok).unwrap()), Some("Ċ"));
+        let (stream, m, sep, rc) = spliced(&tok, "my pin is {digits:4}");
+        // Digit runs merge: token counts depend on the secret.
+        let (lo, hi) = rc.scored_lengths();
+        assert!(lo < hi, "{lo} {hi}");
+        check_bpe_insertions(&tok, &stream, &m, sep).unwrap();
+        // What the check guarantees: the spliced stream is exactly how the tokenizer cuts the
+        // training text with every canary (and its newline) inserted as text.
+        assert_eq!(tok.encode(&tok.decode(&stream).unwrap()).unwrap(), stream);
+        let mut inserted = 0;
+        for c in &m.canaries {
+            assert_eq!(c.token_ids, tok.encode(&c.text).unwrap());
+            for &p in &c.positions {
+                let end = p + c.token_ids.len();
+                assert_eq!(stream[p - 1], sep, "read after a newline, as it is scored");
+                assert_eq!(&stream[p..end], c.token_ids.as_slice());
+                assert_eq!(stream[end], sep);
+                inserted += 1;
+            }
+        }
+        assert_eq!(inserted, 2 * (1 + 2));
+    }
+
+    #[test]
+    fn a_canary_that_merges_with_the_line_after_it_is_refused_naming_it() {
+        // GPT-2 merges two newlines: a template that ends in one joins the newline after the
+        // insertion, so in place the model would read "ĊĊ" where alone it reads "Ċ".
+        let tok = with_double_newline();
+        let (stream, m, sep, _) = spliced(&tok, "my pin is {digits:2}\n");
+        let err = check_bpe_insertions(&tok, &stream, &m, sep)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("canary r1-")
+                && err.contains("inserted at a line start")
+                && err.contains("end merges with the text after it")
+                && err.contains("\"ĊĊ\"")
+                && !err.contains('\n'),
+            "{err}"
+        );
+        // Without that merge the same template keeps its tokens.
+        let tok = fixture();
+        let (stream, m, sep, _) = spliced(&tok, "my pin is {digits:2}\n");
+        check_bpe_insertions(&tok, &stream, &m, sep).unwrap();
+    }
+
+    #[test]
+    fn the_whole_stream_check_catches_what_a_line_check_would_miss() {
+        // A stream spliced inside a digit run: its text re-tokenizes differently (" 9" + "07"
+        // reads " 90", "7"), and the error names the nearest canary.
+        let tok = fixture();
+        let (mut stream, m, sep, _) = spliced(&tok, "my pin is {digits:4}");
+        let tail = tok.encode(" 907").unwrap();
+        let split: Vec<u32> = tok
+            .encode(" 9")
+            .unwrap()
+            .into_iter()
+            .chain(tok.encode("07").unwrap())
+            .collect();
+        assert_ne!(split, tail);
+        stream.extend_from_slice(&split);
+        let err = check_bpe_insertions(&tok, &stream, &m, sep)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tokenizes differently") && err.contains("nearest insertion"),
+            "{err}"
+        );
+    }
 }

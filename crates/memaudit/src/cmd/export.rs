@@ -106,7 +106,13 @@ fn vocab(run: &Path, tok: &Tokenizer) -> Result<ExportVocab> {
     let has_manifest = run.join(MANIFEST_FILE).is_file();
     let (context, template) = if has_manifest {
         let set = CanarySet::load(run, None, tok)?;
-        let t = &set.tpl;
+        // A byte-level BPE run's canaries are not one token per symbol: no scored positions.
+        let Some(t) = set.tpl.trie() else {
+            return Err(user(format!(
+                "--run {}: a byte-level BPE run's canaries are scored rendered whole; its vocab.json cannot describe them as scored positions",
+                run.display()
+            )));
+        };
         (
             t.context().to_vec(),
             Some(ScoredTemplate {

@@ -114,7 +114,10 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         ));
     }
     let started = std::time::Instant::now();
-    let scorer = Scorer::new(lm.as_ref(), &set.tpl, opts).map_err(|e| user(e.to_string()))?;
+    let tpl = set.tpl.trie().ok_or_else(|| {
+        user("shards split the trie walk; a byte-level BPE run's exact exposure is one scoring of every candidate rendered whole: run `memaudit exposure` without the shard flags")
+    })?;
+    let scorer = Scorer::new(lm.as_ref(), tpl, opts).map_err(|e| user(e.to_string()))?;
     let secrets = set.secrets();
     let walk = scorer
         .exact_ranks_shard(

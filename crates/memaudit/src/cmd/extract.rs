@@ -62,7 +62,15 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     // A byte-level BPE run: every candidate rendered and scored whole (docs/transformers.md).
     // Only the tokenizer is read to tell (a run's checkpoint can be large).
     let tokenizer = args.run.join("tokenizer.json");
+    // A BPE secret-sharer run (a canary manifest) goes through the library's search, which
+    // scores its candidates rendered whole too and marks the inserted canaries.
+    let manifest = args.manifest.is_some()
+        || args
+            .run
+            .join(memaudit_experiments::secret_sharer::MANIFEST_FILE)
+            .is_file();
     let bpe = args.config.config.is_none()
+        && !manifest
         && memaudit_data::Tokenizer::load(&tokenizer)
             .is_ok_and(|t| t.kind() == memaudit_data::TokenizerKind::Bpe);
     if bpe {

@@ -33,6 +33,11 @@ pub struct Args {
     /// corpus such as `ptb`.
     #[arg(long, value_name = "PATH|embedded", conflicts_with = "data")]
     pub corpus: Option<String>,
+    /// Train in the tokens of this byte-level BPE (a Hugging Face tokenizer.json such as
+    /// GPT-2's, or a folder with one): sets --level bpe. Canaries are tokenized whole and
+    /// inserted at line starts, where they keep their own tokens (docs/secret-sharer.md).
+    #[arg(long, value_name = "PATH/tokenizer.json")]
+    pub tokenizer: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
@@ -226,6 +231,7 @@ impl Args {
         if let Some(c) = &self.corpus {
             data.data = c.clone();
         }
+        data.tokenizer.clone_from(&self.tokenizer);
         SecretSharerConfig {
             data,
             canary: self.canary.settings(),
@@ -268,10 +274,16 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     // `--corpus` is the config's `data.data` (the merge of flags over --config knows `--data`
     // by its field name): given with --config, it overrides the file too.
     // Applied before validation and `--print-config`, so the printed config shows it.
-    let corpus_given = experiment::explicit_flags().iter().any(|f| f == "corpus");
+    let explicit = experiment::explicit_flags();
+    let corpus_given = explicit.iter().any(|f| f == "corpus");
+    // `--tokenizer` means level bpe unless --level says otherwise (validation then names both).
+    let tokenizer_given = args.tokenizer.is_some() && !explicit.iter().any(|f| f == "level");
     let resolved = experiment::resolve_with(&args.config, args.settings(), ctx, |c| {
         if let (true, Some(corpus)) = (corpus_given, &args.corpus) {
             c.data.data = corpus.clone();
+        }
+        if tokenizer_given {
+            c.data.level = "bpe".into();
         }
         Ok(())
     })?;
@@ -466,7 +478,9 @@ pub fn report_sections(
         "Exposure = log2|R| - log2 rank, in bits (|R| = {}, log2|R| = {:.2}). Chance (never inserted) is 1/ln 2 = 1.44 bits on average. {} Interpolation: TF Privacy's estimate over {} references (at most log2 {} = {:.1} bits). Extrapolation: the skew-normal fitted to the references' log-perplexities.{}",
         set.tpl.space().size(),
         set.tpl.space().log2_size(),
-        if exact {
+        if exact && set.tpl.rendered().is_some() {
+            "Exact: the rank over all of R (byte-level BPE: every candidate rendered, tokenized whole and scored)."
+        } else if exact {
             "Exact: the rank over all of R (trie walk)."
         } else {
             "Exact ranks were not computed (|R| above the exact limit)."
@@ -634,7 +648,12 @@ pub fn report_sections(
             "{label}extraction: the search's most likely candidates"
         ));
         html.para(&format!(
-            "Best-first (Dijkstra) search over the slots: {} expansions in {} batched LM calls, stopped: {:?}{}.",
+            "{}: {} expansions in {} batched LM calls, stopped: {:?}{}.",
+            if set.tpl.rendered().is_some() {
+                "Every candidate rendered, tokenized whole and scored (byte-level BPE), the best first"
+            } else {
+                "Best-first (Dijkstra) search over the slots"
+            },
             search.expansions,
             search.lm_calls,
             search.stop,
