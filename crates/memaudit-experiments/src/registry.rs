@@ -75,7 +75,11 @@ pub const EXPERIMENTS: &[Experiment] = &[
         paths = ["run.out", "data.data_dir"]
     ),
     experiment!(crate::eval::EvalConfig, crate::eval::run, paths = ["run"]),
-    experiment!(crate::sample::SampleConfig, crate::sample::run, paths = ["run"]),
+    experiment!(
+        crate::sample::SampleConfig,
+        crate::sample::run,
+        paths = ["run"]
+    ),
     experiment!(
         crate::exposure::ExposureConfig,
         crate::exposure::run,
@@ -514,12 +518,25 @@ mod tests {
         assert_eq!(a, b, "the same seed draws the same text");
         let samples = a["samples"].as_array().unwrap();
         assert_eq!(samples.len(), 2, "{a}");
-        assert!(samples.iter().all(|s| s.as_str().unwrap().starts_with("the ")), "{a}");
-        let e = run_named("sample", json!({"run": out, "prefix": "\u{2603}"}), &mut NullObserver)
-            .unwrap_err();
+        assert!(
+            samples
+                .iter()
+                .all(|s| s.as_str().unwrap().starts_with("the ")),
+            "{a}"
+        );
+        let e = run_named(
+            "sample",
+            json!({"run": out, "prefix": "\u{2603}"}),
+            &mut NullObserver,
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("prefix: "), "{e}");
-        let e = run_named("sample", json!({"run": out, "temperature": -1.0}), &mut NullObserver)
-            .unwrap_err();
+        let e = run_named(
+            "sample",
+            json!({"run": out, "temperature": -1.0}),
+            &mut NullObserver,
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("temperature -1: "), "{e}");
     }
 

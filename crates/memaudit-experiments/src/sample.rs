@@ -170,7 +170,7 @@ fn check_sample_memory(length: usize, count: usize) -> Result<()> {
         invalid(
             "length",
             length,
-            format!("{e}; ask for fewer tokens (length, count)"),
+            format!("{e}; ask for fewer or shorter samples"),
         )
     })
 }
