@@ -204,3 +204,57 @@ pub fn run(cfg: &SampleConfig, _observer: &mut dyn Observer) -> Result<SampleRes
         samples,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temperature_zero_takes_the_most_likely_token_and_impossible_tokens_are_never_drawn() {
+        let lp = [-3.0f32, -0.2, f32::NEG_INFINITY, -1.7];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        assert_eq!(draw(&lp, 0.0, &mut rng), 1);
+        // exp(-inf) is 0: token 2 has no weight at any temperature.
+        for t in [0.5, 1.0, 4.0] {
+            for _ in 0..500 {
+                assert_ne!(draw(&lp, t, &mut rng), 2, "temperature {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_config_refuses_settings_out_of_range_naming_them() {
+        let ok = SampleConfig {
+            run: "r".into(),
+            ..SampleConfig::default()
+        };
+        assert!(ok.validate().is_ok());
+        for (cfg, starts) in [
+            (
+                SampleConfig {
+                    temperature: f64::NAN,
+                    ..ok.clone()
+                },
+                "temperature NaN: ",
+            ),
+            (
+                SampleConfig {
+                    length: 0,
+                    ..ok.clone()
+                },
+                "length 0: ",
+            ),
+            (
+                SampleConfig {
+                    count: 0,
+                    ..ok.clone()
+                },
+                "count 0: ",
+            ),
+            (SampleConfig::default(), "run \"\": "),
+        ] {
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.starts_with(starts), "{e}");
+        }
+    }
+}
