@@ -29,7 +29,8 @@
 //! ([`audit_canaries`]), the named datasets ([`datasets`]), the exposure and extraction of a
 //! saved run ([`exposure`], [`extract`], [`saved_run`]), the DP sweep ([`dp_sweep`]) and the
 //! audit pipeline ([`pipeline`]), the malicious-training attacks of `memaudit attack`
-//! ([`attacks`]) and the critical sample ratio of a saved run ([`dynamics::csr`]).
+//! ([`attacks`]) and the critical sample ratio of a saved run ([`dynamics::csr`]), and the
+//! evaluation of and samples from a saved run ([`eval`], [`sample`]).
 //!
 //! [`registry`] names them all ([`registry::run_named`]: a config as JSON in, the result as
 //! the CLI's `--json` out), for front ends that hold configs as data (the Python package).
@@ -99,6 +100,7 @@ pub mod datasets;
 pub mod dp_sweep;
 pub mod dynamics;
 pub mod error;
+pub mod eval;
 pub mod exposure;
 pub mod extract;
 pub mod lower_bound;
@@ -111,6 +113,7 @@ pub mod registry;
 pub mod rendered;
 pub mod report;
 pub mod rundir;
+pub mod sample;
 pub mod sanity;
 pub mod saved_run;
 pub mod secret_sharer;

@@ -74,6 +74,12 @@ pub const EXPERIMENTS: &[Experiment] = &[
         crate::secret_sharer::run,
         paths = ["run.out", "data.data_dir"]
     ),
+    experiment!(crate::eval::EvalConfig, crate::eval::run, paths = ["run"]),
+    experiment!(
+        crate::sample::SampleConfig,
+        crate::sample::run,
+        paths = ["run"]
+    ),
     experiment!(
         crate::exposure::ExposureConfig,
         crate::exposure::run,
@@ -343,6 +349,8 @@ mod tests {
         for name in [
             "train",
             "secret-sharer",
+            "eval",
+            "sample",
             "exposure",
             "extract",
             "dp-sweep",
@@ -362,7 +370,7 @@ mod tests {
         ] {
             assert_eq!(all.iter().filter(|&&n| n == name).count(), 1, "{name}");
         }
-        assert_eq!(all.len(), 18, "{all:?}");
+        assert_eq!(all.len(), 20, "{all:?}");
         let e = run_named("trian", json!({}), &mut NullObserver).unwrap_err();
         let s = e.to_string();
         assert!(
@@ -467,6 +475,69 @@ mod tests {
             "{:?}",
             rec.progress
         );
+    }
+
+    /// `eval` and `sample` of a saved run by name: a one-epoch character LSTM on the embedded
+    /// corpus, then its metrics and two seeded samples, each the typed result as JSON.
+    #[test]
+    fn eval_and_sample_run_by_name_on_a_saved_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("lm");
+        let train = json!({
+            "data": {"data": "embedded", "max_train": 64, "seq_len": 16},
+            "model": {"embed": 8, "rnn_hidden": 16},
+            "run": {"epochs": 1, "batch_size": 32, "seed": 1, "out": out},
+        });
+        run_named("train", train, &mut NullObserver).unwrap();
+
+        let got = run_named("eval", json!({"run": out}), &mut NullObserver).unwrap();
+        let direct = crate::eval::run(
+            &crate::eval::EvalConfig {
+                run: out.clone(),
+                train_split: false,
+            },
+            &mut NullObserver,
+        )
+        .unwrap();
+        assert_eq!(got, serde_json::to_value(&direct).unwrap());
+        assert_eq!(got["split"], "valid", "{got}");
+        // A language model: perplexity is exp(loss) (same f64 computation, so exact).
+        let loss = got["loss"].as_f64().unwrap();
+        assert_eq!(got["perplexity"].as_f64().unwrap(), loss.exp(), "{got}");
+        let train_split = run_named(
+            "eval",
+            json!({"run": out, "train_split": true}),
+            &mut NullObserver,
+        )
+        .unwrap();
+        assert_eq!(train_split["split"], "train", "{train_split}");
+
+        let config = json!({"run": out, "prefix": "the ", "length": 12, "seed": 5, "count": 2});
+        let a = run_named("sample", config.clone(), &mut NullObserver).unwrap();
+        let b = run_named("sample", config, &mut NullObserver).unwrap();
+        assert_eq!(a, b, "the same seed draws the same text");
+        let samples = a["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 2, "{a}");
+        assert!(
+            samples
+                .iter()
+                .all(|s| s.as_str().unwrap().starts_with("the ")),
+            "{a}"
+        );
+        let e = run_named(
+            "sample",
+            json!({"run": out, "prefix": "\u{2603}"}),
+            &mut NullObserver,
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("prefix: "), "{e}");
+        let e = run_named(
+            "sample",
+            json!({"run": out, "temperature": -1.0}),
+            &mut NullObserver,
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("temperature -1: "), "{e}");
     }
 
     /// A 3-epoch MLP on 200 digits (4 steps an epoch): stopped in epoch 2, then resumed.

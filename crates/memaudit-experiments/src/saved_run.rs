@@ -136,3 +136,22 @@ pub fn load_lm(dir: &Path) -> Result<(SavedRun, Box<dyn IncrementalLm>, Tokenize
         })?;
     Ok((saved, lm, tok))
 }
+
+/// Write `params` (weights of `state.model`, from outside the trainer: an imported model) as a
+/// checkpoint under `checkpoints`, with the engine's atomic `checkpoint::save`. The model is
+/// built here for its parameter layout, which the checkpoint records and `load_run` checks.
+pub fn save_checkpoint(
+    checkpoints: &Path,
+    params: &[f32],
+    optimizer: &memaudit_engine::optim::OptimizerState,
+    state: &checkpoint::CheckpointState,
+) -> Result<std::path::PathBuf> {
+    let model = state.model.build()?;
+    Ok(checkpoint::save(
+        checkpoints,
+        model.param_specs(),
+        params,
+        optimizer,
+        state,
+    )?)
+}

@@ -2,7 +2,8 @@
 //! written by PyTorch with the same names) as a new run folder that `eval`, `sample`, `exposure`
 //! and `extract` read. Reading is strict (`memaudit_engine::pytorch::import`: every tensor with
 //! its exact name, shape and dtype, none missing or extra, the probe's logits reproduced); the
-//! run's checkpoint is written by the engine's own atomic `checkpoint::save`.
+//! run's checkpoint is written by `memaudit_experiments::saved_run::save_checkpoint` (the
+//! engine's atomic `checkpoint::save`).
 //!
 //! `memaudit import --from-hf DIR --out RUN`: a Hugging Face GPT-2 folder (`config.json`,
 //! `model.safetensors` in `GPT2LMHeadModel` layout, `tokenizer.json` or `vocab.json` +
@@ -14,11 +15,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use memaudit_data::Tokenizer;
 use memaudit_engine::ModelConfig;
-use memaudit_engine::checkpoint::{self, CHECKPOINT_FORMAT, CheckpointState};
+use memaudit_engine::checkpoint::{CHECKPOINT_FORMAT, CheckpointState};
 use memaudit_engine::optim::{OptimizerConfig, OptimizerState};
 use memaudit_engine::pytorch::{self, ExportVocab, Imported};
 use memaudit_engine::sampler::SamplingMode;
 use memaudit_engine::train::TrainConfig;
+use memaudit_experiments::saved_run::save_checkpoint;
 use serde_json::{Value, json};
 
 use super::secret_sharer::{CanarySet, MANIFEST_FILE, REFERENCES_FILE};
@@ -207,7 +209,6 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         .get("epoch")
         .and_then(Value::as_u64)
         .unwrap_or(0);
-    let model = imp.config.build()?;
     let optimizer = imp
         .optimizer
         .as_ref()
@@ -220,14 +221,8 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
         optimizer_buffers: Vec::new(),
         trainer: json!({ "imported_from": from.display().to_string() }),
     };
-    checkpoint::save(
-        &rd.checkpoints(),
-        model.param_specs(),
-        &imp.params,
-        &optimizer,
-        &state,
-    )
-    .map_err(|e| user(e.to_string()))?;
+    save_checkpoint(&rd.checkpoints(), &imp.params, &optimizer, &state)
+        .map_err(|e| user(e.to_string()))?;
     let family = pytorch::family(&imp.config);
     let probe = imp.probe.as_ref().map(|p| {
         json!({
@@ -331,7 +326,6 @@ fn run_hf(args: &Args, dir: &std::path::Path) -> Result<Report> {
     )?;
     tok.save(&rd.file("tokenizer.json"))
         .context("saving the tokenizer")?;
-    let model = imp.config.build()?;
     let state = CheckpointState {
         format: CHECKPOINT_FORMAT,
         model: imp.config.clone(),
@@ -340,9 +334,8 @@ fn run_hf(args: &Args, dir: &std::path::Path) -> Result<Report> {
         optimizer_buffers: Vec::new(),
         trainer: json!({ "imported_from": dir.display().to_string() }),
     };
-    checkpoint::save(
+    save_checkpoint(
         &rd.checkpoints(),
-        model.param_specs(),
         &imp.params,
         &OptimizerState::default(),
         &state,

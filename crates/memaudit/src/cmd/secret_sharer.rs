@@ -15,8 +15,8 @@ use memaudit_experiments::secret_sharer::{
 };
 pub use memaudit_experiments::secret_sharer::{
     Audit, CHANCE_EXPOSURE, CanarySet, MANIFEST_FILE, REFERENCES_FILE, RepSummary,
-    SecretSharerConfig, SecretSharerResult, VocabTokenizer, parse_template, separator,
-    tokenize_template, walk_options,
+    SecretSharerConfig, SecretSharerResult, parse_template, separator, tokenize_template,
+    walk_options,
 };
 use serde::Serialize;
 

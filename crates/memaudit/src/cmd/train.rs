@@ -67,13 +67,6 @@ impl Args {
     }
 }
 
-pub use memaudit_experiments::train::Prepared;
-
-/// MLPs take flat vectors: view images as such.
-pub fn flatten_for(model: &ModelConfig, prepared: Prepared) -> Prepared {
-    memaudit_experiments::train::flatten_for(model, prepared)
-}
-
 /// The white-box audit in words.
 fn audit_text(a: &memaudit_audit::lower_bound::WhiteBoxAuditResult) -> String {
     let mut t = format!(
