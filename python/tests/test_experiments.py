@@ -105,7 +105,7 @@ def test_audit_pipeline_from_a_toml_path_and_a_rerun_skips_every_stage(tmp_path)
     seen = set()
     first = memaudit.run_experiment(tmp_path / "audit.toml",
                                     progress=lambda stage, done, total: seen.add(stage))
-    assert first["experiment"] == "audit" and first["schema_version"] == 1
+    assert first["experiment"] == "audit" and first["schema_version"] == 2
     assert stage_status(first) == [(s, "ran") for s in STAGES]
     # `out` is relative to the file; results.json is the returned dict (less "experiment").
     out = tmp_path / "audit-out"
