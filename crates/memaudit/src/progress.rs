@@ -46,6 +46,20 @@ impl Progress {
         }
     }
 
+    /// Another unit count (a new stage of a multi-stage run: training steps, then shadow
+    /// models): the length, rate and ETA start over, so they describe the stage in progress.
+    pub fn set_total(&mut self, total: u64) {
+        if total == self.total {
+            return;
+        }
+        self.total = total;
+        self.started = Instant::now();
+        if let Some(b) = &self.bar {
+            b.set_length(total);
+            b.reset_eta();
+        }
+    }
+
     pub fn set(&mut self, pos: u64, note: &str) {
         self.pos = pos;
         if let Some(b) = &self.bar {

@@ -373,6 +373,20 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Empirical TPR at FPR <= `fpr` on a ROC (0 when no point qualifies).
+/// The library's TPR at `fpr` (LiRA's convention: the largest TPR with FPR <= the target), or
+/// NaN where the attack's metrics did not report it: fewer than 10 false positives expected at
+/// that rate (`MetricsConfig::min_expected_false_positives`), where a handful of non-member
+/// scores would set the threshold (issue 16's rule, kept in the pipeline's summary too).
+fn reported_tpr(metrics: &memaudit_audit::mia::MembershipMetrics, fpr: f64) -> f64 {
+    metrics
+        .tpr_at_fpr
+        .iter()
+        .find(|t| (t.target_fpr - fpr).abs() < 1e-12)
+        .and_then(|t| t.tpr)
+        .unwrap_or(f64::NAN)
+}
+
+#[cfg(test)]
 fn tpr_at(points: &[(f64, f64)], fpr: f64) -> f64 {
     points
         .iter()
@@ -821,8 +835,9 @@ impl Backend for Libraries {
                 Some(AttackResult {
                     attack: a.attack.name().to_string(),
                     auc: Num(metrics.auc),
-                    tpr_at_0_1_fpr: Num(tpr_at(&points, 1e-3)),
-                    tpr_at_1_fpr: Num(tpr_at(&points, 1e-2)),
+                    tpr_at_0_1_fpr: Num(reported_tpr(metrics, 1e-3)),
+                    tpr_at_1_fpr: Num(reported_tpr(metrics, 1e-2)),
+                    non_members: Some(roc.non_members),
                     roc: thinned,
                 })
             })

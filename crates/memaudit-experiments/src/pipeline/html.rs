@@ -299,8 +299,8 @@ pub fn render(r: &AuditResults) -> Report {
                     v.name.clone(),
                     a.attack.clone(),
                     format!("{:.3}", a.auc.0),
-                    format!("{:.4}", a.tpr_at_0_1_fpr.0),
-                    format!("{:.4}", a.tpr_at_1_fpr.0),
+                    reportable(a.tpr_at_0_1_fpr.0),
+                    reportable(a.tpr_at_1_fpr.0),
                     m.shadow_models.to_string(),
                 ]
             })
@@ -421,4 +421,13 @@ pub fn render(r: &AuditResults) -> Report {
     h.heading("Configuration");
     h.pre(&crate::config::to_toml(&r.config).unwrap_or_default());
     h
+}
+
+/// A TPR cell: "n/a" where too few non-members make the rate unreportable (NaN).
+fn reportable(tpr: f64) -> String {
+    if tpr.is_finite() {
+        format!("{tpr:.4}")
+    } else {
+        "n/a".into()
+    }
 }

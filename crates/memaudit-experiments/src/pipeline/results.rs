@@ -199,9 +199,13 @@ pub struct ExtractionResults {
 pub struct AttackResult {
     pub attack: String,
     pub auc: Num,
-    /// TPR at 0.1% and 1% FPR (LiRA's low-FPR metrics).
+    /// TPR at 0.1% and 1% FPR (LiRA's low-FPR metrics); "nan" where fewer than 10 false
+    /// positives are expected at that rate (too few non-members to report it).
     pub tpr_at_0_1_fpr: Num,
     pub tpr_at_1_fpr: Num,
+    /// Non-members the attack was scored on (what decides which FPRs are reportable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non_members: Option<u64>,
     /// The ROC curve, (FPR, TPR) points (thinned to at most a few hundred).
     pub roc: Vec<[Num; 2]>,
 }

@@ -299,6 +299,37 @@ fn side_key<'a, S: Serialize>(cfg: &'a AuditConfig, v: &'a Variant, settings: S)
     }
 }
 
+/// The strongest attack at the lowest FPR the data can report (0.1%, else 1%: a rate needs 10
+/// expected false positives), or its AUC alone when neither is reportable.
+fn mia_summary(attacks: &[super::results::AttackResult]) -> Option<String> {
+    let at = |fpr: &str, get: fn(&super::results::AttackResult) -> f64| {
+        attacks
+            .iter()
+            .filter(|a| get(a).is_finite())
+            .max_by(|a, b| get(a).total_cmp(&get(b)))
+            .map(|best| {
+                format!(
+                    "{} finds members at {} TPR at {fpr} FPR (AUC {:.2})",
+                    best.attack,
+                    pct(get(best)),
+                    best.auc.0
+                )
+            })
+    };
+    at("0.1%", |a| a.tpr_at_0_1_fpr.0)
+        .or_else(|| at("1%", |a| a.tpr_at_1_fpr.0))
+        .or_else(|| {
+            let best = attacks.iter().max_by(|a, b| a.auc.0.total_cmp(&b.auc.0))?;
+            let n = best
+                .non_members
+                .map_or(String::new(), |n| format!(" ({n})"));
+            Some(format!(
+                "{} reaches AUC {:.2}; too few non-members{n} to report a TPR at 1% FPR",
+                best.attack, best.auc.0
+            ))
+        })
+}
+
 fn pct(x: f64) -> String {
     if x >= 0.1 {
         format!("{:.0}%", 100.0 * x)
@@ -345,18 +376,8 @@ pub fn summary_line(v: &VariantResults) -> String {
             c.exposure.0, e.max_exposure, c.repetitions
         ));
     }
-    if let Some(m) = &v.mia
-        && let Some(best) = m
-            .attacks
-            .iter()
-            .max_by(|a, b| a.tpr_at_0_1_fpr.0.total_cmp(&b.tpr_at_0_1_fpr.0))
-    {
-        parts.push(format!(
-            "{} finds members at {} TPR at 0.1% FPR (AUC {:.2})",
-            best.attack,
-            pct(best.tpr_at_0_1_fpr.0),
-            best.auc.0
-        ));
+    if let Some(m) = &v.mia {
+        parts.extend(mia_summary(&m.attacks));
     }
     let claimed = v.privacy.claimed_epsilon.0;
     if !v.lower_bounds.is_empty() {
@@ -389,4 +410,48 @@ pub fn summary_line(v: &VariantResults) -> String {
         }
     }
     format!("{name}: {}", parts.join("; "))
+}
+
+#[cfg(test)]
+mod mia_summary_tests {
+    use super::mia_summary;
+    use crate::num::Num;
+    use crate::pipeline::results::AttackResult;
+
+    fn attack(name: &str, auc: f64, at_0_1: f64, at_1: f64) -> AttackResult {
+        AttackResult {
+            attack: name.into(),
+            auc: Num(auc),
+            tpr_at_0_1_fpr: Num(at_0_1),
+            tpr_at_1_fpr: Num(at_1),
+            non_members: Some(674),
+            roc: vec![],
+        }
+    }
+
+    #[test]
+    fn the_summary_names_only_a_rate_the_data_can_report() {
+        // 0.1% reportable: the strongest attack there.
+        let s = mia_summary(&[
+            attack("loss", 0.6, 0.01, 0.05),
+            attack("lira", 0.7, 0.02, 0.04),
+        ]);
+        assert_eq!(
+            s.unwrap(),
+            "lira finds members at 2.0% TPR at 0.1% FPR (AUC 0.70)"
+        );
+        // Only 1% reportable (1,000 to 10,000 non-members).
+        let s = mia_summary(&[attack("loss", 0.6, f64::NAN, 0.05)]);
+        assert_eq!(
+            s.unwrap(),
+            "loss finds members at 5.0% TPR at 1% FPR (AUC 0.60)"
+        );
+        // Neither: the AUC alone, and why.
+        let s = mia_summary(&[attack("loss", 0.52, f64::NAN, f64::NAN)]).unwrap();
+        assert!(
+            s.contains("AUC 0.52") && s.contains("674 non-members"),
+            "{s}"
+        );
+        assert!(!s.contains("TPR at 0.1%"), "{s}");
+    }
 }

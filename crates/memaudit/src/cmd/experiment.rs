@@ -336,9 +336,11 @@ impl<'a> CliObserver<'a> {
 impl Observer for CliObserver<'_> {
     fn progress(&mut self, stage: &str, step: u64, total: u64) {
         let (label, quiet) = (&self.label, self.quiet);
-        self.bar
-            .get_or_insert_with(|| Progress::new(label, total, quiet))
-            .set(step, stage);
+        let bar = self
+            .bar
+            .get_or_insert_with(|| Progress::new(label, total, quiet));
+        bar.set_total(total);
+        bar.set(step, stage);
     }
     fn note(&mut self, text: &str) {
         match &self.bar {
