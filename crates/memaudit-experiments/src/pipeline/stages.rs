@@ -449,7 +449,7 @@ mod mia_summary_tests {
         // Neither: the AUC alone, and why.
         let s = mia_summary(&[attack("loss", 0.52, f64::NAN, f64::NAN)]).unwrap();
         assert!(
-            s.contains("AUC 0.52") && s.contains("674 non-members"),
+            s.contains("AUC 0.52") && s.contains("non-members (674)"),
             "{s}"
         );
         assert!(!s.contains("TPR at 0.1%"), "{s}");
