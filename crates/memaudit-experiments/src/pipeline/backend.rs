@@ -372,7 +372,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Empirical TPR at FPR <= `fpr` on a ROC (0 when no point qualifies).
 /// The library's TPR at `fpr` (LiRA's convention: the largest TPR with FPR <= the target), or
 /// NaN where the attack's metrics did not report it: fewer than 10 false positives expected at
 /// that rate (`MetricsConfig::min_expected_false_positives`), where a handful of non-member
@@ -384,15 +383,6 @@ fn reported_tpr(metrics: &memaudit_audit::mia::MembershipMetrics, fpr: f64) -> f
         .find(|t| (t.target_fpr - fpr).abs() < 1e-12)
         .and_then(|t| t.tpr)
         .unwrap_or(f64::NAN)
-}
-
-#[cfg(test)]
-fn tpr_at(points: &[(f64, f64)], fpr: f64) -> f64 {
-    points
-        .iter()
-        .filter(|p| p.0 <= fpr)
-        .map(|p| p.1)
-        .fold(0.0, f64::max)
 }
 
 /// The white-box audit's training run `tc` of variant `v` (its errors' fields renamed by `map`).
@@ -880,18 +870,5 @@ mod tests {
             ExperimentError::Invalid { field, .. } => assert_eq!(field, "audits.mia.batch_size"),
             other => panic!("{other}"),
         }
-    }
-
-    #[test]
-    fn tpr_at_a_low_fpr_is_read_off_the_roc() {
-        let roc = [
-            (0.0, 0.0),
-            (0.0005, 0.1),
-            (0.002, 0.3),
-            (0.01, 0.5),
-            (1.0, 1.0),
-        ];
-        assert_eq!(tpr_at(&roc, 1e-3), 0.1);
-        assert_eq!(tpr_at(&roc, 1e-2), 0.5);
     }
 }
