@@ -81,8 +81,12 @@ pub struct ImageData {
     pub train_images: ImageSet,
 }
 
-const IMAGE_SETS: [&str; 3] = ["digits", "mnist", "fashion-mnist"];
-const TEXT_SETS: [&str; 5] = ["embedded", "moby-dick", "ptb", "shakespeare", "sotu"];
+/// The image datasets (sklearn's 8x8 digits built in; the MNIST sets from the data cache).
+pub const IMAGE_SETS: [&str; 3] = ["digits", "mnist", "fashion-mnist"];
+/// The named text corpora (any other name is read as a path).
+pub const TEXT_SETS: [&str; 5] = ["embedded", "moby-dick", "ptb", "shakespeare", "sotu"];
+/// The text tokenisations of `level`.
+pub const LEVELS: [&str; 3] = ["char", "word", "bpe"];
 
 impl DataSettings {
     pub fn cache(&self) -> DataCache {
@@ -115,6 +119,11 @@ impl DataSettings {
         if self.max_train == Some(0) {
             return invalid("data.max_train", 0, "must be at least 1");
         }
+        // Checked here, not only where text is tokenised, so a misspelt level is refused before
+        // anything loads (and not silently ignored for images and tables).
+        if !LEVELS.contains(&self.level.as_str()) {
+            return invalid("data.level", &self.level, "use char, word or bpe");
+        }
         // Level bpe without a tokenizer file is checked where one is built from the settings
         // (`secret-sharer`): a saved or imported BPE run carries its own tokenizer.
         match (self.level.as_str(), &self.tokenizer) {
@@ -144,30 +153,9 @@ impl DataSettings {
     /// Load an image dataset (train and test), scaled to [0, 1] or standardised (`--standardize`).
     pub fn images(&self) -> Result<ImageData> {
         self.validate()?;
-        let (train, test) = match self.data.as_str() {
-            "digits" => memaudit_data::digits()?.split_train_test(0.25, 0)?,
-            "mnist" => {
-                let c = self.cache();
-                (
-                    c.mnist(Split::Train).map_err(self.missing())?,
-                    c.mnist(Split::Test).map_err(self.missing())?,
-                )
-            }
-            "fashion-mnist" => {
-                let c = self.cache();
-                (
-                    c.fashion_mnist(Split::Train).map_err(self.missing())?,
-                    c.fashion_mnist(Split::Test).map_err(self.missing())?,
-                )
-            }
-            other => {
-                return invalid(
-                    "data.data",
-                    other,
-                    "not an image dataset (use digits, mnist or fashion-mnist)",
-                );
-            }
-        };
+        // The one loader of the image sets (digits: a fixed 75/25 split, seed 0), shared with
+        // the dynamics studies' `ImageSource`.
+        let (train, test) = crate::data::load_pair(&self.data, self.data_dir.as_ref(), "data")?;
         let train = match self.max_train {
             Some(m) if m < train.n => train.subset(&(0..m).collect::<Vec<_>>())?,
             _ => train,

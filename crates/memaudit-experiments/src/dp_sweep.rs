@@ -6,9 +6,10 @@
 
 use std::path::PathBuf;
 
+use memaudit_engine::ledger::steps_per_epoch;
 use memaudit_engine::optim::OptimizerConfig;
 use memaudit_engine::privacy;
-use memaudit_engine::train::{PrivacyConfig, Silent, TrainConfig, Trainer};
+use memaudit_engine::train::{Silent, Trainer};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -19,7 +20,10 @@ use crate::num::Num;
 use crate::observer::{MetricsRow, Observer};
 use crate::optim::OptimSettings;
 use crate::rundir::{Reuse, RunDir};
-use crate::train::{ModelSettings, PrivacySettings, flatten_for, prepare, steps_per_epoch};
+use crate::train::{
+    ModelSettings, PrivacySettings, RunShape, assemble_train_config, flatten_for, prepare,
+    privacy_config_at,
+};
 
 /// A sweep over batch sizes at one epsilon.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -180,9 +184,11 @@ pub fn run(cfg: &DpSweepConfig, observer: &mut dyn Observer) -> Result<DpSweepRe
             resume: false,
         },
     )?;
-    let param_layers: Vec<usize> = (0..model.num_layers())
-        .filter(|&l| !model.param_range(l).is_empty())
-        .collect();
+    // Large logical batches run as chunks of 512 unless the settings say otherwise.
+    let privacy_settings = PrivacySettings {
+        physical_batch: Some(cfg.privacy.physical_batch.unwrap_or(512)),
+        ..cfg.privacy.clone()
+    };
     let mut rows = Vec::new();
     for (k, &b) in cfg.batch_sizes.iter().enumerate() {
         // A safe point: nothing of this batch size is written yet (the sweep starts afresh on
@@ -191,7 +197,7 @@ pub fn run(cfg: &DpSweepConfig, observer: &mut dyn Observer) -> Result<DpSweepRe
             return Err(ExperimentError::cancelled(format!("before batch size {b}")));
         }
         observer.progress("dp-sweep", k as u64, cfg.batch_sizes.len() as u64);
-        let spe = steps_per_epoch(sampling, n, b);
+        let spe = steps_per_epoch(sampling, n as u64, b as u64);
         let steps = spe * cfg.epochs as u64;
         // Calibrated to the guarantee of this sampling (shuffled: no amplification).
         let sigma = privacy::calibrate_planned(
@@ -215,24 +221,21 @@ pub fn run(cfg: &DpSweepConfig, observer: &mut dyn Observer) -> Result<DpSweepRe
             | OptimizerConfig::Adam { lr: l, .. }
             | OptimizerConfig::RmsProp { lr: l, .. } => *l = lr,
         }
-        let train_cfg = TrainConfig {
-            model: model_cfg.clone(),
+        // The library's one assembly of the engine's config, at this batch size's noise and
+        // learning rate (`max_epsilon` is refused by `validate`: every size is calibrated).
+        let train_cfg = assemble_train_config(
+            &privacy_settings,
+            &cfg.optim,
             optimizer,
-            schedule: cfg.optim.schedule("optim", spe, cfg.epochs)?,
-            epochs: cfg.epochs,
-            batch_size: b,
-            physical_batch: Some(cfg.privacy.physical_batch.unwrap_or(512)),
-            sampling,
-            seed,
-            privacy: Some(PrivacyConfig {
-                noise_multiplier: sigma,
-                clipping: cfg.privacy.clip_config(&param_layers, model.num_layers())?,
-                delta: cfg.privacy.delta,
-                accountant,
-                max_epsilon: None,
-            }),
-            seeded_noise: cfg.privacy.seeded_noise,
-        };
+            Some(privacy_config_at(&privacy_settings, &model, sigma)?),
+            &model_cfg,
+            n,
+            RunShape {
+                epochs: cfg.epochs,
+                batch_size: b,
+                seed,
+            },
+        )?;
         observer.note(&format!(
             "batch {b}: noise multiplier {sigma:.4} for epsilon {target} over {steps} steps, lr {lr}"
         ));

@@ -22,9 +22,11 @@
 //! Migrated: membership inference ([`mia`]: score files, or shadow models through the
 //! resumable cache), the lower bounds from IN/OUT score files ([`lower_bound`]), the dynamics
 //! studies `easy-hard`, `sensitivity`, `curves`, `capacity` and `regularizers` ([`dynamics`])
-//! and the sanity checks before private training ([`sanity`]). [`setup`] holds what every
-//! training experiment shares (data, model, optimizer and DP-SGD settings) and builds the
-//! engine's `TrainConfig` from them. The Secret Sharer ([`secret_sharer`]),
+//! and the sanity checks before private training ([`sanity`]). Every training experiment
+//! shares one family of settings: the data ([`datasets::DataSettings`]), the model, DP-SGD and
+//! the run ([`train::ModelSettings`], [`train::PrivacySettings`], [`train::RunSettings`]) and
+//! the optimizer ([`optim::OptimSettings`]), and one builder of the engine's `TrainConfig` from
+//! them ([`train::train_config`]). The Secret Sharer ([`secret_sharer`]),
 //! training into a run folder ([`train`], [`rundir`]) with the black-box audit a run carries
 //! ([`audit_canaries`]), the named datasets ([`datasets`]), the exposure and extraction of a
 //! saved run ([`exposure`], [`extract`], [`saved_run`]), the DP sweep ([`dp_sweep`]) and the
@@ -117,7 +119,6 @@ pub mod sample;
 pub mod sanity;
 pub mod saved_run;
 pub mod secret_sharer;
-pub mod setup;
 pub mod train;
 
 pub use config::ExperimentConfig;

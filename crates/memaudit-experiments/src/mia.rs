@@ -32,12 +32,13 @@ use memaudit_engine::{Model, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ExperimentConfig;
+use crate::datasets::DataSettings;
 use crate::error::{ExperimentError, Result, invalid};
 use crate::num::{Num, opt};
 use crate::observer::Observer;
 use crate::optim::OptimSettings;
-use crate::setup::{
-    self, DataSettings, InputShape, ModelSettings, Prepared, PrivacySettings, RunShape, Sections,
+use crate::train::{
+    self, InputShape, ModelSettings, Prepared, PrivacySettings, RunShape, build_model, flatten_for,
 };
 
 /// A membership-inference experiment (`memaudit mia`).
@@ -187,8 +188,8 @@ impl ExperimentConfig for MiaConfig {
         {
             return invalid("shadows.augment", a, "use shift or none");
         }
-        self.data.validate("data")?;
-        self.privacy.validate("privacy")?;
+        self.data.validate()?;
+        self.privacy.validate()?;
         Ok(())
     }
 }
@@ -517,7 +518,7 @@ impl ShadowJob {
     pub fn prepare(cfg: &MiaConfig, observer: &mut dyn Observer) -> Result<Self> {
         let sh = &cfg.shadows;
         let pairs = sh.pairs.unwrap_or(0);
-        let prepared = cfg.data.prepare("data", None)?;
+        let prepared = train::prepare(&cfg.data)?;
         let lm = matches!(prepared.input, InputShape::Tokens { .. });
         if !lm
             && !matches!(
@@ -531,9 +532,9 @@ impl ShadowJob {
                 "shadow training supports classifier datasets with dense inputs (digits, mnist, fashion-mnist, adult) and language-model text (ptb, embedded, ...); for other models write a score file (docs/mia.md)",
             );
         }
-        let model_cfg = cfg.model.config("model", &prepared.input)?;
-        let prepared = setup::flatten_for(&model_cfg, prepared);
-        let model = setup::build_model("model", &model_cfg)?;
+        let model_cfg = cfg.model.config(&prepared.input)?;
+        let prepared = flatten_for(&model_cfg, prepared);
+        let model = build_model(&model_cfg)?;
         let n = prepared.train.len();
         if n < 2 || sh.batch_size > n / 2 {
             return invalid(
@@ -553,20 +554,17 @@ impl ShadowJob {
                 "a cache folder is needed to train shadow models",
             );
         };
-        let train = setup::train_config(
-            Sections {
-                model: "model",
-                optim: ("optim", &cfg.optim),
-                privacy: ("privacy", &cfg.privacy),
-            },
-            &model,
-            &model_cfg,
-            n / 2,
+        let train = train::train_config(
+            &cfg.privacy,
+            &cfg.optim,
             RunShape {
                 epochs: sh.epochs,
                 batch_size: sh.batch_size,
                 seed: sh.seed,
             },
+            &model,
+            &model_cfg,
+            n / 2,
             observer,
         )?;
         let data_error = |e: audit::MiaError| ExperimentError::Setting {

@@ -49,57 +49,46 @@ pub struct DataArgs {
     pub standardize: bool,
 }
 
-// Two helpers moved the data settings into the library at once with the same fields
-// (`setup::DataSettings` for mia, `datasets::DataSettings` for train and secret-sharer): until
-// they are one type, `settings()` converts into either; the caller's type decides.
-macro_rules! data_settings_from {
-    ($($target:ty),+) => {
-        $(impl From<&DataArgs> for $target {
-            // `..Default::default()`: fields only one of the two has (`tokenizer`, set by
-            // `secret-sharer --tokenizer`) keep their defaults.
-            #[allow(clippy::needless_update)]
-            fn from(a: &DataArgs) -> Self {
-                Self {
-                    data: a.data.clone(),
-                    data_dir: a.data_dir.clone(),
-                    level: a.level.clone(),
-                    seq_len: a.seq_len,
-                    valid_fraction: a.valid_fraction,
-                    max_train: a.max_train,
-                    vocab_size: a.vocab_size,
-                    standardize: a.standardize,
-                    ..Default::default()
-                }
-            }
-        })+
-    };
+impl From<&DataArgs> for DataSettings {
+    // `tokenizer` (set by `secret-sharer --tokenizer`, not a shared flag) keeps its default.
+    fn from(a: &DataArgs) -> Self {
+        Self {
+            data: a.data.clone(),
+            data_dir: a.data_dir.clone(),
+            level: a.level.clone(),
+            seq_len: a.seq_len,
+            valid_fraction: a.valid_fraction,
+            max_train: a.max_train,
+            vocab_size: a.vocab_size,
+            standardize: a.standardize,
+            ..Default::default()
+        }
+    }
 }
 
-data_settings_from!(DataSettings, memaudit_experiments::setup::DataSettings);
-
 impl DataArgs {
-    /// These flags as the experiments layer's data settings (the caller's type decides which).
-    pub fn settings<T: for<'a> From<&'a DataArgs>>(&self) -> T {
-        T::from(self)
+    /// These flags as the experiments layer's data settings.
+    pub fn settings(&self) -> DataSettings {
+        DataSettings::from(self)
     }
 
     pub fn cache(&self) -> DataCache {
-        self.settings::<DataSettings>().cache()
+        self.settings().cache()
     }
 
     pub fn is_image(&self) -> bool {
-        self.settings::<DataSettings>().is_image()
+        self.settings().is_image()
     }
 
     pub fn images(&self) -> Result<ImageData> {
-        Ok(self.settings::<DataSettings>().images()?)
+        Ok(self.settings().images()?)
     }
 
     pub fn imdb(
         &self,
         max_features: usize,
     ) -> Result<(SparseDataset, SparseDataset, memaudit_data::TextVectorizer)> {
-        Ok(self.settings::<DataSettings>().imdb(max_features)?)
+        Ok(self.settings().imdb(max_features)?)
     }
 }
 
@@ -115,6 +104,6 @@ mod tests {
             data: DataArgs,
         }
         let cli = <Cli as clap::Parser>::parse_from(["x"]);
-        assert_eq!(cli.data.settings::<DataSettings>(), DataSettings::default());
+        assert_eq!(cli.data.settings(), DataSettings::default());
     }
 }

@@ -281,7 +281,13 @@ pub(crate) fn train_config(
         );
     }
     crate::train::train_config(
-        &c.privacy, &c.optim, &c.run, &model, model_cfg, n, seed, obs,
+        &c.privacy,
+        &c.optim,
+        c.run.shape(seed),
+        &model,
+        model_cfg,
+        n,
+        obs,
     )
     .map_err(in_common)
 }

@@ -1,5 +1,5 @@
 //! [`Libraries`]: the stages' work done by the experiments library — the data through
-//! [`crate::setup::DataSettings`], membership inference through [`crate::mia`], the training
+//! [`crate::datasets::DataSettings`], membership inference through [`crate::mia`], the training
 //! with the Secret Sharer's canaries through `crate::secret_sharer`, and the white-box audit
 //! through `crate::train` — with the pipeline's config translated into theirs, and their
 //! errors' fields translated back into the pipeline's keys.
@@ -23,6 +23,7 @@ use super::results::{
 use super::stages::{Backend, TrainOutput, WhiteBoxOutput};
 use super::verdict::{Claim, Evidence, Mechanism};
 use crate::audit_canaries;
+use crate::datasets::DataSettings;
 use crate::error::{ExperimentError, Result, invalid};
 use crate::mia::{self, MiaConfig, ShadowSettings};
 use crate::num::{Num, opt};
@@ -31,8 +32,7 @@ use crate::optim::OptimSettings;
 use crate::secret_sharer::{
     self, CanarySettings, ExposureSettings, ExtractionSettings, SecretSharerConfig,
 };
-use crate::setup::{DataSettings, ModelSettings, PrivacySettings};
-use crate::train::{self, TrainExperimentConfig};
+use crate::train::{self, ModelSettings, PrivacySettings, TrainExperimentConfig};
 
 /// The delta at which the bounds of a variant without a claim are computed.
 pub const DELTA_WITHOUT_CLAIM: f64 = 1e-5;
@@ -109,18 +109,9 @@ pub fn data_settings(cfg: &AuditConfig) -> DataSettings {
 /// and extraction settings, the variant's optimizer and privacy, the one-run canaries, the run
 /// folder `out`.
 pub fn secret_sharer_config(cfg: &AuditConfig, v: &Variant, out: &Path) -> SecretSharerConfig {
-    let d = &cfg.data;
     let lb = &cfg.audits.lower_bounds;
     SecretSharerConfig {
-        data: crate::datasets::DataSettings {
-            data: d.corpus.clone(),
-            data_dir: d.data_dir.clone(),
-            level: d.level.clone(),
-            seq_len: d.seq_len,
-            valid_fraction: d.valid_fraction,
-            max_train: d.max_train,
-            ..Default::default()
-        },
+        data: data_settings(cfg),
         canary: CanarySettings {
             template: cfg.canaries.template.clone(),
             canaries: cfg.canaries.per_repetition,
@@ -141,9 +132,9 @@ pub fn secret_sharer_config(cfg: &AuditConfig, v: &Variant, out: &Path) -> Secre
             ..Default::default()
         },
         tracking: Default::default(),
-        model: train_model_settings(cfg, v),
+        model: model_settings(cfg, v),
         optim: optim_settings(cfg, v),
-        privacy: train_privacy_settings(v),
+        privacy: privacy_settings(v),
         run: crate::train::RunSettings {
             epochs: v.epochs(&cfg.training),
             batch_size: v.batch_size(&cfg.training),
@@ -152,42 +143,6 @@ pub fn secret_sharer_config(cfg: &AuditConfig, v: &Variant, out: &Path) -> Secre
             force: true,
             resume: false,
         },
-    }
-}
-
-/// The training library's model settings of `[model]` (the same as [`model_settings`]).
-fn train_model_settings(cfg: &AuditConfig, v: &Variant) -> crate::train::ModelSettings {
-    let m = model_settings(cfg, v);
-    crate::train::ModelSettings {
-        model: m.model,
-        hidden: m.hidden,
-        activation: m.activation,
-        embed: m.embed,
-        rnn_hidden: m.rnn_hidden,
-        rnn_layers: m.rnn_layers,
-        dropout: m.dropout,
-        input_dropout: m.input_dropout,
-        gpt_layers: m.gpt_layers,
-        gpt_width: m.gpt_width,
-        gpt_heads: m.gpt_heads,
-        gpt_context: m.gpt_context,
-        gpt_untied: m.gpt_untied,
-        gelu: m.gelu,
-    }
-}
-
-/// The training library's privacy settings of a variant (the same as [`privacy_settings`]).
-pub(super) fn train_privacy_settings(v: &Variant) -> crate::train::PrivacySettings {
-    let p = privacy_settings(v);
-    crate::train::PrivacySettings {
-        noise_multiplier: p.noise_multiplier,
-        target_epsilon: p.target_epsilon,
-        clip: p.clip,
-        delta: p.delta,
-        accountant: p.accountant,
-        sampling: p.sampling,
-        seeded_noise: p.seeded_noise,
-        ..Default::default()
     }
 }
 
@@ -419,7 +374,7 @@ impl Backend for Libraries {
             return classifier::data(cfg, obs);
         }
         let ds = data_settings(cfg);
-        let corpus = ds.text("data").map_err(|e| rename(e, &DATA_FIELDS))?;
+        let corpus = ds.text().map_err(|e| rename(e, &DATA_FIELDS))?;
         let tok = ds.tokenizer(&corpus, &[])?;
         let tpl = CanaryTemplate::parse(&cfg.canaries.template)
             .or_else(|e| invalid("canaries.template", &cfg.canaries.template, e.to_string()))?;

@@ -10,17 +10,17 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::backend::{
-    Rename, claim_of_run, epoch_points, model_settings, optim_settings, read_one_run, rename,
-    train_privacy_settings, variant_fields,
+    Rename, claim_of_run, epoch_points, model_settings, optim_settings, privacy_settings,
+    read_one_run, rename, variant_fields,
 };
 use super::config::{AuditConfig, Variant};
 use super::results::{DataSummary, DatasetSummary, Privacy, Utility};
 use super::stages::TrainOutput;
+use crate::datasets::DataSettings;
 use crate::error::{Result, invalid};
 use crate::num::opt;
 use crate::observer::Observer;
-use crate::setup::InputShape;
-use crate::train::{self, TrainExperimentConfig};
+use crate::train::{self, InputShape, TrainExperimentConfig};
 
 /// The dataset's name (the caller checked that the config has one).
 fn dataset(cfg: &AuditConfig) -> &str {
@@ -28,12 +28,12 @@ fn dataset(cfg: &AuditConfig) -> &str {
 }
 
 /// The library's data settings of `[data]` with a dataset.
-pub fn data_settings(cfg: &AuditConfig) -> crate::setup::DataSettings {
-    crate::setup::DataSettings {
+pub fn data_settings(cfg: &AuditConfig) -> DataSettings {
+    DataSettings {
         data: dataset(cfg).to_string(),
         data_dir: cfg.data.data_dir.clone(),
         max_train: cfg.data.max_train,
-        ..crate::setup::DataSettings::default()
+        ..DataSettings::default()
     }
 }
 
@@ -49,7 +49,7 @@ pub fn data_fields() -> Vec<(String, String)> {
 pub fn data(cfg: &AuditConfig, obs: &mut dyn Observer) -> Result<DataSummary> {
     let ds = data_settings(cfg);
     let map = data_fields();
-    let images = ds.images("data").map_err(|e| rename(e, &map.as_rename()))?;
+    let images = ds.images().map_err(|e| rename(e, &map.as_rename()))?;
     let input = InputShape::Image {
         channels: images.channels,
         height: images.height,
@@ -59,7 +59,7 @@ pub fn data(cfg: &AuditConfig, obs: &mut dyn Observer) -> Result<DataSummary> {
     // A CNN's fixed layers may not fit small images (the tutorial CNN needs more than 8x8):
     // building the model here turns that into an error on `model.kind` before anything trains.
     let model_cfg = model_settings(cfg, &Variant::default())
-        .config("model", &input)
+        .config(&input)
         .map_err(|e| rename(e, &[("model.model", "model.kind")]))?;
     if let Err(e) = model_cfg.build() {
         return invalid("model.kind", &cfg.model.kind, e.to_string());
@@ -106,12 +106,7 @@ pub fn train_experiment(
 ) -> TrainExperimentConfig {
     let m = model_settings(cfg, v);
     TrainExperimentConfig {
-        data: crate::datasets::DataSettings {
-            data: dataset(cfg).to_string(),
-            data_dir: cfg.data.data_dir.clone(),
-            max_train: cfg.data.max_train,
-            ..Default::default()
-        },
+        data: data_settings(cfg),
         model: train::ModelSettings {
             model: m.model,
             hidden: m.hidden,
@@ -119,7 +114,7 @@ pub fn train_experiment(
             ..Default::default()
         },
         optim: optim_settings(cfg, v),
-        privacy: train_privacy_settings(v),
+        privacy: privacy_settings(v),
         run: train::RunSettings {
             epochs: v.epochs(&cfg.training),
             batch_size: v.batch_size(&cfg.training),

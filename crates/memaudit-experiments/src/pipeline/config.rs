@@ -103,7 +103,7 @@ pub const TEXT_MODELS: [&str; 3] = ["lstm", "gru", "gpt"];
 pub const DATASET_MODELS: [&str; 3] = ["mlp", "tutorial-cnn", "groupnorm-cnn"];
 /// The datasets `data.dataset` accepts (a user's own .npz is not supported by the training
 /// library yet).
-pub const DATASETS: [&str; 3] = crate::setup::IMAGE_SETS;
+pub const DATASETS: [&str; 3] = crate::datasets::IMAGE_SETS;
 /// The GPT's attention heads and positional table when `model.heads` / `model.context` are
 /// absent (the library's defaults, as `memaudit secret-sharer --model gpt` uses them).
 pub const GPT_DEFAULT_HEADS: usize = 4;

@@ -32,9 +32,7 @@ use crate::error::{ExperimentError, Result, invalid};
 use crate::num::{Num, opt};
 use crate::observer::{MetricsRow, Observer};
 use crate::rundir::{RunDir, write_atomic};
-use crate::train::{
-    InputShape, TrainHooks, TrainRun, steps_per_epoch, train_config, train_in_folder,
-};
+use crate::train::{InputShape, TrainHooks, TrainRun, train_config, train_in_folder};
 
 /// Files of a secret-sharer run folder (besides the canaries' and the trainer's).
 pub const EXPOSURE_CSV: &str = "exposure.csv";
@@ -348,14 +346,17 @@ pub fn run_with(
     let train_cfg = train_config(
         &cfg.privacy,
         &cfg.optim,
-        &cfg.run,
+        cfg.run.shape(seed),
         &model,
         &model_cfg,
         n,
-        seed,
         observer,
     )?;
-    let spe = steps_per_epoch(train_cfg.sampling, n, train_cfg.batch_size);
+    let spe = memaudit_engine::ledger::steps_per_epoch(
+        train_cfg.sampling,
+        n as u64,
+        train_cfg.batch_size as u64,
+    );
     let exact_final = cfg.exposure.exact_for(set.tpl.space().size())?;
     if let (Some(cost), Some(s)) = (rendered_extraction_cost(&set), cfg.extraction.settings()?)
         && cost > s.budget

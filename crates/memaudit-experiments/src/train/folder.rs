@@ -5,12 +5,13 @@
 
 use memaudit_audit::lower_bound::{WhiteBoxAuditResult, white_box_audit};
 use memaudit_engine::checkpoint::LogFile;
+use memaudit_engine::ledger::steps_per_epoch;
 use memaudit_engine::sampler::SamplingMode;
 use memaudit_engine::train::{Dataset, EpochInfo, StepInfo, StopReason, TrainObserver, Trainer};
 use memaudit_engine::{Model, ModelConfig};
 use serde::Serialize;
 
-use super::plan::{PrivacyStatement, statement, steps_per_epoch};
+use super::plan::{PrivacyStatement, statement};
 use crate::error::{ExperimentError, Result};
 use crate::num::{Num, opt};
 use crate::observer::{MetricsRow, Observer};
@@ -250,7 +251,7 @@ pub fn train_in_folder(
 ) -> Result<TrainRun> {
     let cfg = trainer.config.clone();
     let n = train.len();
-    let total = steps_per_epoch(cfg.sampling, n, cfg.batch_size) * cfg.epochs as u64;
+    let total = steps_per_epoch(cfg.sampling, n as u64, cfg.batch_size as u64) * cfg.epochs as u64;
     // A resumed run continues the logs its checkpoint holds (the whole history, for the report
     // and the results even when nothing is left to train).
     let (metrics, epochs) = if trainer.resumed_from.is_some() {

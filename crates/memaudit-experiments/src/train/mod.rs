@@ -14,9 +14,9 @@ pub use folder::{
     WhiteBoxAudit, train_in_folder,
 };
 pub use plan::{
-    PrivacyStatement, check_training_memory, privacy_config, statement, steps_per_epoch,
-    train_config,
+    PrivacyStatement, assemble_train_config, build_model, check_training_memory, privacy_config,
+    privacy_config_at, statement, train_config,
 };
 pub use prepare::{Prepared, flatten_for, prepare, prepare_with};
 pub use run::{TrainExperimentConfig, TrainResult, TrainRunHooks, run, run_with};
-pub use settings::{InputShape, ModelSettings, PrivacySettings, RunSettings};
+pub use settings::{InputShape, ModelSettings, PrivacySettings, RunSettings, RunShape};

@@ -1,8 +1,15 @@
 //! The one place a training experiment's settings become the engine's [`TrainConfig`]: the
 //! privacy configuration (the noise calibrated here for a target epsilon), sampling, optimizer,
-//! schedule, and the memory check before anything is written. `train`, `secret-sharer` and the
-//! commands still in the CLI (mia, attack) all build their trainer's configuration here.
+//! schedule, and the memory check before anything is written. `train`, `secret-sharer`,
+//! `attack`, `mia`'s shadow models and the audit pipeline build their trainer's configuration
+//! with [`train_config`]; `dp-sweep`, which calibrates the noise and scales the learning rate
+//! per batch size itself, assembles it with [`assemble_train_config`] and [`privacy_config_at`],
+//! the two pieces [`train_config`] ends with.
+//!
+//! Steps per epoch are the engine's one definition, `memaudit_engine::ledger::steps_per_epoch`
+//! (ceil(N/B) Poisson batches, the accountant's count, or N/B full shuffled batches).
 
+use memaudit_engine::ledger::steps_per_epoch;
 use memaudit_engine::optim::OptimizerConfig;
 use memaudit_engine::privacy;
 use memaudit_engine::sampler::SamplingMode;
@@ -11,16 +18,10 @@ use memaudit_engine::{Model, ModelConfig, PrivacyLedger};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::settings::{PrivacySettings, RunSettings};
+use super::settings::{PrivacySettings, RunShape};
 use crate::error::{ExperimentError, Result};
 use crate::observer::Observer;
 use crate::optim::OptimSettings;
-
-/// Steps in one epoch: ceil(N/B) Poisson batches (the accountant's count), or N/B full
-/// shuffled batches (the engine's one definition).
-pub fn steps_per_epoch(sampling: SamplingMode, n: usize, batch: usize) -> u64 {
-    memaudit_engine::ledger::steps_per_epoch(sampling, n as u64, batch as u64)
-}
 
 /// The privacy configuration of a run (noise calibrated if a target epsilon was given).
 pub fn privacy_config(
@@ -37,7 +38,7 @@ pub fn privacy_config(
     }
     let accountant = p.accountant()?;
     let sampling = p.sampling()?;
-    let steps = epochs as u64 * steps_per_epoch(sampling, n, batch);
+    let steps = epochs as u64 * steps_per_epoch(sampling, n as u64, batch as u64);
     let sigma = match (p.noise_multiplier, p.target_epsilon) {
         (Some(s), _) => s,
         (None, Some(target)) => {
@@ -76,16 +77,22 @@ pub fn privacy_config(
     if p.delta > 1.0 / n as f64 {
         observer.note(&format!("warning: --delta {} is larger than 1/N = {:.2e}; a mechanism that publishes one random example would satisfy it", p.delta, 1.0 / n as f64));
     }
+    privacy_config_at(p, model, sigma).map(Some)
+}
+
+/// The privacy configuration at noise multiplier `sigma`: the clipping rule for `model`, the
+/// delta, accountant and epsilon cap of the settings.
+pub fn privacy_config_at(p: &PrivacySettings, model: &Model, sigma: f64) -> Result<PrivacyConfig> {
     let param_layers: Vec<usize> = (0..model.num_layers())
         .filter(|&l| !model.param_range(l).is_empty())
         .collect();
-    Ok(Some(PrivacyConfig {
+    Ok(PrivacyConfig {
         noise_multiplier: sigma,
         clipping: p.clip_config(&param_layers, model.num_layers())?,
         delta: p.delta,
-        accountant,
+        accountant: p.accountant()?,
         max_epsilon: p.max_epsilon,
-    }))
+    })
 }
 
 /// Refuse a model whose training state cannot fit in the memory left, before anything (the run
@@ -114,24 +121,47 @@ fn model_name_of(model: &Model) -> String {
     format!("({} parameters)", model.num_params())
 }
 
-/// The trainer's configuration from the shared settings: privacy (noise calibrated here when
-/// a target epsilon is given), sampling, optimizer and schedule.
-#[allow(clippy::too_many_arguments)] // the settings groups, the built model and the data's size
+/// Build the model of a config; the engine's refusal is kept as the source, under
+/// `model.model`.
+pub fn build_model(cfg: &ModelConfig) -> Result<Model> {
+    cfg.build().map_err(|e| ExperimentError::Setting {
+        field: "model.model".into(),
+        source: Box::new(e),
+    })
+}
+
+/// The trainer's configuration of `model` trained on `n` examples: privacy (noise calibrated
+/// here when a target epsilon is given), sampling, optimizer and schedule; refused before
+/// anything is allocated when the training state cannot fit in memory.
 pub fn train_config(
     privacy: &PrivacySettings,
     optim: &OptimSettings,
-    run: &RunSettings,
+    run: RunShape,
     model: &Model,
     model_cfg: &ModelConfig,
     n: usize,
-    seed: u64,
     observer: &mut dyn Observer,
 ) -> Result<TrainConfig> {
     let optimizer = optim.optimizer_for("optim", model_cfg)?;
     check_training_memory(model, &optimizer, privacy.is_private())?;
     let dp = privacy_config(privacy, model, n, run.batch_size, run.epochs, observer)?;
+    assemble_train_config(privacy, optim, optimizer, dp, model_cfg, n, run)
+}
+
+/// The engine's [`TrainConfig`] once the optimizer and the privacy configuration are decided:
+/// the schedule, sampling, batching and noise seeding from the settings. The one place the
+/// struct is assembled.
+pub fn assemble_train_config(
+    privacy: &PrivacySettings,
+    optim: &OptimSettings,
+    optimizer: OptimizerConfig,
+    dp: Option<PrivacyConfig>,
+    model_cfg: &ModelConfig,
+    n: usize,
+    run: RunShape,
+) -> Result<TrainConfig> {
     let sampling = privacy.sampling()?;
-    let steps_per_epoch = steps_per_epoch(sampling, n, run.batch_size);
+    let steps_per_epoch = steps_per_epoch(sampling, n as u64, run.batch_size as u64);
     Ok(TrainConfig {
         model: model_cfg.clone(),
         optimizer,
@@ -140,7 +170,7 @@ pub fn train_config(
         batch_size: run.batch_size,
         physical_batch: privacy.physical_batch,
         sampling,
-        seed,
+        seed: run.seed,
         privacy: dp,
         seeded_noise: privacy.seeded_noise,
     })

@@ -178,11 +178,10 @@ pub fn run_with(
     let train_cfg = train_config(
         &cfg.privacy,
         &cfg.optim,
-        &cfg.run,
+        cfg.run.shape(seed),
         &model,
         &model_cfg,
         n,
-        seed,
         observer,
     )?;
     if let Some(m) = cfg.white_box_canaries {

@@ -379,6 +379,13 @@ impl PrivacySettings {
                 "every bound must be > 0",
             );
         }
+        if self.clip_per_layer.is_some() && (self.adaptive_clip || self.clip.is_some()) {
+            return invalid(
+                "privacy.clip_per_layer",
+                "(set)",
+                "excludes a flat clip bound and adaptive clipping",
+            );
+        }
         if !(self.delta > 0.0 && self.delta < 1.0) {
             return invalid("privacy.delta", self.delta, "must be in (0, 1)");
         }
@@ -470,7 +477,27 @@ impl Default for RunSettings {
     }
 }
 
+/// Epochs, expected batch size and seed of one training run: what the `TrainConfig` builder
+/// ([`super::plan::train_config`]) reads of a run. A run folder's [`RunSettings`] give it
+/// ([`RunSettings::shape`]); `mia`'s shadow models, which have no run folder of their own, give
+/// it from their `shadows` settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunShape {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+}
+
 impl RunSettings {
+    /// The shape of this run with `seed` (the one [`RunSettings::seed`] drew or was given).
+    pub fn shape(&self, seed: u64) -> RunShape {
+        RunShape {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            seed,
+        }
+    }
+
     /// The seed to use (drawn from the OS when not given; always recorded).
     pub fn seed(&self) -> u64 {
         self.seed.unwrap_or_else(|| {

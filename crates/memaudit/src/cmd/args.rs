@@ -403,34 +403,26 @@ pub struct RunArgs {
     pub resume: bool,
 }
 
-// The flag groups as the experiments layer's settings (fields named after the flags). Two
-// helpers moved the settings into the library at once, with the same fields: `setup::*` (mia)
-// and `train::*` / `datasets::*` (train, secret-sharer). Until they are one type, `settings()`
-// converts into either; the caller's type decides.
+// The flag groups as the experiments layer's settings (fields named after the flags, so an
+// error on `model.rnn_hidden` names `--rnn-hidden`).
 
 macro_rules! settings_from {
-    ($args:ty => $t1:ty, $t2:ty ; |$a:ident| $body:tt) => {
-        impl From<&$args> for $t1 {
+    ($args:ty => $t:ty ; |$a:ident| $body:tt) => {
+        impl From<&$args> for $t {
             fn from($a: &$args) -> Self {
-                type S = $t1;
-                S $body
-            }
-        }
-        impl From<&$args> for $t2 {
-            fn from($a: &$args) -> Self {
-                type S = $t2;
+                type S = $t;
                 S $body
             }
         }
         impl $args {
-            pub fn settings<T: for<'a> From<&'a $args>>(&self) -> T {
-                T::from(self)
+            pub fn settings(&self) -> $t {
+                <$t>::from(self)
             }
         }
     };
 }
 
-settings_from!(ModelArgs => memaudit_experiments::setup::ModelSettings, memaudit_experiments::train::ModelSettings; |a| {
+settings_from!(ModelArgs => memaudit_experiments::train::ModelSettings; |a| {
     model: a.model.clone(),
     hidden: a.hidden.clone(),
     activation: a.activation.clone(),
@@ -462,7 +454,7 @@ impl OptimArgs {
     }
 }
 
-settings_from!(PrivacyArgs => memaudit_experiments::setup::PrivacySettings, memaudit_experiments::train::PrivacySettings; |a| {
+settings_from!(PrivacyArgs => memaudit_experiments::train::PrivacySettings; |a| {
     noise_multiplier: a.noise_multiplier,
     target_epsilon: a.target_epsilon,
     clip: a.clip,
@@ -512,27 +504,9 @@ mod settings_tests {
     #[test]
     fn flag_defaults_are_the_settings_defaults() {
         let cli = <Cli as clap::Parser>::parse_from(["x", "--out", "o"]);
-        assert_eq!(
-            cli.model
-                .settings::<memaudit_experiments::train::ModelSettings>(),
-            Default::default()
-        );
-        assert_eq!(
-            cli.model
-                .settings::<memaudit_experiments::setup::ModelSettings>(),
-            Default::default()
-        );
+        assert_eq!(cli.model.settings(), Default::default());
         assert_eq!(cli.optim.settings(), Default::default());
-        assert_eq!(
-            cli.privacy
-                .settings::<memaudit_experiments::train::PrivacySettings>(),
-            Default::default()
-        );
-        assert_eq!(
-            cli.privacy
-                .settings::<memaudit_experiments::setup::PrivacySettings>(),
-            Default::default()
-        );
+        assert_eq!(cli.privacy.settings(), Default::default());
         let run = cli.run.settings();
         assert_eq!(
             run,
