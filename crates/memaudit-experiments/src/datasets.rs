@@ -445,4 +445,16 @@ mod tests {
         let back = std.test.x[7] as f64 * usd + um;
         assert!((back - unit.test.x[7] as f64).abs() < 1e-5);
     }
+
+    #[test]
+    fn a_misspelt_level_is_refused_before_anything_loads() {
+        let s = DataSettings {
+            data: "digits".into(),
+            level: "chars".into(),
+            ..DataSettings::default()
+        };
+        let e = s.validate().unwrap_err().to_string();
+        assert_eq!(e, "data.level chars: use char, word or bpe");
+        assert!(s.images().is_err(), "images() validates too");
+    }
 }

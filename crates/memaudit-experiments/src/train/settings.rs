@@ -527,3 +527,36 @@ impl RunSettings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Per-layer bounds replace the flat bound and adaptive clipping; given together, one of
+    /// them would be silently ignored.
+    #[test]
+    fn per_layer_bounds_exclude_a_flat_bound_and_adaptive_clipping() {
+        let per_layer = PrivacySettings {
+            noise_multiplier: Some(1.0),
+            clip_per_layer: Some(vec![1.0, 2.0]),
+            ..Default::default()
+        };
+        per_layer.validate().unwrap();
+        for with in [
+            PrivacySettings {
+                clip: Some(2.0),
+                ..per_layer.clone()
+            },
+            PrivacySettings {
+                adaptive_clip: true,
+                ..per_layer.clone()
+            },
+        ] {
+            let e = with.validate().unwrap_err().to_string();
+            assert_eq!(
+                e,
+                "privacy.clip_per_layer (set): excludes a flat clip bound and adaptive clipping"
+            );
+        }
+    }
+}
