@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ExperimentError, Result, invalid};
 
-/// The image datasets: sklearn's 8x8 `digits` (built in) and the cached MNIST sets.
-pub const IMAGE_SETS: [&str; 3] = ["mnist", "fashion-mnist", "digits"];
+/// The image datasets (the training experiments' list).
+pub use crate::datasets::IMAGE_SETS;
 
 /// Training and test images, flat rows in [0, 1].
 pub struct Images {

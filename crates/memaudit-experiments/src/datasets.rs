@@ -1,6 +1,7 @@
-//! The named datasets of the training experiments (`train`, `secret-sharer`, `dp-sweep`): load
-//! through `memaudit-data`, hand the arrays to the engine. [`DataSettings`] is the `data`
-//! section of their configs (the CLI's data flags).
+//! The named datasets of the training experiments (`train`, `secret-sharer`, `dp-sweep`, `mia`'s
+//! shadow models, `attack`, the audit pipeline): load through `memaudit-data`, hand the arrays
+//! to the engine. [`DataSettings`] is the `data` section of their configs (the CLI's data
+//! flags), the one type for it.
 //!
 //! Images (`digits`, `mnist`, `fashion-mnist`) are scaled to [0, 1] (or standardised with
 //! `--standardize`). Text corpora (`embedded`,
