@@ -108,6 +108,11 @@ pub struct ShadowSettings {
     /// With shift augmentation: membership queries per example, the identity first, then the
     /// shifts nearest to it (`None`: all 25).
     pub queries: Option<usize>,
+    /// Target models evaluated, each against all the other models (the LiRA paper's
+    /// leave-one-out evaluation), scores pooled: 1 is the separate target model alone; K > 1 adds
+    /// shadow models 0..K-2 as targets. K targets give about K x pool / 2 non-members, so lower
+    /// FPRs become reportable on a small pool.
+    pub targets: usize,
 }
 
 impl Default for ShadowSettings {
@@ -122,6 +127,7 @@ impl Default for ShadowSettings {
             population: 1000,
             augment: None,
             queries: None,
+            targets: 1,
         }
     }
 }
@@ -182,6 +188,18 @@ impl ExperimentConfig for MiaConfig {
         }
         if sh.batch_size == 0 {
             return invalid("shadows.batch_size", 0, "must be at least 1");
+        }
+        if let Some(p) = sh.pairs
+            && (sh.targets == 0 || sh.targets > 2 * p + 1)
+        {
+            return invalid(
+                "shadows.targets",
+                sh.targets,
+                format!(
+                    "must be between 1 and the {} models (the target and 2 x {p} shadow models)",
+                    2 * p + 1
+                ),
+            );
         }
         if let Some(a) = &sh.augment
             && !["shift", "none"].contains(&a.as_str())
@@ -249,6 +267,8 @@ pub struct ShadowSummary {
     pub augment: Option<ShiftAugment>,
     /// The membership queries (dy, dx), identity first.
     pub query_shifts: Vec<(i64, i64)>,
+    /// Target models evaluated (the separate target, then shadow models 0..), scores pooled.
+    pub targets: usize,
     pub cache: String,
     pub models_trained: usize,
     pub models_reused: usize,
@@ -690,16 +710,21 @@ impl ShadowJob {
         let mut lp = Vec::with_capacity(models.len());
         let mut pop_phi = Vec::with_capacity(models.len());
         let mut pop_lp = Vec::with_capacity(models.len());
-        // LMs: the target's per-token log-probabilities (Min-K%, zlib).
-        let mut target_tokens = None;
+        // The evaluated targets: the separate target model, then shadow models 0.. when
+        // `shadows.targets` > 1 (each against all the other models).
+        let targets: Vec<usize> = std::iter::once(k)
+            .chain(0..cfg.shadows.targets.saturating_sub(1))
+            .collect();
+        // LMs: each target's per-token log-probabilities (Min-K%, zlib).
+        let mut target_tokens: Vec<Option<Vec<Vec<f64>>>> = vec![None; models.len()];
         for (done, m) in models.iter().enumerate() {
             observer.progress("scoring", done as u64, models.len() as u64);
             if self.lm {
                 let (seq, tok) =
                     shadow::lm_signals(&self.model, &m.params, pool).map_err(signal_error)?;
                 phi.push(seq);
-                if m.index == plan.target_index() {
-                    target_tokens = Some(tok);
+                if targets.contains(&m.index) {
+                    target_tokens[m.index] = Some(tok);
                 }
                 if let Some(p) = &pop_subset {
                     let (seq, _) = shadow::lm_signals(&self.model, &m.params, p as &dyn Dataset)
@@ -728,44 +753,71 @@ impl ShadowJob {
         } else {
             shadow::labels(pool)
         };
-        let build = |sig: &[Vec<f64>], pop: &[Vec<f64>], kind: SignalKind| -> Result<ScoreSet> {
-            let target = sig[k].clone();
-            let shadow: Vec<f64> = sig[..k].concat();
-            let shadow_in: Vec<bool> = member[..k].concat();
-            let mut set = ScoreSet::new(n, q, target, k, shadow, shadow_in, kind)
-                .and_then(|s| s.with_target_in(member[k].clone()))?;
-            if !labels.is_empty() {
-                set = set.with_class(labels.clone())?;
-            }
-            if !pop.is_empty() {
-                set = set.with_population(Population {
-                    n: pop[k].len() / q,
-                    target: pop[k].clone(),
-                    shadow: pop[..k].concat(),
-                })?;
-            }
-            Ok(set)
+        // One set per target: every model's signals as "shadows" (the target included), then
+        // each target's set is that set without it, so target k (the separate one) sees shadow
+        // models 0..k in order, and shadow model m sees the others and the separate target.
+        let build =
+            |sig: &[Vec<f64>], pop: &[Vec<f64>], kind: SignalKind| -> Result<Vec<ScoreSet>> {
+                let mut every = ScoreSet::new(
+                    n,
+                    q,
+                    sig[k].clone(),
+                    k + 1,
+                    sig.concat(),
+                    member.concat(),
+                    kind,
+                )?;
+                if !pop.is_empty() {
+                    every = every.with_population(Population {
+                        n: pop[k].len() / q,
+                        target: pop[k].clone(),
+                        shadow: pop.concat(),
+                    })?;
+                }
+                targets
+                    .iter()
+                    .map(|&m| {
+                        let set = every.leave_one_out(m)?;
+                        if labels.is_empty() {
+                            Ok(set)
+                        } else {
+                            Ok(set.with_class(labels.clone())?)
+                        }
+                    })
+                    .collect()
+            };
+        // The rows the report's scores follow: the one target's set, or the targets' sets
+        // stacked (population points belong to one target and are left out of the stack).
+        let rows_of = |sets: &[ScoreSet]| -> Result<ScoreSet> {
+            Ok(if sets.len() == 1 {
+                sets[0].clone()
+            } else {
+                ScoreSet::stack(sets)?
+            })
         };
         let attack_started = Instant::now();
         let (phi_set, mut report) = if self.lm {
-            // One signal, the sequence log-likelihood, for LiRA and RMIA; the target's
+            // One signal, the sequence log-likelihood, for LiRA and RMIA; each target's
             // per-token log-probabilities and the windows' text for the reference-free
             // baselines.
-            let mut set = build(&phi, &pop_phi, SignalKind::LogLikelihood)?;
-            if let Some(tok) = target_tokens {
-                set = set.with_token_logprob(tok)?;
+            let mut sets = build(&phi, &pop_phi, SignalKind::LogLikelihood)?;
+            let texts = window_texts(pool, self.prepared.tokenizer.as_ref());
+            for (set, &m) in sets.iter_mut().zip(&targets) {
+                if let Some(tok) = target_tokens[m].take() {
+                    *set = set.clone().with_token_logprob(tok)?;
+                }
+                if let Some(texts) = &texts {
+                    *set = set.clone().with_text(texts.clone())?;
+                }
             }
-            if let Some(texts) = window_texts(pool, self.prepared.tokenizer.as_ref()) {
-                set = set.with_text(texts)?;
-            }
-            let report = audit::run(&set, &selection, &attack_cfg)?;
-            (set, report)
+            let report = audit::run_pooled(&sets, &selection, &attack_cfg)?;
+            (rows_of(&sets)?, report)
         } else {
-            let phi_set = build(&phi, &pop_phi, SignalKind::LogitConfidence)?;
+            let phi_sets = build(&phi, &pop_phi, SignalKind::LogitConfidence)?;
             // RMIA's Pr(x|θ) = softmax(z/T)_y needs the logits, not phi: its own set of
             // log-probabilities.
-            let lp_set = build(&lp, &pop_lp, SignalKind::LogLikelihood)?;
-            let mut report = audit::run(&phi_set, &selection, &attack_cfg)?;
+            let lp_sets = build(&lp, &pop_lp, SignalKind::LogLikelihood)?;
+            let mut report = audit::run_pooled(&phi_sets, &selection, &attack_cfg)?;
             let rmia_wanted: Vec<Attack> = report
                 .attacks
                 .iter()
@@ -773,7 +825,8 @@ impl ShadowJob {
                 .filter(|a| matches!(a, Attack::RmiaOnline | Attack::RmiaOffline))
                 .collect();
             if !rmia_wanted.is_empty() {
-                let r = audit::run(&lp_set, &AttackSelection::Only(rmia_wanted), &attack_cfg)?;
+                let r =
+                    audit::run_pooled(&lp_sets, &AttackSelection::Only(rmia_wanted), &attack_cfg)?;
                 for mut a in r.attacks {
                     a.notes.push(format!("Pr(x|θ) = softmax(logits / {t})_y"));
                     if let Some(slot) = report.attacks.iter_mut().find(|b| b.attack == a.attack) {
@@ -781,7 +834,7 @@ impl ShadowJob {
                     }
                 }
             }
-            (phi_set, report)
+            (rows_of(&phi_sets)?, report)
         };
         let attack_seconds = attack_started.elapsed().as_secs_f64();
         // Private models: how each attack's ROC sits against TPR <= e^eps FPR + delta.
@@ -813,6 +866,7 @@ impl ShadowJob {
             seed: cfg.shadows.seed,
             augment: plan.augment,
             query_shifts: self.queries.shifts_list().to_vec(),
+            targets: targets.len(),
             cache: self.cache.display().to_string(),
             models_trained: trained,
             models_reused: models.len() - trained,

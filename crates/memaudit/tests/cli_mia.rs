@@ -438,6 +438,83 @@ fn shadow_models_on_digits_are_cached_reused_and_shardable() {
 }
 
 #[test]
+fn more_targets_attack_shadow_models_in_turn_and_pool_the_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let run = |targets: &str, out: &str| {
+        let out = dir.path().join(out);
+        let j = ok_json(&memaudit(&[
+            "mia",
+            "--data",
+            "digits",
+            "--model",
+            "mlp",
+            "--pairs",
+            "2",
+            "--epochs",
+            "1",
+            "--cache",
+            cache.to_str().unwrap(),
+            "--targets",
+            targets,
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]));
+        let csv = std::fs::read_to_string(out.join("scores.csv")).unwrap();
+        (j, csv)
+    };
+    let (one, csv1) = run("1", "one");
+    let (three, csv3) = run("3", "three");
+    let n = one["examples"].as_u64().unwrap();
+    // Three targets (the separate one, shadow models 0 and 1), each against the other four
+    // models (pair 1 covers every example IN and OUT once): three times the rows, the same
+    // five models (from the cache).
+    assert_eq!(three["examples"].as_u64().unwrap(), 3 * n);
+    assert_eq!(three["targets"], 3);
+    assert_eq!(three["models_reused"], 5);
+    assert!(three["skipped"].as_array().unwrap().iter().all(|s| {
+        let a = s["attack"].as_str().unwrap();
+        a == "min-k" || a == "zlib"
+    }));
+    assert_eq!(csv3.lines().count() as u64, 3 * n + 1);
+    // The first target is the separate one, scored exactly as alone.
+    let col = |csv: &str, rows: usize| -> Vec<String> {
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let c = header.iter().position(|h| *h == "lira-offline").unwrap();
+        csv.lines()
+            .skip(1)
+            .take(rows)
+            .map(|l| l.split(',').nth(c).unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(col(&csv1, n as usize), col(&csv3, n as usize));
+    let members = attack(&three, "lira-offline")["members"].as_u64().unwrap();
+    let non = attack(&three, "lira-offline")["non_members"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(members + non, 3 * n);
+    // Beyond the models there are: the flag is named.
+    let e = one_line_error(&memaudit(&[
+        "mia",
+        "--data",
+        "digits",
+        "--pairs",
+        "1",
+        "--targets",
+        "4",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--out",
+        dir.path().join("x").to_str().unwrap(),
+    ]));
+    assert!(
+        e.contains("--targets 4") && e.contains("between 1 and the 3 models"),
+        "{e}"
+    );
+}
+
+#[test]
 fn shadow_training_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r");

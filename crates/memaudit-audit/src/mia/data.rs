@@ -296,6 +296,82 @@ impl ScoreSet {
         }
         Ok(set)
     }
+
+    /// Several targets' sets as one: their rows one after another (set 0's examples, then set
+    /// 1's, ...), each row with its own target signal and its own shadow models' signals and
+    /// IN flags in shadow slot m. This is the LiRA paper's evaluation over several target models
+    /// (each scored against the other models, the scores pooled): it multiplies the
+    /// non-members, so lower FPRs become reportable. Every set needs the same number of shadow
+    /// models, queries and signal kind, and the extras (membership, classes, token
+    /// log-probabilities, texts) on all sets or on none. Population points are dropped: RMIA's
+    /// Pr(z | target) belongs to one target, so RMIA runs per set ([`super::run_pooled`]).
+    pub fn stack(sets: &[ScoreSet]) -> Result<Self> {
+        let first = sets.first().ok_or_else(|| MiaError::InvalidInput {
+            what: "stacked score sets".into(),
+            reason: "none given".into(),
+        })?;
+        let (k, q, kind) = (first.shadows, first.queries, first.signal_kind);
+        for (s, set) in sets.iter().enumerate() {
+            if set.shadows != k || set.queries != q || set.signal_kind != kind {
+                return Err(MiaError::InvalidInput {
+                    what: format!("stacked score set {s}"),
+                    reason: format!(
+                        "{} shadow models, {} queries, {} signal; set 0 has {k}, {q}, {}",
+                        set.shadows,
+                        set.queries,
+                        set.signal_kind.name(),
+                        kind.name()
+                    ),
+                });
+            }
+        }
+        let n: usize = sets.iter().map(|s| s.n).sum();
+        let target: Vec<f64> = sets.iter().flat_map(|s| s.target.iter().copied()).collect();
+        let mut shadow = Vec::with_capacity(k * n * q);
+        let mut shadow_in = Vec::with_capacity(k * n);
+        for m in 0..k {
+            for s in sets {
+                shadow.extend_from_slice(&s.shadow[m * s.n * q..(m + 1) * s.n * q]);
+                shadow_in.extend_from_slice(&s.shadow_in[m * s.n..(m + 1) * s.n]);
+            }
+        }
+        let mut out = ScoreSet::new(n, q, target, k, shadow, shadow_in, kind)?;
+        // An extra present on every set is stacked; on some but not all, it is an error.
+        fn all_or_none<T: Clone>(
+            sets: &[ScoreSet],
+            what: &str,
+            get: impl Fn(&ScoreSet) -> Option<&[T]>,
+        ) -> Result<Option<Vec<T>>> {
+            let present = sets.iter().filter(|s| get(s).is_some()).count();
+            if present == 0 {
+                return Ok(None);
+            }
+            if present < sets.len() {
+                return Err(MiaError::InvalidInput {
+                    what: format!("stacked score sets, array `{what}`"),
+                    reason: format!("given on {present} of {} sets", sets.len()),
+                });
+            }
+            Ok(Some(
+                sets.iter()
+                    .flat_map(|s| get(s).unwrap_or(&[]).iter().cloned())
+                    .collect(),
+            ))
+        }
+        if let Some(v) = all_or_none(sets, "target_in", |s| s.target_in())? {
+            out = out.with_target_in(v)?;
+        }
+        if let Some(v) = all_or_none(sets, "class", |s| s.class())? {
+            out = out.with_class(v)?;
+        }
+        if let Some(v) = all_or_none(sets, "token_logprob", |s| s.token_logprob())? {
+            out = out.with_token_logprob(v)?;
+        }
+        if let Some(v) = all_or_none(sets, "text", |s| s.text())? {
+            out = out.with_text(v)?;
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

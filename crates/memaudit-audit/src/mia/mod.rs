@@ -283,31 +283,74 @@ pub fn attack_scores(
 
 /// Run the selected attacks, and evaluate each when the target's membership is known.
 pub fn run(set: &ScoreSet, selection: &AttackSelection, cfg: &MiaConfig) -> Result<MiaReport> {
+    run_pooled(std::slice::from_ref(set), selection, cfg)
+}
+
+/// Run the selected attacks on several targets' sets (each target scored against its own
+/// shadow models, as the LiRA paper evaluates over many target models) and evaluate the pooled
+/// scores: one ROC over every target's examples, so a pool of n examples and K targets gives
+/// about K n / 2 non-members. Scores are comparable across targets because each is a
+/// likelihood ratio, a tail probability or a fraction of population points, not a raw loss of one
+/// model; LOSS's global threshold is then one threshold over all targets' losses. The report's
+/// scores are in [`ScoreSet::stack`]'s row order.
+pub fn run_pooled(
+    sets: &[ScoreSet],
+    selection: &AttackSelection,
+    cfg: &MiaConfig,
+) -> Result<MiaReport> {
     cfg.validate()?;
+    let first = sets.first().ok_or_else(|| MiaError::InvalidInput {
+        what: "score sets".into(),
+        reason: "none given".into(),
+    })?;
+    // The pooled rows' membership and classes (and the shape checks of stacking).
+    let stacked = if sets.len() == 1 {
+        None
+    } else {
+        Some(ScoreSet::stack(sets)?)
+    };
+    let pooled = stacked.as_ref().unwrap_or(first);
     let (list, all) = match selection {
         AttackSelection::All => (Attack::ALL.to_vec(), true),
         AttackSelection::Only(v) => (v.clone(), false),
     };
     let mut attacks = Vec::new();
     let mut skipped = Vec::new();
-    for attack in list {
-        let (scores, notes) = match attack_scores(set, attack, cfg) {
-            Ok(x) => x,
-            // `all` runs what it can: a missing array or an example a shadow set does not cover
-            // skips that attack, with the reason in the result.
-            Err(e @ (MiaError::InputMissing { .. } | MiaError::NoShadow { .. })) if all => {
-                skipped.push(SkippedAttack {
-                    attack,
-                    reason: e.to_string(),
-                });
-                continue;
+    'attack: for attack in list {
+        let mut scores = Vec::with_capacity(pooled.n());
+        let mut notes: Vec<String> = Vec::new();
+        for set in sets {
+            let (s, set_notes) = match attack_scores(set, attack, cfg) {
+                Ok(x) => x,
+                // `all` runs what it can: a missing array or an example a shadow set does not
+                // cover skips that attack, with the reason in the result.
+                Err(e @ (MiaError::InputMissing { .. } | MiaError::NoShadow { .. })) if all => {
+                    skipped.push(SkippedAttack {
+                        attack,
+                        reason: e.to_string(),
+                    });
+                    continue 'attack;
+                }
+                Err(e) => return Err(e),
+            };
+            scores.extend(s);
+            for note in set_notes {
+                if !notes.contains(&note) {
+                    notes.push(note);
+                }
             }
-            Err(e) => return Err(e),
-        };
-        let (metrics, per_class) = match set.target_in() {
+        }
+        if sets.len() > 1 {
+            notes.push(format!(
+                "pooled over {} targets ({} examples each), each scored against its own shadow models",
+                sets.len(),
+                first.n()
+            ));
+        }
+        let (metrics, per_class) = match pooled.target_in() {
             Some(member) => {
                 let m = metrics::evaluate(&scores, member, &cfg.metrics)?;
-                let pc = match set.class() {
+                let pc = match pooled.class() {
                     Some(c) => metrics::per_class(&scores, member, c, &cfg.metrics)?,
                     None => vec![],
                 };
@@ -324,11 +367,11 @@ pub fn run(set: &ScoreSet, selection: &AttackSelection, cfg: &MiaConfig) -> Resu
         });
     }
     Ok(MiaReport {
-        examples: set.n(),
-        shadow_models: set.shadows(),
-        queries: set.queries(),
-        signal_kind: set.signal_kind(),
-        population: set.population().map(|p| p.n),
+        examples: pooled.n(),
+        shadow_models: first.shadows(),
+        queries: first.queries(),
+        signal_kind: first.signal_kind(),
+        population: first.population().map(|p| p.n),
         config: cfg.clone(),
         attacks,
         skipped,

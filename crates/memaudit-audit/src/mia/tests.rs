@@ -167,3 +167,84 @@ fn lm_baselines_run_on_token_logprobs() {
     assert_eq!(metric(&report, Attack::MinK).auc, 1.0);
     assert_eq!(metric(&report, Attack::Loss).auc, 1.0);
 }
+
+#[test]
+fn pooled_targets_score_each_against_its_own_shadows_and_evaluate_the_union() {
+    // Five targets: shadow models 0..4 of one simulated set, each against the other seven.
+    let sim = Simulation {
+        examples: 4000,
+        ..Simulation::default()
+    };
+    let set = simulate(&sim).unwrap();
+    let sets: Vec<ScoreSet> = (0..5).map(|m| set.leave_one_out(m).unwrap()).collect();
+    let cfg = MiaConfig::default();
+    let pooled = run_pooled(&sets, &AttackSelection::All, &cfg).unwrap();
+    assert_eq!(pooled.examples, 5 * 4000);
+    assert_eq!(pooled.shadow_models, 7);
+    let singles: Vec<MiaReport> = sets
+        .iter()
+        .map(|s| run(s, &AttackSelection::All, &cfg).unwrap())
+        .collect();
+    let member: Vec<bool> = sets
+        .iter()
+        .flat_map(|s| s.target_in().unwrap().iter().copied())
+        .collect();
+    for a in &pooled.attacks {
+        // The pooled scores are each target's own scores, in order (exactly: same arithmetic).
+        let concat: Vec<f64> = singles
+            .iter()
+            .flat_map(|r| {
+                r.attacks
+                    .iter()
+                    .find(|b| b.attack == a.attack)
+                    .unwrap()
+                    .scores
+                    .clone()
+            })
+            .collect();
+        assert_eq!(a.scores, concat, "{:?}", a.attack);
+        // And the metrics are those of the union.
+        let m = metrics::evaluate(&concat, &member, &cfg.metrics).unwrap();
+        assert_eq!(a.metrics.as_ref().unwrap(), &m, "{:?}", a.attack);
+        assert!(
+            a.notes.iter().any(|n| n.contains("pooled over 5 targets")),
+            "{:?}",
+            a.notes
+        );
+    }
+    // ~2000 non-members per target: 0.1% FPR expects 2 false positives on one target (not
+    // reported) and ~10 on the union of five (reported).
+    let single = metric(&singles[0], Attack::LiraOnline);
+    assert!(single.tpr_at_fpr[1].tpr.is_none());
+    let union = metric(&pooled, Attack::LiraOnline);
+    assert!(union.non_members >= 10_000 - 300, "{}", union.non_members);
+    assert!(union.tpr_at_fpr[1].tpr.is_some());
+}
+
+#[test]
+fn stacking_puts_each_sets_rows_and_shadow_values_in_order_and_checks_shapes() {
+    let set = simulate(&Simulation::default()).unwrap();
+    let (a, b) = (set.leave_one_out(0).unwrap(), set.leave_one_out(3).unwrap());
+    let s = ScoreSet::stack(&[a.clone(), b.clone()]).unwrap();
+    let n = a.n();
+    assert_eq!((s.n(), s.shadows(), s.queries()), (2 * n, 7, 1));
+    for (i, m) in [(0, 0), (n - 1, 6), (17, 3)] {
+        assert_eq!(s.target(i, 0), a.target(i, 0));
+        assert_eq!(s.target(n + i, 0), b.target(i, 0));
+        assert_eq!(s.shadow(m, n + i, 0), b.shadow(m, i, 0));
+        assert_eq!(s.is_in(m, n + i), b.is_in(m, i));
+        assert_eq!(s.is_in(m, i), a.is_in(m, i));
+    }
+    assert_eq!(&s.target_in().unwrap()[n..], b.target_in().unwrap());
+    assert!(
+        s.population().is_none(),
+        "population points belong to one target"
+    );
+    // A set with another number of shadow models is refused, naming it.
+    let err = ScoreSet::stack(&[a, set]).unwrap_err().to_string();
+    assert!(
+        err.contains("stacked score set 1") && err.contains("8 shadow models"),
+        "{err}"
+    );
+    assert!(ScoreSet::stack(&[]).is_err());
+}

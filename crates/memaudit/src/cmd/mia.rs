@@ -109,6 +109,11 @@ pub struct ShadowArgs {
     /// shifts nearest to it (default all 25 of +-2 px; fewer is faster).
     #[arg(long, value_name = "K")]
     pub queries: Option<usize>,
+    /// Target models evaluated, scores pooled (the LiRA paper's protocol): 1 is the separate
+    /// target; K > 1 adds shadow models 0..K-2, each attacked with all the other models as its
+    /// shadows. About K x pool / 2 non-members, so lower FPRs become reportable.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub targets: usize,
 }
 
 /// Attack settings (defaults: `memaudit_audit::mia::config`); each overrides `--config`.
@@ -232,6 +237,7 @@ fn mia_config(args: &Args) -> Result<MiaConfig> {
             population: sh.population,
             augment: sh.augment.augment.clone(),
             queries: sh.queries,
+            targets: sh.targets,
         },
         data: args.data.settings(),
         model: args.model.settings(),
@@ -317,16 +323,26 @@ pub fn run(args: &Args, ctx: &Ctx) -> Result<Report> {
     let mut text = String::new();
     if let Some(s) = &result.shadows {
         text = format!(
-            "{} on {} ({} examples, hash {}): target + {} shadow models ({} trained, {} reused from {}) in {:.1}s\n",
+            "{} on {} ({} examples, hash {}): target + {} shadow models ({} trained, {} reused from {}) in {:.1}s{}\n",
             cfg.model.model.as_deref().unwrap_or("default model"),
             s.data,
-            result.examples,
+            result.examples / s.targets.max(1),
             &s.data_hash[..12],
-            result.shadow_models,
+            2 * s.pairs,
             s.models_trained,
             s.models_reused,
             s.cache,
-            s.train_seconds.0
+            s.train_seconds.0,
+            if s.targets > 1 {
+                format!(
+                    "; {} targets (the separate one and shadow models 0..{}), each against the other {} models, scores pooled",
+                    s.targets,
+                    s.targets - 2,
+                    2 * s.pairs
+                )
+            } else {
+                String::new()
+            }
         );
     }
     text += &report_text(&result.report, result.seconds.0);
