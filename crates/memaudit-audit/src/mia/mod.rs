@@ -319,7 +319,10 @@ pub fn run_pooled(
     'attack: for attack in list {
         let mut scores = Vec::with_capacity(pooled.n());
         let mut notes: Vec<String> = Vec::new();
-        for set in sets {
+        // The first target's notes; the others' only counted where they differ (RMIA's tuned
+        // `a` and its AUC, per target), so K targets do not repeat K near-identical lines.
+        let mut differing = 0;
+        for (s_index, set) in sets.iter().enumerate() {
             let (s, set_notes) = match attack_scores(set, attack, cfg) {
                 Ok(x) => x,
                 // `all` runs what it can: a missing array or an example a shadow set does not
@@ -334,18 +337,25 @@ pub fn run_pooled(
                 Err(e) => return Err(e),
             };
             scores.extend(s);
-            for note in set_notes {
-                if !notes.contains(&note) {
-                    notes.push(note);
-                }
+            if s_index == 0 {
+                notes = set_notes;
+            } else if set_notes != notes {
+                differing += 1;
             }
         }
         if sets.len() > 1 {
-            notes.push(format!(
+            let mut pooled_note = format!(
                 "pooled over {} targets ({} examples each), each scored against its own shadow models",
                 sets.len(),
                 first.n()
-            ));
+            );
+            if differing > 0 {
+                pooled_note += &format!(
+                    "; the notes above are the first target's, {differing} of the other {} differ",
+                    sets.len() - 1
+                );
+            }
+            notes.push(pooled_note);
         }
         let (metrics, per_class) = match pooled.target_in() {
             Some(member) => {
