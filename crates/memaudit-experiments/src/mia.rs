@@ -788,11 +788,11 @@ impl ShadowJob {
             };
         // The rows the report's scores follow: the one target's set, or the targets' sets
         // stacked (population points belong to one target and are left out of the stack).
-        let rows_of = |sets: &[ScoreSet]| -> Result<ScoreSet> {
+        let rows_of = |mut sets: Vec<ScoreSet>| -> Result<ScoreSet> {
             Ok(if sets.len() == 1 {
-                sets[0].clone()
+                sets.remove(0)
             } else {
-                ScoreSet::stack(sets)?
+                ScoreSet::stack(&sets)?
             })
         };
         let attack_started = Instant::now();
@@ -800,18 +800,22 @@ impl ShadowJob {
             // One signal, the sequence log-likelihood, for LiRA and RMIA; each target's
             // per-token log-probabilities and the windows' text for the reference-free
             // baselines.
-            let mut sets = build(&phi, &pop_phi, SignalKind::LogLikelihood)?;
             let texts = window_texts(pool, self.prepared.tokenizer.as_ref());
-            for (set, &m) in sets.iter_mut().zip(&targets) {
-                if let Some(tok) = target_tokens[m].take() {
-                    *set = set.clone().with_token_logprob(tok)?;
-                }
-                if let Some(texts) = &texts {
-                    *set = set.clone().with_text(texts.clone())?;
-                }
-            }
+            let sets = build(&phi, &pop_phi, SignalKind::LogLikelihood)?
+                .into_iter()
+                .zip(&targets)
+                .map(|(mut set, &m)| {
+                    if let Some(tok) = target_tokens[m].take() {
+                        set = set.with_token_logprob(tok)?;
+                    }
+                    if let Some(texts) = &texts {
+                        set = set.with_text(texts.clone())?;
+                    }
+                    Ok(set)
+                })
+                .collect::<Result<Vec<_>>>()?;
             let report = audit::run_pooled(&sets, &selection, &attack_cfg)?;
-            (rows_of(&sets)?, report)
+            (rows_of(sets)?, report)
         } else {
             let phi_sets = build(&phi, &pop_phi, SignalKind::LogitConfidence)?;
             // RMIA's Pr(x|θ) = softmax(z/T)_y needs the logits, not phi: its own set of
@@ -834,7 +838,7 @@ impl ShadowJob {
                     }
                 }
             }
-            (rows_of(&phi_sets)?, report)
+            (rows_of(phi_sets)?, report)
         };
         let attack_seconds = attack_started.elapsed().as_secs_f64();
         // Private models: how each attack's ROC sits against TPR <= e^eps FPR + delta.

@@ -303,13 +303,29 @@ pub fn run_pooled(
         what: "score sets".into(),
         reason: "none given".into(),
     })?;
-    // The pooled rows' membership and classes (and the shape checks of stacking).
-    let stacked = if sets.len() == 1 {
-        None
-    } else {
-        Some(ScoreSet::stack(sets)?)
+    // The pooled rows' membership and classes: each set's, one after another (the row order of
+    // `ScoreSet::stack`, without copying the shadow signals). Known for every set or for none.
+    let rows: usize = sets.iter().map(|s| s.n()).sum();
+    let concat = |what: &str, get: &dyn Fn(&ScoreSet) -> bool| -> Result<bool> {
+        let present = sets.iter().filter(|s| get(s)).count();
+        if present != 0 && present != sets.len() {
+            return Err(MiaError::InvalidInput {
+                what: format!("pooled score sets, array `{what}`"),
+                reason: format!("given on {present} of {} sets", sets.len()),
+            });
+        }
+        Ok(present != 0)
     };
-    let pooled = stacked.as_ref().unwrap_or(first);
+    let member: Option<Vec<bool>> = concat("target_in", &|s| s.target_in().is_some())?.then(|| {
+        sets.iter()
+            .flat_map(|s| s.target_in().unwrap_or(&[]).iter().copied())
+            .collect()
+    });
+    let class: Option<Vec<i64>> = concat("class", &|s| s.class().is_some())?.then(|| {
+        sets.iter()
+            .flat_map(|s| s.class().unwrap_or(&[]).iter().copied())
+            .collect()
+    });
     let (list, all) = match selection {
         AttackSelection::All => (Attack::ALL.to_vec(), true),
         AttackSelection::Only(v) => (v.clone(), false),
@@ -317,7 +333,7 @@ pub fn run_pooled(
     let mut attacks = Vec::new();
     let mut skipped = Vec::new();
     'attack: for attack in list {
-        let mut scores = Vec::with_capacity(pooled.n());
+        let mut scores = Vec::with_capacity(rows);
         let mut notes: Vec<String> = Vec::new();
         // The first target's notes; the others' only counted where they differ (RMIA's tuned
         // `a` and its AUC, per target), so K targets do not repeat K near-identical lines.
@@ -357,10 +373,10 @@ pub fn run_pooled(
             }
             notes.push(pooled_note);
         }
-        let (metrics, per_class) = match pooled.target_in() {
+        let (metrics, per_class) = match &member {
             Some(member) => {
                 let m = metrics::evaluate(&scores, member, &cfg.metrics)?;
-                let pc = match pooled.class() {
+                let pc = match &class {
                     Some(c) => metrics::per_class(&scores, member, c, &cfg.metrics)?,
                     None => vec![],
                 };
@@ -377,7 +393,7 @@ pub fn run_pooled(
         });
     }
     Ok(MiaReport {
-        examples: pooled.n(),
+        examples: rows,
         shadow_models: first.shadows(),
         queries: first.queries(),
         signal_kind: first.signal_kind(),
